@@ -1,0 +1,15 @@
+//! Hivemind's vocabulary: the objects the store holds, the specs users write, and the Compose model.
+//!
+//! This crate does no I/O and knows nothing of tokio, SQL or HTTP (like kube-core). Every other
+//! crate speaks in these types; a change here is an API change for all of them.
+
+pub mod compose;
+pub mod id;
+pub mod object;
+pub mod spec;
+
+pub use object::{
+    App, Assignment, Kind, Meta, Node, NodeReport, NodeState, ObservedReplica, Replica, ReplicaState,
+    Service,
+};
+pub use spec::{PortProtocol, PortSpec, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec};

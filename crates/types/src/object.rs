@@ -1,0 +1,210 @@
+//! The objects the store holds and the API serves: apps, services, replicas, nodes, and what
+//! agents report about replicas.
+//!
+//! Every stored object carries `Meta::revision`, the store revision of its last write; writes that
+//! name a stale revision are refused (optimistic concurrency, SPEC §5).
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::ServiceSpec;
+
+/// The kinds of stored objects. The string form is the store's table key and the API's path word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    App,
+    Service,
+    Replica,
+    ReplicaStatus,
+    Node,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::App,
+        Kind::Service,
+        Kind::Replica,
+        Kind::ReplicaStatus,
+        Kind::Node,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::App => "app",
+            Kind::Service => "service",
+            Kind::Replica => "replica",
+            Kind::ReplicaStatus => "replica_status",
+            Kind::Node => "node",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Bookkeeping common to every stored object. The store sets these on write; values sent by
+/// clients are ignored except `revision`, which is the optimistic-concurrency precondition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Store revision of the last write of this object; 0 for an object not yet stored.
+    #[serde(default)]
+    pub revision: u64,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub created_at: u64,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub updated_at: u64,
+}
+
+/// One deployed Compose file. Key: `{namespace}/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    pub namespace: String,
+    pub name: String,
+    /// The Compose file as the user sent it, kept for `rollout history` and re-deploys.
+    pub source: String,
+    /// Names of the app's services, in file order.
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+impl App {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A replicated container spec inside an app. Key: `{namespace}/{app}/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub namespace: String,
+    pub app: String,
+    pub name: String,
+    pub spec: ServiceSpec,
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+impl Service {
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.namespace, self.app, self.name)
+    }
+}
+
+/// One scheduled instance of a service on a node: one container. Key: `id` (unique cluster-wide).
+///
+/// Written only by the control plane. Its existence is the desired state: deleting the object is
+/// how the control plane tells the node's agent to stop and remove the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    /// `web-3f9k2`: service name + 5 chars (SPEC §1). Also the containerd container id.
+    pub id: String,
+    pub namespace: String,
+    pub app: String,
+    pub service: String,
+    /// Node (hostname) the scheduler placed it on.
+    pub node: String,
+    /// The service spec this replica runs (a copy, so agents need nothing else).
+    pub spec: ServiceSpec,
+    /// `spec.revision_hash()`, kept to compare with the service without rehashing.
+    pub revision_hash: String,
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+/// What the agent observed about a replica. Key: replica id. Written only by the agent of
+/// `node`; kept apart from `Replica` so that the agent's and the control plane's writes never
+/// conflict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedReplica {
+    pub id: String,
+    pub node: String,
+    pub state: ReplicaState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// How many times the agent restarted the container under its restart policy.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Human-readable reason for the state (`image not found: busybox:1`, `exit code 1`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Unix milliseconds of the last start, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaState {
+    /// Scheduled; the agent has not reported it yet.
+    Pending,
+    /// The agent is creating the container.
+    Starting,
+    Running,
+    /// The container exited and will be restarted after a back-off.
+    Restarting,
+    /// The container exited and its restart policy says not to restart it.
+    Exited,
+    /// The container could not be created or started (bad image, bad spec).
+    Failed,
+}
+
+impl ReplicaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Pending => "pending",
+            ReplicaState::Starting => "starting",
+            ReplicaState::Running => "running",
+            ReplicaState::Restarting => "restarting",
+            ReplicaState::Exited => "exited",
+            ReplicaState::Failed => "failed",
+        }
+    }
+}
+
+/// A machine running the agent. Key: `name` (the hostname).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    /// Address other nodes and the server reach this node at.
+    pub address: String,
+    pub state: NodeState,
+    /// Unix milliseconds of the last status report from the node's agent.
+    pub last_seen: u64,
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Ready,
+    Down,
+    /// Taken out of scheduling by `node drain`.
+    Drained,
+}
+
+/// A node's complete desired set (SPEC §6, "whole configs with a generation").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub node: String,
+    /// The store revision this set was read at. Agents report the generation they applied.
+    pub generation: u64,
+    pub replicas: Vec<Replica>,
+}
+
+/// What an agent reports: everything it observed, with the generation it had applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node: String,
+    pub address: String,
+    pub generation: u64,
+    pub replicas: Vec<ObservedReplica>,
+}

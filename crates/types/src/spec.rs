@@ -1,0 +1,176 @@
+//! The normalized service spec: what a Compose service means once parsed, validated and defaulted.
+//!
+//! The Compose parser (`compose`) produces these; the store keeps them inside `Service` and
+//! `Replica`; the agent turns them into OCI runtime specs. Durations are milliseconds so that the
+//! JSON form is plain numbers.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One replicated container spec inside an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ServiceSpec {
+    /// Image reference as written (`busybox:latest`, `127.0.0.1:5000/web:1`).
+    pub image: String,
+    /// Overrides the image's `Cmd` when set (Compose `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Overrides the image's `Entrypoint` when set (Compose `entrypoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment after `env_file` and `environment` are merged (`environment` wins).
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    #[serde(default)]
+    pub mode: ServiceMode,
+    /// Desired replica count for `ServiceMode::Replicated` (Compose `deploy.replicas`, default 1).
+    pub replicas: u32,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Signal name sent first on stop (Compose `stop_signal`, default `SIGTERM`).
+    pub stop_signal: String,
+    /// Time between the stop signal and SIGKILL (Compose `stop_grace_period`, default 10 s).
+    pub stop_grace_period_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Hivemind's own settings (`x-hivemind` on the service).
+    #[serde(default)]
+    pub hivemind: HivemindExt,
+}
+
+impl ServiceSpec {
+    /// A stable content hash of the spec, ignoring the replica count: two specs with the same hash
+    /// run the same containers. It names a revision (SPEC §1).
+    pub fn revision_hash(&self) -> String {
+        let mut clone = self.clone();
+        clone.replicas = 0;
+        let json = serde_json::to_vec(&clone).expect("spec serializes");
+        // FNV-1a 64: stable across builds and platforms, unlike std's SipHash with random keys.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in json {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")[..10].to_string()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceMode {
+    #[default]
+    Replicated,
+    /// One replica on every node (Compose `deploy.mode: global`).
+    Global,
+}
+
+/// A published port (Compose `ports`, short or long syntax).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// Port inside the container.
+    pub target: u16,
+    /// Port published on every node; `None` means "expose only".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<u16>,
+    /// Host address to bind the published port to; `None` means all addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    #[serde(default)]
+    pub protocol: PortProtocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// When a replica's container is restarted after it exits.
+///
+/// Compose `restart: no|always|on-failure[:N]|unless-stopped` and `deploy.restart_policy` both map
+/// here (`deploy.restart_policy` wins). The default is `Always`, as for Swarm services: an
+/// orchestrator keeps replicated services running unless told otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    /// Give up after this many restarts (`on-failure:N`, `max_attempts`); `None` = never give up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Delay before the first restart (`deploy.restart_policy.delay`); back-off grows from it.
+    pub delay_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            condition: RestartCondition::Always,
+            max_attempts: None,
+            delay_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    /// Never restart (`no`, `none`).
+    Never,
+    /// Restart on a non-zero exit code (`on-failure`).
+    OnFailure,
+    /// Restart whatever the exit code (`always`, `unless-stopped`, `any`).
+    Always,
+}
+
+/// `x-hivemind` on a service (SPEC §3). Later issues give these fields their behaviour; the parser
+/// validates them now so that files written today keep working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HivemindExt {
+    /// Rollout strategy: `rolling` (default), `blue-green`, `canary` or `ab`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressRule>,
+    /// Network policy: only these services of the app may connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_from: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+fn default_path() -> String {
+    "/".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_hash_ignores_replica_count_but_not_image() {
+        let a = ServiceSpec {
+            image: "busybox:1".into(),
+            replicas: 1,
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.replicas = 7;
+        assert_eq!(a.revision_hash(), b.revision_hash());
+        b.image = "busybox:2".into();
+        assert_ne!(a.revision_hash(), b.revision_hash());
+    }
+}
