@@ -1,0 +1,35 @@
+//! The store's errors.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("conflict on {kind} {key}: {reason}")]
+    Conflict {
+        kind: &'static str,
+        key: String,
+        /// What the precondition expected and what was found.
+        reason: String,
+    },
+    #[error("transaction touches {kind} {key} twice")]
+    DuplicateOp { kind: &'static str, key: String },
+    #[error("stored {kind} {key} cannot be decoded")]
+    Decode {
+        kind: &'static str,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("value for {kind} {key} is not a JSON object")]
+    NotAnObject { kind: &'static str, key: String },
+    #[error("changes up to revision {compacted} were compacted; re-list and watch from the current revision")]
+    Compacted { compacted: u64 },
+    #[error("store database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store schema version {found} is newer than this binary knows ({known}); upgrade hivemind")]
+    SchemaTooNew { found: u32, known: u32 },
+}
+
+impl StoreError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
+}

@@ -1,0 +1,253 @@
+//! Unit tests of the store: transactions, preconditions, change log, and crash safety.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use hivemind_types::Kind;
+use serde_json::json;
+
+use crate::{ChangeOp, Expect, Op, Store, StoreError};
+
+fn obj(name: &str) -> serde_json::Value {
+    json!({ "name": name })
+}
+
+#[test]
+fn put_sets_meta_and_bumps_revision() {
+    let store = Store::open_in_memory().unwrap();
+    assert_eq!(store.revision(), 0);
+    let rev = store
+        .txn(vec![Op::put(Kind::App, "default/a", &obj("a"), Expect::Absent)])
+        .unwrap();
+    assert_eq!(rev, 1);
+    let got: serde_json::Value = store.get(Kind::App, "default/a").unwrap().unwrap();
+    assert_eq!(got["meta"]["revision"], 1);
+    let created = got["meta"]["created_at"].as_u64().unwrap();
+    store
+        .txn(vec![Op::put(Kind::App, "default/a", &obj("a2"), Expect::Revision(1))])
+        .unwrap();
+    let got: serde_json::Value = store.get(Kind::App, "default/a").unwrap().unwrap();
+    assert_eq!(got["meta"]["revision"], 2);
+    assert_eq!(got["meta"]["created_at"].as_u64().unwrap(), created);
+    assert_eq!(got["name"], "a2");
+}
+
+#[test]
+fn preconditions_table() {
+    // (expectation, object exists at revision 1?, should succeed)
+    let cases = [
+        (Expect::Any, false, true),
+        (Expect::Any, true, true),
+        (Expect::Absent, false, true),
+        (Expect::Absent, true, false),
+        (Expect::Present, false, false),
+        (Expect::Present, true, true),
+        (Expect::Revision(1), true, true),
+        (Expect::Revision(7), true, false),
+        (Expect::Revision(1), false, false),
+    ];
+    for (expect, exists, ok) in cases {
+        let store = Store::open_in_memory().unwrap();
+        if exists {
+            store
+                .txn(vec![Op::put(Kind::Node, "n1", &obj("n1"), Expect::Any)])
+                .unwrap();
+        }
+        let result = store.txn(vec![Op::put(Kind::Node, "n1", &obj("x"), expect)]);
+        assert_eq!(result.is_ok(), ok, "{expect:?} exists={exists}: {result:?}");
+        if let Err(e) = result {
+            assert!(e.is_conflict(), "{e}");
+        }
+    }
+}
+
+#[test]
+fn failed_precondition_writes_nothing() {
+    let store = Store::open_in_memory().unwrap();
+    store
+        .txn(vec![Op::put(Kind::App, "default/a", &obj("a"), Expect::Any)])
+        .unwrap();
+    let err = store
+        .txn(vec![
+            Op::put(Kind::Service, "default/a/web", &obj("web"), Expect::Absent),
+            Op::put(Kind::App, "default/a", &obj("a"), Expect::Absent),
+        ])
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert!(store
+        .get::<serde_json::Value>(Kind::Service, "default/a/web")
+        .unwrap()
+        .is_none());
+    assert_eq!(store.revision(), 1);
+    assert_eq!(store.changes_since(0).unwrap().len(), 1);
+}
+
+#[test]
+fn list_by_prefix_is_literal_and_ordered() {
+    let store = Store::open_in_memory().unwrap();
+    for key in ["default/b/x", "default/a/y", "default/a/x", "default/a_/z", "other/a/x"] {
+        store
+            .txn(vec![Op::put(Kind::Service, key, &obj(key), Expect::Any)])
+            .unwrap();
+    }
+    let got: Vec<serde_json::Value> = store.list(Kind::Service, "default/a/").unwrap();
+    let names: Vec<_> = got.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["default/a/x", "default/a/y"]);
+    assert_eq!(store.list::<serde_json::Value>(Kind::Service, "").unwrap().len(), 5);
+    assert!(store.list::<serde_json::Value>(Kind::App, "").unwrap().is_empty());
+}
+
+#[test]
+fn deletes_are_logged_and_absent_deletes_are_noops() {
+    let store = Store::open_in_memory().unwrap();
+    store
+        .txn(vec![Op::put(Kind::Replica, "web-aaaaa", &obj("r"), Expect::Any)])
+        .unwrap();
+    let rev = store
+        .txn(vec![Op::delete(Kind::Replica, "web-bbbbb", Expect::Any)])
+        .unwrap();
+    assert_eq!(rev, 1, "deleting an absent object changes nothing");
+    let rev = store
+        .txn(vec![Op::delete(Kind::Replica, "web-aaaaa", Expect::Present)])
+        .unwrap();
+    assert_eq!(rev, 2);
+    let changes = store.changes_since(1).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].op, ChangeOp::Delete);
+    assert_eq!(changes[0].value["name"], "r");
+    assert!(store
+        .txn(vec![Op::delete(Kind::Replica, "web-aaaaa", Expect::Present)])
+        .unwrap_err()
+        .is_conflict());
+}
+
+#[test]
+fn duplicate_keys_in_one_txn_are_refused() {
+    let store = Store::open_in_memory().unwrap();
+    let err = store
+        .txn(vec![
+            Op::put(Kind::Node, "n", &obj("1"), Expect::Any),
+            Op::delete(Kind::Node, "n", Expect::Any),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateOp { .. }), "{err}");
+}
+
+#[test]
+fn non_object_values_are_refused() {
+    let store = Store::open_in_memory().unwrap();
+    let err = store
+        .txn(vec![Op::put(Kind::Node, "n", &json!([1, 2]), Expect::Any)])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotAnObject { .. }), "{err}");
+    assert_eq!(store.revision(), 0);
+}
+
+#[tokio::test]
+async fn subscribers_see_committed_changes_in_order() {
+    let store = Store::open_in_memory().unwrap();
+    let mut rx = store.subscribe();
+    store
+        .txn(vec![
+            Op::put(Kind::App, "default/a", &obj("a"), Expect::Any),
+            Op::put(Kind::Service, "default/a/web", &obj("web"), Expect::Any),
+        ])
+        .unwrap();
+    let first = rx.recv().await.unwrap();
+    let second = rx.recv().await.unwrap();
+    assert_eq!((first.revision, first.kind), (1, Kind::App));
+    assert_eq!((second.revision, second.kind), (1, Kind::Service));
+}
+
+#[test]
+fn compaction_forces_relist() {
+    let store = Store::open_in_memory().unwrap();
+    for i in 0..5 {
+        store
+            .txn(vec![Op::put(Kind::Node, format!("n{i}"), &obj("n"), Expect::Any)])
+            .unwrap();
+    }
+    store.compact(3).unwrap();
+    assert!(matches!(
+        store.changes_since(2),
+        Err(StoreError::Compacted { compacted: 3 })
+    ));
+    assert_eq!(store.changes_since(3).unwrap().len(), 2);
+    assert_eq!(store.list::<serde_json::Value>(Kind::Node, "").unwrap().len(), 5);
+}
+
+#[test]
+fn reopening_keeps_objects_and_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .txn(vec![Op::put(Kind::App, "default/a", &obj("a"), Expect::Any)])
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.revision(), 1);
+    assert!(store.get::<serde_json::Value>(Kind::App, "default/a").unwrap().is_some());
+}
+
+const CRASH_CHILD_ENV: &str = "HIVEMIND_STORE_CRASH_CHILD";
+
+/// Not a test on its own: the writer process for `kill_9_loses_no_acknowledged_write`. It writes
+/// as fast as it can and prints each revision after `txn` returned, i.e. after the acknowledgement.
+#[test]
+fn crash_writer_child() {
+    let Ok(path) = std::env::var(CRASH_CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(std::path::Path::new(&path)).unwrap();
+    for i in 0u64.. {
+        let rev = store
+            .txn(vec![Op::put(Kind::Node, format!("n{i}"), &obj("n"), Expect::Absent)])
+            .unwrap();
+        println!("acked {rev} n{i}");
+    }
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "tests::crash_writer_child", "--nocapture", "--test-threads=1"])
+        .env(CRASH_CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("acked ") {
+            let (rev, key) = rest.split_once(' ').unwrap();
+            acked.push((rev.parse::<u64>().unwrap(), key.to_string()));
+            if acked.len() == 300 {
+                // SIGKILL: no destructors, no flush, like a crash.
+                child.kill().unwrap();
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(acked.len(), 300);
+    let store = Store::open(&path).unwrap();
+    let (last_rev, _) = acked.last().unwrap();
+    assert!(store.revision() >= *last_rev);
+    for (rev, key) in &acked {
+        let got: serde_json::Value = store
+            .get(Kind::Node, key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged write {key} at revision {rev} lost"));
+        assert_eq!(got["meta"]["revision"], *rev);
+    }
+    // The log is consistent with the objects: one change per revision, no gaps.
+    let changes = store.changes_since(0).unwrap();
+    for (i, c) in changes.iter().enumerate() {
+        assert_eq!(c.revision, i as u64 + 1);
+    }
+}
