@@ -24,7 +24,9 @@ pub enum StoreError {
     Compacted { compacted: u64 },
     #[error("store database error")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store schema version {found} is newer than this binary knows ({known}); upgrade hivemind")]
+    #[error(
+        "store schema version {found} is newer than this binary knows ({known}); upgrade hivemind"
+    )]
     SchemaTooNew { found: u32, known: u32 },
 }
 

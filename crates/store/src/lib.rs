@@ -162,7 +162,11 @@ impl Store {
     }
 
     /// All objects of `kind` whose key starts with `prefix`, ordered by key.
-    pub fn list<T: DeserializeOwned>(&self, kind: Kind, prefix: &str) -> Result<Vec<T>, StoreError> {
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        prefix: &str,
+    ) -> Result<Vec<T>, StoreError> {
         self.db()
             .list(kind, prefix)?
             .into_iter()

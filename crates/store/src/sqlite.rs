@@ -83,7 +83,11 @@ impl Db {
         self.counter("revision").unwrap_or_default()
     }
 
-    pub(crate) fn get(&self, kind: Kind, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    pub(crate) fn get(
+        &self,
+        kind: Kind,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
         let text: Option<String> = self
             .conn
             .query_row(
@@ -257,7 +261,10 @@ impl Db {
 
     pub(crate) fn compact(&mut self, revision: u64) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM changes WHERE revision <= ?1", [revision as i64])?;
+        tx.execute(
+            "DELETE FROM changes WHERE revision <= ?1",
+            [revision as i64],
+        )?;
         tx.execute(
             "UPDATE counters SET value = MAX(value, ?1) WHERE name = 'compacted'",
             [revision as i64],

@@ -17,14 +17,24 @@ fn put_sets_meta_and_bumps_revision() {
     let store = Store::open_in_memory().unwrap();
     assert_eq!(store.revision(), 0);
     let rev = store
-        .txn(vec![Op::put(Kind::App, "default/a", &obj("a"), Expect::Absent)])
+        .txn(vec![Op::put(
+            Kind::App,
+            "default/a",
+            &obj("a"),
+            Expect::Absent,
+        )])
         .unwrap();
     assert_eq!(rev, 1);
     let got: serde_json::Value = store.get(Kind::App, "default/a").unwrap().unwrap();
     assert_eq!(got["meta"]["revision"], 1);
     let created = got["meta"]["created_at"].as_u64().unwrap();
     store
-        .txn(vec![Op::put(Kind::App, "default/a", &obj("a2"), Expect::Revision(1))])
+        .txn(vec![Op::put(
+            Kind::App,
+            "default/a",
+            &obj("a2"),
+            Expect::Revision(1),
+        )])
         .unwrap();
     let got: serde_json::Value = store.get(Kind::App, "default/a").unwrap().unwrap();
     assert_eq!(got["meta"]["revision"], 2);
@@ -65,7 +75,12 @@ fn preconditions_table() {
 fn failed_precondition_writes_nothing() {
     let store = Store::open_in_memory().unwrap();
     store
-        .txn(vec![Op::put(Kind::App, "default/a", &obj("a"), Expect::Any)])
+        .txn(vec![Op::put(
+            Kind::App,
+            "default/a",
+            &obj("a"),
+            Expect::Any,
+        )])
         .unwrap();
     let err = store
         .txn(vec![
@@ -85,7 +100,13 @@ fn failed_precondition_writes_nothing() {
 #[test]
 fn list_by_prefix_is_literal_and_ordered() {
     let store = Store::open_in_memory().unwrap();
-    for key in ["default/b/x", "default/a/y", "default/a/x", "default/a_/z", "other/a/x"] {
+    for key in [
+        "default/b/x",
+        "default/a/y",
+        "default/a/x",
+        "default/a_/z",
+        "other/a/x",
+    ] {
         store
             .txn(vec![Op::put(Kind::Service, key, &obj(key), Expect::Any)])
             .unwrap();
@@ -93,22 +114,40 @@ fn list_by_prefix_is_literal_and_ordered() {
     let got: Vec<serde_json::Value> = store.list(Kind::Service, "default/a/").unwrap();
     let names: Vec<_> = got.iter().map(|v| v["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["default/a/x", "default/a/y"]);
-    assert_eq!(store.list::<serde_json::Value>(Kind::Service, "").unwrap().len(), 5);
-    assert!(store.list::<serde_json::Value>(Kind::App, "").unwrap().is_empty());
+    assert_eq!(
+        store
+            .list::<serde_json::Value>(Kind::Service, "")
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(store
+        .list::<serde_json::Value>(Kind::App, "")
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
 fn deletes_are_logged_and_absent_deletes_are_noops() {
     let store = Store::open_in_memory().unwrap();
     store
-        .txn(vec![Op::put(Kind::Replica, "web-aaaaa", &obj("r"), Expect::Any)])
+        .txn(vec![Op::put(
+            Kind::Replica,
+            "web-aaaaa",
+            &obj("r"),
+            Expect::Any,
+        )])
         .unwrap();
     let rev = store
         .txn(vec![Op::delete(Kind::Replica, "web-bbbbb", Expect::Any)])
         .unwrap();
     assert_eq!(rev, 1, "deleting an absent object changes nothing");
     let rev = store
-        .txn(vec![Op::delete(Kind::Replica, "web-aaaaa", Expect::Present)])
+        .txn(vec![Op::delete(
+            Kind::Replica,
+            "web-aaaaa",
+            Expect::Present,
+        )])
         .unwrap();
     assert_eq!(rev, 2);
     let changes = store.changes_since(1).unwrap();
@@ -116,7 +155,11 @@ fn deletes_are_logged_and_absent_deletes_are_noops() {
     assert_eq!(changes[0].op, ChangeOp::Delete);
     assert_eq!(changes[0].value["name"], "r");
     assert!(store
-        .txn(vec![Op::delete(Kind::Replica, "web-aaaaa", Expect::Present)])
+        .txn(vec![Op::delete(
+            Kind::Replica,
+            "web-aaaaa",
+            Expect::Present
+        )])
         .unwrap_err()
         .is_conflict());
 }
@@ -164,7 +207,12 @@ fn compaction_forces_relist() {
     let store = Store::open_in_memory().unwrap();
     for i in 0..5 {
         store
-            .txn(vec![Op::put(Kind::Node, format!("n{i}"), &obj("n"), Expect::Any)])
+            .txn(vec![Op::put(
+                Kind::Node,
+                format!("n{i}"),
+                &obj("n"),
+                Expect::Any,
+            )])
             .unwrap();
     }
     store.compact(3).unwrap();
@@ -173,7 +221,13 @@ fn compaction_forces_relist() {
         Err(StoreError::Compacted { compacted: 3 })
     ));
     assert_eq!(store.changes_since(3).unwrap().len(), 2);
-    assert_eq!(store.list::<serde_json::Value>(Kind::Node, "").unwrap().len(), 5);
+    assert_eq!(
+        store
+            .list::<serde_json::Value>(Kind::Node, "")
+            .unwrap()
+            .len(),
+        5
+    );
 }
 
 #[test]
@@ -183,12 +237,20 @@ fn reopening_keeps_objects_and_revision() {
     {
         let store = Store::open(&path).unwrap();
         store
-            .txn(vec![Op::put(Kind::App, "default/a", &obj("a"), Expect::Any)])
+            .txn(vec![Op::put(
+                Kind::App,
+                "default/a",
+                &obj("a"),
+                Expect::Any,
+            )])
             .unwrap();
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.revision(), 1);
-    assert!(store.get::<serde_json::Value>(Kind::App, "default/a").unwrap().is_some());
+    assert!(store
+        .get::<serde_json::Value>(Kind::App, "default/a")
+        .unwrap()
+        .is_some());
 }
 
 const CRASH_CHILD_ENV: &str = "HIVEMIND_STORE_CRASH_CHILD";
@@ -203,7 +265,12 @@ fn crash_writer_child() {
     let store = Store::open(std::path::Path::new(&path)).unwrap();
     for i in 0u64.. {
         let rev = store
-            .txn(vec![Op::put(Kind::Node, format!("n{i}"), &obj("n"), Expect::Absent)])
+            .txn(vec![Op::put(
+                Kind::Node,
+                format!("n{i}"),
+                &obj("n"),
+                Expect::Absent,
+            )])
             .unwrap();
         println!("acked {rev} n{i}");
     }
@@ -214,7 +281,12 @@ fn kill_9_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "tests::crash_writer_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "tests::crash_writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CRASH_CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,0 +1,155 @@
+//! The background-task runner: every controller runs on a timer and whenever an object kind it
+//! watches changes, never concurrently with itself, and records its last outcome for the API.
+//!
+//! Tasks take no input and never retry on their own: the next activation is the retry
+//! (STYLE "Controllers"; Omicron's background tasks work this way).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hivemind_store::Store;
+use hivemind_types::Kind;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::exec::nodes::NodeLivenessController;
+use crate::exec::now_millis;
+use crate::exec::replicas::ServiceController;
+
+pub trait BackgroundTask: Send + 'static {
+    fn name(&self) -> &'static str;
+    /// Whether a change to an object of `kind` should wake the task.
+    fn watches(&self, kind: Kind) -> bool;
+    /// The timer: the task runs at least this often.
+    fn period(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+    /// One run: read, plan, write. Returns a status summary or an error message.
+    fn activate(&mut self) -> Result<serde_json::Value, String>;
+}
+
+/// The last outcome of one task, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControllerStatus {
+    pub name: &'static str,
+    pub runs: u64,
+    /// Unix ms of the last run's end.
+    pub last_run: u64,
+    pub last_duration_us: u64,
+    pub last_result: Result<serde_json::Value, String>,
+}
+
+/// Handle to the running controllers.
+#[derive(Clone)]
+pub struct Controllers {
+    statuses: Arc<Mutex<Vec<ControllerStatus>>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Controllers {
+    pub fn statuses(&self) -> Vec<ControllerStatus> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops every task (also happens when the shutdown signal fires).
+    pub fn abort(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the control plane's controllers on `store` until `shutdown` turns true.
+pub fn spawn_controllers(store: Store, shutdown: watch::Receiver<bool>) -> Controllers {
+    let controllers = Controllers {
+        statuses: Arc::default(),
+        tasks: Arc::default(),
+    };
+    let tasks: Vec<Box<dyn BackgroundTask>> = vec![
+        Box::new(ServiceController::new(store.clone())),
+        Box::new(NodeLivenessController::new(
+            store.clone(),
+            Duration::from_secs(15),
+        )),
+    ];
+    for (index, task) in tasks.into_iter().enumerate() {
+        controllers
+            .statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ControllerStatus {
+                name: task.name(),
+                runs: 0,
+                last_run: 0,
+                last_duration_us: 0,
+                last_result: Ok(serde_json::Value::Null),
+            });
+        let handle = tokio::spawn(drive(
+            task,
+            store.subscribe(),
+            shutdown.clone(),
+            controllers.statuses.clone(),
+            index,
+        ));
+        controllers
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+    }
+    controllers
+}
+
+async fn drive(
+    mut task: Box<dyn BackgroundTask>,
+    mut changes: broadcast::Receiver<hivemind_store::Change>,
+    mut shutdown: watch::Receiver<bool>,
+    statuses: Arc<Mutex<Vec<ControllerStatus>>>,
+    index: usize,
+) {
+    let mut timer = tokio::time::interval(task.period());
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {}
+            changed = changes.recv() => match changed {
+                Ok(change) if task.watches(change.kind) => {}
+                Ok(_) => continue,
+                // Missed changes are fine: the run reads everything afresh.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        // Coalesce a burst of changes (one transaction writes many objects) into one run.
+        while changes.try_recv().is_ok() {}
+        let started = Instant::now();
+        let result = task.activate();
+        let elapsed = started.elapsed();
+        match &result {
+            Ok(summary) => debug!(task = task.name(), ?elapsed, %summary, "controller ran"),
+            Err(error) => {
+                warn!(task = task.name(), %error, "controller run failed; next run retries")
+            }
+        }
+        let mut statuses = statuses.lock().unwrap_or_else(|p| p.into_inner());
+        let status = &mut statuses[index];
+        status.runs += 1;
+        status.last_run = now_millis();
+        status.last_duration_us = elapsed.as_micros() as u64;
+        status.last_result = result;
+    }
+}

@@ -1,0 +1,5 @@
+//! Pure planners. Each takes the desired and observed objects and returns what to write.
+
+pub mod nodes;
+pub mod replicas;
+pub mod schedule;
