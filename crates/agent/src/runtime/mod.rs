@@ -1,0 +1,187 @@
+//! The container runtime behind a trait: what the agent needs from containerd (create, start,
+//! stop, remove and list replica containers, watch exits, import and list images).
+//!
+//! [`ContainerRuntime`] is the API boundary: the agent's reconciler talks only to the trait, so it
+//! can be tested against a fake. [`Containerd`] is the real implementation over containerd's gRPC
+//! API. Pure logic (OCI spec building, image formats, reference normalization, users, signals)
+//! lives in its own modules with unit tests; only `containerd/` does I/O against the daemon.
+//!
+//! **Invariant:** every container this module creates carries the label `hivemind.replica`, and
+//! [`ContainerRuntime::list`] returns only those: containers made by others in the namespace are
+//! never touched.
+
+mod archive;
+mod containerd;
+mod error;
+mod image;
+mod oci;
+mod reference;
+mod signal;
+mod user;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hivemind_types::Replica;
+
+pub use self::containerd::Containerd;
+pub use self::error::RuntimeError;
+pub use self::image::ContainerConfig;
+pub use self::reference::normalize_image_ref;
+pub use self::signal::parse_signal;
+pub use self::user::ResolvedUser;
+
+/// Container labels the runtime sets; the agent re-adopts containers by them (live restore).
+pub mod labels {
+    pub const REPLICA: &str = "hivemind.replica";
+    pub const SERVICE: &str = "hivemind.service";
+    pub const APP: &str = "hivemind.app";
+    pub const NAMESPACE: &str = "hivemind.namespace";
+    pub const REVISION: &str = "hivemind.revision";
+}
+
+/// Where and how the runtime reaches containerd and keeps per-container files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// containerd's gRPC socket.
+    pub socket: PathBuf,
+    /// containerd namespace holding Hivemind's images and containers.
+    pub namespace: String,
+    /// Replica stdout/stderr go to `{log_dir}/{id}.stdout.log` and `.stderr.log`.
+    pub log_dir: PathBuf,
+    /// Per-container generated files (`{run_dir}/{id}/resolv.conf`, `hosts`, `hostname`).
+    pub run_dir: PathBuf,
+    pub snapshotter: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            socket: PathBuf::from("/run/containerd/containerd.sock"),
+            namespace: "hivemind".to_string(),
+            log_dir: PathBuf::from("/var/lib/hivemind/logs"),
+            run_dir: PathBuf::from("/run/hivemind/containers"),
+            snapshotter: "overlayfs".to_string(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    pub fn stdout_log(&self, id: &str) -> PathBuf {
+        self.log_dir.join(format!("{id}.stdout.log"))
+    }
+
+    pub fn stderr_log(&self, id: &str) -> PathBuf {
+        self.log_dir.join(format!("{id}.stderr.log"))
+    }
+}
+
+/// Options for [`ContainerRuntime::create`] that do not come from the replica itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// A network namespace to join (`/var/run/netns/<name>`). `None` gives the container a
+    /// fresh namespace with only loopback (networking is wired up by `agent::net` later).
+    pub network_ns: Option<PathBuf>,
+}
+
+/// The state of a container's task (its running process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Created but not started.
+    Created,
+    Running {
+        pid: u32,
+    },
+    /// Exited; the task stays until deleted (by `start` or `stop`).
+    Stopped {
+        exit_code: i32,
+    },
+    /// Paused or a state this version does not know.
+    Unknown,
+}
+
+/// A Hivemind container as containerd reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Normalized image reference.
+    pub image: String,
+    /// `None` when the container has no task (never started, or stopped and deleted).
+    pub task: Option<TaskState>,
+}
+
+/// An init process exit, from containerd's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskExit {
+    pub id: String,
+    /// Exit status; 128 + n when killed by signal n.
+    pub exit_code: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Normalized reference (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// Digest of the image's manifest.
+    pub digest: String,
+    /// Manifest, config and (compressed) layers, in bytes.
+    pub size: u64,
+}
+
+/// What the agent needs from a container runtime. Implementations are cheap to share
+/// (`Arc<impl ContainerRuntime>`); all methods take `&self`.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Containers labelled `hivemind.replica`, with their task state.
+    fn list(&self) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+
+    /// Creates the container and its writable snapshot, without starting it. Labels:
+    /// `hivemind.replica`, `.service`, `.app`, `.namespace`, `.revision` (plus the service's own
+    /// labels). Fails with [`RuntimeError::AlreadyExists`] if the id is taken and
+    /// [`RuntimeError::ImageNotFound`] if the image is not in the node's store.
+    fn create(
+        &self,
+        replica: &Replica,
+        options: &CreateOptions,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Starts (or restarts) the container's process: deletes a stopped task if present, creates
+    /// a task with stdout/stderr appended to the log files, starts it. Returns the pid. Starting
+    /// a running container returns its pid.
+    fn start(&self, id: &str) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
+
+    /// Sends `signal` (`SIGTERM`, `TERM`, `15`), waits up to `grace`, then SIGKILL; deletes the
+    /// task. Returns its exit code, or `None` if it had no task.
+    fn stop(
+        &self,
+        id: &str,
+        signal: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<Option<i32>, RuntimeError>> + Send;
+
+    /// Kills and deletes the task if any, removes the snapshot and the container. Removing what
+    /// is already gone succeeds.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// A stream of init-process exits of Hivemind containers. The channel closes if the
+    /// subscription breaks (containerd restarted): subscribe again and `list` to resync.
+    fn exits(
+        &self,
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<TaskExit>, RuntimeError>> + Send;
+
+    /// Imports a `docker save` archive or an OCI layout tarball (optionally gzipped). Idempotent.
+    fn image_import(
+        &self,
+        tarball: &Path,
+    ) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+
+    fn image_list(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+
+    /// The image named `name` (normalized first), if present.
+    fn image_get(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ImageInfo>, RuntimeError>> + Send;
+}

@@ -1,0 +1,289 @@
+//! Builds a tiny busybox image from the host's `/bin/busybox` (Debian's busybox-static) in the two
+//! tarball formats the agent imports: a `docker save` archive and an OCI image layout. Output is
+//! deterministic (fixed mtimes, owners and ordering), so building twice gives the same digests.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Where the statically linked busybox is taken from.
+pub const HOST_BUSYBOX: &str = "/bin/busybox";
+
+/// Applets linked to `/bin/busybox` inside the image.
+pub const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "echo", "sleep", "httpd", "nc", "wget", "nslookup", "ps", "kill", "env",
+    "id", "hostname", "top", "true", "false", "mkdir", "rm", "printf", "test",
+];
+
+const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+                      nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+const GROUP: &str = "root:x:0:\nnobody:x:65534:\n";
+
+/// Why an image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{} not found: install Debian's busybox-static", HOST_BUSYBOX)]
+    BusyboxMissing,
+    #[error("writing image {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What was built, for tests that check digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The name as given (the agent normalizes it on import).
+    pub name: String,
+    /// `sha256:…` of the config blob (the image id Docker shows).
+    pub config_digest: String,
+    /// `sha256:…` of the uncompressed layer.
+    pub diff_id: String,
+    /// `sha256:…` of the layer blob as stored (gzipped in the OCI variant).
+    pub layer_digest: String,
+}
+
+/// Writes a `docker save`-style archive (manifest.json, config, one uncompressed layer.tar).
+pub fn build_busybox_image(out: &Path, name: &str) -> Result<BuiltImage, ImageError> {
+    let io_err = |source| ImageError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let layer = rootfs_layer().map_err(io_err)?;
+    let diff_id = digest(&layer);
+    let config = config_json(&diff_id);
+    let config_digest = digest(&config);
+    let config_name = format!("{}.json", hex_of(&config_digest));
+    let layer_name = format!("{}/layer.tar", hex_of(&diff_id));
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [name],
+        "Layers": [layer_name],
+    }]);
+    let mut tar = tar::Builder::new(File::create(out).map_err(io_err)?);
+    append_dir(&mut tar, &format!("{}/", hex_of(&diff_id)), 0o755).map_err(io_err)?;
+    append_file(&mut tar, &layer_name, &layer, 0o644).map_err(io_err)?;
+    append_file(&mut tar, &config_name, &config, 0o644).map_err(io_err)?;
+    append_file(
+        &mut tar,
+        "manifest.json",
+        manifest.to_string().as_bytes(),
+        0o644,
+    )
+    .map_err(io_err)?;
+    tar.into_inner()
+        .and_then(|mut f| f.flush())
+        .map_err(io_err)?;
+    Ok(BuiltImage {
+        name: name.to_string(),
+        config_digest,
+        layer_digest: diff_id.clone(),
+        diff_id,
+    })
+}
+
+/// Writes an OCI image layout tarball (oci-layout, index.json, blobs/sha256/…) with a gzipped
+/// layer. The index entry carries containerd's full-name annotation and the OCI ref name (tag).
+pub fn build_busybox_oci_image(out: &Path, name: &str) -> Result<BuiltImage, ImageError> {
+    let io_err = |source| ImageError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let layer = rootfs_layer().map_err(io_err)?;
+    let diff_id = digest(&layer);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&layer).map_err(io_err)?;
+    let layer_gz = gz.finish().map_err(io_err)?;
+    let layer_digest = digest(&layer_gz);
+    let config = config_json(&diff_id);
+    let config_digest = digest(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": layer_digest,
+            "size": layer_gz.len(),
+        }],
+    }))
+    .expect("json");
+    let manifest_digest = digest(&manifest);
+    let tag = name.rsplit_once(':').map_or("latest", |(repo, tag)| {
+        if tag.contains('/') || repo.is_empty() {
+            "latest"
+        } else {
+            tag
+        }
+    });
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": tag,
+            },
+        }],
+    });
+    let mut tar = tar::Builder::new(File::create(out).map_err(io_err)?);
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    append_file(&mut tar, "oci-layout", layout, 0o644).map_err(io_err)?;
+    append_dir(&mut tar, "blobs/", 0o755).map_err(io_err)?;
+    append_dir(&mut tar, "blobs/sha256/", 0o755).map_err(io_err)?;
+    for (d, bytes) in [
+        (&layer_digest, &layer_gz),
+        (&config_digest, &config),
+        (&manifest_digest, &manifest),
+    ] {
+        let path = format!("blobs/sha256/{}", hex_of(d));
+        append_file(&mut tar, &path, bytes, 0o644).map_err(io_err)?;
+    }
+    append_file(&mut tar, "index.json", index.to_string().as_bytes(), 0o644).map_err(io_err)?;
+    tar.into_inner()
+        .and_then(|mut f| f.flush())
+        .map_err(io_err)?;
+    Ok(BuiltImage {
+        name: name.to_string(),
+        config_digest,
+        diff_id,
+        layer_digest,
+    })
+}
+
+/// The root filesystem as an uncompressed tar: busybox, applet links, passwd/group, /tmp.
+fn rootfs_layer() -> io::Result<Vec<u8>> {
+    let busybox = std::fs::read(HOST_BUSYBOX).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{HOST_BUSYBOX}: {e} (install Debian's busybox-static)"),
+        )
+    })?;
+    let mut tar = tar::Builder::new(Vec::new());
+    for dir in [
+        "bin/", "etc/", "dev/", "proc/", "sys/", "home/", "var/", "run/",
+    ] {
+        append_dir(&mut tar, dir, 0o755)?;
+    }
+    append_dir(&mut tar, "root/", 0o700)?;
+    append_dir(&mut tar, "tmp/", 0o1777)?;
+    append_file(&mut tar, "bin/busybox", &busybox, 0o755)?;
+    for applet in APPLETS {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        header.set_mtime(0);
+        tar.append_link(&mut header, format!("bin/{applet}"), "busybox")?;
+    }
+    append_file(&mut tar, "etc/passwd", PASSWD.as_bytes(), 0o644)?;
+    append_file(&mut tar, "etc/group", GROUP.as_bytes(), 0o644)?;
+    tar.into_inner()
+}
+
+fn config_json(diff_id: &str) -> Vec<u8> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": { "Cmd": ["sh"], "Env": [PATH_ENV] },
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        "history": [{ "created_by": "hivemind-mkimage" }],
+    }))
+    .expect("json")
+}
+
+fn append_file<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    data: &[u8],
+    mode: u32,
+) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(data.len() as u64);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    tar.append_data(&mut header, path, data)
+}
+
+fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str, mode: u32) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_size(0);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    tar.append_data(&mut header, path, io::empty())
+}
+
+fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn hex_of(digest: &str) -> &str {
+    digest.trim_start_matches("sha256:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_are_deterministic() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = build_busybox_image(&dir.path().join("a.tar"), "bb:1").unwrap();
+        let b = build_busybox_image(&dir.path().join("b.tar"), "bb:1").unwrap();
+        assert_eq!(a, b);
+        let bytes = |p: &str| std::fs::read(dir.path().join(p)).unwrap();
+        assert_eq!(bytes("a.tar"), bytes("b.tar"));
+    }
+
+    #[test]
+    fn docker_archive_has_manifest_config_and_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("bb.tar");
+        let built = build_busybox_image(&out, "bb:1").unwrap();
+        let mut names = Vec::new();
+        let mut archive = tar::Archive::new(File::open(&out).unwrap());
+        for entry in archive.entries().unwrap() {
+            names.push(
+                entry
+                    .unwrap()
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        assert!(names.contains(&"manifest.json".to_string()));
+        assert!(names.contains(&format!("{}.json", hex_of(&built.config_digest))));
+        assert!(names.contains(&format!("{}/layer.tar", hex_of(&built.diff_id))));
+    }
+
+    #[test]
+    fn oci_layer_is_gzipped_and_diff_id_is_of_the_plain_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let oci = build_busybox_oci_image(&dir.path().join("o.tar"), "bb:1").unwrap();
+        let docker = build_busybox_image(&dir.path().join("d.tar"), "bb:1").unwrap();
+        assert_eq!(oci.diff_id, docker.diff_id);
+        assert_ne!(oci.layer_digest, oci.diff_id);
+        assert_eq!(oci.config_digest, docker.config_digest);
+    }
+}
