@@ -1,1 +1,320 @@
-//! The Compose Specification reader (SPEC §3). Filled in by the compose work.
+//! The Compose Specification reader (SPEC §3): a Compose file in, validated `ServiceSpec`s out.
+//!
+//! The steps are: YAML (with anchors, aliases and `<<` merge keys), interpolation of `${VAR}`
+//! references in string values, then one pass over the keys that fills the normalized specs
+//! and collects every problem with its key path and a fix. Keys Hivemind cannot honour yet and
+//! unknown keys are errors; `x-*` keys are ignored except `x-hivemind` on a service.
+//!
+//! This module does no I/O: the caller passes the file's text, the variables (`.env` merged with
+//! the process environment) and a callback that reads `env_file`s. It must never panic, whatever
+//! the input.
+
+mod deploy;
+mod dotenv;
+mod duration;
+mod error;
+mod hivemind;
+mod interpolate;
+mod keys;
+mod ports;
+mod service;
+mod signal;
+mod value;
+mod words;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_yaml_ng::{Mapping, Value};
+
+pub use error::{ComposeError, FieldError};
+
+use crate::id::is_dns_label;
+use crate::spec::ServiceSpec;
+use error::Problems;
+use interpolate::interpolate;
+use keys::{reject_key, Section};
+use service::{read_service, ServiceContext};
+use value::{describe, expect_mapping, expect_str, join, string_entries};
+
+/// What `parse` reads.
+pub struct ComposeInput<'a> {
+    /// Used in error messages only, e.g. `compose.yaml`.
+    pub file_name: &'a str,
+    /// The file's text.
+    pub source: &'a str,
+    /// Interpolation variables: the `.env` file and the process environment merged by the
+    /// caller, the process environment winning.
+    pub env: &'a BTreeMap<String, String>,
+    /// Reads an `env_file` path relative to the compose file; the caller supplies it so that
+    /// this crate does no I/O. `Err` carries a short reason such as "no such file".
+    pub env_files: &'a dyn Fn(&str) -> Result<String, String>,
+}
+
+/// A Compose file once read and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeApp {
+    /// The top-level `name:`, if the file sets one; the CLI falls back to `--app` or the
+    /// directory name.
+    pub name: Option<String>,
+    /// The services in file order.
+    pub services: Vec<(String, ServiceSpec)>,
+}
+
+/// Reads and validates a Compose file, reporting every problem found.
+pub fn parse(input: &ComposeInput<'_>) -> Result<ComposeApp, ComposeError> {
+    let mut p = Problems::default();
+    let app = read_document(&mut p, input);
+    p.finish(
+        input.file_name,
+        app.unwrap_or(ComposeApp {
+            name: None,
+            services: Vec::new(),
+        }),
+    )
+}
+
+/// Parses a `.env` file. References to variables defined earlier in the same file are expanded;
+/// the process environment is not consulted (this crate does no I/O), so a reference to
+/// anything else expands to the empty string.
+pub fn parse_dotenv(source: &str) -> Result<BTreeMap<String, String>, ComposeError> {
+    dotenv::parse_with(source, &|_| None).map_err(|e| ComposeError {
+        file: ".env".to_string(),
+        errors: vec![FieldError {
+            path: format!("line {}", e.line),
+            message: e.message,
+            fix: e.fix,
+        }],
+    })
+}
+
+fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeApp> {
+    let mut doc = load_yaml(p, input.source)?;
+    let top = match &mut doc {
+        Value::Mapping(map) => map,
+        Value::Null => {
+            p.push(
+                "",
+                "the file is empty",
+                "describe the app under `services:`, like services: {web: {image: nginx:1.27}}",
+            );
+            return None;
+        }
+        other => {
+            p.push(
+                "",
+                format!(
+                    "expected a mapping at the top of the file, got {}",
+                    describe(other)
+                ),
+                "start the file with `services:`",
+            );
+            return None;
+        }
+    };
+
+    let lookup = |name: &str| input.env.get(name).cloned();
+    interpolate_top(p, top, &lookup);
+    // Validating a value whose interpolation failed would only repeat the problem in other
+    // words, so stop here, as Docker Compose does.
+    if p.len() > 0 {
+        return None;
+    }
+
+    let mut name = None;
+    let mut services = None;
+    for (key, v) in string_entries(p, "", top) {
+        match key.as_str() {
+            "name" => name = read_app_name(p, v),
+            "services" => services = Some(v),
+            // Obsolete in the Compose Specification and ignored by Docker Compose too.
+            "version" => {}
+            _ if key.starts_with("x-") => {}
+            other => reject_key(p, Section::Top, "", other),
+        }
+    }
+    let Some(services) = services else {
+        p.push(
+            "services",
+            "the file has no services",
+            "add a services: section, like services: {web: {image: nginx:1.27}}",
+        );
+        return None;
+    };
+    let example = "services: {web: {image: nginx:1.27}}";
+    let empty = Mapping::new();
+    // `services:` with nothing under it is an empty section, not a type error.
+    let services_map = match services {
+        Value::Null => &empty,
+        other => expect_mapping(p, "services", other, example)?,
+    };
+    if services_map.is_empty() {
+        p.push(
+            "services",
+            "services is empty",
+            format!("add at least one service, like {example}"),
+        );
+        return None;
+    }
+
+    let entries = string_entries(p, "services", services_map);
+    let service_names: BTreeSet<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+    let cx = ServiceContext {
+        env: input.env,
+        env_files: input.env_files,
+        service_names: &service_names,
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (service_name, v) in entries {
+        let path = join("services", &service_name);
+        if !is_dns_label(&service_name) {
+            p.push(
+                &path,
+                format!("{service_name:?} is not a valid service name"),
+                "service names must be DNS labels: 1-63 lowercase letters, digits and `-`, starting with a letter and not ending with `-`",
+            );
+        }
+        if let Some(spec) = read_service(p, &path, v, &cx) {
+            out.push((service_name, spec));
+        }
+    }
+    Some(ComposeApp {
+        name,
+        services: out,
+    })
+}
+
+/// Parses the YAML and resolves `<<` merge keys.
+fn load_yaml(p: &mut Problems, source: &str) -> Option<Value> {
+    let mut doc: Value = match serde_yaml_ng::from_str(source) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let fix = match e.location() {
+                Some(at) => format!(
+                    "check the indentation and quoting near line {}, column {}",
+                    at.line(),
+                    at.column()
+                ),
+                None => "check the indentation and quoting".to_string(),
+            };
+            p.push("", format!("invalid YAML: {e}"), fix);
+            return None;
+        }
+    };
+    // `apply_merge` resolves one level per pass: a mapping merged from an anchor that itself
+    // used `<<` brings that key along. Repeat until none is left; the depth of such chains is
+    // bounded by the file, and the bound below only guards against surprises.
+    for _ in 0..64 {
+        if let Err(e) = doc.apply_merge() {
+            p.push(
+                "",
+                format!("invalid merge key `<<`: {e}"),
+                "merge a mapping or a list of mappings, like `<<: *defaults`",
+            );
+            return None;
+        }
+        if !has_merge_key(&doc) {
+            return Some(doc);
+        }
+    }
+    p.push(
+        "",
+        "merge keys `<<` are nested too deeply",
+        "flatten the chain of anchors merged into each other",
+    );
+    None
+}
+
+fn has_merge_key(value: &Value) -> bool {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Mapping(map) => {
+                if map.contains_key("<<") {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            Value::Sequence(items) => stack.extend(items),
+            Value::Tagged(t) => stack.push(&t.value),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Interpolates every string value except under `x-*` keys at the top and on services, which
+/// Hivemind ignores (and which often hold half-finished anchors). Merged copies of anchors are
+/// interpolated where they are used.
+fn interpolate_top(p: &mut Problems, top: &mut Mapping, lookup: interpolate::Lookup<'_>) {
+    for (key, v) in top.iter_mut() {
+        let Some(key) = key.as_str() else { continue };
+        if key.starts_with("x-") {
+            continue;
+        }
+        if key == "services" {
+            if let Value::Mapping(services) = v {
+                for (name, service) in services.iter_mut() {
+                    let path = join("services", &value::key_text(name).unwrap_or_default());
+                    match service {
+                        Value::Mapping(fields) => {
+                            for (field, fv) in fields.iter_mut() {
+                                let field = value::key_text(field).unwrap_or_default();
+                                if field.starts_with("x-") && field != "x-hivemind" {
+                                    continue;
+                                }
+                                interpolate_value(p, &join(&path, &field), fv, lookup);
+                            }
+                        }
+                        other => interpolate_value(p, &path, other, lookup),
+                    }
+                }
+                continue;
+            }
+        }
+        interpolate_value(p, key, v, lookup);
+    }
+}
+
+fn interpolate_value(
+    p: &mut Problems,
+    path: &str,
+    value: &mut Value,
+    lookup: interpolate::Lookup<'_>,
+) {
+    match value {
+        Value::String(s) => match interpolate(s, lookup) {
+            Ok(expanded) => *s = expanded,
+            Err(e) => p.push(path, e.message, e.fix),
+        },
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_value(p, &value::index(path, i), item, lookup);
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let key = value::key_text(k).unwrap_or_default();
+                interpolate_value(p, &join(path, &key), v, lookup);
+            }
+        }
+        Value::Tagged(t) => interpolate_value(p, path, &mut t.value, lookup),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+fn read_app_name(p: &mut Problems, value: &Value) -> Option<String> {
+    let name = expect_str(p, "name", value, "name: shop")?;
+    if is_dns_label(name) {
+        Some(name.to_string())
+    } else {
+        p.push(
+            "name",
+            format!("{name:?} is not a valid app name"),
+            "app names must be DNS labels: 1-63 lowercase letters, digits and `-`, starting with a letter and not ending with `-`",
+        );
+        None
+    }
+}

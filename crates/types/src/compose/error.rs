@@ -1,0 +1,97 @@
+//! Errors of the Compose reader.
+//!
+//! A Compose file is read in one pass that keeps going after a problem, so that a user fixing a
+//! file sees every mistake at once instead of one per deploy attempt. Each problem names the key
+//! path (`services.web.ports[1]`), says what is wrong and how to fix it (STYLE: "what and how to
+//! fix"). This module owns the error types and the collector; it knows nothing of YAML.
+
+use std::fmt::Write as _;
+
+/// One problem at one key path of a Compose file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}\n  fix: {fix}", path_prefix(.path))]
+pub struct FieldError {
+    /// Key path such as `services.web.ports[1]` or `services.web.deploy.replicas`; empty when the
+    /// problem concerns the whole file (a YAML syntax error, an empty file).
+    pub path: String,
+    /// What is wrong: lowercase, no full stop.
+    pub message: String,
+    /// How to fix it, as one line the CLI prints under the message.
+    pub fix: String,
+}
+
+/// Everything wrong with one Compose (or `.env`) file. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(.file, .errors))]
+pub struct ComposeError {
+    /// The file name as the caller gave it, e.g. `compose.yaml`.
+    pub file: String,
+    /// The problems in file order, at least one.
+    pub errors: Vec<FieldError>,
+}
+
+impl ComposeError {
+    /// The first problem at exactly `path`, if any. Convenient for callers (and tests) that act on
+    /// one key.
+    pub fn at(&self, path: &str) -> Option<&FieldError> {
+        self.errors.iter().find(|e| e.path == path)
+    }
+}
+
+fn path_prefix(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
+}
+
+fn render(file: &str, errors: &[FieldError]) -> String {
+    let mut out = String::new();
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = write!(out, "{file}: {e}");
+    }
+    out
+}
+
+/// Collects problems while a file is read; turned into a `ComposeError` at the end.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    list: Vec<FieldError>,
+}
+
+impl Problems {
+    pub(crate) fn push(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.list.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    /// How many problems were collected so far; readers compare counts to learn whether a
+    /// sub-reader found a problem without threading flags through.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// `Err` with every collected problem if there is any.
+    pub(crate) fn finish<T>(self, file: &str, value: T) -> Result<T, ComposeError> {
+        if self.list.is_empty() {
+            Ok(value)
+        } else {
+            Err(ComposeError {
+                file: file.to_string(),
+                errors: self.list,
+            })
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! One service of a Compose file, read into a `ServiceSpec` with Hivemind's defaults.
+//!
+//! Keys are read in file order and every problem is collected; the spec is only returned when
+//! the service has none. Cross-key rules (replicas with `container_name`, `deploy.restart_policy`
+//! over `restart`, `environment` over `env_file`) are applied after all keys are read.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_yaml_ng::Value;
+
+use super::deploy::{read_deploy, read_restart};
+use super::dotenv;
+use super::duration::read_duration_ms;
+use super::error::Problems;
+use super::hivemind::read_hivemind;
+use super::keys::{is_near_hivemind, reject_key, unknown_key, Section};
+use super::ports::{read_expose, read_ports};
+use super::signal::read_signal;
+use super::value::{
+    describe, expect_mapping, expect_scalar, expect_str, index, join, string_entries, type_error,
+};
+use super::words::split_words;
+use crate::spec::{RestartPolicy, ServiceMode, ServiceSpec};
+
+/// What every service of a file shares while being read.
+pub(crate) struct ServiceContext<'a> {
+    /// Interpolation variables, for `environment` entries without a value.
+    pub(crate) env: &'a BTreeMap<String, String>,
+    /// Reads an `env_file` path relative to the compose file.
+    pub(crate) env_files: &'a dyn Fn(&str) -> Result<String, String>,
+    /// Every service name in the file, for `x-hivemind.allow_from`.
+    pub(crate) service_names: &'a BTreeSet<String>,
+}
+
+pub(crate) fn read_service(
+    p: &mut Problems,
+    path: &str,
+    value: &Value,
+    cx: &ServiceContext<'_>,
+) -> Option<ServiceSpec> {
+    let map = expect_mapping(p, path, value, "web: {image: nginx:1.27}")?;
+    let before = p.len();
+    let mut spec = ServiceSpec {
+        replicas: 1,
+        stop_signal: "SIGTERM".to_string(),
+        stop_grace_period_ms: 10_000,
+        restart: RestartPolicy::default(),
+        ..ServiceSpec::default()
+    };
+    let mut image = None;
+    let mut saw_build = false;
+    let mut container_name = false;
+    let mut env_file_vars = BTreeMap::new();
+    let mut environment = BTreeMap::new();
+    let mut restart = None;
+    let mut deploy = None;
+    let mut exposed = Vec::new();
+
+    for (key, v) in string_entries(p, path, map) {
+        let key_path = join(path, &key);
+        match key.as_str() {
+            "image" => image = read_image(p, &key_path, v),
+            "build" => {
+                saw_build = true;
+                p.push(
+                    &key_path,
+                    "build is not supported: build the image elsewhere, then `hivemind image import FILE.tar` or push it to a registry and set image",
+                    "remove build and set image to the built image's reference",
+                );
+            }
+            "command" => spec.command = read_words(p, &key_path, v),
+            "entrypoint" => spec.entrypoint = read_words(p, &key_path, v),
+            "environment" => environment = read_environment(p, &key_path, v, cx.env),
+            "env_file" => env_file_vars = read_env_files(p, &key_path, v, cx),
+            "labels" => spec.labels = read_labels(p, &key_path, v),
+            "ports" => spec.ports = read_ports(p, &key_path, v),
+            "expose" => exposed = read_expose(p, &key_path, v),
+            "restart" => restart = read_restart(p, &key_path, v),
+            "stop_signal" => {
+                if let Some(signal) = read_signal(p, &key_path, v) {
+                    spec.stop_signal = signal;
+                }
+            }
+            "stop_grace_period" => {
+                if let Some(ms) = read_duration_ms(p, &key_path, v) {
+                    spec.stop_grace_period_ms = ms;
+                }
+            }
+            "user" => spec.user = expect_scalar(p, &key_path, v, "user: \"1000:1000\""),
+            "working_dir" => spec.working_dir = read_working_dir(p, &key_path, v),
+            "deploy" => deploy = Some(read_deploy(p, &key_path, v)),
+            "container_name" => {
+                container_name = true;
+                expect_str(p, &key_path, v, "container_name: web");
+            }
+            "x-hivemind" => spec.hivemind = read_hivemind(p, &key_path, v, cx.service_names),
+            _ if is_near_hivemind(&key) => unknown_key(p, &key_path, &key, ["x-hivemind"]),
+            _ if key.starts_with("x-") => {}
+            other => reject_key(p, Section::Service, path, other),
+        }
+    }
+
+    if image.is_none() && !saw_build && p.len() == before {
+        p.push(
+            join(path, "image"),
+            "image is required",
+            "set image to a reference such as nginx:1.27 or registry.example.com/shop/web:1.4",
+        );
+    }
+
+    // `environment` wins over `env_file`, key by key.
+    spec.environment = env_file_vars;
+    spec.environment.extend(environment);
+
+    // A port listed in both `ports` and `expose` is already reachable; keep one entry.
+    for port in exposed {
+        let covered = spec
+            .ports
+            .iter()
+            .any(|q| q.target == port.target && q.protocol == port.protocol);
+        if !covered {
+            spec.ports.push(port);
+        }
+    }
+
+    if let Some(policy) = restart {
+        spec.restart = policy;
+    }
+    if let Some(deploy) = deploy {
+        if let Some(mode) = deploy.mode {
+            spec.mode = mode;
+        }
+        if let Some(replicas) = deploy.replicas {
+            spec.replicas = replicas;
+        }
+        if let Some(policy) = deploy.restart {
+            spec.restart = policy;
+        }
+    }
+
+    if container_name && (spec.mode == ServiceMode::Global || spec.replicas != 1) {
+        p.push(
+            join(path, "container_name"),
+            "container_name cannot be used with more than one replica",
+            "remove container_name: every replica gets its own name (like web-3f9k2) and other services reach them by the service name",
+        );
+    }
+
+    (p.len() == before).then_some(ServiceSpec {
+        image: image.unwrap_or_default(),
+        ..spec
+    })
+}
+
+fn read_image(p: &mut Problems, path: &str, value: &Value) -> Option<String> {
+    let written = expect_str(p, path, value, "image: nginx:1.27")?;
+    let image = written.trim();
+    if image.is_empty() || image.chars().any(char::is_whitespace) {
+        p.push(
+            path,
+            format!("{written:?} is not an image reference"),
+            "set image to a reference such as nginx:1.27 or registry.example.com/shop/web:1.4",
+        );
+        return None;
+    }
+    Some(image.to_string())
+}
+
+/// `command` / `entrypoint`: a string split like a shell would, or a list of arguments.
+fn read_words(p: &mut Problems, path: &str, value: &Value) -> Option<Vec<String>> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => match split_words(s) {
+            Ok(words) => Some(words),
+            Err(why) => {
+                p.push(
+                    path,
+                    format!("cannot split {s:?} into arguments: {why}"),
+                    "balance the quotes, or write the arguments as a list like [\"sh\", \"-c\", \"echo hi\"]",
+                );
+                None
+            }
+        },
+        Value::Sequence(items) => {
+            let mut words = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                if let Some(word) = expect_scalar(p, &index(path, i), item, "- \"echo\"") {
+                    words.push(word);
+                }
+            }
+            Some(words)
+        }
+        other => {
+            type_error(
+                p,
+                path,
+                "a string or a list",
+                other,
+                "command: [\"echo\", \"hi\"]",
+            );
+            None
+        }
+    }
+}
+
+fn read_working_dir(p: &mut Problems, path: &str, value: &Value) -> Option<String> {
+    let dir = expect_str(p, path, value, "working_dir: /app")?;
+    if !dir.starts_with('/') {
+        p.push(
+            path,
+            format!("{dir:?} is not an absolute path"),
+            "start working_dir with `/`, like /app",
+        );
+        return None;
+    }
+    Some(dir.to_string())
+}
+
+/// `environment` as a list of `KEY=VALUE` / `KEY`, or a mapping. A key without a value takes
+/// it from the interpolation variables and is left out when they do not have it.
+fn read_environment(
+    p: &mut Problems,
+    path: &str,
+    value: &Value,
+    env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut put = |p: &mut Problems, item_path: &str, key: &str, value: Option<String>| {
+        if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c == '=') {
+            p.push(
+                item_path,
+                format!("{key:?} is not a valid variable name"),
+                "write KEY=VALUE, with no spaces in KEY",
+            );
+            return;
+        }
+        if let Some(v) = value.or_else(|| env.get(key).cloned()) {
+            out.insert(key.to_string(), v);
+        }
+    };
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = index(path, i);
+                let Some(text) = expect_str(p, &item_path, item, "- KEY=VALUE") else {
+                    continue;
+                };
+                match text.split_once('=') {
+                    Some((k, v)) => put(p, &item_path, k, Some(v.to_string())),
+                    None => put(p, &item_path, text, None),
+                }
+            }
+        }
+        Value::Mapping(map) => {
+            for (key, v) in string_entries(p, path, map) {
+                let key_path = join(path, &key);
+                let value = match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::Bool(b) => Some(b.to_string()),
+                    other => {
+                        p.push(
+                            &key_path,
+                            format!(
+                                "expected a string, number or boolean, got {}",
+                                describe(other)
+                            ),
+                            "quote the value, like KEY: \"value\"",
+                        );
+                        continue;
+                    }
+                };
+                put(p, &key_path, &key, value);
+            }
+        }
+        Value::Null => {}
+        other => type_error(
+            p,
+            path,
+            "a list or a mapping",
+            other,
+            "environment: {KEY: value}",
+        ),
+    }
+    out
+}
+
+/// `env_file`: one path or a list of paths (or `{path, required}` entries), later files
+/// overriding earlier ones.
+fn read_env_files(
+    p: &mut Problems,
+    path: &str,
+    value: &Value,
+    cx: &ServiceContext<'_>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let entries: Vec<(String, &Value)> = match value {
+        Value::Null => Vec::new(),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (index(path, i), item))
+            .collect(),
+        other => vec![(path.to_string(), other)],
+    };
+    for (entry_path, entry) in entries {
+        let (file, required) = match entry {
+            Value::String(s) => (s.clone(), true),
+            Value::Mapping(map) => {
+                let mut file = None;
+                let mut required = true;
+                for (key, v) in string_entries(p, &entry_path, map) {
+                    let key_path = join(&entry_path, &key);
+                    match key.as_str() {
+                        "path" => {
+                            file = expect_str(p, &key_path, v, "path: web.env").map(String::from)
+                        }
+                        "required" => match v {
+                            Value::Bool(b) => required = *b,
+                            Value::String(s) if s == "true" || s == "false" => {
+                                required = s == "true"
+                            }
+                            other => {
+                                type_error(p, &key_path, "a boolean", other, "required: false")
+                            }
+                        },
+                        "format" => {
+                            expect_str(p, &key_path, v, "format: raw");
+                        }
+                        other => unknown_key(p, &key_path, other, ["path", "required", "format"]),
+                    }
+                }
+                let Some(file) = file else {
+                    p.push(
+                        join(&entry_path, "path"),
+                        "an env_file entry needs `path`",
+                        "write it like {path: web.env, required: false}",
+                    );
+                    continue;
+                };
+                (file, required)
+            }
+            other => {
+                type_error(p, &entry_path, "a path", other, "env_file: web.env");
+                continue;
+            }
+        };
+        let source = match (cx.env_files)(&file) {
+            Ok(source) => source,
+            Err(_) if !required => continue,
+            Err(why) => {
+                p.push(
+                    &entry_path,
+                    format!("cannot read env file {file:?}: {why}"),
+                    "check the path, which is relative to the compose file, or mark it {path: FILE, required: false}",
+                );
+                continue;
+            }
+        };
+        let lookup = |name: &str| cx.env.get(name).cloned();
+        match dotenv::parse_with(&source, &lookup) {
+            Ok(vars) => out.extend(vars),
+            Err(e) => p.push(
+                &entry_path,
+                format!("{file} line {}: {}", e.line, e.message),
+                e.fix,
+            ),
+        }
+    }
+    out
+}
+
+/// `labels` as a list of `KEY=VALUE` (a bare `KEY` has an empty value) or a mapping.
+fn read_labels(p: &mut Problems, path: &str, value: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = index(path, i);
+                let Some(text) = expect_str(p, &item_path, item, "- com.example.team=shop") else {
+                    continue;
+                };
+                let (k, v) = text.split_once('=').unwrap_or((text, ""));
+                if k.trim().is_empty() {
+                    p.push(
+                        &item_path,
+                        format!("{text:?} has no label name"),
+                        "write NAME=VALUE",
+                    );
+                    continue;
+                }
+                out.insert(k.to_string(), v.to_string());
+            }
+        }
+        Value::Mapping(map) => {
+            for (key, v) in string_entries(p, path, map) {
+                let key_path = join(path, &key);
+                let value = match v {
+                    Value::Null => String::new(),
+                    other => match expect_scalar(p, &key_path, other, "com.example.team: shop") {
+                        Some(s) => s,
+                        None => continue,
+                    },
+                };
+                out.insert(key, value);
+            }
+        }
+        Value::Null => {}
+        other => type_error(
+            p,
+            path,
+            "a list or a mapping",
+            other,
+            "labels: {com.example.team: shop}",
+        ),
+    }
+    out
+}
