@@ -1,1 +1,50 @@
-fn main() {}
+//! `hivemind`: the one binary. Parses flags, wires the crates into processes (`up`, `server`,
+//! `agent`) and prints what the API returns. The only crate that uses `anyhow`.
+
+mod cli;
+mod cmd;
+mod config;
+mod output;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            output::print_error(&e);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Up(args) => cmd::up::up(&global, args).await,
+        Command::Server(args) => cmd::up::server(&global, args).await,
+        Command::Agent(args) => cmd::up::agent(&global, args).await,
+        Command::Deploy(args) => cmd::deploy::deploy(&global, args).await,
+        Command::Apps => cmd::query::apps(&global).await,
+        Command::Rm(args) => cmd::deploy::rm(&global, args).await,
+        Command::Services(args) => cmd::query::services(&global, args).await,
+        Command::Ps(args) => cmd::query::ps(&global, args).await,
+        Command::Scale(args) => cmd::deploy::scale(&global, args).await,
+        Command::Nodes => cmd::query::nodes(&global).await,
+        Command::Image(args) => cmd::image::image(&global, args).await,
+        Command::Completion { shell } => {
+            cli::print_completions(shell);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The agent's control loop: follow the node's assignment, converge containerd to it, report.
+//!
+//! Three tasks share one `Shared` state:
+//! - the **watcher** long-polls the server for the node's whole assignment (with a generation);
+//! - the **converger** runs `plan::plan` whenever the assignment changes, a container exits, an
+//!   action finishes or a back-off expires, and spawns the actions (at most `parallelism` at once,
+//!   never two for one replica);
+//! - the **reporter** sends the observed state with the applied generation when it changes, and
+//!   as a heartbeat.
+//!
+//! **Invariant:** nothing is removed before the first assignment has arrived, so a restarted
+//! agent adopts the containers it finds instead of killing them (live restore, SPEC §6).
+
+pub mod plan;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hivemind_client::Client;
+use hivemind_types::{Assignment, NodeReport};
+use tokio::sync::{watch, Notify, Semaphore};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::converge::plan::{failure_delay, Action, LocalState};
+use crate::runtime::{ContainerRuntime, CreateOptions};
+
+/// How the agent identifies itself and paces its work.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node name (the hostname by default).
+    pub node: String,
+    /// Address the server and other nodes reach this node at.
+    pub address: String,
+    /// Container operations run concurrently (creates and stops are mostly waiting on runc).
+    pub parallelism: usize,
+    /// Heartbeat: a report is sent at least this often.
+    pub report_interval: Duration,
+}
+
+struct State {
+    assignment: Option<Assignment>,
+    local: LocalState,
+    in_flight: BTreeSet<String>,
+}
+
+struct Shared<R> {
+    config: AgentConfig,
+    runtime: R,
+    client: Client,
+    state: Mutex<State>,
+    /// Wakes the converger.
+    wake: Notify,
+    /// The latest report, for the reporter.
+    report: watch::Sender<Option<NodeReport>>,
+    permits: Semaphore,
+}
+
+impl<R> Shared<R> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the agent until `shutdown` turns true. Containers keep running after it returns.
+pub async fn run_agent<R: ContainerRuntime>(
+    config: AgentConfig,
+    runtime: R,
+    client: Client,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (report, report_rx) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        permits: Semaphore::new(config.parallelism.max(1)),
+        config,
+        runtime,
+        client,
+        state: Mutex::new(State {
+            assignment: None,
+            local: LocalState::new(),
+            in_flight: BTreeSet::new(),
+        }),
+        wake: Notify::new(),
+        report,
+    });
+    let span = info_span!("agent", node = %shared.config.node);
+    let tasks = [
+        tokio::spawn(watch_assignment(shared.clone()).instrument(span.clone())),
+        tokio::spawn(watch_exits(shared.clone()).instrument(span.clone())),
+        tokio::spawn(send_reports(shared.clone(), report_rx).instrument(span.clone())),
+        tokio::spawn(converge(shared.clone()).instrument(span)),
+    ];
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+}
+
+async fn watch_assignment<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
+    let mut after = None;
+    loop {
+        match shared
+            .client
+            .assignment(&shared.config.node, after, Duration::from_secs(30))
+            .await
+        {
+            Ok(assignment) => {
+                after = Some(assignment.generation);
+                let mut state = shared.state();
+                if state.assignment.as_ref() != Some(&assignment) {
+                    debug!(
+                        generation = assignment.generation,
+                        replicas = assignment.replicas.len(),
+                        "new assignment"
+                    );
+                    state.assignment = Some(assignment);
+                    drop(state);
+                    shared.wake.notify_one();
+                }
+            }
+            Err(error) => {
+                warn!(%error, "cannot get the node's assignment; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn watch_exits<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
+    loop {
+        match shared.runtime.exits().await {
+            Ok(mut exits) => {
+                while let Some(exit) = exits.recv().await {
+                    debug!(replica = %exit.id, code = exit.exit_code, "container exited");
+                    shared.wake.notify_one();
+                }
+                warn!("containerd event stream ended; resubscribing");
+            }
+            Err(error) => warn!(%error, "cannot subscribe to containerd events; retrying"),
+        }
+        // Exits missed meanwhile are still seen: the converger's timer lists tasks anyway.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        shared.wake.notify_one();
+    }
+}
+
+async fn converge<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
+    let mut wake_at: Option<u64> = None;
+    loop {
+        let sleep_for = match wake_at {
+            Some(at) => Duration::from_millis(at.saturating_sub(now_millis())).min(TICK),
+            None => TICK,
+        };
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+        wake_at = converge_once(&shared).await;
+    }
+}
+
+/// The converger also runs on this timer, so that a missed event costs at most this much.
+const TICK: Duration = Duration::from_secs(2);
+
+async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u64> {
+    if shared.state().assignment.is_none() {
+        // Live restore: do nothing until we know what is desired.
+        return None;
+    }
+    let containers = match shared.runtime.list().await {
+        Ok(c) => c,
+        Err(error) => {
+            warn!(%error, "cannot list containers");
+            return None;
+        }
+    };
+    let now = now_millis();
+    let (pass, generation) = {
+        let mut state = shared.state();
+        let State {
+            assignment,
+            local,
+            in_flight,
+        } = &mut *state;
+        let assignment = assignment.as_ref().expect("checked above");
+        let pass = plan::plan(
+            &shared.config.node,
+            &assignment.replicas,
+            &containers,
+            in_flight,
+            local,
+            now,
+        );
+        for action in &pass.actions {
+            in_flight.insert(action.id().to_string());
+        }
+        (pass, assignment.generation)
+    };
+    shared.report.send_replace(Some(NodeReport {
+        node: shared.config.node.clone(),
+        address: shared.config.address.clone(),
+        generation,
+        replicas: pass.statuses,
+    }));
+    for action in pass.actions {
+        tokio::spawn(execute(shared.clone(), action));
+    }
+    pass.wake_at
+}
+
+async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
+    let id = action.id().to_string();
+    let span = info_span!("replica", replica = %id);
+    async {
+        let Ok(_permit) = shared.permits.acquire().await else {
+            return;
+        };
+        let result = match &action {
+            Action::Create(replica) => match shared
+                .runtime
+                .create(replica, &CreateOptions::default())
+                .await
+            {
+                Ok(()) => shared.runtime.start(&replica.id).await.map(|_| ()),
+                Err(e) => Err(e),
+            },
+            Action::Start { id } => shared.runtime.start(id).await.map(|_| ()),
+            Action::Remove {
+                id,
+                signal,
+                grace_ms,
+            } => {
+                let stopped = shared
+                    .runtime
+                    .stop(id, signal, Duration::from_millis(*grace_ms))
+                    .await;
+                if let Err(error) = stopped {
+                    // Removal kills whatever is left, so a failed graceful stop is not fatal.
+                    warn!(%error, "graceful stop failed; removing anyway");
+                }
+                shared.runtime.remove(id).await
+            }
+        };
+        let now = now_millis();
+        let mut state = shared.state();
+        state.in_flight.remove(&id);
+        match result {
+            Ok(()) => {
+                match &action {
+                    Action::Create(_) => info!("replica started"),
+                    Action::Start { .. } => info!("replica restarted"),
+                    Action::Remove { .. } => info!("replica removed"),
+                }
+                if let Some(local) = state.local.get_mut(&id) {
+                    if matches!(action, Action::Start { .. }) && local.exit.is_some() {
+                        local.restarts += 1;
+                    }
+                    local.exit = None;
+                    local.error = None;
+                    local.failures = 0;
+                    local.next_attempt_at = None;
+                    local.started_at = Some(now);
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                warn!(error = %message, "container operation failed");
+                let local = state.local.entry(id.clone()).or_default();
+                local.failures += 1;
+                local.error = Some((message, now));
+                local.next_attempt_at = Some(now + failure_delay(local.failures));
+            }
+        }
+        drop(state);
+        shared.wake.notify_one();
+    }
+    .instrument(span)
+    .await
+}
+
+async fn send_reports<R: ContainerRuntime>(
+    shared: Arc<Shared<R>>,
+    mut latest: watch::Receiver<Option<NodeReport>>,
+) {
+    let mut last_sent: Option<NodeReport> = None;
+    let mut heartbeat = tokio::time::interval(shared.config.report_interval);
+    loop {
+        // The heartbeat always sends (it keeps the node alive); a change sends only when the
+        // report differs from the last one sent, since passes run often and mostly change nothing.
+        let beat = tokio::select! {
+            _ = heartbeat.tick() => true,
+            changed = latest.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                false
+            }
+        };
+        // Before the first assignment the node still announces itself, so it can be scheduled on.
+        let report = latest
+            .borrow_and_update()
+            .clone()
+            .unwrap_or_else(|| NodeReport {
+                node: shared.config.node.clone(),
+                address: shared.config.address.clone(),
+                generation: 0,
+                replicas: Vec::new(),
+            });
+        if !beat && last_sent.as_ref() == Some(&report) {
+            continue;
+        }
+        match shared.client.report(&report).await {
+            Ok(()) => last_sent = Some(report),
+            Err(error) => warn!(%error, "cannot report to the server; retrying"),
+        }
+    }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

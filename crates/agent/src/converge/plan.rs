@@ -1,0 +1,250 @@
+//! The agent's planner: the node's assignment and what containerd runs → actions and statuses.
+//!
+//! Pure and synchronous: time comes in as `now` (Unix ms), and the only state it touches is the
+//! agent's own per-replica bookkeeping (`LocalState`), which it updates as it observes exits.
+//! The restart policy and its back-off live here, like kubelet's container restarts in a pod.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hivemind_types::{ObservedReplica, Replica, ReplicaState, RestartCondition};
+
+use crate::runtime::{ContainerInfo, TaskState};
+
+/// Back-off between restarts grows from this (or the policy's delay, if longer)...
+const BACKOFF_BASE_MS: u64 = 1_000;
+/// ...and is capped here, as kubelet caps CrashLoopBackOff.
+const BACKOFF_CAP_MS: u64 = 5 * 60 * 1_000;
+/// A replica that ran this long before exiting starts its back-off afresh.
+const BACKOFF_RESET_AFTER_MS: u64 = 10 * 60 * 1_000;
+/// Default stop settings for containers whose replica the agent never saw (adopted, then removed).
+const DEFAULT_STOP_SIGNAL: &str = "SIGTERM";
+const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
+
+/// What the agent remembers about one replica between passes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LocalReplica {
+    /// Restarts done under the restart policy (reported as `restarts`).
+    pub restarts: u32,
+    /// When the current run started (Unix ms), if known.
+    pub started_at: Option<u64>,
+    /// The exit being handled: (exit code, seen at).
+    pub exit: Option<(i32, u64)>,
+    /// The last create/start failure and when it happened.
+    pub error: Option<(String, u64)>,
+    /// Consecutive create/start failures, for their back-off.
+    pub failures: u32,
+    /// Earliest time of the next start attempt (restart or retry after a failure).
+    pub next_attempt_at: Option<u64>,
+    /// The replica as last assigned, kept so a removal knows its stop signal and grace period.
+    pub stop_signal: Option<String>,
+    pub stop_grace_ms: Option<u64>,
+}
+
+pub type LocalState = BTreeMap<String, LocalReplica>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create the container and start its task.
+    Create(Box<Replica>),
+    /// Start a task for an existing container (a restart when it ran before).
+    Start { id: String },
+    /// Stop (signal, grace, SIGKILL) and remove a container that is no longer desired.
+    Remove {
+        id: String,
+        signal: String,
+        grace_ms: u64,
+    },
+}
+
+impl Action {
+    pub fn id(&self) -> &str {
+        match self {
+            Action::Create(r) => &r.id,
+            Action::Start { id } | Action::Remove { id, .. } => id,
+        }
+    }
+}
+
+/// The result of one pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pass {
+    pub actions: Vec<Action>,
+    /// One status per desired replica, for the report.
+    pub statuses: Vec<ObservedReplica>,
+    /// When the planner wants to run again even if nothing changes (a back-off expiring).
+    pub wake_at: Option<u64>,
+}
+
+pub fn plan(
+    node: &str,
+    desired: &[Replica],
+    containers: &[ContainerInfo],
+    in_flight: &BTreeSet<String>,
+    local: &mut LocalState,
+    now: u64,
+) -> Pass {
+    let mut pass = Pass::default();
+    let by_id: BTreeMap<&str, &ContainerInfo> =
+        containers.iter().map(|c| (c.id.as_str(), c)).collect();
+    let desired_ids: BTreeSet<&str> = desired.iter().map(|r| r.id.as_str()).collect();
+
+    for replica in desired {
+        let state = local.entry(replica.id.clone()).or_default();
+        state.stop_signal = Some(replica.spec.stop_signal.clone());
+        state.stop_grace_ms = Some(replica.spec.stop_grace_period_ms);
+        let mut status = ObservedReplica {
+            id: replica.id.clone(),
+            node: node.to_string(),
+            state: ReplicaState::Starting,
+            pid: None,
+            exit_code: None,
+            restarts: state.restarts,
+            message: String::new(),
+            started_at: state.started_at,
+            meta: Default::default(),
+        };
+        if in_flight.contains(&replica.id) {
+            pass.statuses.push(status);
+            continue;
+        }
+        let container = by_id.get(replica.id.as_str());
+        let task = container.and_then(|c| c.task);
+        match (container, task) {
+            (_, Some(TaskState::Running { pid })) => {
+                state.exit = None;
+                state.error = None;
+                state.failures = 0;
+                state.next_attempt_at = None;
+                let started = *state.started_at.get_or_insert(now);
+                if now.saturating_sub(started) >= BACKOFF_RESET_AFTER_MS {
+                    // Healthy for long enough: forget earlier crashes for the back-off.
+                    state.restarts = 0;
+                }
+                status.state = ReplicaState::Running;
+                status.pid = Some(pid);
+                status.restarts = state.restarts;
+                status.started_at = state.started_at;
+            }
+            (Some(_), Some(TaskState::Stopped { exit_code })) => {
+                plan_exited(replica, state, exit_code, now, &mut status, &mut pass);
+            }
+            (container, _) => {
+                // Absent, or present without a running task (created but never started, or a
+                // task in an unknown state): (re)try, unless a failure's back-off is pending.
+                if let Some((message, _)) = &state.error {
+                    if let Some(at) = state.next_attempt_at.filter(|at| *at > now) {
+                        status.state = ReplicaState::Failed;
+                        status.message = format!("{message} (retry in {})", secs(at - now));
+                        pass.wake_at = min_opt(pass.wake_at, at);
+                        pass.statuses.push(status);
+                        continue;
+                    }
+                }
+                pass.actions.push(match container {
+                    None => Action::Create(Box::new(replica.clone())),
+                    Some(_) => Action::Start {
+                        id: replica.id.clone(),
+                    },
+                });
+            }
+        }
+        pass.statuses.push(status);
+    }
+
+    for c in containers {
+        if desired_ids.contains(c.id.as_str()) || in_flight.contains(&c.id) {
+            continue;
+        }
+        let known = local.get(&c.id);
+        pass.actions.push(Action::Remove {
+            id: c.id.clone(),
+            signal: known
+                .and_then(|l| l.stop_signal.clone())
+                .unwrap_or_else(|| DEFAULT_STOP_SIGNAL.to_string()),
+            grace_ms: known
+                .and_then(|l| l.stop_grace_ms)
+                .unwrap_or(DEFAULT_STOP_GRACE_MS),
+        });
+    }
+    // Forget replicas that are neither desired nor present any more.
+    let present: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+    local.retain(|id, _| {
+        desired_ids.contains(id.as_str()) || present.contains(id.as_str()) || in_flight.contains(id)
+    });
+    pass
+}
+
+fn plan_exited(
+    replica: &Replica,
+    state: &mut LocalReplica,
+    exit_code: i32,
+    now: u64,
+    status: &mut ObservedReplica,
+    pass: &mut Pass,
+) {
+    status.exit_code = Some(exit_code);
+    let policy = &replica.spec.restart;
+    if state.exit.is_none() {
+        // First time this exit is seen: decide when to restart.
+        let ran_for = state.started_at.map(|s| now.saturating_sub(s)).unwrap_or(0);
+        if ran_for >= BACKOFF_RESET_AFTER_MS {
+            state.restarts = 0;
+        }
+        state.exit = Some((exit_code, now));
+        state.started_at = None;
+        state.next_attempt_at = Some(now + restart_delay(policy.delay_ms, state.restarts));
+    }
+    let wants_restart = match policy.condition {
+        RestartCondition::Never => false,
+        RestartCondition::OnFailure => exit_code != 0,
+        RestartCondition::Always => true,
+    } && policy.max_attempts.is_none_or(|max| state.restarts < max);
+    if !wants_restart {
+        status.state = ReplicaState::Exited;
+        status.message = format!("exited with code {exit_code}");
+        return;
+    }
+    let at = state.next_attempt_at.unwrap_or(now);
+    if at <= now {
+        pass.actions.push(Action::Start {
+            id: replica.id.clone(),
+        });
+        status.state = ReplicaState::Restarting;
+        status.message = format!("exited with code {exit_code}, restarting");
+    } else {
+        status.state = ReplicaState::Restarting;
+        status.message = format!(
+            "crash-loop: exited with code {exit_code} (restart in {})",
+            secs(at - now)
+        );
+        pass.wake_at = min_opt(pass.wake_at, at);
+    }
+}
+
+/// Delay before restart number `restarts + 1`: the first restart waits only the policy's delay
+/// (0 by default, so a killed replica is back at once); later ones back off exponentially.
+pub fn restart_delay(policy_delay_ms: u64, restarts: u32) -> u64 {
+    if restarts == 0 {
+        return policy_delay_ms;
+    }
+    let base = policy_delay_ms.max(BACKOFF_BASE_MS);
+    base.saturating_mul(1u64 << (restarts - 1).min(20))
+        .min(BACKOFF_CAP_MS)
+}
+
+/// Delay before retrying a failed create/start after `failures` consecutive failures.
+pub fn failure_delay(failures: u32) -> u64 {
+    restart_delay(0, failures.max(1))
+}
+
+fn secs(ms: u64) -> String {
+    format!("{}s", ms.div_ceil(1000))
+}
+
+fn min_opt(a: Option<u64>, b: u64) -> Option<u64> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

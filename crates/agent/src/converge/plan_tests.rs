@@ -1,0 +1,221 @@
+//! Table tests of the agent's planner: starts, restarts with back-off, removals, live restore.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hivemind_types::{Meta, Replica, ReplicaState, RestartCondition, RestartPolicy, ServiceSpec};
+
+use super::*;
+use crate::runtime::{ContainerInfo, TaskState};
+
+fn replica(id: &str, restart: RestartCondition) -> Replica {
+    let spec = ServiceSpec {
+        image: "busybox".into(),
+        replicas: 1,
+        stop_signal: "SIGINT".into(),
+        stop_grace_period_ms: 3_000,
+        restart: RestartPolicy {
+            condition: restart,
+            max_attempts: None,
+            delay_ms: 0,
+        },
+        ..Default::default()
+    };
+    Replica {
+        id: id.into(),
+        namespace: "default".into(),
+        app: "hello".into(),
+        service: "web".into(),
+        node: "n1".into(),
+        revision_hash: spec.revision_hash(),
+        spec,
+        meta: Meta::default(),
+    }
+}
+
+fn container(id: &str, task: Option<TaskState>) -> ContainerInfo {
+    ContainerInfo {
+        id: id.into(),
+        labels: BTreeMap::new(),
+        image: "docker.io/library/busybox:latest".into(),
+        task,
+    }
+}
+
+fn run(
+    desired: &[Replica],
+    containers: &[ContainerInfo],
+    local: &mut LocalState,
+    now: u64,
+) -> Pass {
+    plan("n1", desired, containers, &BTreeSet::new(), local, now)
+}
+
+#[test]
+fn absent_replica_is_created() {
+    let r = replica("web-a", RestartCondition::Always);
+    let pass = run(&[r.clone()], &[], &mut LocalState::new(), 0);
+    assert_eq!(pass.actions, [Action::Create(Box::new(r))]);
+    assert_eq!(pass.statuses[0].state, ReplicaState::Starting);
+}
+
+#[test]
+fn adopted_running_container_is_left_alone() {
+    let r = replica("web-a", RestartCondition::Always);
+    let c = container("web-a", Some(TaskState::Running { pid: 42 }));
+    let pass = run(&[r], &[c], &mut LocalState::new(), 0);
+    assert!(pass.actions.is_empty());
+    assert_eq!(pass.statuses[0].state, ReplicaState::Running);
+    assert_eq!(pass.statuses[0].pid, Some(42));
+}
+
+#[test]
+fn created_but_unstarted_container_is_started() {
+    let r = replica("web-a", RestartCondition::Always);
+    let pass = run(&[r], &[container("web-a", None)], &mut LocalState::new(), 0);
+    assert_eq!(pass.actions, [Action::Start { id: "web-a".into() }]);
+}
+
+#[test]
+fn undesired_container_is_removed_with_its_stop_settings() {
+    let r = replica("web-a", RestartCondition::Always);
+    let mut local = LocalState::new();
+    let running = [container("web-a", Some(TaskState::Running { pid: 1 }))];
+    run(&[r], &running, &mut local, 0);
+    let pass = run(&[], &running, &mut local, 10);
+    assert_eq!(
+        pass.actions,
+        [Action::Remove {
+            id: "web-a".into(),
+            signal: "SIGINT".into(),
+            grace_ms: 3_000
+        }]
+    );
+    // An unknown container (adopted after a restart, then removed) gets the defaults.
+    let pass = run(&[], &[container("db-b", None)], &mut LocalState::new(), 0);
+    assert_eq!(
+        pass.actions,
+        [Action::Remove {
+            id: "db-b".into(),
+            signal: "SIGTERM".into(),
+            grace_ms: 10_000
+        }]
+    );
+}
+
+#[test]
+fn first_restart_is_immediate_then_backs_off() {
+    let r = replica("web-a", RestartCondition::Always);
+    let stopped = [container(
+        "web-a",
+        Some(TaskState::Stopped { exit_code: 137 }),
+    )];
+    let mut local = LocalState::new();
+    let pass = run(&[r.clone()], &stopped, &mut local, 1_000);
+    assert_eq!(pass.actions, [Action::Start { id: "web-a".into() }]);
+    assert_eq!(pass.statuses[0].state, ReplicaState::Restarting);
+
+    // The executor records the restart; the container crashes again right away.
+    let entry = local.get_mut("web-a").unwrap();
+    entry.restarts = 1;
+    entry.exit = None;
+    entry.started_at = Some(1_050);
+    let pass = run(&[r.clone()], &stopped, &mut local, 1_100);
+    assert!(pass.actions.is_empty(), "second restart waits: {pass:?}");
+    assert_eq!(pass.wake_at, Some(2_100));
+    assert!(
+        pass.statuses[0].message.contains("restart in 1s"),
+        "{:?}",
+        pass.statuses[0]
+    );
+    let pass = run(&[r], &stopped, &mut local, 2_100);
+    assert_eq!(pass.actions, [Action::Start { id: "web-a".into() }]);
+}
+
+#[test]
+fn restart_conditions_table() {
+    // (condition, exit code, restarts?)
+    let cases = [
+        (RestartCondition::Always, 0, true),
+        (RestartCondition::Always, 1, true),
+        (RestartCondition::OnFailure, 0, false),
+        (RestartCondition::OnFailure, 2, true),
+        (RestartCondition::Never, 1, false),
+    ];
+    for (condition, code, restarts) in cases {
+        let r = replica("web-a", condition);
+        let c = container("web-a", Some(TaskState::Stopped { exit_code: code }));
+        let pass = run(&[r], &[c], &mut LocalState::new(), 0);
+        assert_eq!(!pass.actions.is_empty(), restarts, "{condition:?} {code}");
+        let want = if restarts {
+            ReplicaState::Restarting
+        } else {
+            ReplicaState::Exited
+        };
+        assert_eq!(pass.statuses[0].state, want);
+        assert_eq!(pass.statuses[0].exit_code, Some(code));
+    }
+}
+
+#[test]
+fn max_attempts_stops_restarting() {
+    let mut r = replica("web-a", RestartCondition::OnFailure);
+    r.spec.restart.max_attempts = Some(2);
+    let c = container("web-a", Some(TaskState::Stopped { exit_code: 1 }));
+    let mut local = LocalState::new();
+    local.insert(
+        "web-a".into(),
+        LocalReplica {
+            restarts: 2,
+            ..Default::default()
+        },
+    );
+    let pass = run(&[r], &[c], &mut local, 0);
+    assert!(pass.actions.is_empty());
+    assert_eq!(pass.statuses[0].state, ReplicaState::Exited);
+}
+
+#[test]
+fn failed_create_waits_for_its_back_off() {
+    let r = replica("web-a", RestartCondition::Always);
+    let mut local = LocalState::new();
+    local.insert(
+        "web-a".into(),
+        LocalReplica {
+            error: Some(("image not found".into(), 0)),
+            failures: 1,
+            next_attempt_at: Some(1_000),
+            ..Default::default()
+        },
+    );
+    let pass = run(&[r.clone()], &[], &mut local, 500);
+    assert!(pass.actions.is_empty());
+    assert_eq!(pass.statuses[0].state, ReplicaState::Failed);
+    assert!(pass.statuses[0].message.starts_with("image not found"));
+    let pass = run(&[r], &[], &mut local, 1_000);
+    assert!(matches!(pass.actions[..], [Action::Create(_)]));
+}
+
+#[test]
+fn in_flight_replicas_are_not_touched() {
+    let r = replica("web-a", RestartCondition::Always);
+    let in_flight = BTreeSet::from(["web-a".to_string(), "old-b".to_string()]);
+    let pass = plan(
+        "n1",
+        &[r],
+        &[container("old-b", Some(TaskState::Running { pid: 1 }))],
+        &in_flight,
+        &mut LocalState::new(),
+        0,
+    );
+    assert!(pass.actions.is_empty());
+    assert_eq!(pass.statuses[0].state, ReplicaState::Starting);
+}
+
+#[test]
+fn back_off_is_capped_at_five_minutes() {
+    assert_eq!(restart_delay(0, 0), 0);
+    assert_eq!(restart_delay(0, 1), 1_000);
+    assert_eq!(restart_delay(0, 4), 8_000);
+    assert_eq!(restart_delay(0, 30), 300_000);
+    assert_eq!(restart_delay(5_000, 1), 5_000);
+}

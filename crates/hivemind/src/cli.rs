@@ -1,0 +1,197 @@
+//! Command-line flags. Every path and port is a flag with an `HIVEMIND_*` environment variable,
+//! so tests run several instances side by side.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "hivemind",
+    version,
+    about = "Kubernetes-level features with Docker Compose-level simplicity"
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct GlobalArgs {
+    /// API server URL.
+    #[arg(long, global = true, env = "HIVEMIND_SERVER")]
+    pub(crate) server: Option<String>,
+    /// Bearer token; by default read from ~/.hivemind/config or the data dir's admin.token.
+    #[arg(long, global = true, env = "HIVEMIND_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Namespace of the objects to act on.
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "HIVEMIND_NAMESPACE",
+        default_value = "default"
+    )]
+    pub(crate) namespace: String,
+    /// Output format of lists.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub(crate) output: OutputFormat,
+    /// Data directory (where `up` keeps its store and admin token).
+    #[arg(
+        long,
+        global = true,
+        env = "HIVEMIND_DATA_DIR",
+        default_value = "/var/lib/hivemind"
+    )]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run a single-node cluster: server and agent in one process.
+    Up(UpArgs),
+    /// Run the control plane only.
+    Server(ServerArgs),
+    /// Run a node agent that joins a server.
+    Agent(AgentArgs),
+    /// Deploy (create or update) an app from a Compose file.
+    Deploy(DeployArgs),
+    /// List apps.
+    Apps,
+    /// Remove an app and all its replicas.
+    Rm(RmArgs),
+    /// List services.
+    Services(ServicesArgs),
+    /// List replicas.
+    Ps(PsArgs),
+    /// Set replica counts: `hivemind scale web=5 [app/api=2 ...]`.
+    Scale(ScaleArgs),
+    /// List nodes.
+    Nodes,
+    /// Manage images in the local containerd.
+    Image(ImageArgs),
+    /// Print shell completions.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct ServerArgs {
+    /// Address the API listens on.
+    #[arg(long, env = "HIVEMIND_API_ADDR", default_value = "127.0.0.1:7070")]
+    pub(crate) api_addr: SocketAddr,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, env = "HIVEMIND_LOG", default_value = "info")]
+    pub(crate) log: String,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct RuntimeArgs {
+    #[arg(
+        long,
+        env = "HIVEMIND_CONTAINERD_SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub(crate) containerd_socket: PathBuf,
+    #[arg(
+        long,
+        env = "HIVEMIND_CONTAINERD_NAMESPACE",
+        default_value = "hivemind"
+    )]
+    pub(crate) containerd_namespace: String,
+    /// Node name; the hostname by default.
+    #[arg(long, env = "HIVEMIND_NODE_NAME")]
+    pub(crate) node_name: Option<String>,
+    /// Address other nodes and the server reach this node at.
+    #[arg(long, env = "HIVEMIND_NODE_ADDRESS", default_value = "127.0.0.1")]
+    pub(crate) node_address: String,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeArgs,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct AgentArgs {
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeArgs,
+    #[arg(long, env = "HIVEMIND_LOG", default_value = "info")]
+    pub(crate) log: String,
+}
+
+#[derive(Args)]
+pub(crate) struct DeployArgs {
+    /// The Compose file.
+    #[arg(long, short = 'f', default_value = "compose.yaml")]
+    pub(crate) file: PathBuf,
+    /// App name; defaults to the file's `name:` or its directory's name.
+    #[arg(long)]
+    pub(crate) app: Option<String>,
+    /// Wait until every replica runs; exit non-zero if one fails.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// Give up waiting after this long (`90s`, `5m`).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: std::time::Duration,
+}
+
+#[derive(Args)]
+pub(crate) struct RmArgs {
+    pub(crate) app: String,
+}
+
+#[derive(Args)]
+pub(crate) struct ServicesArgs {
+    #[arg(long)]
+    pub(crate) app: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct PsArgs {
+    /// Only replicas of this service (`web` or `app/web`).
+    pub(crate) service: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct ScaleArgs {
+    /// `SERVICE=N` pairs; SERVICE may be `app/service`.
+    #[arg(required = true)]
+    pub(crate) targets: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct ImageArgs {
+    #[command(subcommand)]
+    pub(crate) command: ImageCommand,
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeArgs,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Import image tarballs (`docker save` archives or OCI layouts) into this node's containerd.
+    Import { files: Vec<PathBuf> },
+    /// List images in this node's containerd.
+    Ls,
+}
+
+pub(crate) fn print_completions(shell: clap_complete::Shell) {
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "hivemind", &mut std::io::stdout());
+}

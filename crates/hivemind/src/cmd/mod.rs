@@ -1,0 +1,6 @@
+//! One module per group of subcommands.
+
+pub(crate) mod deploy;
+pub(crate) mod image;
+pub(crate) mod query;
+pub(crate) mod up;

@@ -1,0 +1,149 @@
+//! `apps`, `services`, `ps`, `nodes`: lists, as tables or JSON/YAML.
+
+use hivemind_client::wire::ReplicaFilter;
+use hivemind_types::ServiceMode;
+
+use crate::cli::{GlobalArgs, PsArgs, ServicesArgs};
+use crate::config::client;
+use crate::output::{age, print_list};
+
+pub(crate) async fn apps(global: &GlobalArgs) -> anyhow::Result<()> {
+    let apps = client(global)?.apps().await?;
+    let rows = apps
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.namespace.clone(),
+                a.services.join(","),
+                a.meta.revision.to_string(),
+                age(a.meta.created_at),
+            ]
+        })
+        .collect();
+    print_list(
+        global.output,
+        &apps,
+        &["NAME", "NAMESPACE", "SERVICES", "REVISION", "AGE"],
+        rows,
+    )
+}
+
+pub(crate) async fn services(global: &GlobalArgs, args: ServicesArgs) -> anyhow::Result<()> {
+    let client = client(global)?;
+    let services = client.services(args.app.as_deref()).await?;
+    let replicas = client.replicas(&ReplicaFilter::default()).await?;
+    let rows = services
+        .iter()
+        .map(|s| {
+            let running = replicas
+                .iter()
+                .filter(|r| r.replica.app == s.app && r.replica.service == s.name)
+                .filter(|r| {
+                    r.status
+                        .as_ref()
+                        .is_some_and(|st| st.state == hivemind_types::ReplicaState::Running)
+                })
+                .count();
+            let want = match s.spec.mode {
+                ServiceMode::Replicated => s.spec.replicas.to_string(),
+                ServiceMode::Global => "global".to_string(),
+            };
+            let ports = s
+                .spec
+                .ports
+                .iter()
+                .map(|p| match p.published {
+                    Some(published) => format!("{published}->{}", p.target),
+                    None => p.target.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            vec![
+                s.name.clone(),
+                s.app.clone(),
+                s.spec.image.clone(),
+                format!("{running}/{want}"),
+                ports,
+                s.spec.revision_hash(),
+            ]
+        })
+        .collect();
+    print_list(
+        global.output,
+        &services,
+        &["NAME", "APP", "IMAGE", "REPLICAS", "PORTS", "REVISION"],
+        rows,
+    )
+}
+
+pub(crate) async fn ps(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<()> {
+    let client = client(global)?;
+    let mut filter = ReplicaFilter::default();
+    if let Some(service) = &args.service {
+        let s = client.find_service(service).await?;
+        filter.app = Some(s.app);
+        filter.service = Some(s.name);
+    }
+    let replicas = client.replicas(&filter).await?;
+    let rows = replicas
+        .iter()
+        .map(|r| {
+            let (state, restarts, pid, message) = match &r.status {
+                Some(s) => (
+                    s.state.as_str().to_string(),
+                    s.restarts.to_string(),
+                    s.pid.map(|p| p.to_string()).unwrap_or_default(),
+                    s.message.clone(),
+                ),
+                None => (
+                    "pending".to_string(),
+                    "0".into(),
+                    String::new(),
+                    String::new(),
+                ),
+            };
+            vec![
+                r.replica.id.clone(),
+                r.replica.service.clone(),
+                r.replica.app.clone(),
+                r.replica.node.clone(),
+                state,
+                restarts,
+                pid,
+                age(r.replica.meta.created_at),
+                message,
+            ]
+        })
+        .collect();
+    print_list(
+        global.output,
+        &replicas,
+        &[
+            "REPLICA", "SERVICE", "APP", "NODE", "STATE", "RESTARTS", "PID", "AGE", "MESSAGE",
+        ],
+        rows,
+    )
+}
+
+pub(crate) async fn nodes(global: &GlobalArgs) -> anyhow::Result<()> {
+    let nodes = client(global)?.nodes().await?;
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.address.clone(),
+                format!("{:?}", n.state).to_lowercase(),
+                age(n.last_seen),
+                age(n.meta.created_at),
+            ]
+        })
+        .collect();
+    print_list(
+        global.output,
+        &nodes,
+        &["NAME", "ADDRESS", "STATE", "LAST SEEN", "AGE"],
+        rows,
+    )
+}

@@ -1,0 +1,173 @@
+//! `up`, `server` and `agent`: the long-running processes.
+//!
+//! `up` is `server` and `agent` in one process (like `k3s server`). The in-process agent still
+//! talks to the API over loopback HTTP through `hivemind-client`, exactly as a remote agent does,
+//! so single-node mode exercises the same paths as a cluster.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hivemind_agent::runtime::{Containerd, RuntimeConfig};
+use hivemind_agent::AgentConfig;
+use hivemind_api::ApiConfig;
+use hivemind_client::Client;
+use hivemind_store::Store;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::cli::{AgentArgs, GlobalArgs, RuntimeArgs, ServerArgs, UpArgs};
+
+pub(crate) async fn up(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<()> {
+    init_tracing(&args.server.log);
+    let started = Instant::now();
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (addr, token, server) = start_server(global, &args.server, shutdown.clone()).await?;
+    info!(%addr, elapsed = ?started.elapsed(), "API ready");
+    let client = Client::new(format!("http://{addr}"), token);
+    let agent = start_agent(global, &args.runtime, client, shutdown.clone()).await?;
+    wait_for_signal().await;
+    info!("shutting down; containers keep running");
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = agent.await;
+        let _ = server.await;
+    })
+    .await;
+    Ok(())
+}
+
+pub(crate) async fn server(global: &GlobalArgs, args: ServerArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log);
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (addr, _token, server) = start_server(global, &args, shutdown).await?;
+    info!(%addr, "API ready");
+    wait_for_signal().await;
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    Ok(())
+}
+
+pub(crate) async fn agent(global: &GlobalArgs, args: AgentArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log);
+    let client = crate::config::client(global)?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let agent = start_agent(global, &args.runtime, client, shutdown).await?;
+    wait_for_signal().await;
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
+    Ok(())
+}
+
+async fn start_server(
+    global: &GlobalArgs,
+    args: &ServerArgs,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(std::net::SocketAddr, String, tokio::task::JoinHandle<()>)> {
+    let data_dir = &global.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let store = Store::open(&data_dir.join("state.db"))
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let token = hivemind_api::load_or_create_admin_token(data_dir)
+        .with_context(|| format!("cannot write the admin token in {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.api_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another hivemind running? pick another with --api-addr",
+                args.api_addr
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let _controllers = hivemind_control::spawn_controllers(store.clone(), shutdown.clone());
+    let router = hivemind_api::router(
+        store,
+        ApiConfig {
+            tokens: vec![token.clone()],
+        },
+    );
+    let mut stop = shutdown;
+    let handle = tokio::spawn(async move {
+        let signal = async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        if let Err(error) = hivemind_api::serve(listener, router, signal).await {
+            tracing::error!(%error, "API server failed");
+        }
+    });
+    Ok((addr, token, handle))
+}
+
+async fn start_agent(
+    global: &GlobalArgs,
+    args: &RuntimeArgs,
+    client: Client,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let runtime = Containerd::connect(runtime_config(&global.data_dir, args))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach containerd at {}: start it (`systemctl start containerd`) or pass --containerd-socket",
+                args.containerd_socket.display()
+            )
+        })?;
+    let config = AgentConfig {
+        node: node_name(args),
+        address: args.node_address.clone(),
+        parallelism: 8,
+        report_interval: Duration::from_secs(5),
+    };
+    info!(node = %config.node, "agent starting");
+    Ok(tokio::spawn(hivemind_agent::run_agent(
+        config, runtime, client, shutdown,
+    )))
+}
+
+pub(crate) fn runtime_config(data_dir: &Path, args: &RuntimeArgs) -> RuntimeConfig {
+    RuntimeConfig {
+        socket: args.containerd_socket.clone(),
+        namespace: args.containerd_namespace.clone(),
+        log_dir: data_dir.join("logs"),
+        run_dir: data_dir.join("run"),
+        snapshotter: "overlayfs".to_string(),
+    }
+}
+
+fn node_name(args: &RuntimeArgs) -> String {
+    args.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
