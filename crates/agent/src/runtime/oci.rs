@@ -13,8 +13,8 @@ use hivemind_types::ServiceSpec;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
 };
 use oci_spec::OciSpecError;
 
@@ -196,11 +196,10 @@ pub(crate) fn build_spec(input: &SpecInput<'_>, args: Vec<String>) -> Result<Spe
                 .ambient(oci_spec::runtime::Capabilities::new())
                 .build()?,
         )
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .hard(1_048_576u64)
-            .soft(1_048_576u64)
-            .build()?])
+        // No rlimits: the process inherits containerd's, as Docker does without default-ulimits.
+        // A fixed RLIMIT_NOFILE above containerd's hard limit (20000 on Debian's unit) makes runc
+        // fail with EPERM. Compose `ulimits` will set them explicitly.
+        .rlimits(Vec::new())
         .no_new_privileges(false)
         .build()?;
 

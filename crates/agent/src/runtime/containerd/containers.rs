@@ -434,7 +434,16 @@ impl Containerd {
             .into_inner()
             .tasks
             .into_iter()
-            .map(|t| (t.container_id.clone(), t))
+            .map(|t| {
+                // containerd 1.6 fills only `id` (the init process id, which is the
+                // container id); newer versions also set `container_id`.
+                let key = if t.container_id.is_empty() {
+                    t.id.clone()
+                } else {
+                    t.container_id.clone()
+                };
+                (key, t)
+            })
             .collect();
         let mut out: Vec<ContainerInfo> = containers
             .into_iter()

@@ -117,7 +117,7 @@ impl Containerd {
             }),
         };
         match NamespacesClient::new(self.channel())
-            .create(Request::new(request))
+            .create(self.request(request))
             .await
         {
             Ok(_) => Ok(()),
