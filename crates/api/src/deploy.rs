@@ -1,0 +1,248 @@
+//! Deploying and deleting apps: a Compose file in, `App` and `Service` objects out, in one store
+//! transaction.
+//!
+//! This module decides *what the desired state is*; it never creates replicas, which is the
+//! service controller's job. It does delete the replicas of services that disappear, so that a
+//! re-deploy needs no controller to take effect on removals.
+
+use std::collections::BTreeSet;
+
+use hivemind_client::wire::{DeployRequest, DeployResponse};
+use hivemind_store::{Expect, Op, Store};
+use hivemind_types::compose::{self, ComposeError, ComposeInput};
+use hivemind_types::{App, Kind, Meta, Replica, Service};
+
+use crate::error::ApiError;
+use crate::extract::check_label;
+
+/// What a deploy did.
+#[derive(Debug)]
+pub struct DeployOutcome {
+    pub response: DeployResponse,
+    /// The app did not exist before (201 rather than 200).
+    pub created: bool,
+}
+
+/// Creates or updates the app described by `req` in `namespace` (the query's; the body's
+/// `namespace`, when set, wins).
+pub fn deploy(
+    store: &Store,
+    namespace: &str,
+    req: &DeployRequest,
+) -> Result<DeployOutcome, ApiError> {
+    let namespace = match &req.namespace {
+        Some(ns) => {
+            check_label("namespace", ns, true)?;
+            ns.as_str()
+        }
+        None => namespace,
+    };
+    let file_name = req.file_name.as_deref().unwrap_or("compose.yaml");
+    let env_files = |path: &str| {
+        req.env_files.get(path).cloned().ok_or_else(|| {
+            "was not sent with the request (the CLI reads env_file paths relative to the \
+             compose file)"
+                .to_string()
+        })
+    };
+    let parsed = compose::parse(&ComposeInput {
+        file_name,
+        source: &req.compose,
+        env: &req.env,
+        env_files: &env_files,
+    })
+    .map_err(compose_error)?;
+
+    let name = match (&req.name, &parsed.name) {
+        (Some(name), _) | (None, Some(name)) => name.clone(),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "name",
+                format!("{file_name} has no top-level `name:` and the request names no app"),
+                "pass --app NAME, or add `name: NAME` at the top of the file",
+            ))
+        }
+    };
+    check_label("name", &name, true)?;
+    let mut names = BTreeSet::new();
+    for (service, _) in &parsed.services {
+        // The parser checks these too; the store keys depend on it, so check again here.
+        check_label(&format!("services.{service}"), service, true)?;
+        names.insert(service.as_str());
+    }
+
+    let app_key = format!("{namespace}/{name}");
+    let existing: Option<App> = store.get(Kind::App, &app_key)?;
+    let current_rev = existing.as_ref().map_or(0, |a| a.meta.revision);
+    if let Some(expected) = req.revision {
+        if expected != current_rev {
+            return Err(ApiError::stale(
+                &format!("app {name}"),
+                expected,
+                current_rev,
+            ));
+        }
+    }
+
+    let mut ops = Vec::new();
+    let app = App {
+        namespace: namespace.to_string(),
+        name: name.clone(),
+        source: req.compose.clone(),
+        services: parsed.services.iter().map(|(n, _)| n.clone()).collect(),
+        meta: Meta::default(),
+    };
+    // Every write is conditioned on the revision read above, so two concurrent deploys of the
+    // same app cannot interleave: the second fails with 409 and writes nothing.
+    let app_expect = existing
+        .as_ref()
+        .map_or(Expect::Absent, |a| Expect::Revision(a.meta.revision));
+    let app_changed = existing
+        .as_ref()
+        .is_none_or(|a| a.source != app.source || a.services != app.services);
+    if app_changed {
+        ops.push(Op::put(Kind::App, app_key.clone(), &app, app_expect));
+    }
+
+    let prefix = format!("{app_key}/");
+    let old_services: Vec<Service> = store.list(Kind::Service, &prefix)?;
+    for (service_name, spec) in &parsed.services {
+        let old = old_services.iter().find(|s| &s.name == service_name);
+        if old.is_some_and(|s| &s.spec == spec) {
+            continue;
+        }
+        let service = Service {
+            namespace: namespace.to_string(),
+            app: name.clone(),
+            name: service_name.clone(),
+            spec: spec.clone(),
+            meta: Meta::default(),
+        };
+        let expect = old.map_or(Expect::Absent, |s| Expect::Revision(s.meta.revision));
+        ops.push(Op::put(Kind::Service, service.key(), &service, expect));
+    }
+    let removed: Vec<&Service> = old_services
+        .iter()
+        .filter(|s| !names.contains(s.name.as_str()))
+        .collect();
+    if !removed.is_empty() {
+        for s in &removed {
+            ops.push(Op::delete(
+                Kind::Service,
+                s.key(),
+                Expect::Revision(s.meta.revision),
+            ));
+        }
+        let gone: BTreeSet<&str> = removed.iter().map(|s| s.name.as_str()).collect();
+        ops.extend(replica_deletes(store, namespace, &name, |svc| {
+            gone.contains(svc)
+        })?);
+    }
+    if !ops.is_empty() && !app_changed {
+        // Guard the service writes with the app's revision even when the app itself is
+        // unchanged: putting it again costs one row and keeps deploys serialized.
+        ops.push(Op::put(Kind::App, app_key.clone(), &app, app_expect));
+    }
+
+    let revision = store.txn(ops)?;
+    let app: App = store
+        .get(Kind::App, &app_key)?
+        .ok_or_else(|| ApiError::Conflict {
+            message: format!("app {name} was deleted while it was being deployed"),
+            fix: "deploy again".to_string(),
+        })?;
+    let services = ordered_services(store, &app)?;
+    Ok(DeployOutcome {
+        response: DeployResponse {
+            app,
+            services,
+            revision,
+        },
+        created: existing.is_none(),
+    })
+}
+
+/// Deletes an app, its services and their replicas in one transaction; returns the app as it was.
+pub fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<App, ApiError> {
+    let app_key = format!("{namespace}/{name}");
+    let app: App = store
+        .get(Kind::App, &app_key)?
+        .ok_or_else(|| app_not_found(namespace, name))?;
+    let mut ops = vec![Op::delete(
+        Kind::App,
+        app_key.clone(),
+        Expect::Revision(app.meta.revision),
+    )];
+    for s in store.list::<Service>(Kind::Service, &format!("{app_key}/"))? {
+        ops.push(Op::delete(
+            Kind::Service,
+            s.key(),
+            Expect::Revision(s.meta.revision),
+        ));
+    }
+    ops.extend(replica_deletes(store, namespace, name, |_| true)?);
+    store.txn(ops)?;
+    Ok(app)
+}
+
+/// The app's services in file order.
+pub fn ordered_services(store: &Store, app: &App) -> Result<Vec<Service>, ApiError> {
+    let mut services: Vec<Service> = store.list(Kind::Service, &format!("{}/", app.key()))?;
+    services.sort_by_key(|s| {
+        app.services
+            .iter()
+            .position(|n| n == &s.name)
+            .unwrap_or(usize::MAX)
+    });
+    Ok(services)
+}
+
+pub(crate) fn app_not_found(namespace: &str, name: &str) -> ApiError {
+    ApiError::not_found(
+        format!("app {name} in namespace {namespace}"),
+        "list the apps with `hivemind apps`",
+    )
+}
+
+/// Deletes of the app's replicas whose service matches `which`. Replicas are keyed by id alone,
+/// so this scans them; deploys and deletes are rare next to reads.
+fn replica_deletes(
+    store: &Store,
+    namespace: &str,
+    app: &str,
+    which: impl Fn(&str) -> bool,
+) -> Result<Vec<Op>, ApiError> {
+    Ok(store
+        .list::<Replica>(Kind::Replica, "")?
+        .into_iter()
+        .filter(|r| r.namespace == namespace && r.app == app && which(&r.service))
+        .map(|r| Op::delete(Kind::Replica, r.id, Expect::Any))
+        .collect())
+}
+
+/// One 422 for the whole Compose file: every problem in the message, the first one's key path as
+/// the field.
+fn compose_error(e: ComposeError) -> ApiError {
+    let field = e
+        .errors
+        .first()
+        .map(|f| f.path.clone())
+        .filter(|p| !p.is_empty());
+    let fix = match e.errors.as_slice() {
+        [one] => one.fix.clone(),
+        _ => "fix each problem listed above, then deploy again".to_string(),
+    };
+    let message = match e.errors.as_slice() {
+        [one] if one.path.is_empty() => format!("{}: {}", e.file, one.message),
+        [one] => format!("{}: {}: {}", e.file, one.path, one.message),
+        _ => e.to_string(),
+    };
+    ApiError::Invalid {
+        field: field.or_else(|| Some("compose".to_string())),
+        message,
+        fix,
+    }
+}
+
+#[cfg(test)]
+mod tests;

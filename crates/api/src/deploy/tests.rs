@@ -1,0 +1,252 @@
+//! Deploy and delete against an in-memory store: creation, updates, removed services and their
+//! replicas, optimistic concurrency, and refusals that write nothing.
+
+use std::collections::BTreeMap;
+
+use hivemind_client::wire::DeployRequest;
+use hivemind_store::{Expect, Op, Store};
+use hivemind_types::{Kind, Meta, Replica, Service};
+
+use super::*;
+
+fn req(compose: &str) -> DeployRequest {
+    DeployRequest {
+        compose: compose.to_string(),
+        ..Default::default()
+    }
+}
+
+const SHOP: &str = "name: shop\nservices:\n  web:\n    image: busybox:1\n    deploy: {replicas: 2}\n  db:\n    image: busybox:2\n";
+
+/// A replica of `service` in app `app`, as the controller would write it.
+fn put_replica(store: &Store, app: &str, service: &str, id: &str) {
+    let r = Replica {
+        id: id.to_string(),
+        namespace: "default".into(),
+        app: app.into(),
+        service: service.into(),
+        node: "n1".into(),
+        spec: Default::default(),
+        revision_hash: String::new(),
+        meta: Meta::default(),
+    };
+    store
+        .txn(vec![Op::put(Kind::Replica, id, &r, Expect::Absent)])
+        .unwrap();
+}
+
+fn replica_ids(store: &Store) -> Vec<String> {
+    store
+        .list::<Replica>(Kind::Replica, "")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+#[test]
+fn first_deploy_creates_app_and_services_in_file_order() {
+    let store = Store::open_in_memory().unwrap();
+    let out = deploy(&store, "default", &req(SHOP)).unwrap();
+    assert!(out.created);
+    let resp = out.response;
+    assert_eq!(resp.app.name, "shop");
+    assert_eq!(resp.app.services, ["web", "db"]);
+    assert_eq!(resp.app.source, SHOP);
+    let names: Vec<_> = resp.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "db"]);
+    assert_eq!(resp.services[0].spec.replicas, 2);
+    assert_eq!(resp.revision, store.revision());
+    assert_eq!(resp.revision, 1, "one transaction");
+}
+
+#[test]
+fn redeploy_updates_changed_services_only_and_deletes_removed_ones_with_replicas() {
+    let store = Store::open_in_memory().unwrap();
+    deploy(&store, "default", &req(SHOP)).unwrap();
+    put_replica(&store, "shop", "web", "web-aaaaa");
+    put_replica(&store, "shop", "db", "db-bbbbb");
+    // Another app's replica of a service with the same name must survive.
+    put_replica(&store, "other", "db", "db-ccccc");
+    let db_rev = store
+        .get::<Service>(Kind::Service, "default/shop/db")
+        .unwrap()
+        .unwrap()
+        .meta
+        .revision;
+
+    let v2 = "name: shop\nservices:\n  web:\n    image: busybox:1\n    deploy: {replicas: 5}\n";
+    let out = deploy(&store, "default", &req(v2)).unwrap();
+    assert!(!out.created);
+    assert_eq!(out.response.app.services, ["web"]);
+    assert_eq!(out.response.services.len(), 1);
+    assert_eq!(out.response.services[0].spec.replicas, 5);
+    assert!(store
+        .get::<Service>(Kind::Service, "default/shop/db")
+        .unwrap()
+        .is_none());
+    assert_eq!(replica_ids(&store), ["db-ccccc", "web-aaaaa"]);
+    assert!(db_rev < out.response.revision);
+
+    // The same file again writes nothing.
+    let rev = store.revision();
+    let out = deploy(&store, "default", &req(v2)).unwrap();
+    assert_eq!(out.response.revision, rev);
+    assert_eq!(store.revision(), rev);
+}
+
+#[test]
+fn unchanged_services_keep_their_revision() {
+    let store = Store::open_in_memory().unwrap();
+    deploy(&store, "default", &req(SHOP)).unwrap();
+    let before: Service = store
+        .get(Kind::Service, "default/shop/db")
+        .unwrap()
+        .unwrap();
+    let v2 = SHOP.replace("busybox:1", "busybox:3");
+    deploy(&store, "default", &req(&v2)).unwrap();
+    let after: Service = store
+        .get(Kind::Service, "default/shop/db")
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.meta.revision, after.meta.revision);
+    let web: Service = store
+        .get(Kind::Service, "default/shop/web")
+        .unwrap()
+        .unwrap();
+    assert_eq!(web.spec.image, "busybox:3");
+}
+
+#[test]
+fn name_comes_from_request_then_file_and_namespace_from_body_then_query() {
+    let store = Store::open_in_memory().unwrap();
+    let mut r = req(SHOP);
+    r.name = Some("shop2".into());
+    assert_eq!(
+        deploy(&store, "default", &r).unwrap().response.app.name,
+        "shop2"
+    );
+    let r = req("services: {web: {image: a}}");
+    let err = deploy(&store, "default", &r).unwrap_err();
+    assert_eq!(err.status().as_u16(), 422);
+    assert_eq!(err.field(), Some("name"));
+    assert!(err.to_string().contains("request names no app"), "{err}");
+
+    let mut r = req(SHOP);
+    r.namespace = Some("prod".into());
+    let out = deploy(&store, "staging", &r).unwrap();
+    assert_eq!(out.response.app.namespace, "prod");
+    let out = deploy(&store, "staging", &req(SHOP)).unwrap();
+    assert_eq!(out.response.app.namespace, "staging");
+}
+
+#[test]
+fn env_and_env_files_come_from_the_request() {
+    let store = Store::open_in_memory().unwrap();
+    let mut r = req(
+        "name: shop\nservices:\n  web:\n    image: \"busybox:${TAG}\"\n    env_file: web.env\n",
+    );
+    r.env = BTreeMap::from([("TAG".to_string(), "9".to_string())]);
+    r.env_files = BTreeMap::from([("web.env".to_string(), "MODE=prod\n".to_string())]);
+    let out = deploy(&store, "default", &r).unwrap();
+    let spec = &out.response.services[0].spec;
+    assert_eq!(spec.image, "busybox:9");
+    assert_eq!(
+        spec.environment.get("MODE").map(String::as_str),
+        Some("prod")
+    );
+
+    // An env_file the CLI did not send is a Compose error at that key.
+    r.env_files.clear();
+    let rev = store.revision();
+    let err = deploy(&store, "default", &r).unwrap_err();
+    assert_eq!(err.status().as_u16(), 422);
+    assert!(
+        err.field().unwrap().starts_with("services.web.env_file"),
+        "{:?}",
+        err.field()
+    );
+    assert_eq!(store.revision(), rev);
+}
+
+#[test]
+fn refusals_write_nothing() {
+    let store = Store::open_in_memory().unwrap();
+    deploy(&store, "default", &req(SHOP)).unwrap();
+    let rev = store.revision();
+    let mut stale = req(SHOP);
+    stale.revision = Some(rev + 10);
+    let mut bad_name = req(SHOP);
+    bad_name.name = Some("Shop_1".into());
+    let mut bad_ns = req(SHOP);
+    bad_ns.namespace = Some("-x".into());
+    let mut must_be_new = req(SHOP);
+    must_be_new.revision = Some(0);
+    let cases = [
+        (stale, 409, None),
+        (must_be_new, 409, None),
+        (bad_name, 422, Some("name")),
+        (bad_ns, 422, Some("namespace")),
+        (req(""), 422, Some("compose")),
+        (
+            req("services: {web: {build: .}}"),
+            422,
+            Some("services.web.build"),
+        ),
+        (
+            req("name: shop\nservices: {web: {image: a, ports: [\"x\"]}}"),
+            422,
+            Some("services.web.ports[0]"),
+        ),
+        (req("services: ["), 422, Some("compose")),
+    ];
+    for (r, status, field) in cases {
+        let err = deploy(&store, "default", &r).unwrap_err();
+        assert_eq!(err.status().as_u16(), status, "{r:?}: {err}");
+        if let Some(field) = field {
+            assert_eq!(err.field(), Some(field), "{r:?}: {err}");
+        }
+        assert!(err.body().error.fix.is_some());
+        assert_eq!(store.revision(), rev, "{r:?} wrote");
+    }
+    // The right revision is accepted.
+    let mut ok = req(&SHOP.replace("busybox:2", "busybox:4"));
+    ok.revision = Some(
+        store
+            .get::<App>(Kind::App, "default/shop")
+            .unwrap()
+            .unwrap()
+            .meta
+            .revision,
+    );
+    deploy(&store, "default", &ok).unwrap();
+}
+
+#[test]
+fn delete_removes_app_services_and_replicas_only_of_that_app() {
+    let store = Store::open_in_memory().unwrap();
+    deploy(&store, "default", &req(SHOP)).unwrap();
+    let mut other = req(SHOP);
+    other.name = Some("shopper".into());
+    deploy(&store, "default", &other).unwrap();
+    put_replica(&store, "shop", "web", "web-aaaaa");
+    put_replica(&store, "shopper", "web", "web-bbbbb");
+    let before = store.revision();
+    let app = delete_app(&store, "default", "shop").unwrap();
+    assert_eq!(app.name, "shop");
+    assert_eq!(store.revision(), before + 1, "one transaction");
+    assert!(store
+        .list::<Service>(Kind::Service, "default/shop/")
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .list::<Service>(Kind::Service, "default/shopper/")
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(replica_ids(&store), ["web-bbbbb"]);
+    let err = delete_app(&store, "default", "shop").unwrap_err();
+    assert_eq!(err.status().as_u16(), 404);
+}

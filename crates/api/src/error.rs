@@ -1,0 +1,177 @@
+//! The API's typed errors and the one place that maps them to HTTP statuses and the wire body.
+//!
+//! Core functions (`deploy`, `scale`, `report`, ...) return `ApiError`; handlers only `?` it.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hivemind_client::wire::{ErrorBody, ErrorDetail};
+use hivemind_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request could not be read: bad JSON, wrong types, bad query parameters (400).
+    #[error("{message}")]
+    BadRequest {
+        field: Option<String>,
+        message: String,
+        fix: String,
+    },
+    /// Missing or unknown bearer token (401).
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// The named object does not exist (404).
+    #[error("{what} not found")]
+    NotFound { what: String, fix: String },
+    /// A stale revision or a concurrent write (409).
+    #[error("{message}")]
+    Conflict { message: String, fix: String },
+    /// Well-formed but meaningless: an invalid Compose file, a bad name, scaling a global
+    /// service (422).
+    #[error("{message}")]
+    Invalid {
+        field: Option<String>,
+        message: String,
+        fix: String,
+    },
+    /// The body is larger than the server accepts (413).
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("store error")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            // A precondition the core set from what it had just read failed: someone else wrote
+            // in between. Retrying reads the new state.
+            StoreError::Conflict { kind, key, reason } => ApiError::Conflict {
+                message: format!("{kind} {key} changed while this request ran ({reason})"),
+                fix: "retry the request".to_string(),
+            },
+            other => ApiError::Store(other),
+        }
+    }
+}
+
+impl ApiError {
+    pub(crate) fn bad_request(
+        field: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ApiError {
+        ApiError::BadRequest {
+            field: Some(field.into()),
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ApiError {
+        ApiError::Invalid {
+            field: Some(field.into()),
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub(crate) fn not_found(what: impl Into<String>, fix: impl Into<String>) -> ApiError {
+        ApiError::NotFound {
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// A client-supplied revision that is not the object's current one.
+    pub(crate) fn stale(what: &str, expected: u64, current: u64) -> ApiError {
+        ApiError::Conflict {
+            message: format!(
+                "{what} is at revision {current}, not {expected}: someone changed it since you read it"
+            ),
+            fix: "read it again and retry with the current revision".to_string(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::Invalid { .. } => "invalid",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::Store(_) => "internal",
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::BadRequest { field, .. } | ApiError::Invalid { field, .. } => {
+                field.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    fn fix(&self) -> Option<String> {
+        match self {
+            ApiError::BadRequest { fix, .. }
+            | ApiError::NotFound { fix, .. }
+            | ApiError::Conflict { fix, .. }
+            | ApiError::Invalid { fix, .. } => Some(fix.clone()),
+            ApiError::Unauthorized => Some(
+                "send `Authorization: Bearer TOKEN`; the admin token is in the server's \
+                 data directory, file admin.token"
+                    .to_string(),
+            ),
+            ApiError::TooLarge { .. } => Some(
+                "split the Compose file into several apps, or move large values out of it"
+                    .to_string(),
+            ),
+            ApiError::Store(_) => Some("retry; if it persists, check the server's log".to_string()),
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message: self.to_string(),
+                field: self.field().map(str::to_string),
+                fix: self.fix().filter(|f| !f.is_empty()),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Store(e) = &self {
+            // The client gets a generic message; the operator gets the cause.
+            tracing::error!(error = %e, source = ?std::error::Error::source(e), "store error");
+        }
+        let mut resp = (self.status(), Json(self.body())).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,215 @@
+//! Request extractors that turn every malformed input into an `ApiError` naming the field.
+//!
+//! axum's own `Json` and `Query` rejections are plain text without the field at fault; the CLI
+//! needs `{"error": {"field": ...}}`, so bodies are read as bytes and decoded here.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use hivemind_types::id::is_dns_label;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted; a Compose file with its env files fits many times over.
+pub(crate) const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// A JSON body decoded into `T`, with errors that name the offending field.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge { limit: BODY_LIMIT }
+            } else {
+                ApiError::bad_request("body", rejection.body_text(), "send the whole body")
+            }
+        })?;
+        decode_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Decodes `bytes` as `T`; public to the crate so that core tests can feed raw bodies.
+pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde accepts a JSON array for a struct (fields by position); the API documents objects
+    // only, and an array is almost surely a client bug.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "body",
+            "body is not a JSON object",
+            "send a JSON object with Content-Type: application/json",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(field_error)?;
+    // Trailing garbage after the JSON value is an error too.
+    de.end().map_err(|e| {
+        ApiError::bad_request(
+            "body",
+            format!("body is not valid JSON: {e}"),
+            "send exactly one JSON object",
+        )
+    })?;
+    Ok(value)
+}
+
+/// The 400 for a body that does not match the expected type, naming the field.
+fn field_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    {
+        let inner = err.inner();
+        let path = err.path().to_string();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad_request(
+                "body",
+                format!("body is not valid JSON: {inner}"),
+                "send a JSON object with Content-Type: application/json",
+            );
+        }
+        // A missing field is reported at its parent, with the name only in the message.
+        let text = inner.to_string();
+        let field = match backquoted(&text) {
+            Some(name) if text.starts_with("missing field") => {
+                if path == "." {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                }
+            }
+            _ if path == "." => "body".to_string(),
+            _ => path,
+        };
+        ApiError::bad_request(
+            field.clone(),
+            format!("{field}: {text}"),
+            format!("correct {field} as the API reference (/api/v1/openapi.json) describes"),
+        )
+    }
+}
+
+/// The first `name` in a serde message such as "missing field `compose`".
+fn backquoted(text: &str) -> Option<&str> {
+    let start = text.find('`')? + 1;
+    let len = text[start..].find('`')?;
+    Some(&text[start..start + len])
+}
+
+/// The query string as a map, with typed getters whose errors name the parameter.
+#[derive(Debug, Default)]
+pub(crate) struct Params(BTreeMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Params::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
+impl Params {
+    pub(crate) fn parse(query: &str) -> Result<Params, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
+            ApiError::bad_request(
+                "query",
+                format!("query string cannot be decoded: {e}"),
+                "percent-encode the query parameters",
+            )
+        })?;
+        // The last value of a repeated parameter wins, as with most web frameworks.
+        Ok(Params(pairs.into_iter().collect()))
+    }
+
+    /// A text parameter; empty counts as absent, so `?app=` means "any app".
+    pub(crate) fn str(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    pub(crate) fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.str(name) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(
+                    name,
+                    format!("{name}: {v:?} is not a whole number"),
+                    format!("pass {name} as a non-negative integer"),
+                )
+            }),
+        }
+    }
+
+    /// `?namespace=`, defaulting to `default`; must be a DNS label.
+    pub(crate) fn namespace(&self) -> Result<String, ApiError> {
+        let ns = self.str("namespace").unwrap_or("default");
+        check_label("namespace", ns, false)?;
+        Ok(ns.to_string())
+    }
+}
+
+/// Checks a name that becomes part of store keys and DNS names. `semantic` picks 422 (a name the
+/// user chose in a body or file) over 400 (a malformed parameter).
+pub(crate) fn check_label(field: &str, value: &str, semantic: bool) -> Result<(), ApiError> {
+    if is_dns_label(value) {
+        return Ok(());
+    }
+    let message = format!(
+        "{field}: {value:?} is not a valid name: use 1-63 lowercase letters, digits and '-', \
+         starting with a letter and not ending with '-'"
+    );
+    let fix = format!("choose a {field} like `shop` or `web-api`");
+    Err(if semantic {
+        ApiError::invalid(field, message, fix)
+    } else {
+        ApiError::bad_request(field, message, fix)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use hivemind_client::wire::ScaleRequest;
+
+    use super::*;
+
+    fn field_of(body: &str) -> String {
+        let err = decode_json::<ScaleRequest>(body.as_bytes()).unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{body}");
+        err.field().unwrap().to_string()
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        assert_eq!(field_of("{"), "body");
+        assert_eq!(field_of("[1]"), "body");
+        assert_eq!(field_of("{}"), "replicas");
+        assert_eq!(field_of(r#"{"replicas": -1}"#), "replicas");
+        assert_eq!(field_of(r#"{"replicas": "3"}"#), "replicas");
+        assert_eq!(field_of(r#"{"replicas": 1, "revision": true}"#), "revision");
+        assert_eq!(field_of(r#"{"replicas": 1, "replica": 2}"#), "replica");
+        assert_eq!(field_of(r#"{"replicas": 1} x"#), "body");
+        assert_eq!(
+            decode_json::<ScaleRequest>(br#"{"replicas": 2}"#)
+                .unwrap()
+                .replicas,
+            2
+        );
+    }
+
+    #[test]
+    fn query_params_are_typed_and_named() {
+        let p = Params::parse("since=12&app=&namespace=prod").unwrap();
+        assert_eq!(p.u64("since").unwrap(), Some(12));
+        assert_eq!(p.str("app"), None);
+        assert_eq!(p.namespace().unwrap(), "prod");
+        let p = Params::parse("since=-1&namespace=Prod").unwrap();
+        assert_eq!(p.u64("since").unwrap_err().field(), Some("since"));
+        assert_eq!(p.namespace().unwrap_err().field(), Some("namespace"));
+        assert_eq!(Params::parse("").unwrap().namespace().unwrap(), "default");
+    }
+}

@@ -1,0 +1,49 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` attributes and the wire
+//! types' `ToSchema` derives, so it cannot drift from the code.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Hivemind API", description = "Apps, services, replicas and nodes of a Hivemind cluster (SPEC §5)."),
+    paths(
+        routes::healthz,
+        routes::deploy_app,
+        routes::list_apps,
+        routes::get_app,
+        routes::delete_app,
+        routes::list_services,
+        routes::get_service,
+        routes::scale_service,
+        routes::list_replicas,
+        routes::list_nodes,
+        routes::get_assignment,
+        routes::put_report,
+        routes::get_events,
+    ),
+    components(schemas(hivemind_client::wire::ChangeEvent)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub(crate) struct ApiDoc;
+
+/// Declares the bearer-token scheme that `security` above refers to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as JSON, built once per call; it is small and rarely fetched.
+pub(crate) fn document() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+}

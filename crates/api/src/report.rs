@@ -1,0 +1,242 @@
+//! The agent's side of the API: what a node must run (its assignment) and what it reports back.
+//!
+//! Agents write only `Node` and `ReplicaStatus` objects, never `Replica`s, so their writes never
+//! conflict with the control plane's (see `ObservedReplica`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use hivemind_client::wire::{ReplicaFilter, ReplicaView};
+use hivemind_store::{Change, Expect, Op, Store, StoreError};
+use hivemind_types::{
+    Assignment, Kind, Meta, Node, NodeReport, NodeState, ObservedReplica, Replica,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::ApiError;
+
+/// The longest a long poll may be held; longer requests are cut to this, so that proxies and
+/// the client's own timeout do not fire first.
+pub const MAX_POLL: Duration = Duration::from_secs(120);
+
+/// A client whose `after` is further behind than this gets its assignment at once instead of
+/// having the change log scanned for relevant changes.
+const MAX_SCAN: u64 = 10_000;
+
+/// All replicas placed on `node`. The generation is read *before* the replicas, so the set is at
+/// least as new as the generation claims; an agent never believes it has seen a change it has not.
+pub fn assignment(store: &Store, node: &str) -> Result<Assignment, ApiError> {
+    let generation = store.revision();
+    let replicas = store
+        .list::<Replica>(Kind::Replica, "")?
+        .into_iter()
+        .filter(|r| r.node == node)
+        .collect();
+    Ok(Assignment {
+        node: node.to_string(),
+        generation,
+        replicas,
+    })
+}
+
+/// The assignment once it may differ from the one at generation `after`, or when `timeout` passes.
+///
+/// Other nodes' writes bump the store revision all the time, so "revision > after" alone would
+/// wake every agent on every report; only changes to replicas placed on (or just moved off) this
+/// node count.
+pub async fn wait_assignment(
+    store: &Store,
+    node: &str,
+    after: Option<u64>,
+    timeout: Duration,
+) -> Result<Assignment, ApiError> {
+    let Some(after) = after else {
+        return assignment(store, node);
+    };
+    // Subscribe before reading, so that no change falls between the read and the wait.
+    let mut live = store.subscribe();
+    let current = assignment(store, node)?;
+    if current.generation > after {
+        if current.generation - after > MAX_SCAN {
+            return Ok(current);
+        }
+        let ids: BTreeSet<&str> = current.replicas.iter().map(|r| r.id.as_str()).collect();
+        match store.changes_since(after) {
+            Ok(changes) => {
+                if changes.iter().any(|c| touches(c, node, &ids)) {
+                    return Ok(current);
+                }
+            }
+            // History the agent asks about is gone: it cannot know what it missed.
+            Err(StoreError::Compacted { .. }) => return Ok(current),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let ids: BTreeSet<String> = current.replicas.iter().map(|r| r.id.clone()).collect();
+    let deadline = tokio::time::Instant::now() + timeout.min(MAX_POLL);
+    loop {
+        match tokio::time::timeout_at(deadline, live.recv()).await {
+            Err(_elapsed) => return Ok(current),
+            Ok(Ok(change)) => {
+                let ids: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+                if touches(&change, node, &ids) {
+                    return assignment(store, node);
+                }
+            }
+            // Missed changes may have concerned this node; answering is always safe.
+            Ok(Err(RecvError::Lagged(_) | RecvError::Closed)) => return assignment(store, node),
+        }
+    }
+}
+
+/// Whether `change` may alter `node`'s assignment: a replica written or deleted on this node, or
+/// one of its current replicas written elsewhere (moved away).
+fn touches(change: &Change, node: &str, current_ids: &BTreeSet<&str>) -> bool {
+    change.kind == Kind::Replica
+        && (change.value.get("node").and_then(|n| n.as_str()) == Some(node)
+            || current_ids.contains(change.key.as_str()))
+}
+
+/// Upserts the node and writes the statuses that changed, in one transaction. Returns the new
+/// store revision.
+pub fn report(
+    store: &Store,
+    node: &str,
+    report: &NodeReport,
+    now_ms: u64,
+) -> Result<u64, ApiError> {
+    if report.node != node {
+        return Err(ApiError::bad_request(
+            "node",
+            format!(
+                "node: the body reports node {:?} but the path names {node:?}",
+                report.node
+            ),
+            "send the report to /api/v1/nodes/{its own node}/report",
+        ));
+    }
+    if report.address.is_empty() {
+        return Err(ApiError::invalid(
+            "address",
+            "address: the node's address is empty",
+            "start the agent with --advertise-address",
+        ));
+    }
+    let mut reported = BTreeMap::new();
+    for (i, status) in report.replicas.iter().enumerate() {
+        if status.node != node {
+            return Err(ApiError::invalid(
+                format!("replicas[{i}].node"),
+                format!(
+                    "replicas[{i}].node: replica {} is reported by {node} but says node {:?}",
+                    status.id, status.node
+                ),
+                "report only replicas of the reporting node",
+            ));
+        }
+        if reported.insert(status.id.as_str(), status).is_some() {
+            return Err(ApiError::invalid(
+                format!("replicas[{i}].id"),
+                format!("replicas[{i}].id: replica {} is reported twice", status.id),
+                "report each replica once",
+            ));
+        }
+    }
+
+    let mut ops = Vec::new();
+    let old_node: Option<Node> = store.get(Kind::Node, node)?;
+    let state = match &old_node {
+        // Drain is the operator's decision; a report must not undo it.
+        Some(n) if n.state == NodeState::Drained => NodeState::Drained,
+        _ => NodeState::Ready,
+    };
+    let node_obj = Node {
+        name: node.to_string(),
+        address: report.address.clone(),
+        state,
+        last_seen: now_ms,
+        meta: Meta::default(),
+    };
+    ops.push(Op::put(Kind::Node, node, &node_obj, Expect::Any));
+
+    let old: Vec<ObservedReplica> = store.list(Kind::ReplicaStatus, "")?;
+    let old: HashMap<&str, &ObservedReplica> = old
+        .iter()
+        .filter(|s| s.node == node || reported.contains_key(s.id.as_str()))
+        .map(|s| (s.id.as_str(), s))
+        .collect();
+    for (id, status) in &reported {
+        if old.get(id).is_some_and(|o| same_content(o, status)) {
+            continue;
+        }
+        ops.push(Op::put(Kind::ReplicaStatus, *id, status, Expect::Any));
+    }
+    for (id, status) in &old {
+        if status.node != node || reported.contains_key(id) {
+            continue;
+        }
+        // A status whose replica still exists stays: the agent may be restarting and the
+        // scheduler still wants to see the last known state.
+        if store.get::<Replica>(Kind::Replica, id)?.is_none() {
+            ops.push(Op::delete(Kind::ReplicaStatus, *id, Expect::Any));
+        }
+    }
+    Ok(store.txn(ops)?)
+}
+
+/// Equal apart from `meta`, which the store rewrites on every put.
+fn same_content(a: &ObservedReplica, b: &ObservedReplica) -> bool {
+    let strip = |s: &ObservedReplica| ObservedReplica {
+        meta: Meta::default(),
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+/// Replicas matching `filter` in `namespace`, each with its reported status.
+pub fn replica_views(
+    store: &Store,
+    namespace: &str,
+    filter: &ReplicaFilter,
+) -> Result<Vec<ReplicaView>, ApiError> {
+    let matches = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+    let replicas: Vec<Replica> = store
+        .list::<Replica>(Kind::Replica, "")?
+        .into_iter()
+        .filter(|r| {
+            r.namespace == namespace
+                && matches(&filter.app, &r.app)
+                && matches(&filter.service, &r.service)
+                && matches(&filter.node, &r.node)
+        })
+        .collect();
+    // Point reads for a few replicas (`ps web`), one scan for many (`ps`).
+    let mut statuses: HashMap<String, ObservedReplica> = HashMap::new();
+    if replicas.len() <= 64 {
+        for r in &replicas {
+            if let Some(s) = store.get::<ObservedReplica>(Kind::ReplicaStatus, &r.id)? {
+                statuses.insert(r.id.clone(), s);
+            }
+        }
+    } else {
+        statuses = store
+            .list::<ObservedReplica>(Kind::ReplicaStatus, "")?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+    }
+    Ok(replicas
+        .into_iter()
+        .map(|replica| ReplicaView {
+            status: statuses.remove(&replica.id),
+            replica,
+        })
+        .collect())
+}
+
+pub fn nodes(store: &Store) -> Result<Vec<Node>, ApiError> {
+    Ok(store.list(Kind::Node, "")?)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! Assignments, long polls, report diffing and the replica view against an in-memory store.
+
+use std::time::{Duration, Instant};
+
+use hivemind_client::wire::ReplicaFilter;
+use hivemind_store::{Expect, Op, Store};
+use hivemind_types::{
+    Kind, Meta, Node, NodeReport, NodeState, ObservedReplica, Replica, ReplicaState,
+};
+
+use super::*;
+
+fn replica(id: &str, service: &str, node: &str) -> Replica {
+    Replica {
+        id: id.into(),
+        namespace: "default".into(),
+        app: "shop".into(),
+        service: service.into(),
+        node: node.into(),
+        spec: Default::default(),
+        revision_hash: String::new(),
+        meta: Meta::default(),
+    }
+}
+
+fn put(store: &Store, r: &Replica) -> u64 {
+    store
+        .txn(vec![Op::put(Kind::Replica, r.id.clone(), r, Expect::Any)])
+        .unwrap()
+}
+
+fn status(id: &str, node: &str, state: ReplicaState) -> ObservedReplica {
+    ObservedReplica {
+        id: id.into(),
+        node: node.into(),
+        state,
+        pid: None,
+        exit_code: None,
+        restarts: 0,
+        message: String::new(),
+        started_at: None,
+        meta: Meta::default(),
+    }
+}
+
+fn node_report(node: &str, replicas: Vec<ObservedReplica>) -> NodeReport {
+    NodeReport {
+        node: node.into(),
+        address: "10.0.0.1".into(),
+        generation: 0,
+        replicas,
+    }
+}
+
+#[test]
+fn assignment_holds_only_the_nodes_replicas() {
+    let store = Store::open_in_memory().unwrap();
+    put(&store, &replica("web-1", "web", "n1"));
+    put(&store, &replica("web-2", "web", "n2"));
+    put(&store, &replica("db-1", "db", "n1"));
+    let a = assignment(&store, "n1").unwrap();
+    assert_eq!(a.node, "n1");
+    assert_eq!(a.generation, 3);
+    let ids: Vec<_> = a.replicas.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["db-1", "web-1"]);
+    assert!(assignment(&store, "n9").unwrap().replicas.is_empty());
+}
+
+#[tokio::test]
+async fn long_poll_answers_at_once_when_a_past_change_touched_the_node() {
+    let store = Store::open_in_memory().unwrap();
+    let gen = put(&store, &replica("web-1", "web", "n1"));
+    put(&store, &replica("web-2", "web", "n2"));
+    // Only n2 changed since `gen`: n1 waits; n2 does not.
+    let t = Instant::now();
+    let a = wait_assignment(&store, "n1", Some(gen), Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(190));
+    assert_eq!(a.replicas.len(), 1);
+    let t = Instant::now();
+    let a = wait_assignment(&store, "n2", Some(gen), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(a.replicas[0].id, "web-2");
+    // No `after`: always at once.
+    let a = wait_assignment(&store, "n3", None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(a.replicas.is_empty());
+}
+
+#[tokio::test]
+async fn long_poll_wakes_on_a_live_change_for_the_node_and_on_a_move_away() {
+    let store = Store::open_in_memory().unwrap();
+    let gen = put(&store, &replica("web-1", "web", "n1"));
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            wait_assignment(&store, "n1", Some(gen), Duration::from_secs(20)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Unrelated writes do not wake it.
+    put(&store, &replica("web-9", "web", "n2"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished());
+    let moved = put(&store, &replica("web-1", "web", "n3"));
+    let a = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(a.replicas.is_empty(), "web-1 moved away");
+    assert!(a.generation >= moved);
+}
+
+#[test]
+fn report_writes_only_changed_statuses_and_keeps_drain() {
+    let store = Store::open_in_memory().unwrap();
+    put(&store, &replica("web-1", "web", "n1"));
+    let r = node_report("n1", vec![status("web-1", "n1", ReplicaState::Running)]);
+    report(&store, "n1", &r, 1000).unwrap();
+    let node: Node = store.get(Kind::Node, "n1").unwrap().unwrap();
+    assert_eq!(
+        (node.state, node.last_seen, node.address.as_str()),
+        (NodeState::Ready, 1000, "10.0.0.1")
+    );
+    let s1: ObservedReplica = store.get(Kind::ReplicaStatus, "web-1").unwrap().unwrap();
+
+    // Same status again: only the node's last_seen is written.
+    let rev = report(&store, "n1", &r, 2000).unwrap();
+    let s2: ObservedReplica = store.get(Kind::ReplicaStatus, "web-1").unwrap().unwrap();
+    assert_eq!(s1.meta.revision, s2.meta.revision);
+    let changed: Vec<_> = store
+        .changes_since(rev - 1)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.kind)
+        .collect();
+    assert_eq!(changed, [Kind::Node]);
+
+    // A drained node stays drained.
+    let mut drained = store.get::<Node>(Kind::Node, "n1").unwrap().unwrap();
+    drained.state = NodeState::Drained;
+    store
+        .txn(vec![Op::put(Kind::Node, "n1", &drained, Expect::Any)])
+        .unwrap();
+    let r = node_report("n1", vec![status("web-1", "n1", ReplicaState::Exited)]);
+    report(&store, "n1", &r, 3000).unwrap();
+    let node: Node = store.get(Kind::Node, "n1").unwrap().unwrap();
+    assert_eq!(node.state, NodeState::Drained);
+    let s3: ObservedReplica = store.get(Kind::ReplicaStatus, "web-1").unwrap().unwrap();
+    assert_eq!(s3.state, ReplicaState::Exited);
+}
+
+#[test]
+fn unreported_statuses_go_only_when_their_replica_is_gone() {
+    let store = Store::open_in_memory().unwrap();
+    put(&store, &replica("web-1", "web", "n1"));
+    put(&store, &replica("web-2", "web", "n1"));
+    let r = node_report(
+        "n1",
+        vec![
+            status("web-1", "n1", ReplicaState::Running),
+            status("web-2", "n1", ReplicaState::Running),
+            // The agent still runs a container whose Replica object is already gone.
+            status("web-3", "n1", ReplicaState::Running),
+        ],
+    );
+    report(&store, "n1", &r, 1).unwrap();
+    // n2's status must never be touched by n1's reports.
+    report(
+        &store,
+        "n2",
+        &node_report("n2", vec![status("db-1", "n2", ReplicaState::Running)]),
+        1,
+    )
+    .unwrap();
+
+    store
+        .txn(vec![Op::delete(Kind::Replica, "web-2", Expect::Any)])
+        .unwrap();
+    report(&store, "n1", &node_report("n1", vec![]), 2).unwrap();
+    let ids: Vec<String> = store
+        .list::<ObservedReplica>(Kind::ReplicaStatus, "")
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, ["db-1", "web-1"]);
+}
+
+#[test]
+fn malformed_reports_write_nothing() {
+    let store = Store::open_in_memory().unwrap();
+    let rev = store.revision();
+    let twice = node_report(
+        "n1",
+        vec![
+            status("a", "n1", ReplicaState::Running),
+            status("a", "n1", ReplicaState::Failed),
+        ],
+    );
+    let mut no_address = node_report("n1", vec![]);
+    no_address.address.clear();
+    let cases = [
+        ("n2", node_report("n1", vec![]), 400, "node"),
+        (
+            "n1",
+            node_report("n1", vec![status("a", "n2", ReplicaState::Running)]),
+            422,
+            "replicas[0].node",
+        ),
+        ("n1", twice, 422, "replicas[1].id"),
+        ("n1", no_address, 422, "address"),
+    ];
+    for (path_node, r, code, field) in cases {
+        let err = report(&store, path_node, &r, 1).unwrap_err();
+        assert_eq!((err.status().as_u16(), err.field()), (code, Some(field)));
+    }
+    assert_eq!(store.revision(), rev);
+}
+
+#[test]
+fn replica_views_join_statuses_and_filter() {
+    let store = Store::open_in_memory().unwrap();
+    put(&store, &replica("web-1", "web", "n1"));
+    put(&store, &replica("web-2", "web", "n2"));
+    put(&store, &replica("db-1", "db", "n1"));
+    report(
+        &store,
+        "n1",
+        &node_report("n1", vec![status("web-1", "n1", ReplicaState::Running)]),
+        1,
+    )
+    .unwrap();
+    let all = replica_views(&store, "default", &ReplicaFilter::default()).unwrap();
+    assert_eq!(all.len(), 3);
+    let web1 = all.iter().find(|v| v.replica.id == "web-1").unwrap();
+    assert_eq!(web1.status.as_ref().unwrap().state, ReplicaState::Running);
+    assert!(all
+        .iter()
+        .find(|v| v.replica.id == "db-1")
+        .unwrap()
+        .status
+        .is_none());
+    let filter = ReplicaFilter {
+        service: Some("web".into()),
+        node: Some("n1".into()),
+        ..Default::default()
+    };
+    let some = replica_views(&store, "default", &filter).unwrap();
+    assert_eq!(some.len(), 1);
+    assert!(replica_views(&store, "other", &ReplicaFilter::default())
+        .unwrap()
+        .is_empty());
+
+    // Many replicas take the scanning path; the join must agree.
+    for i in 0..70 {
+        put(&store, &replica(&format!("x-{i}"), "x", "n1"));
+    }
+    let many = replica_views(&store, "default", &ReplicaFilter::default()).unwrap();
+    assert_eq!(many.len(), 73);
+    assert!(many
+        .iter()
+        .find(|v| v.replica.id == "web-1")
+        .unwrap()
+        .status
+        .is_some());
+}

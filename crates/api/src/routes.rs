@@ -1,0 +1,235 @@
+//! The HTTP handlers: each parses the request into typed values, calls one core function and
+//! wraps the result. No decisions are made here; they live in `deploy`, `scale` and `report`.
+//!
+//! The `#[utoipa::path]` attributes are the OpenAPI document's source (see `openapi`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use hivemind_client::wire::{
+    DeployRequest, DeployResponse, ErrorBody, ReplicaFilter, ReplicaView, ScaleRequest,
+};
+use hivemind_store::Store;
+use hivemind_types::{App, Assignment, Kind, Node, NodeReport, Service};
+
+use crate::error::ApiError;
+use crate::extract::{JsonBody, Params};
+use crate::{deploy, events, report, scale};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Default hold time of an assignment long poll without `timeout_ms`.
+const DEFAULT_POLL: Duration = Duration::from_secs(30);
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the server is up", body = String)))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/apps", request_body = DeployRequest,
+    params(("namespace" = Option<String>, Query, description = "default: `default`")),
+    responses(
+        (status = 201, description = "app created", body = DeployResponse),
+        (status = 200, description = "app updated", body = DeployResponse),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 409, description = "stale revision", body = ErrorBody),
+        (status = 422, description = "invalid Compose file or name", body = ErrorBody),
+    )
+)]
+pub(crate) async fn deploy_app(
+    State(store): State<Store>,
+    params: Params,
+    JsonBody(req): JsonBody<DeployRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let namespace = params.namespace()?;
+    let outcome = deploy::deploy(&store, &namespace, &req)?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    tracing::info!(app = %outcome.response.app.name, revision = outcome.response.revision, "deployed");
+    Ok((status, Json(outcome.response)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/apps",
+    params(("namespace" = Option<String>, Query,)),
+    responses((status = 200, body = Vec<Object>))
+)]
+pub(crate) async fn list_apps(
+    State(store): State<Store>,
+    params: Params,
+) -> ApiResult<Json<Vec<App>>> {
+    let namespace = params.namespace()?;
+    Ok(Json(store.list(Kind::App, &format!("{namespace}/"))?))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/apps/{name}",
+    params(("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
+)]
+pub(crate) async fn get_app(
+    State(store): State<Store>,
+    params: Params,
+    Path(name): Path<String>,
+) -> ApiResult<Json<App>> {
+    let namespace = params.namespace()?;
+    store
+        .get(Kind::App, &format!("{namespace}/{name}"))?
+        .map(Json)
+        .ok_or_else(|| deploy::app_not_found(&namespace, &name))
+}
+
+#[utoipa::path(
+    delete, path = "/api/v1/apps/{name}",
+    params(("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses((status = 200, description = "the deleted app", body = Object), (status = 404, body = ErrorBody))
+)]
+pub(crate) async fn delete_app(
+    State(store): State<Store>,
+    params: Params,
+    Path(name): Path<String>,
+) -> ApiResult<Json<App>> {
+    let namespace = params.namespace()?;
+    let app = deploy::delete_app(&store, &namespace, &name)?;
+    tracing::info!(app = %name, "deleted");
+    Ok(Json(app))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/services",
+    params(
+        ("namespace" = Option<String>, Query,),
+        ("app" = Option<String>, Query, description = "only this app's services"),
+        ("name" = Option<String>, Query, description = "only services with this name, in any app"),
+    ),
+    responses((status = 200, body = Vec<Object>))
+)]
+pub(crate) async fn list_services(
+    State(store): State<Store>,
+    params: Params,
+) -> ApiResult<Json<Vec<Service>>> {
+    let namespace = params.namespace()?;
+    let query = scale::ServiceQuery {
+        app: params.str("app"),
+        name: params.str("name"),
+    };
+    Ok(Json(scale::list_services(&store, &namespace, &query)?))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/services/{app}/{name}",
+    params(("app" = String, Path,), ("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody))
+)]
+pub(crate) async fn get_service(
+    State(store): State<Store>,
+    params: Params,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<Json<Service>> {
+    let namespace = params.namespace()?;
+    Ok(Json(scale::get_service(&store, &namespace, &app, &name)?))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/services/{app}/{name}/scale", request_body = ScaleRequest,
+    params(("app" = String, Path,), ("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses(
+        (status = 200, description = "the service after scaling", body = Object),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+    )
+)]
+pub(crate) async fn scale_service(
+    State(store): State<Store>,
+    params: Params,
+    Path((app, name)): Path<(String, String)>,
+    JsonBody(req): JsonBody<ScaleRequest>,
+) -> ApiResult<Json<Service>> {
+    let namespace = params.namespace()?;
+    let service = scale::scale(&store, &namespace, &app, &name, &req)?;
+    tracing::info!(app = %app, service = %name, replicas = req.replicas, "scaled");
+    Ok(Json(service))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/replicas",
+    params(ReplicaFilter, ("namespace" = Option<String>, Query,)),
+    responses((status = 200, body = Vec<ReplicaView>))
+)]
+pub(crate) async fn list_replicas(
+    State(store): State<Store>,
+    params: Params,
+) -> ApiResult<Json<Vec<ReplicaView>>> {
+    let namespace = params.namespace()?;
+    let filter = ReplicaFilter {
+        app: params.str("app").map(str::to_string),
+        service: params.str("service").map(str::to_string),
+        node: params.str("node").map(str::to_string),
+    };
+    Ok(Json(report::replica_views(&store, &namespace, &filter)?))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes", responses((status = 200, body = Vec<Object>)))]
+pub(crate) async fn list_nodes(State(store): State<Store>) -> ApiResult<Json<Vec<Node>>> {
+    Ok(Json(report::nodes(&store)?))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/nodes/{node}/assignment",
+    params(
+        ("node" = String, Path,),
+        ("after" = Option<u64>, Query, description = "generation the agent has; wait for a newer one"),
+        ("timeout_ms" = Option<u64>, Query, description = "longest wait, default 30000, at most 120000"),
+    ),
+    responses((status = 200, description = "the node's whole desired set", body = Object), (status = 400, body = ErrorBody))
+)]
+pub(crate) async fn get_assignment(
+    State(store): State<Store>,
+    params: Params,
+    Path(node): Path<String>,
+) -> ApiResult<Json<Assignment>> {
+    let after = params.u64("after")?;
+    let timeout = params
+        .u64("timeout_ms")?
+        .map_or(DEFAULT_POLL, Duration::from_millis);
+    Ok(Json(
+        report::wait_assignment(&store, &node, after, timeout).await?,
+    ))
+}
+
+#[utoipa::path(
+    put, path = "/api/v1/nodes/{node}/report", request_body = Object,
+    params(("node" = String, Path,)),
+    responses((status = 204, description = "recorded"), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody))
+)]
+pub(crate) async fn put_report(
+    State(store): State<Store>,
+    Path(node): Path<String>,
+    JsonBody(body): JsonBody<NodeReport>,
+) -> ApiResult<StatusCode> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    report::report(&store, &node, &body, now)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/events",
+    params(("since" = Option<u64>, Query, description = "send changes after this revision first; default: only new ones")),
+    responses((status = 200, description = "SSE: `change` events (data: ChangeEvent, id: revision), then `reset` when the client must re-list", content_type = "text/event-stream", body = String))
+)]
+pub(crate) async fn get_events(
+    State(store): State<Store>,
+    params: Params,
+) -> ApiResult<impl IntoResponse> {
+    let since = params.u64("since")?;
+    events::change_stream(&store, since)
+}

@@ -1,0 +1,191 @@
+//! Reading services and changing their replica count.
+//!
+//! Scaling writes only `Service.spec.replicas`; the service controller notices the change and
+//! adds or removes `Replica` objects.
+
+use hivemind_client::wire::ScaleRequest;
+use hivemind_store::{Expect, Op, Store};
+use hivemind_types::{Kind, Service, ServiceMode};
+
+use crate::error::ApiError;
+
+/// More replicas than this for one service is a typo, not a plan (the scheduler's budget is
+/// a million replicas across the whole cluster).
+pub const MAX_REPLICAS: u32 = 100_000;
+
+/// Which services `GET /api/v1/services` returns.
+#[derive(Debug, Default)]
+pub struct ServiceQuery<'a> {
+    pub app: Option<&'a str>,
+    /// A bare service name, to find the app(s) that have it.
+    pub name: Option<&'a str>,
+}
+
+pub fn list_services(
+    store: &Store,
+    namespace: &str,
+    query: &ServiceQuery<'_>,
+) -> Result<Vec<Service>, ApiError> {
+    let prefix = match query.app {
+        Some(app) => format!("{namespace}/{app}/"),
+        None => format!("{namespace}/"),
+    };
+    let mut services: Vec<Service> = store.list(Kind::Service, &prefix)?;
+    if let Some(name) = query.name {
+        services.retain(|s| s.name == name);
+    }
+    Ok(services)
+}
+
+pub fn get_service(
+    store: &Store,
+    namespace: &str,
+    app: &str,
+    name: &str,
+) -> Result<Service, ApiError> {
+    store
+        .get(Kind::Service, &format!("{namespace}/{app}/{name}"))?
+        .ok_or_else(|| service_not_found(namespace, app, name))
+}
+
+/// Sets the service's replica count. Writes nothing when the count is already right.
+pub fn scale(
+    store: &Store,
+    namespace: &str,
+    app: &str,
+    name: &str,
+    req: &ScaleRequest,
+) -> Result<Service, ApiError> {
+    if req.replicas > MAX_REPLICAS {
+        return Err(ApiError::invalid(
+            "replicas",
+            format!(
+                "replicas: {} is more than the {MAX_REPLICAS} one service may have",
+                req.replicas
+            ),
+            format!("scale to at most {MAX_REPLICAS}, or split the service"),
+        ));
+    }
+    let mut service = get_service(store, namespace, app, name)?;
+    if let Some(expected) = req.revision {
+        if expected != service.meta.revision {
+            return Err(ApiError::stale(
+                &format!("service {app}/{name}"),
+                expected,
+                service.meta.revision,
+            ));
+        }
+    }
+    if service.spec.mode == ServiceMode::Global {
+        return Err(ApiError::invalid(
+            "replicas",
+            format!("service {app}/{name} runs in global mode: one replica on every node"),
+            "change `deploy.mode` to `replicated` in the Compose file and deploy it to scale by count",
+        ));
+    }
+    if service.spec.replicas == req.replicas {
+        return Ok(service);
+    }
+    service.spec.replicas = req.replicas;
+    let key = service.key();
+    store.txn(vec![Op::put(
+        Kind::Service,
+        key.clone(),
+        &service,
+        Expect::Revision(service.meta.revision),
+    )])?;
+    get_service(store, namespace, app, name)
+}
+
+fn service_not_found(namespace: &str, app: &str, name: &str) -> ApiError {
+    ApiError::not_found(
+        format!("service {app}/{name} in namespace {namespace}"),
+        "list the services with `hivemind services`",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use hivemind_types::{Meta, ServiceSpec};
+
+    use super::*;
+
+    fn put_service(store: &Store, app: &str, name: &str, mode: ServiceMode) {
+        let s = Service {
+            namespace: "default".into(),
+            app: app.into(),
+            name: name.into(),
+            spec: ServiceSpec {
+                image: "busybox:1".into(),
+                replicas: 1,
+                mode,
+                ..Default::default()
+            },
+            meta: Meta::default(),
+        };
+        store
+            .txn(vec![Op::put(Kind::Service, s.key(), &s, Expect::Absent)])
+            .unwrap();
+    }
+
+    fn req(replicas: u32, revision: Option<u64>) -> ScaleRequest {
+        ScaleRequest { replicas, revision }
+    }
+
+    #[test]
+    fn scale_sets_replicas_and_skips_no_op_writes() {
+        let store = Store::open_in_memory().unwrap();
+        put_service(&store, "shop", "web", ServiceMode::Replicated);
+        let s = scale(&store, "default", "shop", "web", &req(5, None)).unwrap();
+        assert_eq!(s.spec.replicas, 5);
+        let rev = store.revision();
+        scale(&store, "default", "shop", "web", &req(5, None)).unwrap();
+        assert_eq!(store.revision(), rev, "same count writes nothing");
+    }
+
+    #[test]
+    fn scale_refuses_stale_revisions_global_mode_unknown_services_and_huge_counts() {
+        let store = Store::open_in_memory().unwrap();
+        put_service(&store, "shop", "web", ServiceMode::Replicated);
+        put_service(&store, "shop", "agent", ServiceMode::Global);
+        let rev = store.revision();
+        let cases = [
+            ("web", req(2, Some(rev + 7)), 409, None),
+            ("agent", req(2, None), 422, Some("replicas")),
+            ("nope", req(2, None), 404, None),
+            ("web", req(MAX_REPLICAS + 1, None), 422, Some("replicas")),
+        ];
+        for (name, r, status, field) in cases {
+            let err = scale(&store, "default", "shop", name, &r).unwrap_err();
+            assert_eq!(err.status().as_u16(), status, "{name} {r:?}");
+            assert_eq!(err.field(), field);
+        }
+        assert_eq!(store.revision(), rev);
+        // The current revision is accepted.
+        let s = scale(&store, "default", "shop", "web", &req(3, Some(rev - 1))).unwrap();
+        assert_eq!(s.spec.replicas, 3);
+    }
+
+    #[test]
+    fn services_are_found_by_bare_name_across_apps() {
+        let store = Store::open_in_memory().unwrap();
+        put_service(&store, "a", "web", ServiceMode::Replicated);
+        put_service(&store, "b", "web", ServiceMode::Replicated);
+        put_service(&store, "b", "db", ServiceMode::Replicated);
+        let q = ServiceQuery {
+            app: None,
+            name: Some("web"),
+        };
+        let found = list_services(&store, "default", &q).unwrap();
+        let apps: Vec<_> = found.iter().map(|s| s.app.as_str()).collect();
+        assert_eq!(apps, ["a", "b"]);
+        let q = ServiceQuery {
+            app: Some("b"),
+            name: None,
+        };
+        assert_eq!(list_services(&store, "default", &q).unwrap().len(), 2);
+        assert!(list_services(&store, "other", &ServiceQuery::default())
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -1,0 +1,147 @@
+//! The request and response bodies of the REST API that are not stored objects.
+//!
+//! **The wire format has one definition, here.** The server (`hivemind-api`) serializes these very
+//! types, so a field renamed here is renamed on both sides at once. Stored objects (`App`,
+//! `Service`, `Replica`, ...) travel as they are defined in `hivemind_types`.
+//!
+//! With the `openapi` feature the types derive `utoipa::ToSchema`; fields holding
+//! `hivemind_types` objects are described as plain JSON objects, because that crate stays free of
+//! HTTP concerns.
+
+use std::collections::BTreeMap;
+
+use hivemind_types::{App, Kind, ObservedReplica, Replica, Service};
+use serde::{Deserialize, Serialize};
+
+/// `POST /api/v1/apps`: deploy (create or update) an app from a Compose file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// App name; when absent the Compose file's top-level `name:` is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Namespace; when absent the `?namespace=` query parameter, then `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The Compose file's text.
+    pub compose: String,
+    /// The file's name as the user gave it, used in error messages (`compose.yaml` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// Variables for `${VAR}` interpolation: the CLI sends its environment plus `.env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Contents of the files named by `env_file`, keyed by the path as written in the file. The
+    /// CLI reads them, because the server cannot see the user's disk.
+    #[serde(default)]
+    pub env_files: BTreeMap<String, String>,
+    /// Optimistic concurrency: deploy only if the app is at exactly this revision (0 = must not
+    /// exist yet). Stale revisions get 409.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+}
+
+/// The app and all its services as stored after a deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeployResponse {
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub app: App,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub services: Vec<Service>,
+    /// Store revision after the deploy; watch events from here to follow the rollout.
+    pub revision: u64,
+}
+
+/// `POST /api/v1/services/{app}/{name}/scale`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub replicas: u32,
+    /// Optimistic concurrency on the service; stale revisions get 409.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+}
+
+/// A replica joined with what its node's agent last reported about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReplicaView {
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub replica: Replica,
+    /// `None` until the agent has reported the replica.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub status: Option<ObservedReplica>,
+}
+
+/// Filter for `GET /api/v1/replicas`; every field left `None` matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct ReplicaFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// The body of every non-2xx response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong and how to fix it, in the words the CLI prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    /// Machine-readable: `bad_request`, `unauthorized`, `not_found`, `conflict`, `invalid`,
+    /// `internal`.
+    pub code: String,
+    /// What went wrong: lowercase, no full stop; may span lines (one per Compose problem).
+    pub message: String,
+    /// The request field or Compose key path at fault, e.g. `services.web.ports[1]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// How to fix it, as one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// Whether a change wrote or deleted its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeOp {
+    Put,
+    Delete,
+}
+
+/// One entry of the store's change log as `GET /api/v1/events` sends it (the `data:` of an SSE
+/// event whose `id:` is `revision`). Same JSON shape as the store's own `Change`; defined again
+/// here because clients (the agent above all) must not depend on the store crate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChangeEvent {
+    pub revision: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub kind: Kind,
+    pub key: String,
+    pub op: ChangeOp,
+    /// The object as written, or its last version for deletes.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub value: serde_json::Value,
+}
+
+/// SSE event names used by `GET /api/v1/events`.
+pub mod event_name {
+    /// A `ChangeEvent` in `data:`.
+    pub const CHANGE: &str = "change";
+    /// The server cannot continue the stream without a gap (the client fell behind or asked for
+    /// compacted history): re-list and watch again from the current revision.
+    pub const RESET: &str = "reset";
+}
