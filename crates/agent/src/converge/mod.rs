@@ -42,6 +42,8 @@ struct State {
     assignment: Option<Assignment>,
     local: LocalState,
     in_flight: BTreeSet<String>,
+    /// Counts finished actions; see `converge_once`.
+    finished_actions: u64,
 }
 
 struct Shared<R> {
@@ -79,6 +81,7 @@ pub async fn run_agent<R: ContainerRuntime>(
             assignment: None,
             local: LocalState::new(),
             in_flight: BTreeSet::new(),
+            finished_actions: 0,
         }),
         wake: Notify::new(),
         report,
@@ -167,24 +170,36 @@ async fn converge<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
 const TICK: Duration = Duration::from_secs(2);
 
 async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u64> {
-    if shared.state().assignment.is_none() {
-        // Live restore: do nothing until we know what is desired.
-        return None;
-    }
-    let containers = match shared.runtime.list().await {
-        Ok(c) => c,
-        Err(error) => {
-            warn!(%error, "cannot list containers");
-            return None;
-        }
-    };
-    let now = now_millis();
-    let (pass, generation) = {
+    // An action that finishes between `list` and planning would be planned again from a stale
+    // list (e.g. "no task yet" → start again). So plan only from a list taken while no action
+    // finished; the action counter tells.
+    let (pass, generation) = loop {
+        let finished_before = {
+            let state = shared.state();
+            if state.assignment.is_none() {
+                // Live restore: do nothing until we know what is desired.
+                return None;
+            }
+            state.finished_actions
+        };
+        let containers = match shared.runtime.list().await {
+            Ok(c) => c,
+            Err(error) => {
+                warn!(%error, "cannot list containers");
+                return None;
+            }
+        };
+        tracing::trace!(?containers, "observed containers");
+        let now = now_millis();
         let mut state = shared.state();
+        if state.finished_actions != finished_before {
+            continue;
+        }
         let State {
             assignment,
             local,
             in_flight,
+            ..
         } = &mut *state;
         let assignment = assignment.as_ref().expect("checked above");
         let pass = plan::plan(
@@ -198,7 +213,7 @@ async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u
         for action in &pass.actions {
             in_flight.insert(action.id().to_string());
         }
-        (pass, assignment.generation)
+        break (pass, assignment.generation);
     };
     shared.report.send_replace(Some(NodeReport {
         node: shared.config.node.clone(),
@@ -216,8 +231,14 @@ async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
     let id = action.id().to_string();
     let span = info_span!("replica", replica = %id);
     async {
-        let Ok(_permit) = shared.permits.acquire().await else {
-            return;
+        // Creates and starts are bounded (they load runc and the disk); removals are not, since
+        // they mostly wait out grace periods and must not hold up new replicas.
+        let _permit = match &action {
+            Action::Remove { .. } => None,
+            _ => match shared.permits.acquire().await {
+                Ok(permit) => Some(permit),
+                Err(_) => return,
+            },
         };
         let result = match &action {
             Action::Create(replica) => match shared
@@ -248,6 +269,7 @@ async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
         let now = now_millis();
         let mut state = shared.state();
         state.in_flight.remove(&id);
+        state.finished_actions += 1;
         match result {
             Ok(()) => {
                 match &action {
@@ -267,7 +289,7 @@ async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
                 }
             }
             Err(error) => {
-                let message = error.to_string();
+                let message = error_chain(&error);
                 warn!(error = %message, "container operation failed");
                 let local = state.local.entry(id.clone()).or_default();
                 local.failures += 1;
@@ -318,6 +340,18 @@ async fn send_reports<R: ContainerRuntime>(
             Err(error) => warn!(%error, "cannot report to the server; retrying"),
         }
     }
+}
+
+/// An error with its sources on one line: the replica's status message must say why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
 }
 
 fn now_millis() -> u64 {
