@@ -386,8 +386,7 @@ async fn exits_reports_an_external_kill_and_start_restarts() {
     };
     env.import_busybox().await;
     let mut exits = env.runtime.exits().await.unwrap();
-    // The subscription is made in the background; give it a moment before the kill.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // `exits()` returns once the subscription is live: no sleep needed before the kill.
     let id = unique_id("victim");
     let pid = env.run(&id, &["sleep", "1000"]).await;
     let status = Command::new("kill")

@@ -6,10 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use containerd_client::events::TaskExit as TaskExitEvent;
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
-use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
@@ -18,13 +16,11 @@ use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, ListContainersRequest,
-    ListTasksRequest, StartRequest, SubscribeRequest, WaitRequest,
+    ListTasksRequest, StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::{Process, Status};
 use containerd_client::types::Mount as ProtoMount;
 use hivemind_types::Replica;
-use prost::Message;
-use tokio_stream::StreamExt;
 use tonic::Code;
 use tracing::{debug, info, warn};
 
@@ -33,7 +29,7 @@ use crate::runtime::error::RuntimeError;
 use crate::runtime::oci::{build_spec, container_resolv_conf, hosts_file, process_args, SpecInput};
 use crate::runtime::signal::{parse_signal, SIGKILL};
 use crate::runtime::user::resolve_user;
-use crate::runtime::{labels, ContainerInfo, CreateOptions, TaskExit, TaskState};
+use crate::runtime::{labels, ContainerInfo, CreateOptions, TaskState};
 
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const RUNC: &str = "io.containerd.runc.v2";
@@ -53,7 +49,7 @@ impl Containerd {
         SnapshotsClient::new(self.channel())
     }
 
-    async fn container_get(&self, id: &str) -> Result<Option<Container>, RuntimeError> {
+    pub(super) async fn container_get(&self, id: &str) -> Result<Option<Container>, RuntimeError> {
         let got = self
             .containers()
             .get(self.request(GetContainerRequest { id: id.to_string() }))
@@ -456,66 +452,6 @@ impl Containerd {
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
-    }
-
-    pub(super) async fn task_exits(
-        &self,
-    ) -> Result<tokio::sync::mpsc::Receiver<TaskExit>, RuntimeError> {
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let filter = format!(
-            "namespace==\"{}\",topic==\"/tasks/exit\"",
-            self.inner.config.namespace
-        );
-        let runtime = self.clone();
-        // containerd sends the stream's headers only with its first event, so the subscription
-        // is awaited in the background task rather than here.
-        tokio::spawn(async move {
-            let subscribed = EventsClient::new(runtime.channel())
-                .subscribe(runtime.request(SubscribeRequest {
-                    filters: vec![filter],
-                }))
-                .await;
-            let mut stream = match subscribed {
-                Ok(r) => r.into_inner(),
-                Err(status) => {
-                    warn!(%status, "subscribing to task exits failed");
-                    return;
-                }
-            };
-            loop {
-                let envelope = tokio::select! {
-                    _ = tx.closed() => return,
-                    next = stream.next() => match next {
-                        Some(Ok(envelope)) => envelope,
-                        Some(Err(status)) => {
-                            warn!(%status, "task exit stream broke");
-                            return;
-                        }
-                        None => return,
-                    },
-                };
-                let Some(any) = envelope.event else { continue };
-                let Ok(exit) = TaskExitEvent::decode(any.value.as_slice()) else {
-                    continue;
-                };
-                // Only init processes (exec processes have their own ids) of our containers.
-                if exit.id != exit.container_id {
-                    continue;
-                }
-                match runtime.container_get(&exit.container_id).await {
-                    Ok(Some(c)) if c.labels.contains_key(labels::REPLICA) => {}
-                    _ => continue,
-                }
-                let event = TaskExit {
-                    id: exit.container_id,
-                    exit_code: exit.exit_status as i32,
-                };
-                if tx.send(event).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(rx)
     }
 }
 

@@ -323,16 +323,7 @@ impl Containerd {
         let chain = chain_ids(diff_ids);
         let mut parent = String::new();
         for ((layer, diff_id), chain_id) in manifest.layers.iter().zip(diff_ids).zip(&chain) {
-            let stat = snapshots
-                .stat(self.request(StatSnapshotRequest {
-                    snapshotter: snapshotter.clone(),
-                    key: chain_id.clone(),
-                }))
-                .await;
-            if not_found_ok(stat)
-                .map_err(|s| RuntimeError::grpc("stat snapshot", chain_id, s))?
-                .is_some()
-            {
+            if self.snapshot_exists(chain_id).await? {
                 parent = chain_id.clone();
                 continue;
             }
@@ -410,6 +401,18 @@ impl Containerd {
         Ok(())
     }
 
+    async fn snapshot_exists(&self, key: &str) -> Result<bool, RuntimeError> {
+        let stat = SnapshotsClient::new(self.channel())
+            .stat(self.request(StatSnapshotRequest {
+                snapshotter: self.inner.config.snapshotter.clone(),
+                key: key.to_string(),
+            }))
+            .await;
+        Ok(not_found_ok(stat)
+            .map_err(|s| RuntimeError::grpc("stat snapshot", key, s))?
+            .is_some())
+    }
+
     /// The single-platform manifest an image record points to (through an index if need be).
     async fn image_manifest(
         &self,
@@ -478,12 +481,15 @@ impl Containerd {
                     image: name.clone(),
                     reason: "image has no layers".to_string(),
                 })?;
-        let lease = self.lease_create("unpack").await?;
-        let unpacked = self
-            .unpack(&name, &manifest, &config.rootfs.diff_ids, &lease)
-            .await;
-        self.lease_delete(lease).await;
-        unpacked?;
+        // The common case, an unpacked image, costs one Stat and no lease.
+        if !self.snapshot_exists(&chain_id).await? {
+            let lease = self.lease_create("unpack").await?;
+            let unpacked = self
+                .unpack(&name, &manifest, &config.rootfs.diff_ids, &lease)
+                .await;
+            self.lease_delete(lease).await;
+            unpacked?;
+        }
         Ok(ResolvedImage {
             name,
             config,

@@ -4,9 +4,11 @@
 //! snapshots also carry a `containerd-lease`, so that containerd's garbage collector cannot
 //! remove half-made objects (see notes/containerd.md: without a lease a fresh snapshot can vanish
 //! before its container record exists). Image import and unpacking are client-side, as 1.6 has
-//! no transfer service: `images.rs`. Containers and tasks: `containers.rs`.
+//! no transfer service: `images.rs`. Containers and tasks: `containers.rs`. The exit stream:
+//! `events.rs`.
 
 mod containers;
+mod events;
 mod images;
 
 use std::collections::HashMap;
