@@ -16,6 +16,7 @@ use hivemind_store::{Change, Store, StoreError};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::error::ApiError;
+use crate::shutdown::{stopped, Shutdown};
 
 /// Often enough that idle proxies and load balancers keep the connection open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -26,6 +27,7 @@ type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + S
 pub(crate) fn change_stream(
     store: &Store,
     since: Option<u64>,
+    shutdown: Option<Shutdown>,
 ) -> Result<impl IntoResponse, ApiError> {
     let live = store.subscribe();
     let since = since.unwrap_or_else(|| store.revision());
@@ -37,10 +39,12 @@ pub(crate) fn change_stream(
     let last = backlog.last().map_or(since, |c| c.revision);
     let head = stream::iter(backlog.into_iter().map(|c| Ok(change_event(&c))));
     let body: Events = if reset {
-        Box::pin(stream::iter([Ok(reset_event())]))
+        Box::pin(stream::iter([Ok(reset_event("compacted"))]))
     } else {
         Box::pin(head.chain(live_events(live, last)))
     };
+    // On shutdown the stream just ends; watchers reconnect from their last revision.
+    let body: Events = Box::pin(body.take_until(stopped(shutdown)));
     Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
@@ -59,7 +63,7 @@ fn live_events(
             match rx.recv().await {
                 Ok(change) if change.revision <= backlog_end => continue,
                 Ok(change) => return Some((Ok(change_event(&change)), Some(rx))),
-                Err(RecvError::Lagged(_)) => return Some((Ok(reset_event()), None)),
+                Err(RecvError::Lagged(_)) => return Some((Ok(reset_event("lagged")), None)),
                 Err(RecvError::Closed) => return None,
             }
         }
@@ -74,6 +78,10 @@ fn change_event(change: &Change) -> Event {
         .data(data)
 }
 
-fn reset_event() -> Event {
-    Event::default().event(event_name::RESET).data("")
+/// A `reset` says why in its data; the data also must not be empty, because SSE clients drop
+/// events without data.
+fn reset_event(reason: &str) -> Event {
+    Event::default()
+        .event(event_name::RESET)
+        .data(serde_json::json!({ "reason": reason }).to_string())
 }

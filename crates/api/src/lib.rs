@@ -15,6 +15,7 @@ mod openapi;
 pub mod report;
 mod routes;
 pub mod scale;
+mod shutdown;
 
 use std::future::{Future, IntoFuture};
 use std::io;
@@ -29,6 +30,7 @@ use hivemind_store::Store;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+use shutdown::Shutdown;
 
 /// How long in-flight requests (long polls, event streams) may run on after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -82,8 +84,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stopping, stop_signal) = Shutdown::channel();
+    // Connections run in their own tasks, which outlive this future; event streams and long
+    // polls watch this signal so that they end instead of holding those tasks open.
+    let router = router.layer(axum::Extension(stop_signal));
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;
+        let _ = stopping.send(true);
         let _ = begun_tx.send(());
     });
     let server = server.into_future();

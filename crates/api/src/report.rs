@@ -39,7 +39,8 @@ pub fn assignment(store: &Store, node: &str) -> Result<Assignment, ApiError> {
     })
 }
 
-/// The assignment once it may differ from the one at generation `after`, or when `timeout` passes.
+/// The assignment once it may differ from the one at generation `after`, or when `timeout` passes
+/// or `stopping` resolves (server shutdown).
 ///
 /// Other nodes' writes bump the store revision all the time, so "revision > after" alone would
 /// wake every agent on every report; only changes to replicas placed on (or just moved off) this
@@ -49,6 +50,7 @@ pub async fn wait_assignment(
     node: &str,
     after: Option<u64>,
     timeout: Duration,
+    stopping: impl std::future::Future<Output = ()>,
 ) -> Result<Assignment, ApiError> {
     let Some(after) = after else {
         return assignment(store, node);
@@ -74,8 +76,14 @@ pub async fn wait_assignment(
     }
     let ids: BTreeSet<String> = current.replicas.iter().map(|r| r.id.clone()).collect();
     let deadline = tokio::time::Instant::now() + timeout.min(MAX_POLL);
+    tokio::pin!(stopping);
     loop {
-        match tokio::time::timeout_at(deadline, live.recv()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, live.recv()) => next,
+            // Answer as on a timeout: the agent polls again, reaching the restarted server.
+            () = &mut stopping => return Ok(current),
+        };
+        match next {
             Err(_elapsed) => return Ok(current),
             Ok(Ok(change)) => {
                 let ids: BTreeSet<&str> = ids.iter().map(String::as_str).collect();

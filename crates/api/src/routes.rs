@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::Json;
+use axum::{Extension, Json};
 use hivemind_client::wire::{
     DeployRequest, DeployResponse, ErrorBody, ReplicaFilter, ReplicaView, ScaleRequest,
 };
@@ -17,6 +17,7 @@ use hivemind_types::{App, Assignment, Kind, Node, NodeReport, Service};
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params};
+use crate::shutdown::{stopped, Shutdown};
 use crate::{deploy, events, report, scale};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -192,6 +193,7 @@ pub(crate) async fn list_nodes(State(store): State<Store>) -> ApiResult<Json<Vec
 )]
 pub(crate) async fn get_assignment(
     State(store): State<Store>,
+    shutdown: Option<Extension<Shutdown>>,
     params: Params,
     Path(node): Path<String>,
 ) -> ApiResult<Json<Assignment>> {
@@ -200,7 +202,14 @@ pub(crate) async fn get_assignment(
         .u64("timeout_ms")?
         .map_or(DEFAULT_POLL, Duration::from_millis);
     Ok(Json(
-        report::wait_assignment(&store, &node, after, timeout).await?,
+        report::wait_assignment(
+            &store,
+            &node,
+            after,
+            timeout,
+            stopped(shutdown.map(|e| e.0)),
+        )
+        .await?,
     ))
 }
 
@@ -228,8 +237,9 @@ pub(crate) async fn put_report(
 )]
 pub(crate) async fn get_events(
     State(store): State<Store>,
+    shutdown: Option<Extension<Shutdown>>,
     params: Params,
 ) -> ApiResult<impl IntoResponse> {
     let since = params.u64("since")?;
-    events::change_stream(&store, since)
+    events::change_stream(&store, since, shutdown.map(|e| e.0))
 }

@@ -79,7 +79,7 @@ pub fn scale(
     if service.spec.mode == ServiceMode::Global {
         return Err(ApiError::invalid(
             "replicas",
-            format!("service {app}/{name} runs in global mode: one replica on every node"),
+            format!("replicas: service {app}/{name} runs in global mode, one replica on every node"),
             "change `deploy.mode` to `replicated` in the Compose file and deploy it to scale by count",
         ));
     }

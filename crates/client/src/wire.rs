@@ -142,6 +142,7 @@ pub mod event_name {
     /// A `ChangeEvent` in `data:`.
     pub const CHANGE: &str = "change";
     /// The server cannot continue the stream without a gap (the client fell behind or asked for
-    /// compacted history): re-list and watch again from the current revision.
+    /// compacted history): re-list and watch again from the current revision. Its data is
+    /// `{"reason": "lagged" | "compacted"}`; the stream ends after it.
     pub const RESET: &str = "reset";
 }

@@ -73,21 +73,39 @@ async fn long_poll_answers_at_once_when_a_past_change_touched_the_node() {
     put(&store, &replica("web-2", "web", "n2"));
     // Only n2 changed since `gen`: n1 waits; n2 does not.
     let t = Instant::now();
-    let a = wait_assignment(&store, "n1", Some(gen), Duration::from_millis(200))
-        .await
-        .unwrap();
+    let a = wait_assignment(
+        &store,
+        "n1",
+        Some(gen),
+        Duration::from_millis(200),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     assert!(t.elapsed() >= Duration::from_millis(190));
     assert_eq!(a.replicas.len(), 1);
     let t = Instant::now();
-    let a = wait_assignment(&store, "n2", Some(gen), Duration::from_secs(10))
-        .await
-        .unwrap();
+    let a = wait_assignment(
+        &store,
+        "n2",
+        Some(gen),
+        Duration::from_secs(10),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     assert!(t.elapsed() < Duration::from_secs(2));
     assert_eq!(a.replicas[0].id, "web-2");
     // No `after`: always at once.
-    let a = wait_assignment(&store, "n3", None, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let a = wait_assignment(
+        &store,
+        "n3",
+        None,
+        Duration::from_secs(10),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     assert!(a.replicas.is_empty());
 }
 
@@ -98,7 +116,14 @@ async fn long_poll_wakes_on_a_live_change_for_the_node_and_on_a_move_away() {
     let waiter = {
         let store = store.clone();
         tokio::spawn(async move {
-            wait_assignment(&store, "n1", Some(gen), Duration::from_secs(20)).await
+            wait_assignment(
+                &store,
+                "n1",
+                Some(gen),
+                Duration::from_secs(20),
+                std::future::pending(),
+            )
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
