@@ -1,0 +1,277 @@
+//! System tests: the real binary, real containerd and runc (root). Each test runs its own
+//! `hivemind up` on a temp data dir and its own containerd namespace (see `support`).
+
+mod support;
+
+use std::time::Duration;
+
+use support::{require_containerd, TestNode, IMAGE};
+
+fn web_compose(replicas: u32) -> String {
+    format!(
+        r#"
+services:
+  web:
+    image: {IMAGE}
+    command: ["httpd", "-f", "-p", "8080"]
+    stop_grace_period: 1s
+    deploy:
+      replicas: {replicas}
+"#
+    )
+}
+
+/// (replica id, state, pid) from `hivemind ps -o json`.
+fn ps(node: &TestNode) -> Vec<(String, String, Option<u64>)> {
+    let mut out: Vec<_> = node
+        .cli_json(&["ps"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["replica"]["id"].as_str().unwrap().to_string(),
+                v["status"]["state"]
+                    .as_str()
+                    .unwrap_or("pending")
+                    .to_string(),
+                v["status"]["pid"].as_u64(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn running_ids(node: &TestNode) -> Vec<String> {
+    node.running_tasks().into_iter().map(|(id, _)| id).collect()
+}
+
+#[test]
+fn deploy_scale_and_remove_on_containerd() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    let file = node.write("compose.yaml", &web_compose(3));
+    node.cli_ok(&[
+        "deploy",
+        "-f",
+        file.to_str().unwrap(),
+        "--app",
+        "hello",
+        "--wait",
+    ]);
+
+    // Acceptance 1: containerd runs exactly the replicas, and `ps` agrees with it.
+    let tasks = node.running_tasks();
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    let listed = ps(&node);
+    assert_eq!(listed.len(), 3);
+    for ((id, state, pid), (task_id, task_pid)) in listed.iter().zip(&tasks) {
+        assert_eq!(id, task_id);
+        assert_eq!(state, "running");
+        assert_eq!(*pid, Some(u64::from(*task_pid)));
+    }
+
+    // Acceptance 2: scale up and down converge within seconds.
+    node.cli_ok(&["scale", "web=5"]);
+    node.wait_for("5 running replicas", Duration::from_secs(15), || {
+        running_ids(&node).len() == 5 && ps(&node).iter().all(|(_, s, _)| s == "running")
+    });
+    node.cli_ok(&["scale", "hello/web=1"]);
+    node.wait_for("1 replica left", Duration::from_secs(15), || {
+        node.containers().len() == 1 && running_ids(&node).len() == 1
+    });
+    assert_eq!(ps(&node).len(), 1);
+
+    // `rm` leaves no container, task or container snapshot in the namespace.
+    node.cli_ok(&["rm", "hello"]);
+    node.wait_for("everything removed", Duration::from_secs(15), || {
+        node.containers().is_empty()
+            && node.tasks().is_empty()
+            && node.active_snapshots().is_empty()
+    });
+    assert!(node.cli_json(&["apps"]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn killed_container_is_restarted_per_policy() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    let file = node.write(
+        "compose.yaml",
+        &format!(
+            r#"
+services:
+  web:
+    image: {IMAGE}
+    command: ["httpd", "-f", "-p", "8080"]
+    stop_grace_period: 1s
+  once:
+    image: {IMAGE}
+    command: ["sh", "-c", "sleep 1; exit 3"]
+    restart: "no"
+"#
+        ),
+    );
+    node.cli_ok(&["deploy", "-f", file.to_str().unwrap(), "--app", "policy"]);
+    node.wait_for("web running", Duration::from_secs(15), || {
+        ps(&node)
+            .iter()
+            .any(|(id, s, _)| id.starts_with("web-") && s == "running")
+    });
+    let (id, _, pid) = ps(&node)
+        .into_iter()
+        .find(|(id, _, _)| id.starts_with("web-"))
+        .unwrap();
+    let pid = pid.unwrap();
+    // Killed from outside Hivemind: the default policy (always) brings it back.
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    node.wait_for("web restarted", Duration::from_secs(10), || {
+        let replicas = node.cli_json(&["ps"]);
+        replicas.as_array().unwrap().iter().any(|v| {
+            v["replica"]["id"] == id.as_str()
+                && v["status"]["state"] == "running"
+                && v["status"]["restarts"].as_u64() == Some(1)
+                && v["status"]["pid"].as_u64() != Some(pid)
+        })
+    });
+    // `restart: "no"`: the replica that exited stays exited, with its exit code.
+    node.wait_for("once exited", Duration::from_secs(15), || {
+        node.cli_json(&["ps", "once"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| {
+                v["status"]["state"] == "exited" && v["status"]["exit_code"].as_i64() == Some(3)
+            })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let once = node.cli_json(&["ps", "once"]);
+    assert_eq!(once[0]["status"]["restarts"].as_u64(), Some(0), "{once}");
+}
+
+#[test]
+fn kill_9_of_up_keeps_and_adopts_containers() {
+    if !require_containerd() {
+        return;
+    }
+    let mut node = TestNode::start();
+    let file = node.write("compose.yaml", &web_compose(3));
+    node.cli_ok(&[
+        "deploy",
+        "-f",
+        file.to_str().unwrap(),
+        "--app",
+        "hello",
+        "--wait",
+    ]);
+    let before = node.running_tasks();
+    assert_eq!(before.len(), 3);
+
+    node.kill9();
+    // The containers were never stopped: same tasks, same pids, with nobody managing them.
+    assert_eq!(node.running_tasks(), before);
+
+    node.spawn();
+    node.wait_for(
+        "replicas reported running again",
+        Duration::from_secs(15),
+        || {
+            let listed = ps(&node);
+            listed.len() == 3 && listed.iter().all(|(_, s, _)| s == "running")
+        },
+    );
+    // Give the agent a few passes to do anything wrong: nothing may be duplicated or restarted.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        node.running_tasks(),
+        before,
+        "containers were replaced, not adopted"
+    );
+    assert_eq!(node.containers().len(), 3);
+    let listed: Vec<String> = ps(&node).into_iter().map(|(id, _, _)| id).collect();
+    let ids: Vec<String> = before.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(listed, ids);
+}
+
+#[test]
+fn missing_image_fails_the_wait_with_the_reason() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    let file = node.write(
+        "compose.yaml",
+        "services:\n  web:\n    image: hivemind.test/nothing-here:1\n",
+    );
+    let out = node.cli(&[
+        "deploy",
+        "-f",
+        file.to_str().unwrap(),
+        "--app",
+        "bad",
+        "--wait",
+        "--timeout",
+        "30s",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nothing-here"), "{stderr}");
+    assert!(node.containers().is_empty());
+}
+
+#[test]
+fn bad_compose_files_are_refused_before_anything_is_written() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    // (file, what stderr must name)
+    let cases = [
+        ("services: {}\n", "services"),
+        ("services:\n  web:\n    build: .\n", "services.web.build"),
+        (
+            "services:\n  web:\n    image: x\n    ports: [\"80:abc\"]\n",
+            "services.web.ports[0]",
+        ),
+        ("services:\n  Web_1:\n    image: x\n", "Web_1"),
+        (
+            "services:\n  web:\n    image: x\n    deploy: { replicas: three }\n",
+            "services.web.deploy.replicas",
+        ),
+        (
+            "services:\n  web:\n    image: x\n    enviroment: [A=1]\n",
+            "environment",
+        ),
+        (
+            "services:\n  web:\n    image: x\n    stop_grace_period: soon\n",
+            "services.web.stop_grace_period",
+        ),
+        (
+            "services:\n  web:\n    image: ${IMAGE:?set IMAGE}\n",
+            "IMAGE",
+        ),
+        ("services:\n  web: [\n", "line 3"),
+        ("volumes: {}\nservices:\n  web:\n    image: x\n", "volumes"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let file = node.write(&format!("bad{i}.yaml"), text);
+        let out = node.cli(&["deploy", "-f", file.to_str().unwrap(), "--app", "bad"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} was accepted: {text}");
+        assert!(
+            stderr.contains(needle),
+            "case {i}: {stderr:?} does not name {needle}"
+        );
+        assert!(!stderr.contains("panicked"), "case {i}: {stderr}");
+    }
+    assert!(node.cli_json(&["apps"]).as_array().unwrap().is_empty());
+    assert!(node.containers().is_empty());
+}

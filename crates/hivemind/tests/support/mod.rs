@@ -1,0 +1,254 @@
+//! `TestNode`: a real `hivemind up` (server + agent) on a temp data dir, a free loopback port and
+//! its own containerd namespace, driven through the real CLI. Dropping it kills the process and
+//! removes everything it created in containerd, even when the test failed.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+pub const IMAGE: &str = "hivemind.test/busybox:1";
+pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    pub namespace: String,
+    pub addr: String,
+    child: Option<Child>,
+}
+
+/// Fails the test unless containerd is there (CI always has it), or skips it when the developer
+/// says so explicitly with HIVEMIND_SKIP_SYSTEM_TESTS=1.
+pub fn require_containerd() -> bool {
+    if Path::new(CONTAINERD_SOCKET).exists() {
+        return true;
+    }
+    if std::env::var("HIVEMIND_SKIP_SYSTEM_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipping: containerd is not running and HIVEMIND_SKIP_SYSTEM_TESTS=1");
+        return false;
+    }
+    panic!("containerd is not running at {CONTAINERD_SOCKET}: start it (scripts/test.sh does), or set HIVEMIND_SKIP_SYSTEM_TESTS=1 to skip system tests");
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hivemind")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl TestNode {
+    /// Starts `hivemind up` and imports the busybox test image into its namespace.
+    pub fn start() -> TestNode {
+        let suffix: String = (0..6)
+            .map(|_| (b'a' + rand::thread_rng().gen_range(0..26)) as char)
+            .collect();
+        let mut node = TestNode {
+            dir: tempfile::tempdir().unwrap(),
+            namespace: format!("hm-e2e-{suffix}"),
+            addr: format!("127.0.0.1:{}", free_port()),
+            child: None,
+        };
+        let tar = node.dir.path().join("busybox.tar");
+        hivemind_test_support::image::build_busybox_image(&tar, IMAGE).unwrap();
+        node.cli_ok(&["image", "import", tar.to_str().unwrap()]);
+        node.spawn();
+        node
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the `up` process (again, after `kill9`).
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("up.log"))
+            .unwrap();
+        let child = Command::new(bin())
+            .args(["up", "--api-addr", &self.addr])
+            .envs(self.env())
+            .env("HIVEMIND_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_for("API ready", Duration::from_secs(20), || {
+            self.cli(&["nodes", "-o", "json"]).status.success()
+        });
+    }
+
+    /// SIGKILL of the whole `up` process, like a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("HIVEMIND_SERVER", format!("http://{}", self.addr)),
+            ("HIVEMIND_DATA_DIR", self.data_dir().display().to_string()),
+            ("HIVEMIND_CONTAINERD_NAMESPACE", self.namespace.clone()),
+            ("HIVEMIND_NODE_NAME", "node-1".to_string()),
+        ]
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .envs(self.env())
+            .env_remove("HIVEMIND_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and returns stdout, failing the test with its stderr if it fails.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "hivemind {args:?} failed:\n{}\n{}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.cli_ok(&all)).unwrap()
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .args(["-n", &self.namespace])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ctr tasks ls` as (container id, pid, status).
+    pub fn tasks(&self) -> Vec<(String, u32, String)> {
+        self.ctr(&["tasks", "ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((
+                    f.first()?.to_string(),
+                    f.get(1)?.parse().ok()?,
+                    f.get(2)?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    pub fn running_tasks(&self) -> Vec<(String, u32)> {
+        let mut t: Vec<_> = self
+            .tasks()
+            .into_iter()
+            .filter(|(_, _, s)| s == "RUNNING")
+            .map(|(id, pid, _)| (id, pid))
+            .collect();
+        t.sort();
+        t
+    }
+
+    pub fn containers(&self) -> Vec<String> {
+        self.ctr(&["containers", "ls", "-q"])
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Snapshot keys other than the image's committed layers (i.e. containers' rootfs).
+    pub fn active_snapshots(&self) -> Vec<String> {
+        self.ctr(&["snapshots", "ls"])
+            .lines()
+            .skip(1)
+            .filter(|l| l.contains("Active"))
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect()
+    }
+
+    /// Polls `cond` until it holds or `timeout` passes (then fails with the log).
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\nlog:\n{}",
+            self.log_tail()
+        );
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+        // Everything in our namespace goes, whatever state the test left it in.
+        for (id, _, _) in self.tasks() {
+            self.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        for (id, _, _) in self.tasks() {
+            self.ctr(&["tasks", "rm", "-f", &id]);
+        }
+        for id in self.containers() {
+            self.ctr(&["containers", "rm", &id]);
+        }
+        for key in self.active_snapshots() {
+            self.ctr(&["snapshots", "rm", &key]);
+        }
+        for image in self.ctr(&["images", "ls", "-q"]).lines() {
+            self.ctr(&["images", "rm", image]);
+        }
+        // Committed layer snapshots are garbage-collected once no image references them.
+        std::thread::sleep(Duration::from_millis(200));
+        for key in self
+            .ctr(&["snapshots", "ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect::<Vec<_>>()
+        {
+            self.ctr(&["snapshots", "rm", &key]);
+        }
+        let _ = Command::new("ctr")
+            .args(["namespaces", "rm", &self.namespace])
+            .output();
+        // Cgroups and bundles are containerd's to clean; our per-container run dirs are in `dir`.
+    }
+}
