@@ -76,8 +76,9 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish
-/// for a short grace period. Long polls and event streams would otherwise hold shutdown open
-/// for minutes; cutting them is safe because clients reconnect and resume from a revision.
+/// for a short grace period. Event streams end and long polls answer at once when shutdown
+/// begins (they would otherwise hold it open for minutes); that is safe because clients
+/// reconnect and resume from a revision.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -104,7 +105,8 @@ pub async fn serve(
             }
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => {
-            tracing::info!("shutdown grace period over; closing remaining connections");
+            // Connection tasks still running end with the runtime; nothing here waits for them.
+            tracing::info!("shutdown grace period over; not waiting for remaining requests");
             Ok(())
         }
     }

@@ -549,3 +549,57 @@ async fn shutdown_does_not_wait_for_open_streams_and_polls() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn odd_bodies_never_cause_a_server_error() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    s.client.deploy(&deploy_req(SHOP)).await.unwrap();
+    let rev = s.store.revision();
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let deep_obj = format!(
+        r#"{{"compose": {}"x"{}}}"#,
+        "[".repeat(5_000),
+        "]".repeat(5_000)
+    );
+    let bodies: Vec<Vec<u8>> = [
+        "",
+        "null",
+        "0",
+        "\"\"",
+        "true",
+        "{}",
+        "{\"a\":",
+        "{\"compose\": null}",
+        "{\"compose\": \"\\u0000\"}",
+        "{\"compose\": \"\\ud800\"}",
+        "{\"replicas\": 1e400}",
+        "{\"replicas\": 18446744073709551616}",
+        "{\"env\": []}",
+        "{\"compose\": \"a: *x\"}",
+        "{\"compose\": \"services: {web: {image: a, deploy: {replicas: -1}}}\", \"name\": \"a\"}",
+        &deep,
+        &deep_obj,
+    ]
+    .iter()
+    .map(|b| b.as_bytes().to_vec())
+    .chain([vec![0xff, 0xfe, 0x00], vec![b'{'; 100_000]])
+    .collect();
+    let routes = [
+        (Method::POST, "/api/v1/apps"),
+        (Method::POST, "/api/v1/services/shop/web/scale"),
+        (Method::PUT, "/api/v1/nodes/n1/report"),
+    ];
+    for (method, path) in routes {
+        for body in &bodies {
+            let (status, err) = s.raw(method.clone(), path, Some(body.clone())).await;
+            let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).to_string();
+            assert!(
+                (400..500).contains(&status),
+                "{method} {path} {shown:?}: {status}"
+            );
+            assert!(err.is_some(), "{method} {path} {shown:?}: no error body");
+        }
+    }
+    assert_eq!(s.store.revision(), rev);
+}
