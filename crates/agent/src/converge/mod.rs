@@ -176,10 +176,8 @@ async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u
     let (pass, generation) = loop {
         let finished_before = {
             let state = shared.state();
-            if state.assignment.is_none() {
-                // Live restore: do nothing until we know what is desired.
-                return None;
-            }
+            // Live restore: do nothing until we know what is desired.
+            state.assignment.as_ref()?;
             state.finished_actions
         };
         let containers = match shared.runtime.list().await {

@@ -53,7 +53,7 @@ fn run(
 #[test]
 fn absent_replica_is_created() {
     let r = replica("web-a", RestartCondition::Always);
-    let pass = run(&[r.clone()], &[], &mut LocalState::new(), 0);
+    let pass = run(std::slice::from_ref(&r), &[], &mut LocalState::new(), 0);
     assert_eq!(pass.actions, [Action::Create(Box::new(r))]);
     assert_eq!(pass.statuses[0].state, ReplicaState::Starting);
 }
@@ -110,7 +110,7 @@ fn first_restart_is_immediate_then_backs_off() {
         Some(TaskState::Stopped { exit_code: 137 }),
     )];
     let mut local = LocalState::new();
-    let pass = run(&[r.clone()], &stopped, &mut local, 1_000);
+    let pass = run(std::slice::from_ref(&r), &stopped, &mut local, 1_000);
     assert_eq!(pass.actions, [Action::Start { id: "web-a".into() }]);
     assert_eq!(pass.statuses[0].state, ReplicaState::Restarting);
 
@@ -119,7 +119,7 @@ fn first_restart_is_immediate_then_backs_off() {
     entry.restarts = 1;
     entry.exit = None;
     entry.started_at = Some(1_050);
-    let pass = run(&[r.clone()], &stopped, &mut local, 1_100);
+    let pass = run(std::slice::from_ref(&r), &stopped, &mut local, 1_100);
     assert!(pass.actions.is_empty(), "second restart waits: {pass:?}");
     assert_eq!(pass.wake_at, Some(2_100));
     assert!(
@@ -187,7 +187,7 @@ fn failed_create_waits_for_its_back_off() {
             ..Default::default()
         },
     );
-    let pass = run(&[r.clone()], &[], &mut local, 500);
+    let pass = run(std::slice::from_ref(&r), &[], &mut local, 500);
     assert!(pass.actions.is_empty());
     assert_eq!(pass.statuses[0].state, ReplicaState::Failed);
     assert!(pass.statuses[0].message.starts_with("image not found"));
