@@ -30,8 +30,16 @@ fn dependencies(krate: &str) -> Vec<String> {
 fn agent_reaches_the_server_only_through_the_client() {
     let deps = dependencies("agent");
     assert!(deps.contains(&"hivemind-client".to_string()), "{deps:?}");
-    for forbidden in ["hivemind-store", "hivemind-control", "hivemind-api", "rusqlite"] {
-        assert!(!deps.contains(&forbidden.to_string()), "agent depends on {forbidden}");
+    for forbidden in [
+        "hivemind-store",
+        "hivemind-control",
+        "hivemind-api",
+        "rusqlite",
+    ] {
+        assert!(
+            !deps.contains(&forbidden.to_string()),
+            "agent depends on {forbidden}"
+        );
     }
 }
 
@@ -49,7 +57,10 @@ fn only_the_store_knows_sql() {
 fn types_stay_free_of_io_runtimes() {
     let deps = dependencies("types");
     for forbidden in ["tokio", "axum", "reqwest", "rusqlite", "tonic"] {
-        assert!(!deps.contains(&forbidden.to_string()), "types depends on {forbidden}");
+        assert!(
+            !deps.contains(&forbidden.to_string()),
+            "types depends on {forbidden}"
+        );
     }
 }
 

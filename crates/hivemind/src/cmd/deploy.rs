@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use futures::{FutureExt, StreamExt};
 use hivemind_client::wire::{DeployRequest, ReplicaFilter};
 use hivemind_client::Client;
 use hivemind_types::compose::{self, ComposeInput};
@@ -30,7 +31,7 @@ pub(crate) async fn deploy(global: &GlobalArgs, args: DeployArgs) -> anyhow::Res
         }
     );
     if args.wait {
-        wait_until_running(&client, &app, args.timeout).await?;
+        wait_until_running(&client, &app, response.revision, args.timeout).await?;
     }
     Ok(())
 }
@@ -102,13 +103,21 @@ fn mentions(source: &str, name: &str) -> bool {
 
 /// Follows the app's replicas until every service runs its desired count at its current
 /// revision. Fails at the first replica that cannot start, or at the timeout.
-async fn wait_until_running(client: &Client, app: &str, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_until_running(
+    client: &Client,
+    app: &str,
+    since: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     let started = Instant::now();
+    // Re-check on every change the server streams (SPEC §5: the CLI's --wait watches); if the
+    // stream breaks, fall back to polling.
+    let mut events = client.events(Some(since)).await.ok().map(Box::pin);
     loop {
         let services = client.services(Some(app)).await?;
         let replicas = client
@@ -182,7 +191,19 @@ async fn wait_until_running(client: &Client, app: &str, timeout: Duration) -> an
                 progress.join(", ")
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        match events.as_mut() {
+            Some(stream) => {
+                match tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+                    Ok(Some(Ok(_))) => {
+                        // Coalesce a burst: one check covers every change already received.
+                        while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+                    }
+                    Ok(_) => events = None,
+                    Err(_) => {}
+                }
+            }
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
 }
 
