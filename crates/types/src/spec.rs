@@ -43,6 +43,10 @@ pub struct ServiceSpec {
     /// Hivemind's own settings (`x-hivemind` on the service).
     #[serde(default)]
     pub hivemind: HivemindExt,
+    /// When the node pulls the image (Compose `pull_policy`). Left out of the JSON when it is
+    /// the default, so that specs written before the field existed keep their revision hash.
+    #[serde(default, skip_serializing_if = "PullPolicy::is_default")]
+    pub pull_policy: PullPolicy,
 }
 
 impl ServiceSpec {
@@ -69,6 +73,35 @@ pub enum ServiceMode {
     Replicated,
     /// One replica on every node (Compose `deploy.mode: global`).
     Global,
+}
+
+/// When a node pulls a service's image before creating a container (Compose `pull_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pull only when the image is not in the node's store (`missing`, `if_not_present`).
+    #[default]
+    Missing,
+    /// Pull every time a container is created; cheap when nothing changed, as only the manifest
+    /// is fetched and blobs already present are skipped.
+    Always,
+    /// Never pull: the image must have been imported or pulled beforehand.
+    Never,
+}
+
+impl PullPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == PullPolicy::default()
+    }
+
+    /// The Compose spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+        }
+    }
 }
 
 /// A published port (Compose `ports`, short or long syntax).
@@ -172,5 +205,22 @@ mod tests {
         assert_eq!(a.revision_hash(), b.revision_hash());
         b.image = "busybox:2".into();
         assert_ne!(a.revision_hash(), b.revision_hash());
+    }
+
+    #[test]
+    fn default_pull_policy_keeps_old_json_and_hashes() {
+        let a = ServiceSpec {
+            image: "busybox:1".into(),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&a).unwrap();
+        assert!(json.get("pull_policy").is_none());
+        let back: ServiceSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back.pull_policy, PullPolicy::Missing);
+        let mut b = a.clone();
+        b.pull_policy = PullPolicy::Always;
+        assert_ne!(a.revision_hash(), b.revision_hash());
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(json["pull_policy"], "always");
     }
 }

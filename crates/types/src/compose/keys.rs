@@ -25,6 +25,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "working_dir",
     "deploy",
     "container_name",
+    "pull_policy",
 ];
 
 /// Service keys of the Compose Specification that Hivemind does not honour yet, with advice
@@ -109,10 +110,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("privileged", ""),
     ("profiles", "keep only the services to deploy in the file"),
     ("provider", ""),
-    (
-        "pull_policy",
-        "images are pulled when they are missing on the node",
-    ),
     ("read_only", ""),
     ("runtime", ""),
     ("scale", "set `deploy.replicas` instead"),

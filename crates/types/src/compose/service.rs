@@ -20,7 +20,7 @@ use super::value::{
     describe, expect_mapping, expect_scalar, expect_str, index, join, string_entries, type_error,
 };
 use super::words::split_words;
-use crate::spec::{RestartPolicy, ServiceMode, ServiceSpec};
+use crate::spec::{PullPolicy, RestartPolicy, ServiceMode, ServiceSpec};
 
 /// What every service of a file shares while being read.
 pub(crate) struct ServiceContext<'a> {
@@ -93,6 +93,11 @@ pub(crate) fn read_service(
                 container_name = true;
                 expect_str(p, &key_path, v, "container_name: web");
             }
+            "pull_policy" => {
+                if let Some(policy) = read_pull_policy(p, &key_path, v) {
+                    spec.pull_policy = policy;
+                }
+            }
             "x-hivemind" => spec.hivemind = read_hivemind(p, &key_path, v, cx.service_names),
             _ if is_near_hivemind(&key) => unknown_key(p, &key_path, &key, ["x-hivemind"]),
             _ if key.starts_with("x-") => {}
@@ -164,6 +169,33 @@ fn read_image(p: &mut Problems, path: &str, value: &Value) -> Option<String> {
         return None;
     }
     Some(image.to_string())
+}
+
+/// `pull_policy`: `always`, `missing` (the default; `if_not_present` is its Kubernetes-style
+/// alias) or `never`. `build` needs a builder, which Hivemind does not have.
+fn read_pull_policy(p: &mut Problems, path: &str, value: &Value) -> Option<PullPolicy> {
+    let written = expect_str(p, path, value, "pull_policy: missing")?;
+    match written.trim() {
+        "always" => Some(PullPolicy::Always),
+        "missing" | "if_not_present" => Some(PullPolicy::Missing),
+        "never" => Some(PullPolicy::Never),
+        "build" => {
+            p.push(
+                path,
+                "pull_policy: build is not supported: Hivemind does not build images",
+                "build the image elsewhere, then `hivemind image import FILE.tar` or push it to a registry, and use pull_policy: missing",
+            );
+            None
+        }
+        other => {
+            p.push(
+                path,
+                format!("{other:?} is not a pull policy"),
+                "use one of always, missing, if_not_present or never",
+            );
+            None
+        }
+    }
 }
 
 /// `command` / `entrypoint`: a string split like a shell would, or a list of arguments.

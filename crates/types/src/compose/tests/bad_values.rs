@@ -7,6 +7,22 @@ use super::web;
 pub(super) fn cases() -> Vec<BadCase> {
     let s = |x: &str| x.to_string();
     vec![
+        // Pull policy.
+        (
+            web("pull_policy: build"),
+            "services.web.pull_policy",
+            "pull_policy: build is not supported: Hivemind does not build images",
+        ),
+        (
+            web("pull_policy: sometimes"),
+            "services.web.pull_policy",
+            "\"sometimes\" is not a pull policy",
+        ),
+        (
+            web("pull_policy: [always]"),
+            "services.web.pull_policy",
+            "expected a string",
+        ),
         // Ports and expose.
         (
             web("ports: [\"8080:80\", \"80:abc\"]"),

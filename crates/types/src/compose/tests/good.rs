@@ -7,7 +7,8 @@ use crate::compose::interpolate::interpolate;
 use crate::compose::parse_dotenv;
 use crate::compose::words::split_words;
 use crate::spec::{
-    HivemindExt, IngressRule, PortProtocol, PortSpec, RestartCondition, RestartPolicy, ServiceMode,
+    HivemindExt, IngressRule, PortProtocol, PortSpec, PullPolicy, RestartCondition, RestartPolicy,
+    ServiceMode,
 };
 
 fn port(target: u16, published: Option<u16>) -> PortSpec {
@@ -43,8 +44,22 @@ fn minimal_service_gets_the_defaults() {
             user: None,
             working_dir: None,
             hivemind: HivemindExt::default(),
+            pull_policy: PullPolicy::Missing,
         }
     );
+}
+
+#[test]
+fn pull_policy_spellings() {
+    for (written, policy) in [
+        ("always", PullPolicy::Always),
+        ("missing", PullPolicy::Missing),
+        ("if_not_present", PullPolicy::Missing),
+        ("never", PullPolicy::Never),
+    ] {
+        let spec = only_service(&web(&format!("pull_policy: {written}")));
+        assert_eq!(spec.pull_policy, policy, "{written}");
+    }
 }
 
 #[test]
