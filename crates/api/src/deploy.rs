@@ -106,9 +106,31 @@ pub fn deploy(
 
     let prefix = format!("{app_key}/");
     let old_services: Vec<Service> = store.list(Kind::Service, &prefix)?;
+    let _allocation = crate::network::ALLOCATION
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let all_services: Vec<Service> = store.list(Kind::Service, "")?;
+    crate::ports::check_published_ports(&parsed.services, &all_services, namespace, &name)?;
+    let mut used_vips: BTreeSet<String> =
+        all_services.iter().filter_map(|s| s.vip.clone()).collect();
     for (service_name, spec) in &parsed.services {
         let old = old_services.iter().find(|s| &s.name == service_name);
-        if old.is_some_and(|s| &s.spec == spec) {
+        // A service keeps its VIP for life, so clients' cached addresses stay right.
+        let vip = match old.and_then(|s| s.vip.clone()) {
+            Some(vip) => vip,
+            None => {
+                let vip = crate::network::allocate_vip(&used_vips).ok_or_else(|| {
+                    ApiError::invalid(
+                        format!("services.{service_name}"),
+                        "the service VIP range 10.43.0.0/16 is exhausted",
+                        "remove unused apps",
+                    )
+                })?;
+                used_vips.insert(vip.clone());
+                vip
+            }
+        };
+        if old.is_some_and(|s| &s.spec == spec && s.vip.as_deref() == Some(vip.as_str())) {
             continue;
         }
         let service = Service {
@@ -116,6 +138,7 @@ pub fn deploy(
             app: name.clone(),
             name: service_name.clone(),
             spec: spec.clone(),
+            vip: Some(vip),
             meta: Meta::default(),
         };
         let expect = old.map_or(Expect::Absent, |s| Expect::Revision(s.meta.revision));

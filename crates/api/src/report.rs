@@ -3,7 +3,7 @@
 //! Agents write only `Node` and `ReplicaStatus` objects, never `Replica`s, so their writes never
 //! conflict with the control plane's (see `ObservedReplica`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use hivemind_client::wire::{ReplicaFilter, ReplicaView};
@@ -36,6 +36,7 @@ pub fn assignment(store: &Store, node: &str) -> Result<Assignment, ApiError> {
         node: node.to_string(),
         generation,
         replicas,
+        network: crate::network::node_network(store, node)?,
     })
 }
 
@@ -62,10 +63,9 @@ pub async fn wait_assignment(
         if current.generation - after > MAX_SCAN {
             return Ok(current);
         }
-        let ids: BTreeSet<&str> = current.replicas.iter().map(|r| r.id.as_str()).collect();
         match store.changes_since(after) {
             Ok(changes) => {
-                if changes.iter().any(|c| touches(c, node, &ids)) {
+                if changes.iter().any(|c| touches(c, node, &current)) {
                     return Ok(current);
                 }
             }
@@ -74,7 +74,6 @@ pub async fn wait_assignment(
             Err(e) => return Err(e.into()),
         }
     }
-    let ids: BTreeSet<String> = current.replicas.iter().map(|r| r.id.clone()).collect();
     let deadline = tokio::time::Instant::now() + timeout.min(MAX_POLL);
     tokio::pin!(stopping);
     loop {
@@ -86,8 +85,7 @@ pub async fn wait_assignment(
         match next {
             Err(_elapsed) => return Ok(current),
             Ok(Ok(change)) => {
-                let ids: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
-                if touches(&change, node, &ids) {
+                if touches(&change, node, &current) {
                     return assignment(store, node);
                 }
             }
@@ -97,12 +95,13 @@ pub async fn wait_assignment(
     }
 }
 
-/// Whether `change` may alter `node`'s assignment: a replica written or deleted on this node, or
-/// one of its current replicas written elsewhere (moved away).
-fn touches(change: &Change, node: &str, current_ids: &BTreeSet<&str>) -> bool {
-    change.kind == Kind::Replica
+/// Whether `change` may alter `node`'s assignment: a replica written or deleted on this node, one
+/// of its current replicas written elsewhere (moved away), or a change to the network it serves.
+fn touches(change: &Change, node: &str, current: &Assignment) -> bool {
+    let replica_change = change.kind == Kind::Replica
         && (change.value.get("node").and_then(|n| n.as_str()) == Some(node)
-            || current_ids.contains(change.key.as_str()))
+            || current.replicas.iter().any(|r| r.id == change.key));
+    replica_change || crate::network::touches_network(change, node, current)
 }
 
 /// Upserts the node and writes the statuses that changed, in one transaction. Returns the new
@@ -151,6 +150,9 @@ pub fn report(
         }
     }
 
+    let _allocation = crate::network::ALLOCATION
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let mut ops = Vec::new();
     let old_node: Option<Node> = store.get(Kind::Node, node)?;
     let state = match &old_node {
@@ -158,14 +160,27 @@ pub fn report(
         Some(n) if n.state == NodeState::Drained => NodeState::Drained,
         _ => NodeState::Ready,
     };
+    // A node keeps its subnet for life; a new node gets the lowest free one.
+    let (subnet, node_expect) = match &old_node {
+        Some(n) if n.subnet.is_some() => (n.subnet.clone(), Expect::Any),
+        Some(n) => (
+            crate::network::allocate_subnet(&store.list(Kind::Node, "")?),
+            Expect::Revision(n.meta.revision),
+        ),
+        None => (
+            crate::network::allocate_subnet(&store.list(Kind::Node, "")?),
+            Expect::Absent,
+        ),
+    };
     let node_obj = Node {
         name: node.to_string(),
         address: report.address.clone(),
         state,
         last_seen: now_ms,
+        subnet,
         meta: Meta::default(),
     };
-    ops.push(Op::put(Kind::Node, node, &node_obj, Expect::Any));
+    ops.push(Op::put(Kind::Node, node, &node_obj, node_expect));
 
     let old: Vec<ObservedReplica> = store.list(Kind::ReplicaStatus, "")?;
     let old: HashMap<&str, &ObservedReplica> = old

@@ -121,6 +121,7 @@ mod tests {
                 mode,
                 ..Default::default()
             },
+            vip: None,
             meta: Meta::default(),
         };
         store

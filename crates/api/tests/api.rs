@@ -390,6 +390,7 @@ async fn reports_show_up_in_nodes_and_replica_views() {
             restarts: 0,
             message: String::new(),
             started_at: Some(1),
+            ip: None,
             meta: Meta::default(),
         }],
     };

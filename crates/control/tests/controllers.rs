@@ -11,6 +11,7 @@ fn node(name: &str, last_seen: u64) -> Node {
         address: "127.0.0.1".into(),
         state: NodeState::Ready,
         last_seen,
+        subnet: None,
         meta: Meta::default(),
     }
 }
@@ -25,6 +26,7 @@ fn service(replicas: u32) -> Service {
             replicas,
             ..Default::default()
         },
+        vip: None,
         meta: Meta::default(),
     }
 }

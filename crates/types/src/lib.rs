@@ -9,7 +9,7 @@ pub mod object;
 pub mod spec;
 
 pub use object::{
-    App, Assignment, Kind, Meta, Node, NodeReport, NodeState, ObservedReplica, Replica,
-    ReplicaState, Service,
+    App, Assignment, Endpoint, Kind, Meta, Node, NodeNetwork, NodeReport, NodeState,
+    ObservedReplica, Replica, ReplicaState, Service, ServiceEndpoints,
 };
 pub use spec::{PortProtocol, PortSpec, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec};

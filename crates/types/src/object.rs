@@ -84,6 +84,10 @@ pub struct Service {
     pub app: String,
     pub name: String,
     pub spec: ServiceSpec,
+    /// The service's stable virtual IP (from 10.43.0.0/16), allocated at first deploy and kept
+    /// across re-deploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<String>,
     #[serde(default)]
     pub meta: Meta,
 }
@@ -136,6 +140,9 @@ pub struct ObservedReplica {
     /// Unix milliseconds of the last start, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
+    /// The replica's address on its node's bridge, once attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
     #[serde(default)]
     pub meta: Meta,
 }
@@ -178,6 +185,9 @@ pub struct Node {
     pub state: NodeState,
     /// Unix milliseconds of the last status report from the node's agent.
     pub last_seen: u64,
+    /// The node's replica subnet (a /24 of 10.42.0.0/16), allocated at its first report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
     #[serde(default)]
     pub meta: Meta,
 }
@@ -198,6 +208,45 @@ pub struct Assignment {
     /// The store revision this set was read at. Agents report the generation they applied.
     pub generation: u64,
     pub replicas: Vec<Replica>,
+    /// What the node needs for DNS, service VIPs and the ingress.
+    #[serde(default)]
+    pub network: NodeNetwork,
+}
+
+/// The network part of a node's assignment: its subnet and every service's endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeNetwork {
+    /// This node's replica subnet, e.g. `10.42.3.0/24`; `None` until the server allocated one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// All services in the cluster (every node proxies published ports to any of them).
+    #[serde(default)]
+    pub services: Vec<ServiceEndpoints>,
+}
+
+/// A service as the data plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEndpoints {
+    pub namespace: String,
+    pub app: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<crate::spec::PortSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<crate::spec::IngressRule>,
+    /// Replicas that are running and attached, in id order.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One ready replica of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub replica: String,
+    pub node: String,
+    pub ip: String,
 }
 
 /// What an agent reports: everything it observed, with the generation it had applied.

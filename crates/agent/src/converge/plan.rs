@@ -101,6 +101,7 @@ pub fn plan(
             restarts: state.restarts,
             message: String::new(),
             started_at: state.started_at,
+            ip: None,
             meta: Default::default(),
         };
         if in_flight.contains(&replica.id) {

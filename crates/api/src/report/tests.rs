@@ -39,6 +39,7 @@ fn status(id: &str, node: &str, state: ReplicaState) -> ObservedReplica {
         restarts: 0,
         message: String::new(),
         started_at: None,
+        ip: None,
         meta: Meta::default(),
     }
 }

@@ -27,6 +27,7 @@ mod tests {
             address: String::new(),
             state,
             last_seen,
+            subnet: None,
             meta: Default::default(),
         }
     }

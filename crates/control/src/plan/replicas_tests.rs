@@ -19,6 +19,7 @@ fn service(name: &str, replicas: u32, image: &str) -> Service {
             replicas,
             ..Default::default()
         },
+        vip: None,
         meta: Meta::default(),
     }
 }
@@ -29,6 +30,7 @@ fn node(name: &str) -> Node {
         address: "10.0.0.1".into(),
         state: NodeState::Ready,
         last_seen: 0,
+        subnet: None,
         meta: Meta::default(),
     }
 }
@@ -62,6 +64,7 @@ fn status(id: &str, state: ReplicaState) -> (String, ObservedReplica) {
             restarts: 0,
             message: String::new(),
             started_at: None,
+            ip: None,
             meta: Meta::default(),
         },
     )

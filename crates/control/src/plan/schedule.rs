@@ -63,6 +63,7 @@ mod tests {
             address: "127.0.0.1".into(),
             state,
             last_seen: 0,
+            subnet: None,
             meta: Default::default(),
         }
     }
