@@ -12,11 +12,12 @@ start_containerd
 
 echo "==> building hivemind (release)"
 cargo build --release --locked -p hivemind -p hivemind-test-support
-install -m 0755 target/release/hivemind /usr/local/bin/hivemind
+TARGET="${CARGO_TARGET_DIR:-target}"
+install -m 0755 "$TARGET"/release/hivemind /usr/local/bin/hivemind
 
 # The demo needs no registry: its image is built here from Debian's busybox-static.
 mkdir -p /var/lib/hivemind/images
-target/release/hivemind-mkimage /var/lib/hivemind/images/busybox.tar hivemind.test/busybox:1 >/dev/null
+"$TARGET"/release/hivemind-mkimage /var/lib/hivemind/images/busybox.tar hivemind.test/busybox:1 >/dev/null
 hivemind image import /var/lib/hivemind/images/busybox.tar
 
 if ! hivemind nodes >/dev/null 2>&1; then
