@@ -1,12 +1,20 @@
 //! Builds a tiny busybox image from the host's `/bin/busybox` (Debian's busybox-static) in the two
 //! tarball formats the agent imports: a `docker save` archive and an OCI image layout. Output is
 //! deterministic (fixed mtimes, owners and ordering), so building twice gives the same digests.
+//!
+//! The workload image ([`build_workload_image`]) is the busybox image plus `hm-workload` (the
+//! project's test program) with its shared-library closure and what name resolution needs.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+mod workload;
+pub use workload::{
+    build_workload_image, build_workload_oci_image, library_closure, WORKLOAD_CMD, WORKLOAD_PATH,
+};
 
 /// Where the statically linked busybox is taken from.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
@@ -27,6 +35,8 @@ const GROUP: &str = "root:x:0:\nnobody:x:65534:\n";
 pub enum ImageError {
     #[error("{} not found: install Debian's busybox-static", HOST_BUSYBOX)]
     BusyboxMissing,
+    #[error("workload binary {}: {reason}", path.display())]
+    Workload { path: PathBuf, reason: String },
     #[error("writing image {}", path.display())]
     Io {
         path: PathBuf,
@@ -50,13 +60,34 @@ pub struct BuiltImage {
 
 /// Writes a `docker save`-style archive (manifest.json, config, one uncompressed layer.tar).
 pub fn build_busybox_image(out: &Path, name: &str) -> Result<BuiltImage, ImageError> {
-    let io_err = |source| ImageError::Io {
-        path: out.to_path_buf(),
+    let layer = rootfs_layer(&[]).map_err(io_err(out))?;
+    write_docker_archive(out, name, &layer, &["sh"])
+}
+
+/// Writes an OCI image layout tarball (oci-layout, index.json, blobs/sha256/…) with a gzipped
+/// layer. The index entry carries containerd's full-name annotation and the OCI ref name (tag).
+pub fn build_busybox_oci_image(out: &Path, name: &str) -> Result<BuiltImage, ImageError> {
+    let layer = rootfs_layer(&[]).map_err(io_err(out))?;
+    write_oci_archive(out, name, &layer, &["sh"])
+}
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        path: path.to_path_buf(),
         source,
-    };
-    let layer = rootfs_layer().map_err(io_err)?;
-    let diff_id = digest(&layer);
-    let config = config_json(&diff_id);
+    }
+}
+
+/// A `docker save` archive of one layer whose config runs `cmd`.
+fn write_docker_archive(
+    out: &Path,
+    name: &str,
+    layer: &[u8],
+    cmd: &[&str],
+) -> Result<BuiltImage, ImageError> {
+    let io_err = io_err(out);
+    let diff_id = digest(layer);
+    let config = config_json(&diff_id, cmd);
     let config_digest = digest(&config);
     let config_name = format!("{}.json", hex_of(&config_digest));
     let layer_name = format!("{}/layer.tar", hex_of(&diff_id));
@@ -65,20 +96,20 @@ pub fn build_busybox_image(out: &Path, name: &str) -> Result<BuiltImage, ImageEr
         "RepoTags": [name],
         "Layers": [layer_name],
     }]);
-    let mut tar = tar::Builder::new(File::create(out).map_err(io_err)?);
-    append_dir(&mut tar, &format!("{}/", hex_of(&diff_id)), 0o755).map_err(io_err)?;
-    append_file(&mut tar, &layer_name, &layer, 0o644).map_err(io_err)?;
-    append_file(&mut tar, &config_name, &config, 0o644).map_err(io_err)?;
+    let mut tar = tar::Builder::new(File::create(out).map_err(&io_err)?);
+    append_dir(&mut tar, &format!("{}/", hex_of(&diff_id)), 0o755).map_err(&io_err)?;
+    append_file(&mut tar, &layer_name, layer, 0o644).map_err(&io_err)?;
+    append_file(&mut tar, &config_name, &config, 0o644).map_err(&io_err)?;
     append_file(
         &mut tar,
         "manifest.json",
         manifest.to_string().as_bytes(),
         0o644,
     )
-    .map_err(io_err)?;
+    .map_err(&io_err)?;
     tar.into_inner()
         .and_then(|mut f| f.flush())
-        .map_err(io_err)?;
+        .map_err(&io_err)?;
     Ok(BuiltImage {
         name: name.to_string(),
         config_digest,
@@ -87,20 +118,20 @@ pub fn build_busybox_image(out: &Path, name: &str) -> Result<BuiltImage, ImageEr
     })
 }
 
-/// Writes an OCI image layout tarball (oci-layout, index.json, blobs/sha256/…) with a gzipped
-/// layer. The index entry carries containerd's full-name annotation and the OCI ref name (tag).
-pub fn build_busybox_oci_image(out: &Path, name: &str) -> Result<BuiltImage, ImageError> {
-    let io_err = |source| ImageError::Io {
-        path: out.to_path_buf(),
-        source,
-    };
-    let layer = rootfs_layer().map_err(io_err)?;
-    let diff_id = digest(&layer);
+/// An OCI layout tarball of one gzipped layer whose config runs `cmd`.
+fn write_oci_archive(
+    out: &Path,
+    name: &str,
+    layer: &[u8],
+    cmd: &[&str],
+) -> Result<BuiltImage, ImageError> {
+    let io_err = io_err(out);
+    let diff_id = digest(layer);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&layer).map_err(io_err)?;
-    let layer_gz = gz.finish().map_err(io_err)?;
+    gz.write_all(layer).map_err(&io_err)?;
+    let layer_gz = gz.finish().map_err(&io_err)?;
     let layer_digest = digest(&layer_gz);
-    let config = config_json(&diff_id);
+    let config = config_json(&diff_id, cmd);
     let config_digest = digest(&config);
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
@@ -137,23 +168,23 @@ pub fn build_busybox_oci_image(out: &Path, name: &str) -> Result<BuiltImage, Ima
             },
         }],
     });
-    let mut tar = tar::Builder::new(File::create(out).map_err(io_err)?);
+    let mut tar = tar::Builder::new(File::create(out).map_err(&io_err)?);
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    append_file(&mut tar, "oci-layout", layout, 0o644).map_err(io_err)?;
-    append_dir(&mut tar, "blobs/", 0o755).map_err(io_err)?;
-    append_dir(&mut tar, "blobs/sha256/", 0o755).map_err(io_err)?;
+    append_file(&mut tar, "oci-layout", layout, 0o644).map_err(&io_err)?;
+    append_dir(&mut tar, "blobs/", 0o755).map_err(&io_err)?;
+    append_dir(&mut tar, "blobs/sha256/", 0o755).map_err(&io_err)?;
     for (d, bytes) in [
         (&layer_digest, &layer_gz),
         (&config_digest, &config),
         (&manifest_digest, &manifest),
     ] {
         let path = format!("blobs/sha256/{}", hex_of(d));
-        append_file(&mut tar, &path, bytes, 0o644).map_err(io_err)?;
+        append_file(&mut tar, &path, bytes, 0o644).map_err(&io_err)?;
     }
-    append_file(&mut tar, "index.json", index.to_string().as_bytes(), 0o644).map_err(io_err)?;
+    append_file(&mut tar, "index.json", index.to_string().as_bytes(), 0o644).map_err(&io_err)?;
     tar.into_inner()
         .and_then(|mut f| f.flush())
-        .map_err(io_err)?;
+        .map_err(&io_err)?;
     Ok(BuiltImage {
         name: name.to_string(),
         config_digest,
@@ -162,8 +193,17 @@ pub fn build_busybox_oci_image(out: &Path, name: &str) -> Result<BuiltImage, Ima
     })
 }
 
-/// The root filesystem as an uncompressed tar: busybox, applet links, passwd/group, /tmp.
-fn rootfs_layer() -> io::Result<Vec<u8>> {
+/// Directories of the busybox root filesystem; extras never re-add these.
+const BASE_DIRS: &[&str] = &[
+    "bin/", "etc/", "dev/", "proc/", "sys/", "home/", "var/", "run/", "root/", "tmp/",
+];
+
+/// A regular file added on top of the busybox root filesystem: path (relative), content, mode.
+type Extra = (String, Vec<u8>, u32);
+
+/// The root filesystem as an uncompressed tar: busybox, applet links, passwd/group, /tmp, then
+/// `extras` (sorted by path) with any missing parent directories (0755) before them.
+fn rootfs_layer(extras: &[Extra]) -> io::Result<Vec<u8>> {
     let busybox = std::fs::read(HOST_BUSYBOX).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -189,10 +229,24 @@ fn rootfs_layer() -> io::Result<Vec<u8>> {
     }
     append_file(&mut tar, "etc/passwd", PASSWD.as_bytes(), 0o644)?;
     append_file(&mut tar, "etc/group", GROUP.as_bytes(), 0o644)?;
+    let mut extras: Vec<&Extra> = extras.iter().collect();
+    extras.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, _, _) in &extras {
+        for (i, _) in path.match_indices('/') {
+            dirs.insert(&path[..=i]);
+        }
+    }
+    for dir in dirs.into_iter().filter(|d| !BASE_DIRS.contains(d)) {
+        append_dir(&mut tar, dir, 0o755)?;
+    }
+    for (path, data, mode) in extras {
+        append_file(&mut tar, path, data, *mode)?;
+    }
     tar.into_inner()
 }
 
-fn config_json(diff_id: &str) -> Vec<u8> {
+fn config_json(diff_id: &str, cmd: &[&str]) -> Vec<u8> {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -201,7 +255,7 @@ fn config_json(diff_id: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "architecture": arch,
         "os": "linux",
-        "config": { "Cmd": ["sh"], "Env": [PATH_ENV] },
+        "config": { "Cmd": cmd, "Env": [PATH_ENV] },
         "rootfs": { "type": "layers", "diff_ids": [diff_id] },
         "history": [{ "created_by": "hivemind-mkimage" }],
     }))

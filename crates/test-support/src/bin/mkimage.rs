@@ -1,25 +1,42 @@
-//! `hivemind-mkimage OUT.tar NAME [--oci]`: writes the busybox test image as a `docker save`
-//! archive (default) or an OCI layout tarball, for the README's setup script and CI.
+//! `hivemind-mkimage OUT.tar NAME [--oci] [--workload PATH_TO_hm-workload]`: writes the busybox
+//! test image as a `docker save` archive (default) or an OCI layout tarball, for the README's
+//! setup script and CI. With `--workload`, writes the workload image instead (busybox plus
+//! `hm-workload` and its library closure, running `hm-workload serve --port 80`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hivemind_test_support::image::{build_busybox_image, build_busybox_oci_image};
+use hivemind_test_support::image::{
+    build_busybox_image, build_busybox_oci_image, build_workload_image, build_workload_oci_image,
+};
+
+const USAGE: &str = "usage: hivemind-mkimage OUT.tar NAME [--oci] [--workload PATH_TO_hm-workload]";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let oci = args.iter().any(|a| a == "--oci");
-    let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    let (Some(out), Some(name), 2) = (positional.first(), positional.get(1), positional.len())
-    else {
-        eprintln!("usage: hivemind-mkimage OUT.tar NAME [--oci]");
-        return ExitCode::from(2);
+    let mut oci = false;
+    let mut workload: Option<PathBuf> = None;
+    let mut positional = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--oci" => oci = true,
+            "--workload" => match args.next() {
+                Some(path) if workload.is_none() => workload = Some(PathBuf::from(path)),
+                _ => return usage(),
+            },
+            flag if flag.starts_with("--") => return usage(),
+            _ => positional.push(arg),
+        }
+    }
+    let [out, name] = positional.as_slice() else {
+        return usage();
     };
     let out = PathBuf::from(out);
-    let built = if oci {
-        build_busybox_oci_image(&out, name)
-    } else {
-        build_busybox_image(&out, name)
+    let built = match (&workload, oci) {
+        (Some(bin), true) => build_workload_oci_image(&out, name, bin),
+        (Some(bin), false) => build_workload_image(&out, name, bin),
+        (None, true) => build_busybox_oci_image(&out, name),
+        (None, false) => build_busybox_image(&out, name),
     };
     match built {
         Ok(image) => {
@@ -37,4 +54,9 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
 }
