@@ -6,6 +6,8 @@
 //! `converge::plan` is tested with data and the system tests use real containerd.
 
 pub mod converge;
+pub mod dns;
+pub mod ingress;
 pub mod runtime;
 
 pub use converge::{run_agent, AgentConfig};
