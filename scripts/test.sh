@@ -16,6 +16,6 @@ mkdir -p "$CARGO_TARGET_DIR"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test"
-cargo test --locked --workspace
+cargo test --workspace

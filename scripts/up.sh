@@ -11,7 +11,7 @@ ensure_rust
 start_containerd
 
 echo "==> building hivemind (release)"
-cargo build --release --locked -p hivemind -p hivemind-test-support
+cargo build --release -p hivemind -p hivemind-test-support
 TARGET="${CARGO_TARGET_DIR:-target}"
 install -m 0755 "$TARGET"/release/hivemind /usr/local/bin/hivemind
 
