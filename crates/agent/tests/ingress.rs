@@ -432,6 +432,24 @@ async fn udp_datagrams_are_relayed_per_client_session() {
         names.insert(first_name.unwrap());
     }
     assert_eq!(names.len(), 2, "sessions spread over the backends");
+
+    // After a swap, a client whose backend left is moved to a current one.
+    let socket = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    socket.connect(proxy(port)).await.unwrap();
+    socket.send(b"before").await.unwrap();
+    let mut buffer = [0u8; 64];
+    socket.recv(&mut buffer).await.unwrap();
+    let replacement = udp_backend("c").await;
+    assert!(ingress
+        .apply(vec![l4_route(port, Proto::Udp, vec![replacement])])
+        .await
+        .is_empty());
+    socket.send(b"after").await.unwrap();
+    let len = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buffer))
+        .await
+        .expect("a reply from the new backend")
+        .unwrap();
+    assert_eq!(&buffer[..len], b"c:after");
     ingress.shutdown().await;
 }
 

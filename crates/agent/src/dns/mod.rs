@@ -99,8 +99,8 @@ pub fn host_upstreams() -> Vec<SocketAddr> {
         .unwrap_or_default()
 }
 
-/// A running DNS server; dropping it without [`DnsServer::stop`] leaves its tasks running until
-/// the runtime ends.
+/// A running DNS server. Dropping it stops answering at once; [`DnsServer::stop`] lets the
+/// queries in flight be answered first.
 pub struct DnsServer {
     zone: Arc<ArcSwap<ZoneIndex>>,
     origin: Name,

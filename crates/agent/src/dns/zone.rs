@@ -14,7 +14,9 @@
 //! Aliases are further service names in the same app and answer exactly like the service's own
 //! name. Short forms (`web`, `web.shop`, `tasks.web`) are completed by the containers' resolver
 //! through the search list `shop.default.hivemind default.hivemind hivemind` the agent writes into
-//! each container's `resolv.conf`; this server only answers fully qualified names.
+//! each container's `resolv.conf`; this server only answers fully qualified names. That file
+//! must also say `options ndots:3`: with the default of 1, `web.shop` would first be asked as
+//! an absolute name (and `.shop` is a real top-level domain on the internet).
 //!
 //! Every name that exists only as a parent of others (`shop.default.hivemind`,
 //! `_tcp.web.shop.default.hivemind`) answers NODATA rather than NXDOMAIN, as RFC 8020 requires;

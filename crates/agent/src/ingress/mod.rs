@@ -113,6 +113,10 @@ impl RoundRobin {
         }
     }
 
+    pub(crate) fn contains(&self, addr: SocketAddr) -> bool {
+        self.addrs.contains(&addr)
+    }
+
     /// Every backend once, starting at the next one in turn: the caller tries them in this
     /// order until one answers.
     pub(crate) fn order(&self) -> impl Iterator<Item = SocketAddr> + '_ {

@@ -30,6 +30,7 @@ const MAX_DATAGRAM: usize = 65_535;
 /// One client's session.
 struct Session {
     id: u64,
+    backend: SocketAddr,
     socket: Arc<UdpSocket>,
     /// Milliseconds since the loop started at the last datagram either way.
     last_active: Arc<AtomicU64>,
@@ -73,12 +74,20 @@ pub(crate) async fn datagram_loop(
                 }
             },
         };
+        // A session whose backend left the route starts over on a current backend.
+        let route = live.load_full();
+        if sessions
+            .get(&client)
+            .is_some_and(|session| !route.backends().contains(session.backend))
+        {
+            sessions.remove(&client);
+        }
         if !sessions.contains_key(&client) {
             if sessions.len() >= MAX_SESSIONS {
                 tracing::warn!(port, %client, "too many udp sessions; datagram dropped");
                 continue;
             }
-            let Some(backend) = live.load().backends().order().next() else {
+            let Some(backend) = route.backends().order().next() else {
                 tracing::debug!(port, %client, "no udp backend; datagram dropped");
                 continue;
             };
@@ -139,6 +148,7 @@ async fn open_session(
     });
     Ok(Session {
         id,
+        backend,
         socket,
         last_active,
         replies: abort,
