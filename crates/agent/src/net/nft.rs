@@ -174,8 +174,10 @@ pub(crate) fn table_document(params: &TableParams<'_>, rules: &NetRules) -> Valu
     }
 
     // Explicit accepts for the bridge: with bridge-nf-call-iptables = 1 bridged traffic
-    // passes the forward hook, where a DROP policy set by someone else (Docker) would
-    // otherwise cut replicas off each other and from the outside.
+    // passes the forward hook. They make our table self-sufficient, but note the limit
+    // (measured): an accept ends only this base chain, so a DROP verdict or policy in another
+    // table's forward chain (Docker's iptables FORWARD) still drops the packet. Surviving that
+    // needs a rule in that other table, which this module deliberately never touches.
     doc.rule(
         "forward",
         vec![
