@@ -14,6 +14,7 @@ use hivemind_types::{App, Kind, Meta, Replica, Service};
 
 use crate::error::ApiError;
 use crate::extract::check_label;
+use crate::network::ClusterNetwork;
 
 /// What a deploy did.
 #[derive(Debug)]
@@ -27,6 +28,16 @@ pub struct DeployOutcome {
 /// `namespace`, when set, wins).
 pub fn deploy(
     store: &Store,
+    namespace: &str,
+    req: &DeployRequest,
+) -> Result<DeployOutcome, ApiError> {
+    deploy_in(store, &ClusterNetwork::default(), namespace, req)
+}
+
+/// [`deploy`] for a cluster with the address plan `net` (new services get VIPs from it).
+pub fn deploy_in(
+    store: &Store,
+    net: &ClusterNetwork,
     namespace: &str,
     req: &DeployRequest,
 ) -> Result<DeployOutcome, ApiError> {
@@ -119,7 +130,7 @@ pub fn deploy(
         let vip = match old.and_then(|s| s.vip.clone()) {
             Some(vip) => vip,
             None => {
-                let vip = crate::network::allocate_vip(&used_vips).ok_or_else(|| {
+                let vip = crate::network::allocate_vip(net, &used_vips).ok_or_else(|| {
                     ApiError::invalid(
                         format!("services.{service_name}"),
                         "the service VIP range 10.43.0.0/16 is exhausted",

@@ -43,6 +43,8 @@ pub struct ApiConfig {
     /// Bearer tokens accepted on every route but `/healthz` and `/metrics`. Empty means no
     /// request is authorized, never that all are.
     pub tokens: Vec<String>,
+    /// The cluster's address plan: node subnets and service VIPs come from it.
+    pub network: network::ClusterNetwork,
 }
 
 /// All routes, with authentication, the body limit and request tracing applied.
@@ -68,6 +70,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
             tokens,
             auth::require_token,
         ))
+        .layer(axum::Extension(config.network))
         .with_state(store);
     Router::new()
         .route("/healthz", get(routes::healthz))

@@ -20,32 +20,93 @@ use crate::error::ApiError;
 /// pick the same free address. (Store preconditions guard the objects, not the address space.)
 pub(crate) static ALLOCATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Replica addresses: a /24 per node out of this /16 (SPEC §6).
-pub const CLUSTER_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 42, 0, 0), 16);
-/// Service VIPs (SPEC §6).
-pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 43, 0, 0), 16);
+/// The cluster's address plan (SPEC §6): replica addresses, a /24 per node out of
+/// `cluster_cidr`, and service VIPs out of `service_cidr`. Flags of `hivemind server`/`up`, so
+/// that test clusters on one machine do not overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterNetwork {
+    pub cluster_cidr: (Ipv4Addr, u8),
+    pub service_cidr: (Ipv4Addr, u8),
+}
 
-/// The lowest free /24 of the cluster CIDR, or `None` when all 256 are taken.
-pub fn allocate_subnet(nodes: &[Node]) -> Option<String> {
+impl Default for ClusterNetwork {
+    fn default() -> Self {
+        ClusterNetwork {
+            cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
+            service_cidr: (Ipv4Addr::new(10, 43, 0, 0), 16),
+        }
+    }
+}
+
+impl ClusterNetwork {
+    /// Parses `A.B.C.D/N` pairs; the cluster CIDR must hold /24s (N ≤ 24), the service CIDR
+    /// at least a few addresses (N ≤ 30).
+    pub fn parse(cluster: &str, service: &str) -> Result<ClusterNetwork, String> {
+        let cluster_cidr =
+            parse_cidr(cluster, 8, 24).map_err(|e| format!("cluster CIDR {cluster:?}: {e}"))?;
+        let service_cidr =
+            parse_cidr(service, 8, 30).map_err(|e| format!("service CIDR {service:?}: {e}"))?;
+        Ok(ClusterNetwork {
+            cluster_cidr,
+            service_cidr,
+        })
+    }
+
+    pub fn cluster_cidr_string(&self) -> String {
+        format!("{}/{}", self.cluster_cidr.0, self.cluster_cidr.1)
+    }
+
+    pub fn service_cidr_string(&self) -> String {
+        format!("{}/{}", self.service_cidr.0, self.service_cidr.1)
+    }
+}
+
+fn parse_cidr(text: &str, min: u8, max: u8) -> Result<(Ipv4Addr, u8), String> {
+    let (ip, len) = text
+        .split_once('/')
+        .ok_or("write it as ADDRESS/PREFIX, e.g. 10.42.0.0/16")?;
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+    let len: u8 = len
+        .parse()
+        .map_err(|_| format!("{len:?} is not a prefix length"))?;
+    if !(min..=max).contains(&len) {
+        return Err(format!("the prefix length must be between {min} and {max}"));
+    }
+    let mask = u32::MAX << (32 - len);
+    if u32::from(ip) & !mask != 0 {
+        return Err(format!("{ip} has host bits set for /{len}"));
+    }
+    Ok((ip, len))
+}
+
+/// The lowest free /24 of the cluster CIDR, or `None` when all are taken.
+pub fn allocate_subnet(net: &ClusterNetwork, nodes: &[Node]) -> Option<String> {
     let used: BTreeSet<String> = nodes.iter().filter_map(|n| n.subnet.clone()).collect();
-    let [a, b, _, _] = CLUSTER_CIDR.0.octets();
-    (0..=255u8)
-        .map(|third| format!("{a}.{b}.{third}.0/24"))
+    let (base, len) = net.cluster_cidr;
+    let count = 1u32 << (24 - len);
+    (0..count)
+        .map(|i| format!("{}/24", Ipv4Addr::from(u32::from(base) + (i << 8))))
         .find(|s| !used.contains(s))
 }
 
-/// The lowest free VIP of the service CIDR not in `used`. `.0.0` and `.0.1` are kept back (the
-/// network address, and a conventional gateway/API address).
-pub fn allocate_vip(used: &BTreeSet<String>) -> Option<String> {
-    let base = u32::from(SERVICE_CIDR.0);
-    let size = 1u32 << (32 - SERVICE_CIDR.1);
+/// The lowest free VIP of the service CIDR not in `used`. The first two addresses are kept back
+/// (the network address, and a conventional gateway/API address), and so is the broadcast.
+pub fn allocate_vip(net: &ClusterNetwork, used: &BTreeSet<String>) -> Option<String> {
+    let (base, len) = net.service_cidr;
+    let size = 1u32 << (32 - len);
     (2..size - 1)
-        .map(|i| Ipv4Addr::from(base + i).to_string())
+        .map(|i| Ipv4Addr::from(u32::from(base) + i).to_string())
         .find(|ip| !used.contains(ip))
 }
 
 /// What `node` needs to know about the cluster's services.
-pub fn node_network(store: &Store, node: &str) -> Result<NodeNetwork, ApiError> {
+pub fn node_network(
+    store: &Store,
+    net: &ClusterNetwork,
+    node: &str,
+) -> Result<NodeNetwork, ApiError> {
     let subnet = store.get::<Node>(Kind::Node, node)?.and_then(|n| n.subnet);
     let services: Vec<Service> = store.list(Kind::Service, "")?;
     let replicas: Vec<Replica> = store.list(Kind::Replica, "")?;
@@ -56,6 +117,8 @@ pub fn node_network(store: &Store, node: &str) -> Result<NodeNetwork, ApiError> 
         .collect();
     Ok(NodeNetwork {
         subnet,
+        cluster_cidr: Some(net.cluster_cidr_string()),
+        service_cidr: Some(net.service_cidr_string()),
         services: service_endpoints(&services, &replicas, &statuses),
     })
 }
@@ -156,24 +219,65 @@ mod tests {
 
     #[test]
     fn subnets_are_the_lowest_free_slash_24() {
-        assert_eq!(allocate_subnet(&[]).as_deref(), Some("10.42.0.0/24"));
+        let net = ClusterNetwork::default();
+        assert_eq!(allocate_subnet(&net, &[]).as_deref(), Some("10.42.0.0/24"));
         let nodes = [
             node("a", Some("10.42.0.0/24")),
             node("b", Some("10.42.2.0/24")),
             node("c", None),
         ];
-        assert_eq!(allocate_subnet(&nodes).as_deref(), Some("10.42.1.0/24"));
+        assert_eq!(
+            allocate_subnet(&net, &nodes).as_deref(),
+            Some("10.42.1.0/24")
+        );
         let full: Vec<Node> = (0..=255)
             .map(|i| node("n", Some(&format!("10.42.{i}.0/24"))))
             .collect();
-        assert_eq!(allocate_subnet(&full), None);
+        assert_eq!(allocate_subnet(&net, &full), None);
     }
 
     #[test]
     fn vips_skip_reserved_and_used() {
         let used = BTreeSet::from(["10.43.0.2".to_string(), "10.43.0.3".to_string()]);
-        assert_eq!(allocate_vip(&BTreeSet::new()).as_deref(), Some("10.43.0.2"));
-        assert_eq!(allocate_vip(&used).as_deref(), Some("10.43.0.4"));
+        let net = ClusterNetwork::default();
+        assert_eq!(
+            allocate_vip(&net, &BTreeSet::new()).as_deref(),
+            Some("10.43.0.2")
+        );
+        assert_eq!(allocate_vip(&net, &used).as_deref(), Some("10.43.0.4"));
+        let small = ClusterNetwork::parse("10.100.0.0/23", "10.101.0.0/30").unwrap();
+        assert_eq!(
+            allocate_vip(&small, &BTreeSet::new()).as_deref(),
+            Some("10.101.0.2")
+        );
+        let taken = BTreeSet::from(["10.101.0.2".to_string()]);
+        assert_eq!(allocate_vip(&small, &taken), None);
+        let nodes = [node("a", Some("10.100.0.0/24"))];
+        assert_eq!(
+            allocate_subnet(&small, &nodes).as_deref(),
+            Some("10.100.1.0/24")
+        );
+        assert_eq!(
+            allocate_subnet(
+                &small,
+                &[nodes[0].clone(), node("b", Some("10.100.1.0/24"))]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn cidrs_are_checked() {
+        assert!(ClusterNetwork::parse("10.42.0.0/16", "10.43.0.0/16").is_ok());
+        for (c, s, needle) in [
+            ("10.42.0.0", "10.43.0.0/16", "ADDRESS/PREFIX"),
+            ("10.42.0.1/16", "10.43.0.0/16", "host bits"),
+            ("10.42.0.0/25", "10.43.0.0/16", "between 8 and 24"),
+            ("10.42.0.0/16", "banana/16", "not an IPv4"),
+        ] {
+            let err = ClusterNetwork::parse(c, s).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     fn status(id: &str, state: ReplicaState, ip: Option<&str>) -> (String, ObservedReplica) {

@@ -14,6 +14,7 @@ use hivemind_types::{
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
+use crate::network::ClusterNetwork;
 
 /// The longest a long poll may be held; longer requests are cut to this, so that proxies and
 /// the client's own timeout do not fire first.
@@ -26,6 +27,15 @@ const MAX_SCAN: u64 = 10_000;
 /// All replicas placed on `node`. The generation is read *before* the replicas, so the set is at
 /// least as new as the generation claims; an agent never believes it has seen a change it has not.
 pub fn assignment(store: &Store, node: &str) -> Result<Assignment, ApiError> {
+    assignment_in(store, &ClusterNetwork::default(), node)
+}
+
+/// [`assignment`] for a cluster with the address plan `net`.
+pub fn assignment_in(
+    store: &Store,
+    net: &ClusterNetwork,
+    node: &str,
+) -> Result<Assignment, ApiError> {
     let generation = store.revision();
     let replicas = store
         .list::<Replica>(Kind::Replica, "")?
@@ -36,7 +46,7 @@ pub fn assignment(store: &Store, node: &str) -> Result<Assignment, ApiError> {
         node: node.to_string(),
         generation,
         replicas,
-        network: crate::network::node_network(store, node)?,
+        network: crate::network::node_network(store, net, node)?,
     })
 }
 
@@ -53,12 +63,32 @@ pub async fn wait_assignment(
     timeout: Duration,
     stopping: impl std::future::Future<Output = ()>,
 ) -> Result<Assignment, ApiError> {
+    wait_assignment_in(
+        store,
+        &ClusterNetwork::default(),
+        node,
+        after,
+        timeout,
+        stopping,
+    )
+    .await
+}
+
+/// [`wait_assignment`] for a cluster with the address plan `net`.
+pub async fn wait_assignment_in(
+    store: &Store,
+    net: &ClusterNetwork,
+    node: &str,
+    after: Option<u64>,
+    timeout: Duration,
+    stopping: impl std::future::Future<Output = ()>,
+) -> Result<Assignment, ApiError> {
     let Some(after) = after else {
-        return assignment(store, node);
+        return assignment_in(store, net, node);
     };
     // Subscribe before reading, so that no change falls between the read and the wait.
     let mut live = store.subscribe();
-    let current = assignment(store, node)?;
+    let current = assignment_in(store, net, node)?;
     if current.generation > after {
         if current.generation - after > MAX_SCAN {
             return Ok(current);
@@ -86,11 +116,13 @@ pub async fn wait_assignment(
             Err(_elapsed) => return Ok(current),
             Ok(Ok(change)) => {
                 if touches(&change, node, &current) {
-                    return assignment(store, node);
+                    return assignment_in(store, net, node);
                 }
             }
             // Missed changes may have concerned this node; answering is always safe.
-            Ok(Err(RecvError::Lagged(_) | RecvError::Closed)) => return assignment(store, node),
+            Ok(Err(RecvError::Lagged(_) | RecvError::Closed)) => {
+                return assignment_in(store, net, node)
+            }
         }
     }
 }
@@ -108,6 +140,17 @@ fn touches(change: &Change, node: &str, current: &Assignment) -> bool {
 /// store revision.
 pub fn report(
     store: &Store,
+    node: &str,
+    report: &NodeReport,
+    now_ms: u64,
+) -> Result<u64, ApiError> {
+    report_in(store, &ClusterNetwork::default(), node, report, now_ms)
+}
+
+/// [`report`] for a cluster with the address plan `net` (new nodes get a subnet from it).
+pub fn report_in(
+    store: &Store,
+    net: &ClusterNetwork,
     node: &str,
     report: &NodeReport,
     now_ms: u64,
@@ -164,11 +207,11 @@ pub fn report(
     let (subnet, node_expect) = match &old_node {
         Some(n) if n.subnet.is_some() => (n.subnet.clone(), Expect::Any),
         Some(n) => (
-            crate::network::allocate_subnet(&store.list(Kind::Node, "")?),
+            crate::network::allocate_subnet(net, &store.list(Kind::Node, "")?),
             Expect::Revision(n.meta.revision),
         ),
         None => (
-            crate::network::allocate_subnet(&store.list(Kind::Node, "")?),
+            crate::network::allocate_subnet(net, &store.list(Kind::Node, "")?),
             Expect::Absent,
         ),
     };

@@ -17,6 +17,7 @@ use hivemind_types::{App, Assignment, Kind, Node, NodeReport, Service};
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params};
+use crate::network::ClusterNetwork;
 use crate::shutdown::{stopped, Shutdown};
 use crate::{deploy, events, report, scale};
 
@@ -43,11 +44,12 @@ pub(crate) async fn healthz() -> &'static str {
 )]
 pub(crate) async fn deploy_app(
     State(store): State<Store>,
+    Extension(net): Extension<ClusterNetwork>,
     params: Params,
     JsonBody(req): JsonBody<DeployRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let namespace = params.namespace()?;
-    let outcome = deploy::deploy(&store, &namespace, &req)?;
+    let outcome = deploy::deploy_in(&store, &net, &namespace, &req)?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -193,6 +195,7 @@ pub(crate) async fn list_nodes(State(store): State<Store>) -> ApiResult<Json<Vec
 )]
 pub(crate) async fn get_assignment(
     State(store): State<Store>,
+    Extension(net): Extension<ClusterNetwork>,
     shutdown: Option<Extension<Shutdown>>,
     params: Params,
     Path(node): Path<String>,
@@ -202,8 +205,9 @@ pub(crate) async fn get_assignment(
         .u64("timeout_ms")?
         .map_or(DEFAULT_POLL, Duration::from_millis);
     Ok(Json(
-        report::wait_assignment(
+        report::wait_assignment_in(
             &store,
+            &net,
             &node,
             after,
             timeout,
@@ -220,13 +224,14 @@ pub(crate) async fn get_assignment(
 )]
 pub(crate) async fn put_report(
     State(store): State<Store>,
+    Extension(net): Extension<ClusterNetwork>,
     Path(node): Path<String>,
     JsonBody(body): JsonBody<NodeReport>,
 ) -> ApiResult<StatusCode> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    report::report(&store, &node, &body, now)?;
+    report::report_in(&store, &net, &node, &body, now)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -46,6 +46,7 @@ impl TestServer {
             store.clone(),
             ApiConfig {
                 tokens: vec!["other-token".into(), TOKEN.into()],
+                ..Default::default()
             },
         );
         let (stop, stopped) = oneshot::channel::<()>();

@@ -95,6 +95,12 @@ pub(crate) struct ServerArgs {
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "HIVEMIND_LOG", default_value = "info")]
     pub(crate) log: String,
+    /// Replica addresses: each node gets a /24 of it.
+    #[arg(long, env = "HIVEMIND_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
+    pub(crate) cluster_cidr: String,
+    /// Service virtual IPs.
+    #[arg(long, env = "HIVEMIND_SERVICE_CIDR", default_value = "10.43.0.0/16")]
+    pub(crate) service_cidr: String,
 }
 
 #[derive(Args, Clone)]
@@ -120,17 +126,40 @@ pub(crate) struct RuntimeArgs {
 }
 
 #[derive(Args, Clone)]
+pub(crate) struct NetworkArgs {
+    /// The node bridge every replica is plugged into.
+    #[arg(long, env = "HIVEMIND_BRIDGE", default_value = "hm0")]
+    pub(crate) bridge: String,
+    /// Prefix of the replicas' network namespaces and host veths; everything with it is ours.
+    #[arg(long, env = "HIVEMIND_NETNS_PREFIX", default_value = "hm-")]
+    pub(crate) netns_prefix: String,
+    /// The nftables table (family inet) holding service VIP and NAT rules.
+    #[arg(long, env = "HIVEMIND_NFT_TABLE", default_value = "hivemind")]
+    pub(crate) nft_table: String,
+    /// Port of the node's DNS server on the bridge address.
+    #[arg(long, env = "HIVEMIND_DNS_PORT", default_value_t = 53)]
+    pub(crate) dns_port: u16,
+    /// Address published ports listen on.
+    #[arg(long, env = "HIVEMIND_INGRESS_BIND", default_value = "0.0.0.0")]
+    pub(crate) ingress_bind: std::net::IpAddr,
+}
+
+#[derive(Args, Clone)]
 pub(crate) struct UpArgs {
     #[command(flatten)]
     pub(crate) server: ServerArgs,
     #[command(flatten)]
     pub(crate) runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub(crate) network: NetworkArgs,
 }
 
 #[derive(Args, Clone)]
 pub(crate) struct AgentArgs {
     #[command(flatten)]
     pub(crate) runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub(crate) network: NetworkArgs,
     #[arg(long, env = "HIVEMIND_LOG", default_value = "info")]
     pub(crate) log: String,
 }

@@ -219,6 +219,12 @@ pub struct NodeNetwork {
     /// This node's replica subnet, e.g. `10.42.3.0/24`; `None` until the server allocated one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<String>,
+    /// The whole cluster's replica range (outbound traffic leaving it is masqueraded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_cidr: Option<String>,
+    /// Where service VIPs come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<String>,
     /// All services in the cluster (every node proxies published ports to any of them).
     #[serde(default)]
     pub services: Vec<ServiceEndpoints>,

@@ -11,6 +11,8 @@
 //! **Invariant:** nothing is removed before the first assignment has arrived, so a restarted
 //! agent adopts the containers it finds instead of killing them (live restore, SPEC §6).
 
+pub mod dataplane;
+pub mod dataplane_plan;
 pub mod plan;
 
 use std::collections::BTreeSet;
@@ -22,6 +24,7 @@ use hivemind_types::{Assignment, NodeReport};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::converge::dataplane::{DataPlane, DataPlaneConfig};
 use crate::converge::plan::{failure_delay, Action, LocalState};
 use crate::runtime::{ContainerRuntime, CreateOptions};
 
@@ -36,6 +39,9 @@ pub struct AgentConfig {
     pub parallelism: usize,
     /// Heartbeat: a report is sent at least this often.
     pub report_interval: Duration,
+    /// Container networking, DNS and published ports; `None` leaves replicas with loopback
+    /// only (runtime tests).
+    pub network: Option<DataPlaneConfig>,
 }
 
 struct State {
@@ -44,6 +50,8 @@ struct State {
     in_flight: BTreeSet<String>,
     /// Counts finished actions; see `converge_once`.
     finished_actions: u64,
+    /// The replicas whose networking was last checked for leftovers.
+    network_live: Option<BTreeSet<String>>,
 }
 
 struct Shared<R> {
@@ -56,6 +64,7 @@ struct Shared<R> {
     /// The latest report, for the reporter.
     report: watch::Sender<Option<NodeReport>>,
     permits: Semaphore,
+    dataplane: Option<DataPlane>,
 }
 
 impl<R> Shared<R> {
@@ -74,6 +83,7 @@ pub async fn run_agent<R: ContainerRuntime>(
     let (report, report_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         permits: Semaphore::new(config.parallelism.max(1)),
+        dataplane: config.network.clone().map(DataPlane::new),
         config,
         runtime,
         client,
@@ -82,6 +92,7 @@ pub async fn run_agent<R: ContainerRuntime>(
             local: LocalState::new(),
             in_flight: BTreeSet::new(),
             finished_actions: 0,
+            network_live: None,
         }),
         wake: Notify::new(),
         report,
@@ -100,6 +111,9 @@ pub async fn run_agent<R: ContainerRuntime>(
     }
     for t in tasks {
         t.abort();
+    }
+    if let Some(dataplane) = &shared.dataplane {
+        dataplane.shutdown().await;
     }
 }
 
@@ -170,10 +184,26 @@ async fn converge<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
 const TICK: Duration = Duration::from_secs(2);
 
 async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u64> {
+    // The data plane first: a replica leaving its service must leave DNS, VIPs and the ingress
+    // before this pass stops its container.
+    if let Some(dataplane) = &shared.dataplane {
+        let network = {
+            let state = shared.state();
+            state
+                .assignment
+                .as_ref()
+                .map(|a| (a.network.clone(), a.generation))
+        };
+        if let Some((network, generation)) = network {
+            if let Err(error) = dataplane.converge(&network, generation).await {
+                warn!(error = %error_chain(&error), "cannot converge the node's network");
+            }
+        }
+    }
     // An action that finishes between `list` and planning would be planned again from a stale
     // list (e.g. "no task yet" → start again). So plan only from a list taken while no action
     // finished; the action counter tells.
-    let (pass, generation) = loop {
+    let (pass, generation, containers) = loop {
         let finished_before = {
             let state = shared.state();
             // Live restore: do nothing until we know what is desired.
@@ -211,8 +241,29 @@ async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u
         for action in &pass.actions {
             in_flight.insert(action.id().to_string());
         }
-        break (pass, assignment.generation);
+        break (pass, assignment.generation, containers);
     };
+    let mut pass = pass;
+    if let Some(dataplane) = &shared.dataplane {
+        for status in &mut pass.statuses {
+            status.ip = dataplane.ip(&status.id).await.map(|ip| ip.to_string());
+        }
+        // Networking of replicas that are neither desired nor have a container is a leftover
+        // (a crash, or a replica removed before its container was ever created). Checked when
+        // that set changes, so a quiet node does no netlink dumps.
+        let mut live: BTreeSet<String> = containers.into_iter().map(|c| c.id).collect();
+        live.extend(pass.statuses.iter().map(|s| s.id.clone()));
+        let changed = {
+            let mut state = shared.state();
+            live.extend(state.in_flight.iter().cloned());
+            let changed = state.network_live.as_ref() != Some(&live);
+            state.network_live = Some(live.clone());
+            changed
+        };
+        if changed {
+            dataplane.reconcile(&live).await;
+        }
+    }
     shared.report.send_replace(Some(NodeReport {
         node: shared.config.node.clone(),
         address: shared.config.address.clone(),
@@ -239,15 +290,13 @@ async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
             },
         };
         let result = match &action {
-            Action::Create(replica) => match shared
+            Action::Create(replica) => create_replica(&shared, replica).await,
+            Action::Start { id } => shared
                 .runtime
-                .create(replica, &CreateOptions::default())
+                .start(id)
                 .await
-            {
-                Ok(()) => shared.runtime.start(&replica.id).await.map(|_| ()),
-                Err(e) => Err(e),
-            },
-            Action::Start { id } => shared.runtime.start(id).await.map(|_| ()),
+                .map(|_| ())
+                .map_err(|e| error_chain(&e)),
             Action::Remove {
                 id,
                 signal,
@@ -261,7 +310,15 @@ async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
                     // Removal kills whatever is left, so a failed graceful stop is not fatal.
                     warn!(%error, "graceful stop failed; removing anyway");
                 }
-                shared.runtime.remove(id).await
+                let removed = shared.runtime.remove(id).await.map_err(|e| error_chain(&e));
+                if removed.is_ok() {
+                    if let Some(dataplane) = &shared.dataplane {
+                        if let Err(error) = dataplane.detach(id).await {
+                            warn!(error = %error_chain(&error), "cannot detach the replica's network");
+                        }
+                    }
+                }
+                removed
             }
         };
         let now = now_millis();
@@ -286,8 +343,7 @@ async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
                     local.started_at = Some(now);
                 }
             }
-            Err(error) => {
-                let message = error_chain(&error);
+            Err(message) => {
                 warn!(error = %message, "container operation failed");
                 let local = state.local.entry(id.clone()).or_default();
                 local.failures += 1;
@@ -300,6 +356,32 @@ async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
     }
     .instrument(span)
     .await
+}
+
+/// Attaches the replica's network (when the node has one), then creates and starts it. A
+/// failure after attaching leaves the attachment: the retry reuses it, and removal detaches it.
+async fn create_replica<R: ContainerRuntime>(
+    shared: &Shared<R>,
+    replica: &hivemind_types::Replica,
+) -> Result<(), String> {
+    let options = match &shared.dataplane {
+        Some(dataplane) => dataplane
+            .attach(replica)
+            .await
+            .map_err(|e| format!("cannot attach to the node network: {}", error_chain(&e)))?,
+        None => CreateOptions::default(),
+    };
+    shared
+        .runtime
+        .create(replica, &options)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    shared
+        .runtime
+        .start(&replica.id)
+        .await
+        .map(|_| ())
+        .map_err(|e| error_chain(&e))
 }
 
 async fn send_reports<R: ContainerRuntime>(

@@ -84,6 +84,10 @@ pub struct CreateOptions {
     /// A network namespace to join (`/var/run/netns/<name>`). `None` gives the container a
     /// fresh namespace with only loopback (networking is wired up by `agent::net` later).
     pub network_ns: Option<PathBuf>,
+    /// The container's `/etc/resolv.conf` content; `None` derives it from the host's.
+    pub resolv_conf: Option<String>,
+    /// The container's own address, written to its `/etc/hosts` next to its hostname.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// The state of a container's task (its running process).

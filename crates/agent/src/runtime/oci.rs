@@ -138,11 +138,14 @@ pub(crate) fn working_dir(image: &ContainerConfig, service: &ServiceSpec) -> Str
 }
 
 /// The generated /etc/hosts: loopback names and the replica's own name.
-pub(crate) fn hosts_file(hostname: &str) -> String {
+pub(crate) fn hosts_file(hostname: &str, ip: Option<std::net::IpAddr>) -> String {
+    // With an address on the bridge the hostname maps to it (as in Docker), so a replica
+    // announcing itself by name gives an address others can reach.
+    let own = ip.map_or_else(|| "127.0.1.1".to_string(), |ip| ip.to_string());
     format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
-         ff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+         ff02::2\tip6-allrouters\n{own}\t{hostname}\n"
     )
 }
 
@@ -542,6 +545,8 @@ mod tests {
 
     #[test]
     fn hosts_file_names_the_replica() {
-        assert!(hosts_file("web-1").contains("127.0.1.1\tweb-1\n"));
+        assert!(hosts_file("web-1", None).contains("127.0.1.1\tweb-1\n"));
+        let ip = "10.42.0.7".parse().ok();
+        assert!(hosts_file("web-1", ip).contains("10.42.0.7\tweb-1\n"));
     }
 }

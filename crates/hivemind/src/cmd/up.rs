@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hivemind_agent::converge::dataplane::DataPlaneConfig;
 use hivemind_agent::runtime::{Containerd, RuntimeConfig};
 use hivemind_agent::AgentConfig;
 use hivemind_api::ApiConfig;
@@ -16,7 +17,7 @@ use hivemind_store::Store;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::cli::{AgentArgs, GlobalArgs, RuntimeArgs, ServerArgs, UpArgs};
+use crate::cli::{AgentArgs, GlobalArgs, NetworkArgs, RuntimeArgs, ServerArgs, UpArgs};
 
 pub(crate) async fn up(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<()> {
     init_tracing(&args.server.log);
@@ -25,7 +26,14 @@ pub(crate) async fn up(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<()> 
     let (addr, token, server) = start_server(global, &args.server, shutdown.clone()).await?;
     info!(%addr, elapsed = ?started.elapsed(), "API ready");
     let client = Client::new(format!("http://{addr}"), token);
-    let agent = start_agent(global, &args.runtime, client, shutdown.clone()).await?;
+    let agent = start_agent(
+        global,
+        &args.runtime,
+        &args.network,
+        client,
+        shutdown.clone(),
+    )
+    .await?;
     wait_for_signal().await;
     info!("shutting down; containers keep running");
     let _ = shutdown_tx.send(true);
@@ -52,7 +60,7 @@ pub(crate) async fn agent(global: &GlobalArgs, args: AgentArgs) -> anyhow::Resul
     init_tracing(&args.log);
     let client = crate::config::client(global)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let agent = start_agent(global, &args.runtime, client, shutdown).await?;
+    let agent = start_agent(global, &args.runtime, &args.network, client, shutdown).await?;
     wait_for_signal().await;
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
@@ -80,11 +88,15 @@ async fn start_server(
             )
         })?;
     let addr = listener.local_addr()?;
+    let network =
+        hivemind_api::network::ClusterNetwork::parse(&args.cluster_cidr, &args.service_cidr)
+            .map_err(|e| anyhow::anyhow!("{e}: fix --cluster-cidr / --service-cidr"))?;
     let _controllers = hivemind_control::spawn_controllers(store.clone(), shutdown.clone());
     let router = hivemind_api::router(
         store,
         ApiConfig {
             tokens: vec![token.clone()],
+            network,
         },
     );
     let mut stop = shutdown;
@@ -106,6 +118,7 @@ async fn start_server(
 async fn start_agent(
     global: &GlobalArgs,
     args: &RuntimeArgs,
+    network: &NetworkArgs,
     client: Client,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -122,6 +135,14 @@ async fn start_agent(
         address: args.node_address.clone(),
         parallelism: 8,
         report_interval: Duration::from_secs(5),
+        network: Some(DataPlaneConfig {
+            bridge: network.bridge.clone(),
+            netns_prefix: network.netns_prefix.clone(),
+            nft_table: network.nft_table.clone(),
+            state_dir: global.data_dir.join("net"),
+            dns_port: network.dns_port,
+            ingress_bind: network.ingress_bind,
+        }),
     };
     info!(node = %config.node, "agent starting");
     Ok(tokio::spawn(hivemind_agent::run_agent(

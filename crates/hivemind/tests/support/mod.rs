@@ -17,7 +17,17 @@ pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub namespace: String,
     pub addr: String,
+    /// Slot of this node's networking (bridge `hme{slot}`, 10.{150+slot}.0.0/16, ...), so that
+    /// tests running at once on one machine never share a bridge, subnet or nft table.
+    pub slot: u32,
     child: Option<Child>,
+}
+
+/// Network slots: unique within this test process, spread across processes by pid.
+fn next_slot() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (std::process::id() * 7 + n) % 50
 }
 
 /// Fails the test unless containerd is there (CI always has it), or skips it when the developer
@@ -55,6 +65,7 @@ impl TestNode {
             dir: tempfile::tempdir().unwrap(),
             namespace: format!("hm-e2e-{suffix}"),
             addr: format!("127.0.0.1:{}", free_port()),
+            slot: next_slot(),
             child: None,
         };
         let tar = node.dir.path().join("busybox.tar");
@@ -103,7 +114,68 @@ impl TestNode {
             ("HIVEMIND_DATA_DIR", self.data_dir().display().to_string()),
             ("HIVEMIND_CONTAINERD_NAMESPACE", self.namespace.clone()),
             ("HIVEMIND_NODE_NAME", "node-1".to_string()),
+            ("HIVEMIND_BRIDGE", self.bridge()),
+            ("HIVEMIND_NETNS_PREFIX", format!("{}-", self.bridge())),
+            ("HIVEMIND_NFT_TABLE", format!("hivemind_e2e_{}", self.slot)),
+            (
+                "HIVEMIND_CLUSTER_CIDR",
+                format!("10.{}.0.0/16", 150 + self.slot),
+            ),
+            (
+                "HIVEMIND_SERVICE_CIDR",
+                format!("10.{}.0.0/16", 200 + self.slot),
+            ),
         ]
+    }
+
+    pub fn bridge(&self) -> String {
+        format!("hme{}", self.slot)
+    }
+
+    /// The node's gateway (bridge and DNS address): the first node gets the first /24.
+    pub fn gateway(&self) -> String {
+        format!("10.{}.0.1", 150 + self.slot)
+    }
+
+    /// This node's network objects as the kernel shows them: links and netns with its prefix,
+    /// and its nft table. Used to check that nothing leaks.
+    pub fn network_objects(&self) -> Vec<String> {
+        let prefix = self.bridge();
+        let run = |args: &[&str]| {
+            String::from_utf8_lossy(
+                &Command::new(args[0])
+                    .args(&args[1..])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .into_owned()
+        };
+        let mut out: Vec<String> = run(&["ip", "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| {
+                l.split(": ")
+                    .nth(1)
+                    .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            })
+            .filter(|n| n.starts_with(&prefix))
+            .map(|n| format!("link {n}"))
+            .collect();
+        out.extend(
+            run(&["ip", "netns", "list"])
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|n| n.starts_with(&prefix))
+                .map(|n| format!("netns {n}")),
+        );
+        let table = format!("hivemind_e2e_{}", self.slot);
+        out.extend(
+            run(&["nft", "list", "table", "inet", &table])
+                .lines()
+                .map(|l| format!("nft {}", l.trim())),
+        );
+        out.sort();
+        out
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -249,6 +321,27 @@ impl Drop for TestNode {
         let _ = Command::new("ctr")
             .args(["namespaces", "rm", &self.namespace])
             .output();
+        // The node network: netns, veths (their peers go with the netns), bridge, nft table.
+        let prefix = self.bridge();
+        for line in self.network_objects() {
+            if let Some(ns) = line.strip_prefix("netns ") {
+                let _ = Command::new("ip").args(["netns", "delete", ns]).output();
+            }
+        }
+        for line in self.network_objects() {
+            if let Some(link) = line.strip_prefix("link ") {
+                let _ = Command::new("ip").args(["link", "delete", link]).output();
+            }
+        }
+        let _ = Command::new("nft")
+            .args([
+                "delete",
+                "table",
+                "inet",
+                &format!("hivemind_e2e_{}", self.slot),
+            ])
+            .output();
+        debug_assert!(prefix.starts_with("hme"));
         // Cgroups and bundles are containerd's to clean; our per-container run dirs are in `dir`.
     }
 }

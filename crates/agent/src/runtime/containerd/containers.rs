@@ -103,7 +103,7 @@ impl Containerd {
                         user: user_str.clone(),
                     }
                 })?;
-                let files = self.write_run_files(id).await?;
+                let files = self.write_run_files(id, options).await?;
                 let input = SpecInput {
                     id,
                     image: &image_config,
@@ -208,7 +208,11 @@ impl Containerd {
     }
 
     /// Writes `{run_dir}/{id}/{resolv.conf,hosts,hostname}`.
-    async fn write_run_files(&self, id: &str) -> Result<RunFiles, RuntimeError> {
+    async fn write_run_files(
+        &self,
+        id: &str,
+        options: &CreateOptions,
+    ) -> Result<RunFiles, RuntimeError> {
         let dir = self.run_dir(id);
         let io = |p: &Path, e| RuntimeError::io("write container files", p, e);
         tokio::fs::create_dir_all(&dir)
@@ -223,8 +227,14 @@ impl Containerd {
             hostname: dir.join("hostname"),
         };
         for (path, content) in [
-            (&files.resolv_conf, container_resolv_conf(&host_resolv)),
-            (&files.hosts, hosts_file(id)),
+            (
+                &files.resolv_conf,
+                options
+                    .resolv_conf
+                    .clone()
+                    .unwrap_or_else(|| container_resolv_conf(&host_resolv)),
+            ),
+            (&files.hosts, hosts_file(id, options.ip)),
             (&files.hostname, format!("{id}\n")),
         ] {
             tokio::fs::write(path, content)

@@ -1,0 +1,218 @@
+//! The node's data plane, converged to the network part of the assignment: the bridge and
+//! per-replica network namespaces (`net`), the DNS server on the bridge address (`dns`), and
+//! the published-port listeners (`ingress`).
+//!
+//! The node network needs the subnet the server allocates at the node's first report, so it is
+//! set up lazily on the first assignment that carries one. Until then replicas cannot be
+//! attached and their creation is retried like any other failure.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use hivemind_types::{NodeNetwork, Replica};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::converge::dataplane_plan::{plan_data_plane, replica_resolv_conf, DataPlanePlan};
+use crate::dns::{self, DnsConfig, DnsServer};
+use crate::ingress::{Ingress, IngressConfig};
+use crate::net::{Ipv4Net, NetConfig, NetError, NodeNet};
+use crate::runtime::CreateOptions;
+
+/// Node-local networking settings (all flags of `hivemind agent`/`up`).
+#[derive(Debug, Clone)]
+pub struct DataPlaneConfig {
+    pub bridge: String,
+    pub netns_prefix: String,
+    pub nft_table: String,
+    /// Holds the IPAM state.
+    pub state_dir: PathBuf,
+    /// DNS port on the bridge address (53; tests may move it).
+    pub dns_port: u16,
+    /// Address the published ports listen on.
+    pub ingress_bind: IpAddr,
+}
+
+pub struct DataPlane {
+    config: DataPlaneConfig,
+    ingress: Ingress,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    net: Option<NodeNet>,
+    dns: Option<DnsServer>,
+    applied: Option<DataPlanePlan>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error("the node has no subnet yet (the server allocates one at its first report)")]
+    NoSubnet,
+    #[error("the server sent an invalid {what} {value:?}")]
+    BadNetwork { what: &'static str, value: String },
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("cannot start the node's DNS server")]
+    Dns(#[from] dns::DnsError),
+}
+
+impl DataPlane {
+    pub fn new(config: DataPlaneConfig) -> DataPlane {
+        DataPlane {
+            ingress: Ingress::new(IngressConfig {
+                bind_ip: config.ingress_bind,
+            }),
+            config,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Brings the data plane to `network`: sets the node network up on first sight of a subnet,
+    /// then applies VIP rules, the DNS zone and ingress routes when they differ from the last.
+    pub async fn converge(
+        &self,
+        network: &NodeNetwork,
+        generation: u64,
+    ) -> Result<(), DataPlaneError> {
+        let mut state = self.state.lock().await;
+        let Some(subnet) = &network.subnet else {
+            return Err(DataPlaneError::NoSubnet);
+        };
+        let subnet: Ipv4Net = parse(subnet, "subnet")?;
+        let net = match &state.net {
+            Some(net) if net.subnet() == subnet => net.clone(),
+            _ => {
+                let mut config = NetConfig::new(self.config.state_dir.clone());
+                config.bridge = self.config.bridge.clone();
+                config.netns_prefix = self.config.netns_prefix.clone();
+                config.nft_table = self.config.nft_table.clone();
+                if let Some(c) = &network.cluster_cidr {
+                    config.cluster_cidr = parse(c, "cluster CIDR")?;
+                }
+                if let Some(c) = &network.service_cidr {
+                    config.service_cidr = parse(c, "service CIDR")?;
+                }
+                let net = NodeNet::setup(config, subnet).await?;
+                info!(%subnet, gateway = %net.gateway(), bridge = %self.config.bridge, "node network ready");
+                state.net = Some(net.clone());
+                state.applied = None;
+                if let Some(old) = state.dns.take() {
+                    old.stop().await;
+                }
+                net
+            }
+        };
+        let plan = plan_data_plane(network, generation);
+        if state.dns.is_none() {
+            let server = DnsServer::start(
+                DnsConfig {
+                    listen: vec![SocketAddr::from((net.gateway(), self.config.dns_port))],
+                    upstreams: dns::host_upstreams(),
+                    domain: "hivemind".to_string(),
+                },
+                plan.zone.clone(),
+            )
+            .await?;
+            state.dns = Some(server);
+        }
+        let applied = state.applied.as_ref();
+        if applied.map(|a| &a.rules) != Some(&plan.rules) {
+            net.apply_rules(&plan.rules).await?;
+        }
+        if applied.map(|a| &a.zone.services) != Some(&plan.zone.services) {
+            if let Some(dns) = &state.dns {
+                dns.set_zone(plan.zone.clone());
+            }
+        }
+        if applied.map(|a| &a.routes) != Some(&plan.routes) {
+            for (port, error) in self.ingress.apply(plan.routes.clone()).await {
+                warn!(port, %error, "published port not served");
+            }
+        }
+        state.applied = Some(plan);
+        Ok(())
+    }
+
+    /// Attaches `replica` to the bridge and returns the options its container is created with.
+    pub async fn attach(&self, replica: &Replica) -> Result<CreateOptions, DataPlaneError> {
+        let net = self.net().await.ok_or(DataPlaneError::NoSubnet)?;
+        let attachment = net.attach(&replica.id).await?;
+        Ok(CreateOptions {
+            network_ns: Some(attachment.netns_path),
+            resolv_conf: Some(replica_resolv_conf(
+                net.gateway(),
+                &replica.namespace,
+                &replica.app,
+            )),
+            ip: Some(IpAddr::V4(attachment.ip)),
+        })
+    }
+
+    pub async fn detach(&self, replica_id: &str) -> Result<(), DataPlaneError> {
+        if let Some(net) = self.net().await {
+            net.detach(replica_id).await?;
+        }
+        Ok(())
+    }
+
+    /// The replica's address, if attached.
+    pub async fn ip(&self, replica_id: &str) -> Option<Ipv4Addr> {
+        self.net()
+            .await
+            .and_then(|n| n.attachment(replica_id))
+            .map(|a| a.ip)
+    }
+
+    /// Removes namespaces, veths and addresses of replicas not in `live` (crash leftovers).
+    pub async fn reconcile(&self, live: &BTreeSet<String>) {
+        let Some(net) = self.net().await else { return };
+        match net.reconcile(live).await {
+            Ok(removed) if !removed.is_empty() => info!(?removed, "removed leftover networking"),
+            Ok(_) => {}
+            Err(error) => warn!(%error, "cannot clean leftover networking"),
+        }
+    }
+
+    async fn net(&self) -> Option<NodeNet> {
+        self.state.lock().await.net.clone()
+    }
+
+    /// Stops the DNS server and the published ports (the network itself stays, as containers
+    /// keep running without the agent).
+    pub async fn shutdown(&self) {
+        let mut state = self.state.lock().await;
+        if let Some(dns) = state.dns.take() {
+            dns.stop().await;
+        }
+        self.ingress.shutdown().await;
+    }
+
+    /// Removes the node network entirely (`hivemind up --cleanup`, tests).
+    pub async fn teardown(&self) -> Result<(), DataPlaneError> {
+        self.shutdown().await;
+        if let Some(net) = self.state.lock().await.net.take() {
+            net.teardown().await?;
+        }
+        Ok(())
+    }
+
+    /// The current DNS zone's generation, for tests and status.
+    pub async fn dns_generation(&self) -> Option<u64> {
+        self.state
+            .lock()
+            .await
+            .dns
+            .as_ref()
+            .map(|d| d.zone_generation())
+    }
+}
+
+fn parse<T: std::str::FromStr>(value: &str, what: &'static str) -> Result<T, DataPlaneError> {
+    value.parse().map_err(|_| DataPlaneError::BadNetwork {
+        what,
+        value: value.to_string(),
+    })
+}

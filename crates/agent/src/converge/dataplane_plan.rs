@@ -1,0 +1,259 @@
+//! The data-plane planner: the network part of the assignment → nftables VIP rules, the DNS zone
+//! and the ingress routes. Pure, table-tested; `dataplane` applies what it returns.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use hivemind_types::{NodeNetwork, PortProtocol, ServiceEndpoints};
+
+use crate::dns::{DnsService, DnsZone};
+use crate::ingress::{self, HttpRule, Route, RouteMode};
+use crate::net::{self, NetRules, VipRule};
+
+/// Everything the data plane must look like for one assignment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataPlanePlan {
+    pub rules: NetRules,
+    pub zone: DnsZone,
+    pub routes: Vec<Route>,
+}
+
+pub fn plan_data_plane(network: &NodeNetwork, generation: u64) -> DataPlanePlan {
+    let mut vips = Vec::new();
+    let mut zone = Vec::new();
+    // (published, protocol) → the services publishing it, in order.
+    let mut published: BTreeMap<(u16, ingress::Proto), Vec<(&ServiceEndpoints, u16)>> =
+        BTreeMap::new();
+    for service in &network.services {
+        let backends: Vec<Ipv4Addr> = service
+            .endpoints
+            .iter()
+            .filter_map(|e| e.ip.parse().ok())
+            .collect();
+        let vip: Option<Ipv4Addr> = service.vip.as_deref().and_then(|v| v.parse().ok());
+        let mut dns_ports = Vec::new();
+        for port in &service.ports {
+            let (net_proto, ingress_proto, name) = match port.protocol {
+                PortProtocol::Tcp => (net::Proto::Tcp, ingress::Proto::Tcp, "tcp"),
+                PortProtocol::Udp => (net::Proto::Udp, ingress::Proto::Udp, "udp"),
+            };
+            // The VIP answers on the container port, as a Kubernetes service's port does by
+            // default; the published port is the ingress's.
+            if let Some(vip) = vip {
+                let rule = VipRule {
+                    vip,
+                    protocol: net_proto,
+                    port: port.target,
+                    target_port: port.target,
+                    backends: backends.clone(),
+                };
+                if !vips.iter().any(|v: &VipRule| {
+                    (v.vip, v.protocol, v.port) == (rule.vip, rule.protocol, rule.port)
+                }) {
+                    vips.push(rule);
+                }
+            }
+            dns_ports.push((name.to_string(), port.target));
+            if let Some(p) = port.published {
+                published
+                    .entry((p, ingress_proto))
+                    .or_default()
+                    .push((service, port.target));
+            }
+        }
+        dns_ports.dedup();
+        zone.push(DnsService {
+            namespace: service.namespace.clone(),
+            app: service.app.clone(),
+            name: service.name.clone(),
+            vip,
+            aliases: Vec::new(),
+            replicas: backends,
+            ports: dns_ports,
+        });
+    }
+    let routes = published
+        .into_iter()
+        .map(|((port, protocol), services)| route(port, protocol, &services))
+        .collect();
+    DataPlanePlan {
+        rules: NetRules { vips },
+        zone: DnsZone {
+            generation,
+            services: zone,
+        },
+        routes,
+    }
+}
+
+fn socket_addrs(service: &ServiceEndpoints, target: u16) -> Vec<SocketAddr> {
+    service
+        .endpoints
+        .iter()
+        .filter_map(|e| e.ip.parse::<Ipv4Addr>().ok())
+        .map(|ip| SocketAddr::from((ip, target)))
+        .collect()
+}
+
+/// One listener. HTTP mode when every service on the port has an ingress rule (the deploy-time
+/// check allows sharing only then); otherwise the first service's bytes are forwarded as-is.
+fn route(port: u16, protocol: ingress::Proto, services: &[(&ServiceEndpoints, u16)]) -> Route {
+    let http = protocol == ingress::Proto::Tcp && services.iter().all(|(s, _)| s.ingress.is_some());
+    if http {
+        let rules = services
+            .iter()
+            .map(|(s, target)| {
+                let rule = s.ingress.as_ref().expect("checked above");
+                HttpRule {
+                    host: rule.host.clone(),
+                    path_prefix: rule.path.clone(),
+                    backends: socket_addrs(s, *target),
+                }
+            })
+            .collect();
+        return Route {
+            published: port,
+            protocol,
+            mode: RouteMode::Http { rules },
+            backends: Vec::new(),
+            proxy_protocol: false,
+        };
+    }
+    let (service, target) = services[0];
+    Route {
+        published: port,
+        protocol,
+        mode: RouteMode::L4,
+        backends: socket_addrs(service, target),
+        proxy_protocol: false,
+    }
+}
+
+/// The resolv.conf of a replica of `app` in `namespace`: the node's DNS server, and search
+/// domains so that `web` and `web.APP` resolve (SPEC §6).
+pub fn replica_resolv_conf(nameserver: Ipv4Addr, namespace: &str, app: &str) -> String {
+    format!(
+        "nameserver {nameserver}\nsearch {app}.{namespace}.hivemind {namespace}.hivemind hivemind\noptions ndots:3\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use hivemind_types::spec::IngressRule;
+    use hivemind_types::{Endpoint, PortSpec};
+
+    use super::*;
+
+    fn port(target: u16, published: Option<u16>) -> PortSpec {
+        PortSpec {
+            target,
+            published,
+            host_ip: None,
+            protocol: PortProtocol::Tcp,
+        }
+    }
+
+    fn service(name: &str, vip: &str, ports: Vec<PortSpec>, ips: &[&str]) -> ServiceEndpoints {
+        ServiceEndpoints {
+            namespace: "default".into(),
+            app: "shop".into(),
+            name: name.into(),
+            vip: Some(vip.into()),
+            ports,
+            ingress: None,
+            endpoints: ips
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| Endpoint {
+                    replica: format!("{name}-{i}"),
+                    node: "n1".into(),
+                    ip: ip.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn vips_dns_and_l4_routes() {
+        let net = NodeNetwork {
+            subnet: Some("10.42.0.0/24".into()),
+            cluster_cidr: None,
+            service_cidr: None,
+            services: vec![
+                service(
+                    "web",
+                    "10.43.0.2",
+                    vec![port(80, Some(8080))],
+                    &["10.42.0.2", "10.42.0.3"],
+                ),
+                service("db", "10.43.0.3", vec![port(5432, None)], &[]),
+            ],
+        };
+        let plan = plan_data_plane(&net, 7);
+        assert_eq!(plan.rules.vips.len(), 2);
+        assert_eq!(plan.rules.vips[0].port, 80);
+        assert_eq!(plan.rules.vips[0].backends.len(), 2);
+        assert!(
+            plan.rules.vips[1].backends.is_empty(),
+            "no backends: refused, still a rule"
+        );
+        assert_eq!(plan.zone.generation, 7);
+        assert_eq!(plan.zone.services[0].ports, [("tcp".to_string(), 80)]);
+        assert_eq!(plan.routes.len(), 1);
+        assert_eq!(plan.routes[0].published, 8080);
+        assert_eq!(plan.routes[0].mode, RouteMode::L4);
+        assert_eq!(
+            plan.routes[0].backends,
+            [
+                "10.42.0.2:80".parse().unwrap(),
+                "10.42.0.3:80".parse::<SocketAddr>().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn ingress_services_share_a_port_by_host() {
+        let mut a = service("a", "10.43.0.2", vec![port(80, Some(8080))], &["10.42.0.2"]);
+        a.ingress = Some(IngressRule {
+            host: Some("a.example".into()),
+            path: "/".into(),
+        });
+        let mut b = service(
+            "b",
+            "10.43.0.3",
+            vec![port(8000, Some(8080))],
+            &["10.42.0.3"],
+        );
+        b.ingress = Some(IngressRule {
+            host: Some("b.example".into()),
+            path: "/api".into(),
+        });
+        let plan = plan_data_plane(
+            &NodeNetwork {
+                subnet: None,
+                cluster_cidr: None,
+                service_cidr: None,
+                services: vec![a, b],
+            },
+            1,
+        );
+        assert_eq!(plan.routes.len(), 1);
+        let RouteMode::Http { rules } = &plan.routes[0].mode else {
+            panic!("expected http mode: {:?}", plan.routes[0]);
+        };
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[1].host.as_deref(), Some("b.example"));
+        assert_eq!(rules[1].path_prefix, "/api");
+        assert_eq!(
+            rules[1].backends,
+            ["10.42.0.3:8000".parse::<SocketAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn resolv_conf_searches_the_app_first() {
+        let conf = replica_resolv_conf("10.42.0.1".parse().unwrap(), "default", "shop");
+        assert!(conf.starts_with("nameserver 10.42.0.1\n"));
+        assert!(conf.contains("search shop.default.hivemind default.hivemind hivemind"));
+    }
+}
