@@ -472,6 +472,8 @@ async fn errors_name_the_problem() {
 
     let mut r = replica(&unique_id("noimg"), &["true"]);
     r.spec.image = "hm-test/missing:9".into();
+    // Not pulled: the default policy (`missing`) would ask the registry instead.
+    r.spec.pull_policy = hivemind_types::spec::PullPolicy::Never;
     let err = env
         .runtime
         .create(&r, &CreateOptions::default())

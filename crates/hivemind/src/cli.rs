@@ -218,6 +218,29 @@ pub(crate) enum ImageCommand {
     Import { files: Vec<PathBuf> },
     /// List images in this node's containerd.
     Ls,
+    /// Pull an image from its registry into this node's containerd and print its digest.
+    Pull {
+        /// Image reference, e.g. `127.0.0.1:5000/web:1` or `busybox:1.36`.
+        reference: String,
+    },
+    /// Remove images from this node's containerd.
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+        /// Remove even while containers use the image.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Store credentials for a registry in Docker's config.json ($DOCKER_CONFIG or ~/.docker).
+    Login {
+        /// Registry host[:port], e.g. `127.0.0.1:5001` or `ghcr.io`.
+        registry: String,
+        #[arg(long, short)]
+        username: String,
+        /// Read the password from standard input (the only way: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 pub(crate) fn print_completions(shell: clap_complete::Shell) {

@@ -201,6 +201,113 @@ const BASE_DIRS: &[&str] = &[
 /// A regular file added on top of the busybox root filesystem: path (relative), content, mode.
 type Extra = (String, Vec<u8>, u32);
 
+/// A `docker save` archive with several layers, from [`build_layered_image`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayeredImage {
+    pub name: String,
+    /// `sha256:…` of each uncompressed layer, bottom first.
+    pub diff_ids: Vec<String>,
+    /// One file per layer above the busybox base: (absolute path in the image, content), so a
+    /// test can `cat` each one to prove that every layer was unpacked.
+    pub files: Vec<(String, String)>,
+}
+
+/// Writes a `docker save` archive of `layers` layers: the busybox root filesystem, then
+/// `layers - 1` layers that each add `/layers/<n>.txt` (the text `layer <n>`) and 256 KiB of
+/// filler in `/layers/<n>.bin`, so that pulls move some bytes. The filler is derived from
+/// `name`: the same name gives the same digests, another name gives layers no store has yet.
+pub fn build_layered_image(
+    out: &Path,
+    name: &str,
+    layers: usize,
+) -> Result<LayeredImage, ImageError> {
+    let io_err = |source| ImageError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut blobs = vec![rootfs_layer(&[]).map_err(io_err)?];
+    let mut files = Vec::new();
+    for n in 1..layers.max(1) {
+        let text = format!("layer {n}\n");
+        let mut tar = tar::Builder::new(Vec::new());
+        append_dir(&mut tar, "layers/", 0o755).map_err(io_err)?;
+        append_file(&mut tar, &format!("layers/{n}.txt"), text.as_bytes(), 0o644)
+            .map_err(io_err)?;
+        append_file(
+            &mut tar,
+            &format!("layers/{n}.bin"),
+            &filler(name, n, 256 << 10),
+            0o644,
+        )
+        .map_err(io_err)?;
+        blobs.push(tar.into_inner().map_err(io_err)?);
+        files.push((format!("/layers/{n}.txt"), text));
+    }
+    let diff_ids: Vec<String> = blobs.iter().map(|b| digest(b)).collect();
+    let config = config_json_layers(&diff_ids);
+    let config_digest = digest(&config);
+    let config_name = format!("{}.json", hex_of(&config_digest));
+    let layer_names: Vec<String> = diff_ids
+        .iter()
+        .map(|d| format!("{}/layer.tar", hex_of(d)))
+        .collect();
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [name],
+        "Layers": layer_names,
+    }]);
+    let mut tar = tar::Builder::new(File::create(out).map_err(io_err)?);
+    for ((d, layer_name), blob) in diff_ids.iter().zip(&layer_names).zip(&blobs) {
+        append_dir(&mut tar, &format!("{}/", hex_of(d)), 0o755).map_err(io_err)?;
+        append_file(&mut tar, layer_name, blob, 0o644).map_err(io_err)?;
+    }
+    append_file(&mut tar, &config_name, &config, 0o644).map_err(io_err)?;
+    let manifest = manifest.to_string();
+    append_file(&mut tar, "manifest.json", manifest.as_bytes(), 0o644).map_err(io_err)?;
+    tar.into_inner()
+        .and_then(|mut f| f.flush())
+        .map_err(io_err)?;
+    Ok(LayeredImage {
+        name: name.to_string(),
+        diff_ids,
+        files,
+    })
+}
+
+/// `len` bytes from a xorshift generator seeded by `name` and `n`: incompressible but
+/// reproducible.
+fn filler(name: &str, n: usize, len: usize) -> Vec<u8> {
+    // FNV-1a of the name; never zero, which would stall xorshift.
+    let mut x = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }) ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn config_json_layers(diff_ids: &[String]) -> Vec<u8> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": { "Cmd": ["sh"], "Env": [PATH_ENV] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    }))
+    .expect("json")
+}
+
 /// The root filesystem as an uncompressed tar: busybox, applet links, passwd/group, /tmp, then
 /// `extras` (sorted by path) with any missing parent directories (0755) before them.
 fn rootfs_layer(extras: &[Extra]) -> io::Result<Vec<u8>> {
@@ -329,6 +436,24 @@ mod tests {
         assert!(names.contains(&"manifest.json".to_string()));
         assert!(names.contains(&format!("{}.json", hex_of(&built.config_digest))));
         assert!(names.contains(&format!("{}/layer.tar", hex_of(&built.diff_id))));
+    }
+
+    #[test]
+    fn layered_image_has_one_file_per_extra_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("l.tar");
+        let built = build_layered_image(&out, "layers:1", 3).unwrap();
+        assert_eq!(built.diff_ids.len(), 3);
+        assert_eq!(built.files.len(), 2);
+        assert_eq!(
+            built.files[1],
+            ("/layers/2.txt".to_string(), "layer 2\n".to_string())
+        );
+        let again = build_layered_image(&dir.path().join("m.tar"), "layers:1", 3).unwrap();
+        assert_eq!(built, again);
+        let other = build_layered_image(&dir.path().join("o.tar"), "other:1", 3).unwrap();
+        assert_eq!(other.diff_ids[0], built.diff_ids[0]);
+        assert_ne!(other.diff_ids[1], built.diff_ids[1]);
     }
 
     #[test]

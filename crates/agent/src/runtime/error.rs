@@ -14,10 +14,31 @@ pub enum RuntimeError {
     },
 
     #[error(
-        "image not found: {image} (import it with `hivemind image import FILE.tar` or push it to a \
-         registry the node can pull from)"
+        "image not found: {image} (pull it with `hivemind image pull {image}`, import it with \
+         `hivemind image import FILE.tar`, or let the service pull it: pull_policy never pulls)"
     )]
     ImageNotFound { image: String },
+
+    /// A registry refused or failed a pull; `reason` says what happened and `fix` what to do.
+    #[error("cannot pull {reference}: {reason}: {fix}")]
+    Registry {
+        reference: String,
+        reason: String,
+        fix: String,
+    },
+
+    #[error(
+        "image {image} is used by container(s) {} (remove them first, or force the removal)",
+        containers.join(", ")
+    )]
+    ImageInUse {
+        image: String,
+        containers: Vec<String>,
+    },
+
+    /// The error of a pull this caller joined (another caller started it).
+    #[error(transparent)]
+    Shared(std::sync::Arc<RuntimeError>),
 
     #[error("invalid image {image}: {reason}")]
     InvalidImage { image: String, reason: String },
@@ -98,6 +119,7 @@ impl RuntimeError {
     pub fn grpc_code(&self) -> Option<tonic::Code> {
         match self {
             RuntimeError::Grpc { source, .. } => Some(source.code()),
+            RuntimeError::Shared(inner) => inner.grpc_code(),
             _ => None,
         }
     }

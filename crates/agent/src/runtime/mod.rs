@@ -1,5 +1,5 @@
 //! The container runtime behind a trait: what the agent needs from containerd (create, start,
-//! stop, remove and list replica containers, watch exits, import and list images).
+//! stop, remove and list replica containers, watch exits, import, pull and list images).
 //!
 //! [`ContainerRuntime`] is the API boundary: the agent's reconciler talks only to the trait, so it
 //! can be tested against a fake. [`Containerd`] is the real implementation over containerd's gRPC
@@ -15,6 +15,7 @@ mod containerd;
 mod error;
 mod image;
 mod oci;
+pub mod pull;
 mod reference;
 mod signal;
 mod user;
@@ -29,6 +30,7 @@ use hivemind_types::Replica;
 pub use self::containerd::Containerd;
 pub use self::error::RuntimeError;
 pub use self::image::ContainerConfig;
+pub use self::pull::{PullProgress, RegistryConfig};
 pub use self::reference::normalize_image_ref;
 pub use self::signal::parse_signal;
 pub use self::user::ResolvedUser;
@@ -143,8 +145,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Creates the container and its writable snapshot, without starting it. Labels:
     /// `hivemind.replica`, `.service`, `.app`, `.namespace`, `.revision` (plus the service's own
-    /// labels). Fails with [`RuntimeError::AlreadyExists`] if the id is taken and
-    /// [`RuntimeError::ImageNotFound`] if the image is not in the node's store.
+    /// labels). The image is pulled first as the service's `pull_policy` says (`missing`: only
+    /// if absent; `always`; `never`). Fails with [`RuntimeError::AlreadyExists`] if the id is
+    /// taken, [`RuntimeError::ImageNotFound`] if the image is absent and may not be pulled, and
+    /// [`RuntimeError::Registry`] if the pull fails.
     fn create(
         &self,
         replica: &Replica,
@@ -180,6 +184,16 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         &self,
         tarball: &Path,
     ) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+
+    /// Pulls `reference` from its registry (credentials from Docker's `config.json`), writes it
+    /// into the node's store and unpacks it. Layers already present are not downloaded; a pull
+    /// of a reference that is already being pulled on this node waits for that pull instead.
+    /// `progress` receives [`PullProgress`] events (dropped, not awaited, when it is full).
+    fn image_pull(
+        &self,
+        reference: &str,
+        progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
+    ) -> impl Future<Output = Result<ImageInfo, RuntimeError>> + Send;
 
     fn image_list(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
 

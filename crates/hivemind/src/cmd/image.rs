@@ -1,8 +1,16 @@
-//! `image import` and `image ls`: act on this machine's containerd directly, like
-//! `k3s ctr images import`, because an imported tarball lives on the node that imported it.
+//! `image import|ls|pull|rm|login`: act on this machine's containerd directly, like
+//! `k3s ctr images ...`, because an image lives on the node that imported or pulled it.
+//! `login` only writes Docker's `config.json`, which the node's pulls read.
+
+use std::collections::HashMap;
+use std::io::Read;
 
 use anyhow::Context;
-use hivemind_agent::runtime::{ContainerRuntime, Containerd};
+use hivemind_agent::runtime::pull::{
+    credentials_store, docker_config_path, registry_login_check, Credentials,
+};
+use hivemind_agent::runtime::{ContainerRuntime, Containerd, PullProgress, RegistryConfig};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::{GlobalArgs, ImageArgs, ImageCommand};
@@ -17,6 +25,14 @@ struct ImageRow {
 }
 
 pub(crate) async fn image(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<()> {
+    if let ImageCommand::Login {
+        registry,
+        username,
+        password_stdin: _,
+    } = &args.command
+    {
+        return login(registry, username).await;
+    }
     let config = runtime_config(&global.data_dir, &args.runtime);
     let runtime = Containerd::connect(config).await.with_context(|| {
         format!(
@@ -63,7 +79,109 @@ pub(crate) async fn image(global: &GlobalArgs, args: ImageArgs) -> anyhow::Resul
                 .collect();
             print_list(global.output, &images, &["NAME", "DIGEST", "SIZE"], rows)
         }
+        ImageCommand::Pull { reference } => pull(&runtime, &reference).await,
+        ImageCommand::Rm { references, force } => {
+            for reference in references {
+                let removed = runtime.image_remove(&reference, force).await.map_err(|e| {
+                    if matches!(e, hivemind_agent::runtime::RuntimeError::ImageInUse { .. }) {
+                        anyhow::anyhow!("{e}: pass --force to remove it anyway")
+                    } else {
+                        anyhow::Error::new(e)
+                    }
+                })?;
+                println!(
+                    "removed {} ({})",
+                    removed.name,
+                    short_digest(&removed.digest)
+                );
+            }
+            Ok(())
+        }
+        ImageCommand::Login { .. } => unreachable!("handled before connecting"),
     }
+}
+
+/// Pulls with one progress bar per layer (bytes), then prints the digest.
+async fn pull(runtime: &Containerd, reference: &str) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let bars = MultiProgress::new();
+    let show = tokio::spawn(async move {
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .expect("template")
+        .progress_chars("=> ");
+        let mut layers: HashMap<String, ProgressBar> = HashMap::new();
+        while let Some(event) = rx.recv().await {
+            match event {
+                PullProgress::Resolved { digest, layers: l } => {
+                    let _ = bars.println(format!("resolved {}", digest));
+                    for (layer, size) in l {
+                        let bar = bars.add(ProgressBar::new(size));
+                        bar.set_style(style.clone());
+                        bar.set_prefix(short_digest(&layer).to_string());
+                        layers.insert(layer, bar);
+                    }
+                }
+                PullProgress::LayerProgress {
+                    digest, received, ..
+                } => {
+                    if let Some(bar) = layers.get(&digest) {
+                        bar.set_position(received);
+                    }
+                }
+                PullProgress::LayerPresent { digest, .. } => {
+                    if let Some(bar) = layers.get(&digest) {
+                        bar.set_position(bar.length().unwrap_or(0));
+                        bar.finish_with_message("already present");
+                    }
+                }
+                PullProgress::LayerDownloaded { digest, .. } => {
+                    if let Some(bar) = layers.get(&digest) {
+                        bar.set_position(bar.length().unwrap_or(0));
+                        bar.finish_with_message("done");
+                    }
+                }
+                PullProgress::Done { .. } => {}
+            }
+        }
+        for bar in layers.values() {
+            bar.finish_and_clear();
+        }
+    });
+    let pulled = runtime.image_pull(reference, Some(tx)).await;
+    let _ = show.await;
+    let image = pulled?;
+    println!("{} {}", image.name, image.digest);
+    Ok(())
+}
+
+/// Reads the password from stdin, checks it against the registry and stores it.
+async fn login(registry: &str, username: &str) -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("cannot read the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input: echo \"$PASSWORD\" | hivemind image login {registry} -u {username} --password-stdin");
+    }
+    let credentials = Credentials {
+        username: username.to_string(),
+        password,
+    };
+    let config = RegistryConfig::from_env();
+    registry_login_check(registry, &credentials, &config).await?;
+    let path = config
+        .docker_config
+        .or_else(docker_config_path)
+        .context("neither DOCKER_CONFIG nor HOME is set: set one to say where config.json goes")?;
+    credentials_store(&path, registry, &credentials)?;
+    println!(
+        "login succeeded: credentials for {registry} saved in {}",
+        path.display()
+    );
+    Ok(())
 }
 
 fn short_digest(digest: &str) -> &str {

@@ -81,6 +81,8 @@ impl Containerd {
         if self.container_get(id).await?.is_some() {
             return Err(RuntimeError::AlreadyExists { id: id.to_string() });
         }
+        self.image_ensure(&replica.spec.image, replica.spec.pull_policy)
+            .await?;
         let image = self.image_resolve(&replica.spec.image).await?;
         let image_config = image.config.config.clone().unwrap_or_default();
         let args = process_args(&image_config, &replica.spec)

@@ -1,11 +1,10 @@
-//! Images, client-side as containerd 1.6 requires: writing blobs into the content store, creating
-//! image records, unpacking layers into snapshots, and reading an image back (manifest, config,
-//! chain id) when a container is created.
+//! Images, client-side as containerd 1.6 requires: storing an image (blobs through `content.rs`,
+//! GC labels, image records, unpacking layers into snapshots) for import and pull alike, and
+//! reading an image back (manifest, config, chain id) when a container is created.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::diff_client::DiffClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
@@ -13,19 +12,15 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, GetImageRequest, Image, Info as ContentInfo,
-    ListImagesRequest, ReadContentRequest, UpdateImageRequest, UpdateRequest as ContentUpdate,
-    WriteAction, WriteContentRequest,
+    ApplyRequest, CreateImageRequest, GetImageRequest, Image, ListImagesRequest, UpdateImageRequest,
 };
 use containerd_client::types::Descriptor as ProtoDescriptor;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 use tonic::Code;
 use tracing::{debug, info};
 
+use super::content::Source;
 use super::{not_found_ok, Containerd, Lease};
-use crate::runtime::archive::{Archive, BlobRef, PlannedImage};
+use crate::runtime::archive::{Archive, PlannedImage};
 use crate::runtime::error::RuntimeError;
 use crate::runtime::image::{
     chain_ids, is_index, manifest_gc_labels, pick_platform, Descriptor, ImageConfigFile, Index,
@@ -33,9 +28,6 @@ use crate::runtime::image::{
 };
 use crate::runtime::reference::normalize_image_ref;
 use crate::runtime::ImageInfo;
-
-/// Upload chunk size for `Content.Write`.
-const CHUNK: usize = 1 << 20;
 
 /// An image as a container needs it.
 pub(super) struct ResolvedImage {
@@ -45,10 +37,22 @@ pub(super) struct ResolvedImage {
     pub(super) chain_id: String,
 }
 
-/// Where a blob's bytes come from.
-enum Source<'a> {
-    Bytes(&'a [u8]),
-    Archive(&'a Path, BlobRef),
+/// How many layers are written (and downloaded) at once.
+const LAYER_CONCURRENCY: usize = 3;
+
+/// One image ready to be written by [`Containerd::image_store`].
+pub(super) struct ImageWrite<'a> {
+    /// Normalized names to point at the image.
+    pub(super) names: &'a [String],
+    pub(super) manifest: &'a Manifest,
+    pub(super) manifest_desc: Descriptor,
+    pub(super) manifest_bytes: &'a [u8],
+    pub(super) config_bytes: &'a [u8],
+    /// Uncompressed layer digests from the config, in manifest order.
+    pub(super) diff_ids: &'a [String],
+    /// The index (manifest list) the name resolved to, if any: it becomes the image's target,
+    /// so the image keeps the digest the registry reports for the tag.
+    pub(super) index: Option<(Descriptor, &'a [u8])>,
 }
 
 impl Containerd {
@@ -86,41 +90,96 @@ impl Containerd {
         image: &PlannedImage,
         lease: &Lease,
     ) -> Result<Vec<ImageInfo>, RuntimeError> {
-        let manifest = &image.manifest;
-        for (layer, blob) in manifest.layers.iter().zip(&image.layers) {
-            let source = Source::Archive(archive.tar_path(), *blob);
-            self.content_write(layer, source, BTreeMap::new(), lease)
-                .await?;
+        let layers = image
+            .layers
+            .iter()
+            .map(|blob| Source::Archive(archive.tar_path(), *blob))
+            .collect();
+        let write = ImageWrite {
+            names: &image.names,
+            manifest: &image.manifest,
+            manifest_desc: image.manifest_descriptor(),
+            manifest_bytes: &image.manifest_bytes,
+            config_bytes: &image.config_bytes,
+            diff_ids: &image.diff_ids,
+            index: None,
+        };
+        let infos = self.image_store(write, layers, lease).await?;
+        for info in &infos {
+            info!(image = %info.name, digest = %info.digest, "image imported");
         }
-        let chain = chain_ids(&image.diff_ids);
+        Ok(infos)
+    }
+
+    /// Writes an image into containerd: layers (those containerd lacks), config, manifest (and
+    /// index) with the GC labels that keep them alive, unpacks the layers into snapshots, and
+    /// points every name at the image. Import and registry pulls both end here; `layers` says
+    /// where each layer's bytes come from, in manifest order.
+    pub(super) async fn image_store(
+        &self,
+        image: ImageWrite<'_>,
+        layers: Vec<Source<'_>>,
+        lease: &Lease,
+    ) -> Result<Vec<ImageInfo>, RuntimeError> {
+        let manifest = image.manifest;
+        if layers.len() != manifest.layers.len() || image.diff_ids.len() != layers.len() {
+            return Err(RuntimeError::InvalidImage {
+                image: image.names.first().cloned().unwrap_or_default(),
+                reason: format!(
+                    "{} layers in the manifest, {} in the config",
+                    manifest.layers.len(),
+                    image.diff_ids.len()
+                ),
+            });
+        }
+        // A few layers at a time, as `ctr` does: downloads overlap, writes stay bounded.
+        let pairs: Vec<(&Descriptor, Source<'_>)> = manifest.layers.iter().zip(layers).collect();
+        for group in pairs.chunks(LAYER_CONCURRENCY) {
+            let mut writes = Vec::with_capacity(group.len());
+            for (layer, source) in group {
+                writes.push(self.content_write(layer, *source, BTreeMap::new(), lease));
+            }
+            futures::future::try_join_all(writes).await?;
+        }
+        let chain = chain_ids(image.diff_ids);
         let top = chain.last().cloned().unwrap_or_default();
         let snapshot_label = format!(
             "containerd.io/gc.ref.snapshot.{}",
             self.inner.config.snapshotter
         );
         let config_labels = BTreeMap::from([(snapshot_label, top)]);
-        let config_source = Source::Bytes(&image.config_bytes);
+        let config_source = Source::Bytes(image.config_bytes);
         self.content_write(&manifest.config, config_source, config_labels, lease)
             .await?;
-        let manifest_desc = image.manifest_descriptor();
-        let manifest_source = Source::Bytes(&image.manifest_bytes);
+        let manifest_source = Source::Bytes(image.manifest_bytes);
         self.content_write(
-            &manifest_desc,
+            &image.manifest_desc,
             manifest_source,
             manifest_gc_labels(manifest),
             lease,
         )
         .await?;
-        self.unpack(&image.names[0], manifest, &image.diff_ids, lease)
-            .await?;
+        let target = match &image.index {
+            Some((index_desc, index_bytes)) => {
+                let labels = BTreeMap::from([(
+                    "containerd.io/gc.ref.content.m.0".to_string(),
+                    image.manifest_desc.digest.clone(),
+                )]);
+                self.content_write(index_desc, Source::Bytes(index_bytes), labels, lease)
+                    .await?;
+                index_desc.clone()
+            }
+            None => image.manifest_desc.clone(),
+        };
+        let first = image.names.first().map_or("", String::as_str);
+        self.unpack(first, manifest, image.diff_ids, lease).await?;
         let size = image_size(manifest, image.manifest_bytes.len());
         let mut out = Vec::new();
-        for name in &image.names {
-            self.image_put(name, &manifest_desc).await?;
-            info!(image = %name, digest = %manifest_desc.digest, "image imported");
+        for name in image.names {
+            self.image_put(name, &target).await?;
             out.push(ImageInfo {
                 name: name.clone(),
-                digest: manifest_desc.digest.clone(),
+                digest: target.digest.clone(),
                 size,
             });
         }
@@ -156,158 +215,6 @@ impl Containerd {
                 .map_err(|s| RuntimeError::grpc("update image", name, s)),
             Err(s) => Err(RuntimeError::grpc("create image", name, s)),
         }
-    }
-
-    /// Writes one blob unless containerd already has it, and makes sure it carries `labels`.
-    async fn content_write(
-        &self,
-        desc: &Descriptor,
-        source: Source<'_>,
-        labels: BTreeMap<String, String>,
-        lease: &Lease,
-    ) -> Result<(), RuntimeError> {
-        let digest = desc.digest.clone();
-        let err = |s| RuntimeError::grpc("write content", &digest, s);
-        let total = desc.size;
-        let labels: HashMap<String, String> = labels.into_iter().collect();
-        let msg = |action: WriteAction, offset: i64, data: Vec<u8>, labels| WriteContentRequest {
-            action: action as i32,
-            r#ref: format!("hivemind-import-{digest}"),
-            total,
-            expected: digest.clone(),
-            offset,
-            data,
-            labels,
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        // Go's gRPC server sends response headers with its first message, so the STAT must be
-        // queued before awaiting the call.
-        let _ = tx
-            .send(msg(WriteAction::Stat, 0, Vec::new(), HashMap::new()))
-            .await;
-        let mut client = ContentClient::new(self.channel());
-        let mut replies = match client
-            .write(self.leased(ReceiverStream::new(rx), lease))
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::AlreadyExists => {
-                return self.content_label(&digest, labels).await;
-            }
-            Err(s) => return Err(err(s)),
-        };
-        let next = |r: Option<Result<_, tonic::Status>>| match r {
-            Some(Ok(reply)) => Ok(reply),
-            Some(Err(s)) => Err(s),
-            None => Err(tonic::Status::unknown("content write stream ended early")),
-        };
-        let stat = match next(replies.next().await) {
-            Ok(stat) => stat,
-            Err(s) if s.code() == Code::AlreadyExists => {
-                return self.content_label(&digest, labels).await;
-            }
-            Err(s) => return Err(err(s)),
-        };
-        let mut offset = stat.offset;
-        if offset < total {
-            match source {
-                Source::Bytes(bytes) => {
-                    for chunk in bytes[offset as usize..].chunks(CHUNK) {
-                        let _ = tx
-                            .send(msg(
-                                WriteAction::Write,
-                                offset,
-                                chunk.to_vec(),
-                                HashMap::new(),
-                            ))
-                            .await;
-                        next(replies.next().await).map_err(err)?;
-                        offset += chunk.len() as i64;
-                    }
-                }
-                Source::Archive(path, blob) => {
-                    let io_err = |e| RuntimeError::io("read image archive", path, e);
-                    let mut file = tokio::fs::File::open(path).await.map_err(io_err)?;
-                    file.seek(std::io::SeekFrom::Start(blob.offset + offset as u64))
-                        .await
-                        .map_err(io_err)?;
-                    let mut buf = vec![0u8; CHUNK];
-                    while offset < total {
-                        let want = CHUNK.min((total - offset) as usize);
-                        file.read_exact(&mut buf[..want]).await.map_err(io_err)?;
-                        let _ = tx
-                            .send(msg(
-                                WriteAction::Write,
-                                offset,
-                                buf[..want].to_vec(),
-                                HashMap::new(),
-                            ))
-                            .await;
-                        next(replies.next().await).map_err(err)?;
-                        offset += want as i64;
-                    }
-                }
-            }
-        }
-        // Commit must carry the current offset: 0 would truncate and fail size validation.
-        let _ = tx
-            .send(msg(WriteAction::Commit, offset, Vec::new(), labels.clone()))
-            .await;
-        match next(replies.next().await) {
-            Ok(_) => {}
-            Err(s) if s.code() == Code::AlreadyExists => {
-                return self.content_label(&digest, labels).await;
-            }
-            Err(s) => return Err(err(s)),
-        }
-        drop(tx);
-        debug!(%digest, total, "blob written");
-        Ok(())
-    }
-
-    /// Sets `labels` on an existing blob (a blob written earlier may lack the GC references).
-    async fn content_label(
-        &self,
-        digest: &str,
-        labels: HashMap<String, String>,
-    ) -> Result<(), RuntimeError> {
-        if labels.is_empty() {
-            return Ok(());
-        }
-        let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
-        ContentClient::new(self.channel())
-            .update(self.request(ContentUpdate {
-                info: Some(ContentInfo {
-                    digest: digest.to_string(),
-                    size: 0,
-                    created_at: None,
-                    updated_at: None,
-                    labels,
-                }),
-                update_mask: Some(prost_types::FieldMask { paths }),
-            }))
-            .await
-            .map(|_| ())
-            .map_err(|s| RuntimeError::grpc("label content", digest, s))
-    }
-
-    /// Reads a whole blob (manifests and configs: small).
-    pub(super) async fn content_read(&self, digest: &str) -> Result<Vec<u8>, RuntimeError> {
-        let err = |s| RuntimeError::grpc("read content", digest, s);
-        let mut stream = ContentClient::new(self.channel())
-            .read(self.request(ReadContentRequest {
-                digest: digest.to_string(),
-                offset: 0,
-                size: 0,
-            }))
-            .await
-            .map_err(err)?
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            out.extend_from_slice(&chunk.map_err(err)?.data);
-        }
-        Ok(out)
     }
 
     /// Unpacks layers into committed snapshots named by chain id, skipping those present.

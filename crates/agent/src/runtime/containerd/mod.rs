@@ -4,12 +4,15 @@
 //! snapshots also carry a `containerd-lease`, so that containerd's garbage collector cannot
 //! remove half-made objects (see notes/containerd.md: without a lease a fresh snapshot can vanish
 //! before its container record exists). Image import and unpacking are client-side, as 1.6 has
-//! no transfer service: `images.rs`. Containers and tasks: `containers.rs`. The exit stream:
-//! `events.rs`.
+//! no transfer service: `images.rs` (records, unpacking) over `content.rs` (blobs). Registry
+//! pulls end in the same path: `pull.rs`. Containers and tasks: `containers.rs`. The exit
+//! stream: `events.rs`.
 
 mod containers;
+mod content;
 mod events;
 mod images;
+mod pull;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,7 @@ use tonic::{Code, Request};
 use tracing::{debug, instrument};
 
 use super::error::RuntimeError;
+use super::pull::{InFlightPulls, PullProgress, RegistryConfig};
 use super::{ContainerInfo, ContainerRuntime, CreateOptions, ImageInfo, RuntimeConfig, TaskExit};
 use hivemind_types::Replica;
 
@@ -44,6 +48,10 @@ struct Inner {
     config: RuntimeConfig,
     channel: Channel,
     namespace: MetadataValue<Ascii>,
+    /// How registries are reached; see [`Containerd::set_registry_config`].
+    registry: std::sync::RwLock<RegistryConfig>,
+    /// Pulls running now, so that concurrent pulls of one reference download once.
+    pulls: InFlightPulls,
 }
 
 impl std::fmt::Debug for Containerd {
@@ -78,6 +86,8 @@ impl Containerd {
                 config,
                 channel,
                 namespace,
+                registry: std::sync::RwLock::new(RegistryConfig::from_env()),
+                pulls: InFlightPulls::default(),
             }),
         };
         runtime.ensure_namespace().await?;
@@ -86,6 +96,20 @@ impl Containerd {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// Replaces how registries are reached (credentials file, plain-HTTP registries). The
+    /// default comes from the environment: [`RegistryConfig::from_env`].
+    pub fn set_registry_config(&self, config: RegistryConfig) {
+        *self.inner.registry.write().expect("registry config lock") = config;
+    }
+
+    pub fn registry_config(&self) -> RegistryConfig {
+        self.inner
+            .registry
+            .read()
+            .expect("registry config lock")
+            .clone()
     }
 
     pub(crate) fn channel(&self) -> Channel {
@@ -226,6 +250,15 @@ impl ContainerRuntime for Containerd {
     #[instrument(skip(self))]
     async fn image_import(&self, tarball: &Path) -> Result<Vec<ImageInfo>, RuntimeError> {
         self.images_import(tarball).await
+    }
+
+    #[instrument(skip(self, progress))]
+    async fn image_pull(
+        &self,
+        reference: &str,
+        progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
+    ) -> Result<ImageInfo, RuntimeError> {
+        self.images_pull(reference, progress).await
     }
 
     async fn image_list(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
