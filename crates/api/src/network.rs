@@ -161,6 +161,9 @@ pub fn service_endpoints(
                 ports: s.spec.ports.clone(),
                 ingress: s.spec.hivemind.ingress.clone(),
                 endpoints,
+                networks: s.spec.network_names(),
+                aliases: s.spec.network_aliases(),
+                internal: s.spec.is_internal(),
             }
         })
         .collect()
@@ -202,7 +205,7 @@ pub fn touches_network(change: &Change, node: &str, current: &Assignment) -> boo
 
 #[cfg(test)]
 mod tests {
-    use hivemind_types::{Meta, NodeState, ServiceSpec};
+    use hivemind_types::{Meta, NetworkAttachment, NodeState, ServiceSpec};
 
     use super::*;
 
@@ -344,5 +347,46 @@ mod tests {
             .map(|e| (e.replica.as_str(), e.ip.as_str()))
             .collect();
         assert_eq!(ips, [("web-a", "10.42.0.3"), ("web-b", "10.42.0.2")]);
+        assert_eq!(got[0].networks, ["default"], "no networks: on default");
+        assert!(got[0].aliases.is_empty());
+        assert!(!got[0].internal);
+    }
+
+    #[test]
+    fn endpoints_carry_networks_and_aliases() {
+        let attachment = |aliases: &[&str], internal| NetworkAttachment {
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            internal,
+        };
+        let mut spec = ServiceSpec {
+            image: "x".into(),
+            ..Default::default()
+        };
+        spec.networks = BTreeMap::from([
+            ("front".to_string(), attachment(&["api", "svc"], false)),
+            ("back".to_string(), attachment(&["svc", "backend"], true)),
+        ]);
+        let service = Service {
+            namespace: "default".into(),
+            app: "shop".into(),
+            name: "api".into(),
+            spec,
+            vip: None,
+            meta: Meta::default(),
+        };
+        let got = service_endpoints(&[service.clone()], &[], &BTreeMap::new());
+        assert_eq!(got[0].networks, ["back", "front"]);
+        assert_eq!(got[0].aliases, ["api", "backend", "svc"]);
+        assert!(!got[0].internal, "front leads outside");
+
+        let mut internal = service;
+        internal.spec.networks.remove("front");
+        let got = service_endpoints(&[internal], &[], &BTreeMap::new());
+        assert_eq!(got[0].networks, ["back"]);
+        assert!(got[0].internal);
+        // Older agents and payloads: the new fields have defaults.
+        let json = serde_json::json!({"namespace": "default", "app": "shop", "name": "web"});
+        let old: ServiceEndpoints = serde_json::from_value(json).unwrap();
+        assert!(old.networks.is_empty() && old.aliases.is_empty() && !old.internal);
     }
 }

@@ -12,4 +12,7 @@ pub use object::{
     App, Assignment, Endpoint, Kind, Meta, Node, NodeNetwork, NodeReport, NodeState,
     ObservedReplica, Replica, ReplicaState, Service, ServiceEndpoints,
 };
-pub use spec::{PortProtocol, PortSpec, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec};
+pub use spec::{
+    NetworkAttachment, PortProtocol, PortSpec, RestartCondition, RestartPolicy, ServiceMode,
+    ServiceSpec, DEFAULT_NETWORK,
+};

@@ -245,6 +245,18 @@ pub struct ServiceEndpoints {
     /// Replicas that are running and attached, in id order.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// The app networks the service is on, sorted (`["default"]` unless it lists others).
+    /// Replicas of one app see and reach each other only through a shared network. Empty in
+    /// payloads from before networks existed, which the agent reads as `default`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Further DNS names of the service, from all its networks, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Every network of the service is `internal`: its replicas get no route outside the
+    /// cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
 /// One ready replica of a service.

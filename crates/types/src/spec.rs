@@ -47,6 +47,32 @@ pub struct ServiceSpec {
     /// the default, so that specs written before the field existed keep their revision hash.
     #[serde(default, skip_serializing_if = "PullPolicy::is_default")]
     pub pull_policy: PullPolicy,
+    /// The app networks the service is attached to (Compose `networks`), by name within the
+    /// app. Empty means the app's `default` network only; the reader normalizes a plain
+    /// `networks: [default]` to empty too, and empty is left out of the JSON, so that specs
+    /// written before networks existed keep their revision hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, NetworkAttachment>,
+}
+
+/// The name of the network every service of an app is on unless it lists others.
+pub const DEFAULT_NETWORK: &str = "default";
+
+/// A service's membership of one app network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NetworkAttachment {
+    /// Further DNS names of the service (Compose `aliases`), DNS labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Copied from the top-level network's `internal: true`, so that the data plane needs
+    /// nothing but the service: members of internal networks only get no route outside the
+    /// cluster.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub internal: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl ServiceSpec {
@@ -63,6 +89,32 @@ impl ServiceSpec {
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
         format!("{hash:016x}")[..10].to_string()
+    }
+
+    /// The names of the networks the service is on, sorted: `default` when it lists none.
+    pub fn network_names(&self) -> Vec<String> {
+        if self.networks.is_empty() {
+            vec![DEFAULT_NETWORK.to_string()]
+        } else {
+            self.networks.keys().cloned().collect()
+        }
+    }
+
+    /// Every alias of the service on any of its networks, sorted and without repeats.
+    pub fn network_aliases(&self) -> Vec<String> {
+        let mut aliases: Vec<String> = self
+            .networks
+            .values()
+            .flat_map(|n| n.aliases.iter().cloned())
+            .collect();
+        aliases.sort();
+        aliases.dedup();
+        aliases
+    }
+
+    /// Whether every network of the service is internal: its replicas get no route out.
+    pub fn is_internal(&self) -> bool {
+        !self.networks.is_empty() && self.networks.values().all(|n| n.internal)
     }
 }
 
@@ -222,5 +274,34 @@ mod tests {
         assert_ne!(a.revision_hash(), b.revision_hash());
         let json = serde_json::to_value(&b).unwrap();
         assert_eq!(json["pull_policy"], "always");
+    }
+
+    #[test]
+    fn no_networks_keeps_old_json_and_hashes() {
+        let a = ServiceSpec {
+            image: "busybox:1".into(),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&a).unwrap();
+        assert!(json.get("networks").is_none());
+        assert_eq!(a.network_names(), ["default"]);
+        assert!(!a.is_internal());
+        let mut b = a.clone();
+        b.networks.insert(
+            "back".into(),
+            NetworkAttachment {
+                aliases: vec!["db".into()],
+                internal: true,
+            },
+        );
+        assert_ne!(a.revision_hash(), b.revision_hash());
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(
+            json["networks"],
+            serde_json::json!({"back": {"aliases": ["db"], "internal": true}})
+        );
+        assert_eq!(b.network_names(), ["back"]);
+        assert_eq!(b.network_aliases(), ["db"]);
+        assert!(b.is_internal());
     }
 }

@@ -170,6 +170,9 @@ mod tests {
                     ip: ip.to_string(),
                 })
                 .collect(),
+            networks: Vec::new(),
+            aliases: Vec::new(),
+            internal: false,
         }
     }
 

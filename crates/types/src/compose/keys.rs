@@ -26,6 +26,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "deploy",
     "container_name",
     "pull_policy",
+    "networks",
 ];
 
 /// Service keys of the Compose Specification that Hivemind does not honour yet, with advice
@@ -97,9 +98,8 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("models", ""),
     (
         "network_mode",
-        "all services of an app share the app's network",
+        "list the service's app networks under `networks`",
     ),
-    ("networks", "all services of an app share the app's network"),
     ("oom_kill_disable", ""),
     ("oom_score_adj", ""),
     ("pid", ""),
@@ -149,13 +149,12 @@ const TOP_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("configs", ""),
     ("include", "merge the included files into one"),
     ("models", ""),
-    ("networks", "all services of an app share the app's network"),
     ("secrets", ""),
     ("volumes", ""),
 ];
 
 /// Top-level keys Hivemind reads.
-pub(crate) const TOP_KEYS: &[&str] = &["name", "services", "version"];
+pub(crate) const TOP_KEYS: &[&str] = &["name", "services", "networks", "version"];
 
 /// Where a key was found, which decides the tables consulted.
 #[derive(Clone, Copy)]

@@ -16,6 +16,7 @@ mod error;
 mod hivemind;
 mod interpolate;
 mod keys;
+mod networks;
 mod ports;
 mod service;
 mod signal;
@@ -36,6 +37,7 @@ use crate::spec::ServiceSpec;
 use error::Problems;
 use interpolate::interpolate;
 use keys::{reject_key, Section};
+use networks::read_networks;
 use service::{read_service, ServiceContext};
 use value::{describe, expect_mapping, expect_str, join, string_entries};
 
@@ -125,10 +127,12 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
 
     let mut name = None;
     let mut services = None;
+    let mut networks = None;
     for (key, v) in string_entries(p, "", top) {
         match key.as_str() {
             "name" => name = read_app_name(p, v),
             "services" => services = Some(v),
+            "networks" => networks = Some(read_networks(p, v)),
             // Obsolete in the Compose Specification and ignored by Docker Compose too.
             "version" => {}
             _ if key.starts_with("x-") => {}
@@ -161,10 +165,12 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
 
     let entries = string_entries(p, "services", services_map);
     let service_names: BTreeSet<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+    let networks = networks.unwrap_or_else(|| read_networks(p, &Value::Null));
     let cx = ServiceContext {
         env: input.env,
         env_files: input.env_files,
         service_names: &service_names,
+        networks: &networks,
     };
     let mut out = Vec::with_capacity(entries.len());
     for (service_name, v) in entries {

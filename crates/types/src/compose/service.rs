@@ -14,6 +14,7 @@ use super::duration::read_duration_ms;
 use super::error::Problems;
 use super::hivemind::read_hivemind;
 use super::keys::{is_near_hivemind, reject_key, unknown_key, Section};
+use super::networks::{read_service_networks, NetworkDef};
 use super::ports::{read_expose, read_ports};
 use super::signal::read_signal;
 use super::value::{
@@ -30,6 +31,8 @@ pub(crate) struct ServiceContext<'a> {
     pub(crate) env_files: &'a dyn Fn(&str) -> Result<String, String>,
     /// Every service name in the file, for `x-hivemind.allow_from`.
     pub(crate) service_names: &'a BTreeSet<String>,
+    /// The app's networks (top-level `networks` plus the implicit `default`).
+    pub(crate) networks: &'a BTreeMap<String, NetworkDef>,
 }
 
 pub(crate) fn read_service(
@@ -55,6 +58,7 @@ pub(crate) fn read_service(
     let mut restart = None;
     let mut deploy = None;
     let mut exposed = Vec::new();
+    let mut networks = None;
 
     for (key, v) in string_entries(p, path, map) {
         let key_path = join(path, &key);
@@ -98,6 +102,7 @@ pub(crate) fn read_service(
                     spec.pull_policy = policy;
                 }
             }
+            "networks" => networks = Some(read_service_networks(p, &key_path, v, cx.networks)),
             "x-hivemind" => spec.hivemind = read_hivemind(p, &key_path, v, cx.service_names),
             _ if is_near_hivemind(&key) => unknown_key(p, &key_path, &key, ["x-hivemind"]),
             _ if key.starts_with("x-") => {}
@@ -127,6 +132,13 @@ pub(crate) fn read_service(
             spec.ports.push(port);
         }
     }
+
+    // A service without `networks` is on `default`; reading nothing normalizes that (and an
+    // internal `default`) the same way as an explicit list does.
+    spec.networks = match networks {
+        Some(networks) => networks,
+        None => read_service_networks(p, path, &Value::Null, cx.networks),
+    };
 
     if let Some(policy) = restart {
         spec.restart = policy;

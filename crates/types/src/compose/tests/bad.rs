@@ -47,9 +47,9 @@ fn cases() -> Vec<BadCase> {
             "`configs` is not supported yet",
         ),
         (
-            s("networks: {}\nservices: {web: {image: a}}"),
+            s("networks: [front]\nservices: {web: {image: a}}"),
             "networks",
-            "`networks` is not supported yet",
+            "expected a mapping, got a list",
         ),
         (
             s("servcies: {}\nservices: {web: {image: a}}"),

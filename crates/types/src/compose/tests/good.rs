@@ -45,6 +45,7 @@ fn minimal_service_gets_the_defaults() {
             working_dir: None,
             hivemind: HivemindExt::default(),
             pull_policy: PullPolicy::Missing,
+            networks: BTreeMap::new(),
         }
     );
 }
