@@ -95,7 +95,7 @@ pub async fn wait_assignment_in(
         }
         match store.changes_since(after) {
             Ok(changes) => {
-                if changes.iter().any(|c| touches(c, node, &current)) {
+                if changes.iter().any(|c| touches_since(c, node, &current)) {
                     return Ok(current);
                 }
             }
@@ -125,6 +125,19 @@ pub async fn wait_assignment_in(
             }
         }
     }
+}
+
+/// Like [`touches`], for changes already applied to `current`: the agent's copy predates them,
+/// so comparing with `current` would hide them (a new subnet equals the current subnet). Any
+/// change that can alter the network counts.
+fn touches_since(change: &Change, node: &str, current: &Assignment) -> bool {
+    touches(change, node, current)
+        || match change.kind {
+            Kind::Service | Kind::ReplicaStatus => true,
+            Kind::Node => change.key == node,
+            Kind::Replica => change.op == hivemind_store::ChangeOp::Delete,
+            Kind::App => false,
+        }
 }
 
 /// Whether `change` may alter `node`'s assignment: a replica written or deleted on this node, one

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 pub const IMAGE: &str = "hivemind.test/busybox:1";
+pub const WORKLOAD: &str = "hivemind.test/workload:1";
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 
 pub struct TestNode {
@@ -43,6 +44,42 @@ pub fn require_containerd() -> bool {
     panic!("containerd is not running at {CONTAINERD_SOCKET}: start it (scripts/test.sh does), or set HIVEMIND_SKIP_SYSTEM_TESTS=1 to skip system tests");
 }
 
+/// `hm-workload`, built by `cargo test --workspace` beside this test binary.
+pub fn workload_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("hm-workload");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p hivemind-workload` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A plain HTTP/1.1 GET (one request per connection); returns (status, body).
+pub fn http_get(addr: &str, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_hivemind")
 }
@@ -73,6 +110,49 @@ impl TestNode {
         node.cli_ok(&["image", "import", tar.to_str().unwrap()]);
         node.spawn();
         node
+    }
+
+    /// Imports the project's test workload (`hm-workload` in a busybox image) as `WORKLOAD`.
+    pub fn import_workload(&self) {
+        let tar = self.dir.path().join("workload.tar");
+        hivemind_test_support::image::build_workload_image(&tar, WORKLOAD, &workload_bin())
+            .unwrap();
+        self.cli_ok(&["image", "import", tar.to_str().unwrap()]);
+    }
+
+    /// Runs `hm-workload ARGS` inside a running replica (through containerd's exec) and returns
+    /// its stdout.
+    pub fn exec(&self, replica: &str, args: &[&str]) -> String {
+        let out = self.exec_command(replica, args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn exec_command(&self, replica: &str, args: &[&str]) -> Command {
+        static EXEC: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = EXEC.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut cmd = Command::new("ctr");
+        cmd.args([
+            "-n",
+            &self.namespace,
+            "tasks",
+            "exec",
+            "--exec-id",
+            &format!("t{n}"),
+            replica,
+            "hm-workload",
+        ])
+        .args(args);
+        cmd
+    }
+
+    /// The id of a running replica of `service`.
+    pub fn replica_of(&self, service: &str) -> String {
+        let prefix = format!("{service}-");
+        self.running_tasks()
+            .into_iter()
+            .map(|(id, _)| id)
+            .find(|id| id.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no running replica of {service}"))
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -1,0 +1,333 @@
+//! System tests of container networking on one node (real containerd, netns, veth, nftables):
+//! DNS names, service VIPs, published ports and the HTTP ingress, scale-down without dropped
+//! requests, agent restarts and cleanup.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use support::{http_get, require_containerd, TestNode, WORKLOAD};
+
+fn app(node: &TestNode, web_replicas: u32) -> String {
+    let port = published_port(node);
+    format!(
+        r#"
+name: shop
+services:
+  web:
+    image: {WORKLOAD}
+    ports: ["{port}:80"]
+    stop_grace_period: 2s
+    deploy: {{ replicas: {web_replicas} }}
+  client:
+    image: {WORKLOAD}
+    command: ["hm-workload", "sleep-forever"]
+    stop_grace_period: 1s
+"#
+    )
+}
+
+fn published_port(node: &TestNode) -> u16 {
+    18000 + node.slot as u16
+}
+
+fn start(web_replicas: u32) -> TestNode {
+    let node = TestNode::start();
+    node.import_workload();
+    let file = node.write("compose.yaml", &app(&node, web_replicas));
+    node.cli_ok(&["deploy", "-f", file.to_str().unwrap(), "--wait"]);
+    node
+}
+
+fn summary(out: &str) -> serde_json::Value {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no summary in {out:?}"));
+    serde_json::from_str(line).unwrap()
+}
+
+fn web_ips(node: &TestNode) -> BTreeSet<String> {
+    node.cli_json(&["ps", "web"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["status"]["ip"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn services_find_each_other_by_name_and_vip() {
+    if !require_containerd() {
+        return;
+    }
+    let node = start(3);
+    node.wait_for("3 web addresses", Duration::from_secs(10), || {
+        web_ips(&node).len() == 3
+    });
+    let client = node.replica_of("client");
+
+    // `web` is the VIP; over 30 requests it spreads over all 3 replicas.
+    let out = node.exec(
+        &client,
+        &[
+            "loop",
+            "--url",
+            "http://web/",
+            "--count",
+            "30",
+            "--interval",
+            "10ms",
+        ],
+    );
+    let s = summary(&out);
+    assert_eq!(s["failed"], 0, "{s}");
+    assert_eq!(s["by_body"].as_object().unwrap().len(), 3, "{s}");
+
+    // `tasks.web` are the replicas; `web.shop` (app-qualified) is the VIP too.
+    let tasks: BTreeSet<String> = node
+        .exec(&client, &["resolve", "tasks.web"])
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(tasks, web_ips(&node));
+    let vip = node.exec(&client, &["resolve", "web.shop"]);
+    assert!(
+        vip.trim().starts_with(&format!("10.{}.", 200 + node.slot)),
+        "{vip}"
+    );
+
+    // The node's DNS answers the host too: A and SRV records.
+    let dig = |args: &[&str]| {
+        let out = std::process::Command::new("dig")
+            .arg(format!("@{}", node.gateway()))
+            .args(["+short", "+time=2", "+tries=1"])
+            .args(args)
+            .output()
+            .expect("dig (dnsutils) is installed by scripts/lib.sh");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(dig(&["web.shop.default.hivemind"]).trim(), vip.trim());
+    let srv = dig(&["SRV", "_80._tcp.web.shop.default.hivemind"]);
+    assert!(srv.contains(" 80 web.shop.default.hivemind."), "{srv}");
+    assert!(dig(&["nothing.shop.default.hivemind"]).trim().is_empty());
+}
+
+#[test]
+fn published_port_and_http_ingress_reach_every_replica() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    node.import_workload();
+    let port = published_port(&node);
+    let http_port = port + 100;
+    let file = node.write(
+        "compose.yaml",
+        &format!(
+            r#"
+services:
+  web:
+    image: {WORKLOAD}
+    ports: ["{port}:80"]
+    deploy: {{ replicas: 3 }}
+  site:
+    image: {WORKLOAD}
+    ports: ["{http_port}:80"]
+    deploy: {{ replicas: 2 }}
+    x-hivemind:
+      ingress: {{ host: shop.test, path: / }}
+"#
+        ),
+    );
+    node.cli_ok(&[
+        "deploy",
+        "-f",
+        file.to_str().unwrap(),
+        "--app",
+        "edge",
+        "--wait",
+    ]);
+    let addr = format!("127.0.0.1:{port}");
+    let mut seen = BTreeSet::new();
+    node.wait_for(
+        "all replicas behind the published port",
+        Duration::from_secs(10),
+        || {
+            for _ in 0..30 {
+                if let Ok((200, body)) = http_get(&addr, "localhost", "/") {
+                    seen.insert(body.trim().to_string());
+                }
+            }
+            seen.len() == 3
+        },
+    );
+
+    let http = format!("127.0.0.1:{http_port}");
+    let (status, body) = http_get(&http, "shop.test", "/").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("site-"), "{body}");
+    let (status, _) = http_get(&http, "elsewhere.test", "/").unwrap();
+    assert_eq!(status, 404, "an unknown host has no route");
+    // The backend sees who called: X-Forwarded-For carries the client's address.
+    let (_, headers) = http_get(&http, "shop.test", "/headers").unwrap();
+    assert!(
+        headers
+            .to_lowercase()
+            .contains("x-forwarded-for: 127.0.0.1"),
+        "{headers}"
+    );
+}
+
+#[test]
+fn scale_down_drops_no_request() {
+    if !require_containerd() {
+        return;
+    }
+    let node = start(3);
+    let client = node.replica_of("client");
+    // A bounded loop through the VIP, by name, while web goes from 3 to 1.
+    let looping = node
+        .exec_command(
+            &client,
+            &[
+                "loop",
+                "--url",
+                "http://web/",
+                "--duration",
+                "6s",
+                "--interval",
+                "20ms",
+            ],
+        )
+        .output();
+    let scaler = {
+        std::thread::spawn({
+            let bin = support::bin().to_string();
+            let server = format!("http://{}", node.addr);
+            let data = node.data_dir();
+            move || {
+                std::thread::sleep(Duration::from_millis(1500));
+                std::process::Command::new(bin)
+                    .args(["scale", "web=1"])
+                    .env("HIVEMIND_SERVER", server)
+                    .env("HIVEMIND_DATA_DIR", data)
+                    .status()
+                    .unwrap()
+            }
+        })
+    };
+    let out = looping.unwrap();
+    assert!(scaler.join().unwrap().success());
+    let s = summary(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(s["failed"], 0, "requests failed during scale-down: {s}");
+    assert!(s["requests"].as_u64().unwrap() > 50, "{s}");
+    node.wait_for("one web replica", Duration::from_secs(15), || {
+        web_ips(&node).len() == 1
+    });
+}
+
+#[test]
+fn agent_restart_keeps_addresses_and_rm_leaves_no_trace() {
+    if !require_containerd() {
+        return;
+    }
+    let mut node = TestNode::start();
+    node.import_workload();
+    node.wait_for("node network up", Duration::from_secs(10), || {
+        node.network_objects()
+            .iter()
+            .any(|o| o.starts_with("link "))
+    });
+    let before = node.network_objects();
+    let file = node.write("compose.yaml", &app(&node, 3));
+    node.cli_ok(&["deploy", "-f", file.to_str().unwrap(), "--wait"]);
+    node.wait_for("3 web addresses", Duration::from_secs(10), || {
+        web_ips(&node).len() == 3
+    });
+    let ips = web_ips(&node);
+
+    node.kill9();
+    node.spawn();
+    node.wait_for("replicas reported again", Duration::from_secs(15), || {
+        web_ips(&node) == ips
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        web_ips(&node),
+        ips,
+        "addresses changed across an agent restart"
+    );
+    let netns: Vec<String> = node
+        .network_objects()
+        .into_iter()
+        .filter(|o| o.starts_with("netns "))
+        .collect();
+    assert_eq!(
+        netns.len(),
+        4,
+        "one netns per replica, no duplicates: {netns:?}"
+    );
+
+    node.cli_ok(&["rm", "shop"]);
+    node.wait_for(
+        "network back to its state before the app",
+        Duration::from_secs(20),
+        || node.containers().is_empty() && node.network_objects() == before,
+    );
+}
+
+#[test]
+fn bad_network_input_is_refused() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    // Overlapping ranges are refused at start.
+    let out = std::process::Command::new(support::bin())
+        .args([
+            "up",
+            "--api-addr",
+            "127.0.0.1:1",
+            "--cluster-cidr",
+            "10.42.0.0/16",
+            "--service-cidr",
+            "10.42.128.0/20",
+        ])
+        .env("HIVEMIND_DATA_DIR", node.dir.path().join("other"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("overlap"), "{stderr}");
+
+    // A published port another app holds is refused at deploy time, naming the key.
+    let port = published_port(&node);
+    let a = node.write(
+        "a.yaml",
+        &format!("services:\n  web:\n    image: {WORKLOAD}\n    ports: [\"{port}:80\"]\n"),
+    );
+    node.cli_ok(&["deploy", "-f", a.to_str().unwrap(), "--app", "first"]);
+    let b = node.write(
+        "b.yaml",
+        &format!("services:\n  api:\n    image: {WORKLOAD}\n    ports: [\"{port}:8080\"]\n"),
+    );
+    let out = node.cli(&["deploy", "-f", b.to_str().unwrap(), "--app", "second"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("services.api.ports[0]") && stderr.contains("first/web"),
+        "{stderr}"
+    );
+
+    // An invalid network name is refused by the Compose reader.
+    let c = node.write(
+        "c.yaml",
+        &format!("services:\n  web:\n    image: {WORKLOAD}\nnetworks:\n  Bad_Net: {{}}\n"),
+    );
+    let out = node.cli(&["deploy", "-f", c.to_str().unwrap(), "--app", "third"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("networks"));
+}
