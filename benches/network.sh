@@ -8,6 +8,7 @@
 # containerd up, after `cargo build --release -p hivemind -p hivemind-test-support -p hivemind-workload`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=${HIVEMIND_BIN:-$TARGET/release/hivemind}
 MKIMAGE=${HIVEMIND_MKIMAGE:-$TARGET/release/hivemind-mkimage}
@@ -24,14 +25,7 @@ UP_PID=
 
 cleanup() {
   [ -n "$UP_PID" ] && kill -9 "$UP_PID" 2>/dev/null || true
-  for t in $(ctr -n "$NS" tasks ls -q 2>/dev/null); do ctr -n "$NS" tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
-  sleep 0.3
-  for t in $(ctr -n "$NS" tasks ls -q 2>/dev/null); do ctr -n "$NS" tasks rm -f "$t" >/dev/null 2>&1 || true; done
-  for c in $(ctr -n "$NS" containers ls -q 2>/dev/null); do ctr -n "$NS" containers rm "$c" >/dev/null 2>&1 || true; done
-  for i in $(ctr -n "$NS" images ls -q 2>/dev/null); do ctr -n "$NS" images rm "$i" >/dev/null 2>&1 || true; done
-  sleep 0.3
-  for s in $(ctr -n "$NS" snapshots ls 2>/dev/null | awk 'NR>1 {print $1}'); do ctr -n "$NS" snapshots rm "$s" >/dev/null 2>&1 || true; done
-  ctr namespaces rm "$NS" >/dev/null 2>&1 || true
+  clean_containerd_namespace "$NS"
   for n in $(ip netns list | awk '{print $1}' | grep '^hmb0-' || true); do ip netns delete "$n"; done
   ip link delete hmb0 2>/dev/null || true
   nft delete table inet hivemind_bench 2>/dev/null || true

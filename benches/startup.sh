@@ -8,6 +8,7 @@
 # Usage: benches/startup.sh [RUNS]   (build first: cargo build --release -p hivemind -p hivemind-test-support)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 RUNS=${1:-7}
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=${HIVEMIND_BIN:-$TARGET/release/hivemind}
@@ -21,14 +22,7 @@ UP_PID=
 
 cleanup() {
   [ -n "$UP_PID" ] && kill -9 "$UP_PID" 2>/dev/null || true
-  for t in $(ctr -n "$NS" tasks ls -q 2>/dev/null); do ctr -n "$NS" tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
-  sleep 0.3
-  for t in $(ctr -n "$NS" tasks ls -q 2>/dev/null); do ctr -n "$NS" tasks rm -f "$t" >/dev/null 2>&1 || true; done
-  for c in $(ctr -n "$NS" containers ls -q 2>/dev/null); do ctr -n "$NS" containers rm "$c" >/dev/null 2>&1 || true; done
-  for i in $(ctr -n "$NS" images ls -q 2>/dev/null); do ctr -n "$NS" images rm "$i" >/dev/null 2>&1 || true; done
-  sleep 0.3
-  for s in $(ctr -n "$NS" snapshots ls 2>/dev/null | awk 'NR>1 {print $1}'); do ctr -n "$NS" snapshots rm "$s" >/dev/null 2>&1 || true; done
-  ctr namespaces rm "$NS" >/dev/null 2>&1 || true
+  clean_containerd_namespace "$NS"
   rm -rf "$DATA"
 }
 trap cleanup EXIT
