@@ -1,13 +1,14 @@
 //! System tests of the node DNS server on loopback: real sockets, a real client (hickory-proto
 //! messages over UDP and TCP), a fake upstream resolver. No root and no bridge needed.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hivemind_agent::dns::{DnsConfig, DnsServer, DnsService, DnsZone, RECORD_TTL};
+use hivemind_agent::dns::{DnsClient, DnsConfig, DnsServer, DnsService, DnsZone, RECORD_TTL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -21,6 +22,7 @@ fn zone(generation: u64, vip: Ipv4Addr) -> DnsZone {
                 name: "web".into(),
                 vip: Some(vip),
                 aliases: vec!["frontend".into()],
+                networks: vec!["front".into()],
                 replicas: vec![Ipv4Addr::new(10, 42, 0, 2), Ipv4Addr::new(10, 42, 0, 3)],
                 ports: vec![("tcp".into(), 80)],
             },
@@ -30,10 +32,12 @@ fn zone(generation: u64, vip: Ipv4Addr) -> DnsZone {
                 name: "db".into(),
                 vip: None,
                 aliases: vec![],
+                networks: vec!["back".into()],
                 replicas: vec![Ipv4Addr::new(10, 42, 0, 7)],
                 ports: vec![("tcp".into(), 5432)],
             },
         ],
+        clients: BTreeMap::new(),
     }
 }
 
@@ -158,9 +162,36 @@ async fn a_zone_swap_is_visible_to_the_next_query() {
     server.set_zone(DnsZone {
         generation: 3,
         services: vec![],
+        clients: BTreeMap::new(),
     });
     let gone = ask_udp(addr, "web.shop.default.hivemind.", RecordType::A).await;
     assert_eq!(gone.response_code(), ResponseCode::NXDomain);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_depend_on_the_asking_replicas_networks() {
+    let server = start(vec![]).await;
+    let addr = server.local_addrs()[0];
+    // Unknown source (this test, like the host): every name.
+    let db = ask_udp(addr, "db.shop.default.hivemind.", RecordType::A).await;
+    assert_eq!(data(&db), ["10.42.0.7"]);
+
+    // The same source as a replica of shop on `front` only: `db` (on back) does not exist.
+    let mut zone = zone(2, Ipv4Addr::new(10, 43, 0, 5));
+    zone.clients.insert(
+        Ipv4Addr::LOCALHOST,
+        DnsClient {
+            namespace: "default".into(),
+            app: "shop".into(),
+            networks: vec!["front".into()],
+        },
+    );
+    server.set_zone(zone);
+    let db = ask_udp(addr, "db.shop.default.hivemind.", RecordType::A).await;
+    assert_eq!(db.response_code(), ResponseCode::NXDomain);
+    let web = ask_tcp(addr, "frontend.shop.default.hivemind.", RecordType::A).await;
+    assert_eq!(data(&web), ["10.43.0.5"], "an alias on a shared network");
     server.stop().await;
 }
 

@@ -479,6 +479,7 @@ async fn vips_spread_follow_backend_changes_refuse_and_hairpin() {
                 vip_rule(vip, 80, &[a.ip, b.ip]),
                 vip_rule(empty_vip, 81, &[]),
             ],
+            ..NetRules::default()
         })
         .await
         .unwrap_or_else(|e| panic!("apply rules: {}", chain(&e)));
@@ -516,6 +517,7 @@ async fn vips_spread_follow_backend_changes_refuse_and_hairpin() {
     f.net()
         .apply_rules(&NetRules {
             vips: vec![vip_rule(vip, 80, &[a.ip])],
+            ..NetRules::default()
         })
         .await
         .unwrap();
@@ -539,7 +541,8 @@ async fn vips_spread_follow_backend_changes_refuse_and_hairpin() {
     assert!(f
         .net()
         .apply_rules(&NetRules {
-            vips: vec![outside]
+            vips: vec![outside],
+            ..NetRules::default()
         })
         .await
         .is_err());

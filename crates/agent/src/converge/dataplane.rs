@@ -6,7 +6,7 @@
 //! set up lazily on the first assignment that carries one. Until then replicas cannot be
 //! attached and their creation is retried like any other failure.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::converge::dataplane_plan::{plan_data_plane, replica_resolv_conf, DataPlanePlan};
-use crate::dns::{self, DnsConfig, DnsServer};
+use crate::dns::{self, DnsConfig, DnsServer, DnsZone};
 use crate::ingress::{Ingress, IngressConfig};
 use crate::net::{Ipv4Net, NetConfig, NetError, NodeNet};
 use crate::runtime::CreateOptions;
@@ -122,7 +122,7 @@ impl DataPlane {
         if applied.map(|a| &a.rules) != Some(&plan.rules) {
             net.apply_rules(&plan.rules).await?;
         }
-        if applied.map(|a| &a.zone.services) != Some(&plan.zone.services) {
+        if applied.map(|a| zone_content(&a.zone)) != Some(zone_content(&plan.zone)) {
             if let Some(dns) = &state.dns {
                 dns.set_zone(plan.zone.clone());
             }
@@ -208,6 +208,11 @@ impl DataPlane {
             .as_ref()
             .map(|d| d.zone_generation())
     }
+}
+
+/// What a zone answers with, leaving out the generation: a new generation alone needs no swap.
+fn zone_content(zone: &DnsZone) -> (&Vec<dns::DnsService>, &BTreeMap<Ipv4Addr, dns::DnsClient>) {
+    (&zone.services, &zone.clients)
 }
 
 fn parse<T: std::str::FromStr>(value: &str, what: &'static str) -> Result<T, DataPlaneError> {

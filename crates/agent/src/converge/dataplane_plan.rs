@@ -1,14 +1,15 @@
-//! The data-plane planner: the network part of the assignment → nftables VIP rules, the DNS zone
-//! and the ingress routes. Pure, table-tested; `dataplane` applies what it returns.
+//! The data-plane planner: the network part of the assignment → nftables VIP rules and app
+//! network sets, the DNS zone with its client table, and the ingress routes. Pure,
+//! table-tested; `dataplane` applies what it returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use hivemind_types::{NodeNetwork, PortProtocol, ServiceEndpoints};
+use hivemind_types::{NodeNetwork, PortProtocol, ServiceEndpoints, DEFAULT_NETWORK};
 
-use crate::dns::{DnsService, DnsZone};
+use crate::dns::{DnsClient, DnsService, DnsZone};
 use crate::ingress::{self, HttpRule, Route, RouteMode};
-use crate::net::{self, NetRules, VipRule};
+use crate::net::{self, NetRules, NetworkRule, VipRule};
 
 /// Everything the data plane must look like for one assignment.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,10 @@ pub struct DataPlanePlan {
 pub fn plan_data_plane(network: &NodeNetwork, generation: u64) -> DataPlanePlan {
     let mut vips = Vec::new();
     let mut zone = Vec::new();
+    // (app key, network) → members; replica address → who it is, for the DNS server's view.
+    let mut networks: BTreeMap<(String, String), BTreeSet<Ipv4Addr>> = BTreeMap::new();
+    let mut clients: BTreeMap<Ipv4Addr, DnsClient> = BTreeMap::new();
+    let mut isolated = BTreeSet::new();
     // (published, protocol) → the services publishing it, in order.
     let mut published: BTreeMap<(u16, ingress::Proto), Vec<(&ServiceEndpoints, u16)>> =
         BTreeMap::new();
@@ -31,6 +36,28 @@ pub fn plan_data_plane(network: &NodeNetwork, generation: u64) -> DataPlanePlan 
             .filter_map(|e| e.ip.parse().ok())
             .collect();
         let vip: Option<Ipv4Addr> = service.vip.as_deref().and_then(|v| v.parse().ok());
+        let service_networks = networks_of(service);
+        let app_key = format!("{}/{}", service.namespace, service.app);
+        for name in &service_networks {
+            networks
+                .entry((app_key.clone(), name.clone()))
+                .or_default()
+                .extend(&backends);
+        }
+        if service.internal {
+            isolated.extend(&backends);
+        }
+        for ip in &backends {
+            let client = clients.entry(*ip).or_insert_with(|| DnsClient {
+                namespace: service.namespace.clone(),
+                app: service.app.clone(),
+                networks: Vec::new(),
+            });
+            // One address in two services would be an IPAM bug; merging keeps both views.
+            client.networks.extend(service_networks.iter().cloned());
+            client.networks.sort();
+            client.networks.dedup();
+        }
         let mut dns_ports = Vec::new();
         for port in &service.ports {
             let (net_proto, ingress_proto, name) = match port.protocol {
@@ -67,7 +94,8 @@ pub fn plan_data_plane(network: &NodeNetwork, generation: u64) -> DataPlanePlan 
             app: service.app.clone(),
             name: service.name.clone(),
             vip,
-            aliases: Vec::new(),
+            aliases: service.aliases.clone(),
+            networks: service_networks,
             replicas: backends,
             ports: dns_ports,
         });
@@ -77,12 +105,33 @@ pub fn plan_data_plane(network: &NodeNetwork, generation: u64) -> DataPlanePlan 
         .map(|((port, protocol), services)| route(port, protocol, &services))
         .collect();
     DataPlanePlan {
-        rules: NetRules { vips },
+        rules: NetRules {
+            vips,
+            networks: networks
+                .into_iter()
+                .map(|((app_key, name), members)| NetworkRule {
+                    app_key,
+                    name,
+                    members: members.into_iter().collect(),
+                })
+                .collect(),
+            isolated: isolated.into_iter().collect(),
+        },
         zone: DnsZone {
             generation,
             services: zone,
+            clients,
         },
         routes,
+    }
+}
+
+/// The service's networks; `default` for payloads from servers that predate networks.
+fn networks_of(service: &ServiceEndpoints) -> Vec<String> {
+    if service.networks.is_empty() {
+        vec![DEFAULT_NETWORK.to_string()]
+    } else {
+        service.networks.clone()
     }
 }
 
@@ -251,6 +300,92 @@ mod tests {
             rules[1].backends,
             ["10.42.0.3:8000".parse::<SocketAddr>().unwrap()]
         );
+    }
+
+    #[test]
+    fn networks_become_sets_clients_and_dns_scopes() {
+        let on = |mut s: ServiceEndpoints, app: &str, networks: &[&str], aliases: &[&str]| {
+            s.app = app.into();
+            s.networks = networks.iter().map(|n| n.to_string()).collect();
+            s.aliases = aliases.iter().map(|a| a.to_string()).collect();
+            s
+        };
+        let mut db = on(
+            service("db", "10.43.0.4", vec![port(5432, None)], &["10.42.0.4"]),
+            "shop",
+            &["back"],
+            &["database"],
+        );
+        db.internal = true;
+        let net = NodeNetwork {
+            subnet: Some("10.42.0.0/24".into()),
+            cluster_cidr: None,
+            service_cidr: None,
+            services: vec![
+                on(
+                    service("web", "10.43.0.2", vec![], &["10.42.0.2"]),
+                    "shop",
+                    &["front"],
+                    &[],
+                ),
+                on(
+                    service("api", "10.43.0.3", vec![], &["10.42.0.3", "10.42.0.13"]),
+                    "shop",
+                    &["back", "front"],
+                    &[],
+                ),
+                db,
+                // From a server that predates networks: on `default`.
+                on(
+                    service("web", "10.43.0.5", vec![], &["10.42.0.5"]),
+                    "blog",
+                    &[],
+                    &[],
+                ),
+            ],
+        };
+        let plan = plan_data_plane(&net, 3);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let rule = |app: &str, name: &str, members: &[&str]| NetworkRule {
+            app_key: app.into(),
+            name: name.into(),
+            members: members.iter().map(|m| ip(m)).collect(),
+        };
+        assert_eq!(
+            plan.rules.networks,
+            [
+                rule("default/blog", "default", &["10.42.0.5"]),
+                rule(
+                    "default/shop",
+                    "back",
+                    &["10.42.0.3", "10.42.0.4", "10.42.0.13"]
+                ),
+                rule(
+                    "default/shop",
+                    "front",
+                    &["10.42.0.2", "10.42.0.3", "10.42.0.13"]
+                ),
+            ]
+        );
+        assert_eq!(plan.rules.isolated, [ip("10.42.0.4")]);
+        let client = |app: &str, networks: &[&str]| DnsClient {
+            namespace: "default".into(),
+            app: app.into(),
+            networks: networks.iter().map(|n| n.to_string()).collect(),
+        };
+        assert_eq!(
+            plan.zone.clients,
+            BTreeMap::from([
+                (ip("10.42.0.2"), client("shop", &["front"])),
+                (ip("10.42.0.3"), client("shop", &["back", "front"])),
+                (ip("10.42.0.4"), client("shop", &["back"])),
+                (ip("10.42.0.5"), client("blog", &["default"])),
+                (ip("10.42.0.13"), client("shop", &["back", "front"])),
+            ])
+        );
+        assert_eq!(plan.zone.services[2].aliases, ["database"]);
+        assert_eq!(plan.zone.services[2].networks, ["back"]);
+        assert_eq!(plan.zone.services[3].networks, ["default"]);
     }
 
     #[test]

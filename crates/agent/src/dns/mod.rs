@@ -7,13 +7,17 @@
 //! The naming scheme is documented in [`zone`]. Parsing and wire encoding are hickory's; this
 //! module never panics on what a client sends (bad questions get FORMERR or NOTIMP).
 //!
+//! Who asks matters: the zone's client table maps replica addresses to their app networks, and a
+//! replica only sees its own app's services that share a network with it ([`zone`]). Queries
+//! from other addresses (the host itself, tests on loopback) see every name.
+//!
 //! It must not decide what a name means beyond the zone it is given: which replicas are ready
 //! and which VIP a service has are the server's and the health prober's business.
 
 mod forward;
 mod zone;
 
-pub use zone::{DnsService, DnsZone, RECORD_TTL};
+pub use zone::{DnsClient, DnsService, DnsZone, RECORD_TTL};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -257,7 +261,12 @@ impl RequestHandler for Handler {
         } else if let Ok(info) = request.request_info() {
             let query = info.query;
             let zone = self.zone.load();
-            match zone.lookup(query.name(), query.query_type()) {
+            // Answers depend on who asks (Compose networks); only IPv4 replicas are known.
+            let client = match request.src().ip() {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+            };
+            match zone.lookup(query.name(), query.query_type(), client) {
                 Lookup::Records {
                     answers,
                     additionals,

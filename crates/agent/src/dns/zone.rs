@@ -12,7 +12,13 @@
 //! | `hivemind` | SOA (the zone apex) |
 //!
 //! Aliases are further service names in the same app and answer exactly like the service's own
-//! name. Short forms (`web`, `web.shop`, `tasks.web`) are completed by the containers' resolver
+//! name.
+//!
+//! Each answer depends on who asks (the query's source address, looked up in the zone's client
+//! table): a replica sees the services of its own app only if they share a network with it
+//! (Compose networks); other services of its app are NXDOMAIN, as if they did not exist. Names
+//! of other apps always resolve: whether they can be reached is the firewall's business. A
+//! source that is no known replica (the host, a test client) sees every name. Short forms (`web`, `web.shop`, `tasks.web`) are completed by the containers' resolver
 //! through the search list `shop.default.hivemind default.hivemind hivemind` the agent writes into
 //! each container's `resolv.conf`; this server only answers fully qualified names. That file
 //! must also say `options ndots:3`: with the default of 1, `web.shop` would first be asked as
@@ -22,7 +28,7 @@
 //! `_tcp.web.shop.default.hivemind`) answers NODATA rather than NXDOMAIN, as RFC 8020 requires;
 //! anything else under the domain is NXDOMAIN.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use hickory_proto::rr::rdata::{A, SOA, SRV};
@@ -40,6 +46,17 @@ pub struct DnsZone {
     /// Generation of the assignment this zone was computed from; reported back as applied.
     pub generation: u64,
     pub services: Vec<DnsService>,
+    /// Who each replica address is, so that an answer can depend on who asks.
+    pub clients: BTreeMap<Ipv4Addr, DnsClient>,
+}
+
+/// A replica as a DNS client: its app and the app networks it is on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsClient {
+    pub namespace: String,
+    pub app: String,
+    /// Network names within the app; empty means `default`.
+    pub networks: Vec<String>,
 }
 
 /// One service's names.
@@ -52,6 +69,8 @@ pub struct DnsService {
     pub vip: Option<Ipv4Addr>,
     /// Further names of the service inside its app (Compose network aliases).
     pub aliases: Vec<String>,
+    /// The app networks the service is on; empty means `default`.
+    pub networks: Vec<String>,
     /// Addresses of the ready replicas only: a replica that fails its health check leaves DNS.
     pub replicas: Vec<Ipv4Addr>,
     /// `("tcp" | "udp", port)`, each giving an SRV record `_PORT._PROTO.NAME...`.
@@ -74,13 +93,49 @@ pub(crate) enum Lookup {
     NotOurs,
 }
 
-/// The records one name owns.
+/// The records one name owns. Each record carries the index of the service it came from, so
+/// that an answer can leave out the services the client may not see.
 #[derive(Debug, Default)]
 struct NameRecords {
-    a: Vec<Ipv4Addr>,
+    a: Vec<(Ipv4Addr, usize)>,
     /// Replica sets are shuffled on every answer so clients that take the first address spread.
     shuffle: bool,
-    srv: Vec<SRV>,
+    srv: Vec<(SRV, usize)>,
+    /// The services that make the name exist; empty for names every service shares (the
+    /// apex, `APP.NAMESPACE`), which everyone sees.
+    owners: Vec<usize>,
+}
+
+/// Where a service (or a client) sits: app and networks, for visibility checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Scope {
+    namespace: String,
+    app: String,
+    /// Sorted, never empty (`default` when none was given).
+    networks: Vec<String>,
+}
+
+impl Scope {
+    fn new(namespace: &str, app: &str, networks: &[String]) -> Scope {
+        let mut networks = networks.to_vec();
+        if networks.is_empty() {
+            networks.push(hivemind_types::DEFAULT_NETWORK.to_string());
+        }
+        networks.sort();
+        networks.dedup();
+        Scope {
+            namespace: namespace.to_string(),
+            app: app.to_string(),
+            networks,
+        }
+    }
+
+    /// Whether a client at `self` may see `service`: always across apps, within its app only
+    /// through a shared network.
+    fn sees(&self, service: &Scope) -> bool {
+        (self.namespace != service.namespace || self.app != service.app)
+            || self.networks.iter().any(|n| service.networks.contains(n))
+    }
 }
 
 /// A zone compiled for lookups; built once per `set_zone`, read by every query.
@@ -90,6 +145,9 @@ pub(crate) struct ZoneIndex {
     origin: LowerName,
     soa: Record,
     names: HashMap<LowerName, NameRecords>,
+    /// Indexed by the numbers the records carry.
+    services: Vec<Scope>,
+    clients: HashMap<Ipv4Addr, Scope>,
 }
 
 impl ZoneIndex {
@@ -99,8 +157,22 @@ impl ZoneIndex {
         let origin_lower = LowerName::new(origin);
         let mut names: HashMap<LowerName, NameRecords> = HashMap::new();
         names.insert(origin_lower.clone(), NameRecords::default());
+        let services: Vec<Scope> = zone
+            .services
+            .iter()
+            .map(|s| Scope::new(&s.namespace, &s.app, &s.networks))
+            .collect();
+        // `APP.NAMESPACE.` + origin and above are shared by every service of the app.
+        let shared_depth = origin_lower.num_labels() + 2;
+        let mut cx = Insert {
+            names: &mut names,
+            origin: &origin_lower,
+            shared_depth,
+            owner: 0,
+        };
 
-        for service in &zone.services {
+        for (owner, service) in zone.services.iter().enumerate() {
+            cx.owner = owner;
             let Some(canonical) = service_name(origin, service, &service.name) else {
                 continue;
             };
@@ -114,13 +186,15 @@ impl ZoneIndex {
                 let Some(fqdn) = service_name(origin, service, label) else {
                     continue;
                 };
-                insert(&mut names, &origin_lower, &fqdn, |records| {
-                    records.a.extend(&addresses);
+                cx.insert(&fqdn, |records| {
+                    records.a.extend(addresses.iter().map(|ip| (*ip, owner)));
                     records.shuffle |= service.vip.is_none();
                 });
                 if let Some(tasks) = prefixed(&fqdn, "tasks") {
-                    insert(&mut names, &origin_lower, &tasks, |records| {
-                        records.a.extend(&service.replicas);
+                    cx.insert(&tasks, |records| {
+                        records
+                            .a
+                            .extend(service.replicas.iter().map(|ip| (*ip, owner)));
                         records.shuffle = true;
                     });
                 }
@@ -129,9 +203,9 @@ impl ZoneIndex {
                         .and_then(|name| prefixed(&name, &format!("_{port}")));
                     let Some(srv_name) = srv_name else { continue };
                     let srv = SRV::new(0, 100, *port, canonical.clone());
-                    insert(&mut names, &origin_lower, &srv_name, |records| {
-                        if !records.srv.contains(&srv) {
-                            records.srv.push(srv);
+                    cx.insert(&srv_name, |records| {
+                        if !records.srv.contains(&(srv.clone(), owner)) {
+                            records.srv.push((srv, owner));
                         }
                     });
                 }
@@ -140,7 +214,14 @@ impl ZoneIndex {
         for records in names.values_mut() {
             records.a.sort_unstable();
             records.a.dedup();
+            records.owners.sort_unstable();
+            records.owners.dedup();
         }
+        let clients = zone
+            .clients
+            .iter()
+            .map(|(ip, c)| (*ip, Scope::new(&c.namespace, &c.app, &c.networks)))
+            .collect();
 
         let soa = Record::from_rdata(
             origin.clone(),
@@ -161,6 +242,8 @@ impl ZoneIndex {
             origin: origin_lower,
             soa,
             names,
+            services,
+            clients,
         }
     }
 
@@ -173,14 +256,27 @@ impl ZoneIndex {
         &self.soa
     }
 
-    /// Answers the question `(name, qtype)`.
-    pub(crate) fn lookup(&self, name: &LowerName, qtype: RecordType) -> Lookup {
+    /// Answers the question `(name, qtype)` asked from `client`, the query's source address.
+    pub(crate) fn lookup(
+        &self,
+        name: &LowerName,
+        qtype: RecordType,
+        client: Option<Ipv4Addr>,
+    ) -> Lookup {
         if !self.origin.zone_of(name) {
             return Lookup::NotOurs;
         }
+        let view = client.and_then(|ip| self.clients.get(&ip));
+        let visible = |owner: &usize| match (view, self.services.get(*owner)) {
+            (Some(client), Some(service)) => client.sees(service),
+            _ => true,
+        };
         let Some(records) = self.names.get(name) else {
             return Lookup::NxDomain;
         };
+        if !records.owners.is_empty() && !records.owners.iter().any(visible) {
+            return Lookup::NxDomain;
+        }
         let owner = Name::from(name);
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
@@ -189,21 +285,34 @@ impl ZoneIndex {
             answers.push(self.soa.clone());
         }
         if any || qtype == RecordType::A {
-            let mut addresses = records.a.clone();
+            let mut addresses: Vec<Ipv4Addr> = records
+                .a
+                .iter()
+                .filter(|(_, owner)| visible(owner))
+                .map(|(ip, _)| *ip)
+                .collect();
+            addresses.dedup();
             if records.shuffle {
                 addresses.shuffle(&mut rand::thread_rng());
             }
             answers.extend(addresses.into_iter().map(|ip| a_record(&owner, ip)));
         }
         if any || qtype == RecordType::SRV {
-            for srv in &records.srv {
+            for (srv, _) in records.srv.iter().filter(|(_, o)| visible(o)) {
                 answers.push(Record::from_rdata(
                     owner.clone(),
                     RECORD_TTL,
                     RData::SRV(srv.clone()),
                 ));
                 if let Some(target) = self.names.get(&LowerName::new(srv.target())) {
-                    additionals.extend(target.a.iter().map(|ip| a_record(srv.target(), *ip)));
+                    let mut ips: Vec<Ipv4Addr> = target
+                        .a
+                        .iter()
+                        .filter(|(_, o)| visible(o))
+                        .map(|(ip, _)| *ip)
+                        .collect();
+                    ips.dedup();
+                    additionals.extend(ips.into_iter().map(|ip| a_record(srv.target(), ip)));
                 }
             }
         }
@@ -249,246 +358,36 @@ fn prefixed(name: &Name, label: &str) -> Option<Name> {
         .map(|name| name.to_lowercase())
 }
 
-/// Adds records to `name` and makes every name between it and the origin exist (empty
-/// non-terminals), so that they answer NODATA instead of NXDOMAIN.
-fn insert(
-    names: &mut HashMap<LowerName, NameRecords>,
-    origin: &LowerName,
-    name: &Name,
-    add: impl FnOnce(&mut NameRecords),
-) {
-    let name = LowerName::new(name);
-    add(names.entry(name.clone()).or_default());
-    let mut parent = name.base_name();
-    while parent.num_labels() > origin.num_labels() {
-        names.entry(parent.clone()).or_default();
-        parent = parent.base_name();
+/// Adds records for one service (`owner`) while a zone is built.
+struct Insert<'a> {
+    names: &'a mut HashMap<LowerName, NameRecords>,
+    origin: &'a LowerName,
+    /// Names with at most this many labels are shared by all services of an app.
+    shared_depth: u8,
+    owner: usize,
+}
+
+impl Insert<'_> {
+    /// Adds records to `name` and makes every name between it and the origin exist (empty
+    /// non-terminals), so that they answer NODATA instead of NXDOMAIN. The name and its
+    /// parents below the app level are owned by the service: who may not see the service
+    /// gets NXDOMAIN for them too (`_tcp.web...` would otherwise betray `web`).
+    fn insert(&mut self, name: &Name, add: impl FnOnce(&mut NameRecords)) {
+        let name = LowerName::new(name);
+        let records = self.names.entry(name.clone()).or_default();
+        add(records);
+        records.owners.push(self.owner);
+        let mut parent = name.base_name();
+        while parent.num_labels() > self.origin.num_labels() {
+            let records = self.names.entry(parent.clone()).or_default();
+            if parent.num_labels() > self.shared_depth {
+                records.owners.push(self.owner);
+            }
+            parent = parent.base_name();
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn origin() -> Name {
-        Name::from_ascii("hivemind.").unwrap()
-    }
-
-    fn zone() -> DnsZone {
-        DnsZone {
-            generation: 7,
-            services: vec![
-                DnsService {
-                    namespace: "default".into(),
-                    app: "shop".into(),
-                    name: "web".into(),
-                    vip: Some(Ipv4Addr::new(10, 43, 0, 5)),
-                    aliases: vec!["www".into()],
-                    replicas: vec![Ipv4Addr::new(10, 42, 0, 2), Ipv4Addr::new(10, 42, 0, 3)],
-                    ports: vec![("tcp".into(), 80), ("udp".into(), 53)],
-                },
-                DnsService {
-                    namespace: "default".into(),
-                    app: "shop".into(),
-                    name: "db".into(),
-                    vip: None,
-                    aliases: vec![],
-                    replicas: vec![Ipv4Addr::new(10, 42, 0, 9)],
-                    ports: vec![],
-                },
-                DnsService {
-                    namespace: "default".into(),
-                    app: "shop".into(),
-                    name: "cold".into(),
-                    vip: None,
-                    aliases: vec![],
-                    replicas: vec![],
-                    ports: vec![],
-                },
-                DnsService {
-                    namespace: "default".into(),
-                    app: "shop".into(),
-                    name: "bad name!".into(),
-                    ..DnsService::default()
-                },
-            ],
-        }
-    }
-
-    fn ask(index: &ZoneIndex, name: &str, qtype: RecordType) -> Lookup {
-        index.lookup(&LowerName::new(&Name::from_ascii(name).unwrap()), qtype)
-    }
-
-    /// The answer as comparable text: sorted `type data` strings, or the negative kind.
-    fn render(lookup: Lookup) -> Vec<String> {
-        match lookup {
-            Lookup::Records {
-                answers,
-                additionals,
-            } => {
-                let mut lines: Vec<String> = answers
-                    .iter()
-                    .map(|r| format!("{} {}", r.record_type(), r.data()))
-                    .collect();
-                lines.sort();
-                let mut extra: Vec<String> = additionals
-                    .iter()
-                    .map(|r| format!("+{} {} {}", r.name(), r.record_type(), r.data()))
-                    .collect();
-                extra.sort();
-                lines.extend(extra);
-                lines
-            }
-            other => vec![format!("{other:?}")],
-        }
-    }
-
-    #[test]
-    fn questions_and_answers() {
-        let index = ZoneIndex::build(&origin(), &zone());
-        let table: &[(&str, RecordType, &[&str])] = &[
-            (
-                "web.shop.default.hivemind.",
-                RecordType::A,
-                &["A 10.43.0.5"],
-            ),
-            (
-                "WEB.Shop.DEFAULT.hivemind.",
-                RecordType::A,
-                &["A 10.43.0.5"],
-            ),
-            (
-                "www.shop.default.hivemind.",
-                RecordType::A,
-                &["A 10.43.0.5"],
-            ),
-            (
-                "tasks.web.shop.default.hivemind.",
-                RecordType::A,
-                &["A 10.42.0.2", "A 10.42.0.3"],
-            ),
-            (
-                "tasks.www.shop.default.hivemind.",
-                RecordType::A,
-                &["A 10.42.0.2", "A 10.42.0.3"],
-            ),
-            ("db.shop.default.hivemind.", RecordType::A, &["A 10.42.0.9"]),
-            ("cold.shop.default.hivemind.", RecordType::A, &["NoData"]),
-            (
-                "tasks.cold.shop.default.hivemind.",
-                RecordType::A,
-                &["NoData"],
-            ),
-            ("web.shop.default.hivemind.", RecordType::AAAA, &["NoData"]),
-            (
-                "_80._tcp.web.shop.default.hivemind.",
-                RecordType::SRV,
-                &[
-                    "SRV 0 100 80 web.shop.default.hivemind.",
-                    "+web.shop.default.hivemind. A 10.43.0.5",
-                ],
-            ),
-            (
-                "_53._udp.www.shop.default.hivemind.",
-                RecordType::SRV,
-                &[
-                    "SRV 0 100 53 web.shop.default.hivemind.",
-                    "+web.shop.default.hivemind. A 10.43.0.5",
-                ],
-            ),
-            (
-                "_80._udp.web.shop.default.hivemind.",
-                RecordType::SRV,
-                &["NxDomain"],
-            ),
-            (
-                "_tcp.web.shop.default.hivemind.",
-                RecordType::SRV,
-                &["NoData"],
-            ),
-            ("shop.default.hivemind.", RecordType::A, &["NoData"]),
-            ("default.hivemind.", RecordType::A, &["NoData"]),
-            ("hivemind.", RecordType::A, &["NoData"]),
-            (
-                "hivemind.",
-                RecordType::SOA,
-                &["SOA ns.hivemind. hostmaster.hivemind. 7 60 60 3600 5"],
-            ),
-            ("api.shop.default.hivemind.", RecordType::A, &["NxDomain"]),
-            ("web.other.default.hivemind.", RecordType::A, &["NxDomain"]),
-            ("x.web.shop.default.hivemind.", RecordType::A, &["NxDomain"]),
-            ("example.com.", RecordType::A, &["NotOurs"]),
-            ("hivemind.example.com.", RecordType::A, &["NotOurs"]),
-            (
-                "web.shop.default.hivemind.",
-                RecordType::ANY,
-                &["A 10.43.0.5"],
-            ),
-        ];
-        for (name, qtype, expected) in table {
-            assert_eq!(
-                render(ask(&index, name, *qtype)),
-                expected.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-                "{name} {qtype}"
-            );
-        }
-    }
-
-    #[test]
-    fn records_carry_the_short_ttl_and_the_generation() {
-        let index = ZoneIndex::build(&origin(), &zone());
-        assert_eq!(index.generation(), 7);
-        let Lookup::Records { answers, .. } =
-            ask(&index, "tasks.web.shop.default.hivemind.", RecordType::A)
-        else {
-            panic!("expected records");
-        };
-        assert!(answers.iter().all(|r| r.ttl() == RECORD_TTL));
-        assert_eq!(index.soa().ttl(), RECORD_TTL);
-    }
-
-    #[test]
-    fn tasks_are_shuffled_across_answers() {
-        let mut zone = zone();
-        zone.services[0].replicas = (2..12).map(|i| Ipv4Addr::new(10, 42, 0, i)).collect();
-        let index = ZoneIndex::build(&origin(), &zone);
-        let firsts: std::collections::HashSet<String> = (0..200)
-            .map(
-                |_| match ask(&index, "tasks.web.shop.default.hivemind.", RecordType::A) {
-                    Lookup::Records { answers, .. } => answers[0].data().to_string(),
-                    other => panic!("{other:?}"),
-                },
-            )
-            .collect();
-        assert!(firsts.len() > 1, "replica order never changed");
-    }
-
-    #[test]
-    fn a_shared_alias_answers_with_both_services() {
-        let mut zone = zone();
-        zone.services[1].aliases = vec!["www".into()];
-        let index = ZoneIndex::build(&origin(), &zone);
-        assert_eq!(
-            render(ask(&index, "www.shop.default.hivemind.", RecordType::A)),
-            vec!["A 10.42.0.9", "A 10.43.0.5"]
-        );
-    }
-
-    #[test]
-    fn another_domain_is_honoured() {
-        let origin = Name::from_ascii("cluster.local.").unwrap();
-        let index = ZoneIndex::build(&origin, &zone());
-        assert_eq!(
-            render(ask(
-                &index,
-                "web.shop.default.cluster.local.",
-                RecordType::A
-            )),
-            vec!["A 10.43.0.5"]
-        );
-        assert_eq!(
-            render(ask(&index, "web.shop.default.hivemind.", RecordType::A)),
-            vec!["NotOurs"]
-        );
-    }
-}
+#[path = "zone_tests.rs"]
+mod tests;

@@ -4,14 +4,16 @@
 //!
 //! [`NodeNet`] is the only entry point; it owns the IPAM state and serializes changes. Pieces:
 //! `config` ([`NetConfig`]), `error` ([`NetError`]),
-//! `ipam` (pure allocator + its file), `link` (rtnetlink), `netns` (named namespaces), `nft`
-//! (pure JSON table builder + the `nft` call). This module must not touch other tables, other
+//! `ipam` (pure allocator + its file), `isolation` (the rules that keep app networks apart),
+//! `link` (rtnetlink), `netns` (named namespaces), `nft` (pure JSON table builder + the `nft`
+//! call). This module must not touch other tables, other
 //! bridges, or namespaces and links without its configured prefix; DNS, proxies and the overlay
 //! live elsewhere and only use [`NodeNet::gateway`] and the attachments.
 
 mod config;
 mod error;
 mod ipam;
+mod isolation;
 mod link;
 mod netns;
 mod nft;
@@ -56,6 +58,23 @@ pub enum Proto {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetRules {
     pub vips: Vec<VipRule>,
+    /// App networks with their member replicas (cluster-wide). Two replicas of one app reach
+    /// each other only if a network of that app holds both; an address in no network is not
+    /// restricted (the host, other clusters' traffic, a replica not yet reported).
+    #[serde(default)]
+    pub networks: Vec<NetworkRule>,
+    /// Replicas whose networks are all `internal`: no route outside the cluster CIDR.
+    #[serde(default)]
+    pub isolated: Vec<Ipv4Addr>,
+}
+
+/// One app network: `name` of the app `app_key` (`namespace/app`), so `shop/back` and
+/// `blog/back` are different networks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRule {
+    pub app_key: String,
+    pub name: String,
+    pub members: Vec<Ipv4Addr>,
 }
 
 /// `vip:port/protocol` spread evenly over `backends:target_port`; no backends means refused.
@@ -377,12 +396,20 @@ impl NodeNet {
                 )));
             }
         }
+        let br_netfilter = br_netfilter_on();
+        if !br_netfilter && !rules.networks.is_empty() {
+            // Bridged frames between replicas of this node skip the forward hook then; VIP,
+            // cross-node and outbound traffic is still checked.
+            tracing::warn!(
+                "bridge-nf-call-iptables is off: replicas on this node that share no network can still reach each other by address; enable br_netfilter for full isolation"
+            );
+        }
         let params = nft::TableParams {
             table: &config.nft_table,
             bridge: &config.bridge,
             subnet: self.inner.subnet,
             cluster_cidr: config.cluster_cidr,
-            br_netfilter: br_netfilter_on(),
+            br_netfilter,
         };
         let doc = nft::table_document(&params, rules);
         nft::run(

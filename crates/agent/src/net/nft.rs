@@ -13,7 +13,7 @@ use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::{NetError, NetRules, Proto, VipRule};
+use super::{isolation, NetError, NetRules, Proto, VipRule};
 
 /// Everything the table depends on besides the VIP rules.
 #[derive(Debug, Clone)]
@@ -39,9 +39,9 @@ impl Proto {
     }
 }
 
-const FAMILY: &str = "inet";
+pub(super) const FAMILY: &str = "inet";
 
-fn payload(protocol: &str, field: &str) -> Value {
+pub(super) fn payload(protocol: &str, field: &str) -> Value {
     json!({"payload": {"protocol": protocol, "field": field}})
 }
 
@@ -49,11 +49,11 @@ fn meta(key: &str) -> Value {
     json!({"meta": {"key": key}})
 }
 
-fn matches(op: &str, left: Value, right: Value) -> Value {
+pub(super) fn matches(op: &str, left: Value, right: Value) -> Value {
     json!({"match": {"op": op, "left": left, "right": right}})
 }
 
-fn prefix(net: Ipv4Net) -> Value {
+pub(super) fn prefix(net: Ipv4Net) -> Value {
     json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
 }
 
@@ -72,13 +72,13 @@ pub(crate) fn service_chain(rule: &VipRule) -> String {
     format!("svc-{vip}-{}-{}", rule.protocol.nft(), rule.port)
 }
 
-struct Doc<'a> {
-    table: &'a str,
-    commands: Vec<Value>,
+pub(super) struct Doc<'a> {
+    pub(super) table: &'a str,
+    pub(super) commands: Vec<Value>,
 }
 
 impl Doc<'_> {
-    fn chain(&mut self, name: &str, base: Option<(&str, &str, i32)>) {
+    pub(super) fn chain(&mut self, name: &str, base: Option<(&str, &str, i32)>) {
         let mut chain = json!({"family": FAMILY, "table": self.table, "name": name});
         if let Some((kind, hook, prio)) = base {
             chain["type"] = json!(kind);
@@ -89,7 +89,7 @@ impl Doc<'_> {
         self.commands.push(json!({"add": {"chain": chain}}));
     }
 
-    fn rule(&mut self, chain: &str, expr: Vec<Value>) {
+    pub(super) fn rule(&mut self, chain: &str, expr: Vec<Value>) {
         self.commands.push(json!({"add": {"rule": {
             "family": FAMILY, "table": self.table, "chain": chain, "expr": expr
         }}}));
@@ -172,6 +172,10 @@ pub(crate) fn table_document(params: &TableParams<'_>, rules: &NetRules) -> Valu
             );
         }
     }
+
+    // App networks and internal networks: checked on every packet, before the accept of
+    // established flows, so that a network change also cuts connections already open.
+    isolation::forward_rules(&mut doc, params, rules);
 
     // Explicit accepts for the bridge: with bridge-nf-call-iptables = 1 bridged traffic
     // passes the forward hook. They make our table self-sufficient, but note the limit
@@ -338,10 +342,10 @@ async fn nft_with_stdin(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn params(br_netfilter: bool) -> TableParams<'static> {
+    pub(in crate::net) fn params(br_netfilter: bool) -> TableParams<'static> {
         TableParams {
             table: "hivemind",
             bridge: "hm0",
@@ -362,7 +366,7 @@ mod tests {
     }
 
     /// The rules of one chain, as their expression lists.
-    fn rules_of(doc: &Value, chain: &str) -> Vec<Value> {
+    pub(in crate::net) fn rules_of(doc: &Value, chain: &str) -> Vec<Value> {
         doc["nftables"]
             .as_array()
             .unwrap()
@@ -427,6 +431,7 @@ mod tests {
                 80,
                 &["10.42.3.2", "10.42.3.3"],
             )],
+            ..NetRules::default()
         };
         let doc = table_document(&params(true), &rules);
         assert_eq!(
@@ -470,6 +475,7 @@ mod tests {
                 vip("10.43.0.11", Proto::Tcp, 81, &[]),
                 vip("10.43.0.12", Proto::Udp, 53, &[]),
             ],
+            ..NetRules::default()
         };
         let doc = table_document(&params(true), &rules);
         for chain in ["forward", "output"] {
@@ -494,6 +500,7 @@ mod tests {
     fn without_br_netfilter_all_dnat_inside_the_subnet_is_masqueraded() {
         let rules = NetRules {
             vips: vec![vip("10.43.0.10", Proto::Udp, 53, &["10.42.3.2"])],
+            ..NetRules::default()
         };
         let doc = table_document(&params(false), &rules);
         assert_eq!(
@@ -515,9 +522,16 @@ mod tests {
             &params(true),
             &NetRules {
                 vips: vec![a.clone(), b.clone()],
+                ..NetRules::default()
             },
         );
-        let two = table_document(&params(true), &NetRules { vips: vec![b, a] });
+        let two = table_document(
+            &params(true),
+            &NetRules {
+                vips: vec![b, a],
+                ..NetRules::default()
+            },
+        );
         assert_eq!(one, two);
     }
 }
