@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use hivemind_agent::net::{Ipv4Net, NetConfig, NetRules, NodeNet, Proto, VipRule};
 
+// App networks (Compose `networks`) have their own file; it uses the fixture below.
+#[path = "net/networks.rs"]
+mod networks;
+
 const BUSYBOX: &str = "/bin/busybox";
 
 fn system_tests_enabled() -> bool {
