@@ -5,9 +5,11 @@
 
 pub mod compose;
 pub mod id;
+pub mod limits;
 pub mod object;
 pub mod spec;
 
+pub use limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
 pub use object::{
     App, Assignment, Endpoint, Kind, Meta, Node, NodeNetwork, NodeReport, NodeState,
     ObservedReplica, Replica, ReplicaState, Service, ServiceEndpoints,

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
+
 /// One replicated container spec inside an app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ServiceSpec {
@@ -53,6 +55,32 @@ pub struct ServiceSpec {
     /// written before networks existed keep their revision hash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, NetworkAttachment>,
+    /// CPU, memory and pids limits and reservations (Compose `deploy.resources`).
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// Mount the root filesystem read-only (Compose `read_only`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// Capabilities added to Docker's default set: `CAP_` names, or `ALL`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from Docker's default set: `CAP_` names, or `ALL`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<TmpfsMount>,
+    /// Process resource limits by Docker's name (`nofile`, `nproc`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// Run the process under a minimal init that reaps zombies and forwards signals.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub init: bool,
+    /// The container's hostname instead of the replica id (Compose `hostname`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Entries appended to the generated /etc/hosts, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<ExtraHost>,
 }
 
 /// The name of the network every service of an app is on unless it lists others.

@@ -1,4 +1,5 @@
-//! `deploy` (`mode`, `replicas`, `restart_policy`) and the service-level `restart` key.
+//! `deploy` (`mode`, `replicas`, `restart_policy`, `resources`) and the service-level `restart`
+//! key.
 //!
 //! Both restart forms map to one `RestartPolicy`; the caller lets `deploy.restart_policy` win,
 //! as Docker Compose does. A `max_attempts` (or `on-failure:N`) of 0 means "never give up" in
@@ -9,7 +10,9 @@ use serde_yaml_ng::Value;
 use super::duration::read_duration_ms;
 use super::error::Problems;
 use super::keys::{reject_key, unknown_key, Section};
+use super::resources::read_resources;
 use super::value::{expect_mapping, expect_str, expect_u32, join, string_entries};
+use crate::limits::Resources;
 use crate::spec::{RestartCondition, RestartPolicy, ServiceMode};
 
 /// What `deploy` says; `None` where the file says nothing.
@@ -18,6 +21,7 @@ pub(crate) struct Deploy {
     pub(crate) mode: Option<ServiceMode>,
     pub(crate) replicas: Option<u32>,
     pub(crate) restart: Option<RestartPolicy>,
+    pub(crate) resources: Resources,
 }
 
 const RESTART_POLICY_KEYS: &[&str] = &["condition", "delay", "max_attempts", "window"];
@@ -51,6 +55,7 @@ pub(crate) fn read_deploy(p: &mut Problems, path: &str, value: &Value) -> Deploy
             }
             "replicas" => deploy.replicas = expect_u32(p, &key_path, v, "replicas: 3"),
             "restart_policy" => deploy.restart = read_restart_policy(p, &key_path, v),
+            "resources" => deploy.resources = read_resources(p, &key_path, v),
             _ if key.starts_with("x-") => {}
             other => reject_key(p, Section::Deploy, path, other),
         }

@@ -27,6 +27,14 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "container_name",
     "pull_policy",
     "networks",
+    "read_only",
+    "cap_add",
+    "cap_drop",
+    "tmpfs",
+    "ulimits",
+    "init",
+    "hostname",
+    "extra_hosts",
 ];
 
 /// Service keys of the Compose Specification that Hivemind does not honour yet, with advice
@@ -35,8 +43,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("annotations", ""),
     ("attach", ""),
     ("blkio_config", ""),
-    ("cap_add", ""),
-    ("cap_drop", ""),
     ("cgroup", ""),
     ("cgroup_parent", ""),
     ("configs", ""),
@@ -73,15 +79,12 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "external_links",
         "services of an app reach each other by service name",
     ),
-    ("extra_hosts", ""),
     ("gpus", ""),
     ("group_add", ""),
     (
         "healthcheck",
         "Hivemind considers a running container healthy for now",
     ),
-    ("hostname", ""),
-    ("init", ""),
     ("ipc", ""),
     ("isolation", ""),
     ("label_file", "list the labels under `labels`"),
@@ -110,7 +113,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("privileged", ""),
     ("profiles", "keep only the services to deploy in the file"),
     ("provider", ""),
-    ("read_only", ""),
     ("runtime", ""),
     ("scale", "set `deploy.replicas` instead"),
     ("secrets", ""),
@@ -119,9 +121,7 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("stdin_open", ""),
     ("storage_opt", ""),
     ("sysctls", ""),
-    ("tmpfs", ""),
     ("tty", ""),
-    ("ulimits", ""),
     ("use_api_socket", ""),
     ("userns_mode", ""),
     ("uts", ""),
@@ -130,13 +130,12 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
 ];
 
 /// Keys under `deploy` that Hivemind reads.
-pub(crate) const DEPLOY_KEYS: &[&str] = &["mode", "replicas", "restart_policy"];
+pub(crate) const DEPLOY_KEYS: &[&str] = &["mode", "replicas", "restart_policy", "resources"];
 
 const DEPLOY_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("endpoint_mode", "services always get a virtual IP"),
     ("labels", "put them under the service's `labels`"),
     ("placement", "the scheduler spreads replicas over all nodes"),
-    ("resources", ""),
     ("rollback_config", "`hivemind rollout undo` rolls back"),
     (
         "update_config",

@@ -9,6 +9,7 @@
 //! the process environment) and a callback that reads `env_file`s. It must never panic, whatever
 //! the input.
 
+mod container;
 mod deploy;
 mod dotenv;
 mod duration;
@@ -18,6 +19,7 @@ mod interpolate;
 mod keys;
 mod networks;
 mod ports;
+mod resources;
 mod service;
 mod signal;
 mod value;

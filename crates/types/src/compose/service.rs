@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml_ng::Value;
 
+use super::container::{
+    read_capabilities, read_extra_hosts, read_flag, read_hostname, read_tmpfs, read_ulimits,
+};
 use super::deploy::{read_deploy, read_restart};
 use super::dotenv;
 use super::duration::read_duration_ms;
@@ -103,6 +106,14 @@ pub(crate) fn read_service(
                 }
             }
             "networks" => networks = Some(read_service_networks(p, &key_path, v, cx.networks)),
+            "read_only" => spec.read_only = read_flag(p, &key_path, v, "read_only: true"),
+            "cap_add" => spec.cap_add = read_capabilities(p, &key_path, v),
+            "cap_drop" => spec.cap_drop = read_capabilities(p, &key_path, v),
+            "tmpfs" => spec.tmpfs = read_tmpfs(p, &key_path, v),
+            "ulimits" => spec.ulimits = read_ulimits(p, &key_path, v),
+            "init" => spec.init = read_flag(p, &key_path, v, "init: true"),
+            "hostname" => spec.hostname = read_hostname(p, &key_path, v),
+            "extra_hosts" => spec.extra_hosts = read_extra_hosts(p, &key_path, v),
             "x-hivemind" => spec.hivemind = read_hivemind(p, &key_path, v, cx.service_names),
             _ if is_near_hivemind(&key) => unknown_key(p, &key_path, &key, ["x-hivemind"]),
             _ if key.starts_with("x-") => {}
@@ -153,6 +164,7 @@ pub(crate) fn read_service(
         if let Some(policy) = deploy.restart {
             spec.restart = policy;
         }
+        spec.resources = deploy.resources;
     }
 
     if container_name && (spec.mode == ServiceMode::Global || spec.replicas != 1) {

@@ -227,6 +227,7 @@ fn cases() -> Vec<BadCase> {
     ]
     .into_iter()
     .chain(super::bad_values::cases())
+    .chain(super::limits::cases())
     .collect()
 }
 

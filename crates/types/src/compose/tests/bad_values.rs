@@ -192,9 +192,9 @@ pub(super) fn cases() -> Vec<BadCase> {
             "not supported yet",
         ),
         (
-            web("deploy: {resources: {limits: {cpus: \"0.5\"}}}"),
-            "services.web.deploy.resources",
-            "`services.web.deploy.resources` is not supported yet",
+            web("deploy: {resources: {reservations: {devices: []}}}"),
+            "services.web.deploy.resources.reservations.devices",
+            "`services.web.deploy.resources.reservations.devices` is not supported yet",
         ),
         (
             web("deploy: {placement: {}}"),

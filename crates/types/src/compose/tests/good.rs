@@ -46,6 +46,8 @@ fn minimal_service_gets_the_defaults() {
             hivemind: HivemindExt::default(),
             pull_policy: PullPolicy::Missing,
             networks: BTreeMap::new(),
+            // Limits and identity are unset (`limits.rs` tests them).
+            ..ServiceSpec::default()
         }
     );
 }

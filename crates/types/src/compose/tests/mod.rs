@@ -1,10 +1,11 @@
 //! Tests of the Compose reader: good files (`good.rs`), tables of bad files (`bad.rs`,
-//! `bad_values.rs`), networks and aliases (`networks.rs`) and no-panic checks on damaged input
+//! `bad_values.rs`), limits and identity (`limits.rs`), networks and aliases (`networks.rs`) and no-panic checks on damaged input
 //! (`robustness.rs`). Shared helpers live here.
 
 mod bad;
 mod bad_values;
 mod good;
+mod limits;
 mod networks;
 mod robustness;
 
