@@ -374,7 +374,7 @@ mod tests {
             vip: None,
             meta: Meta::default(),
         };
-        let got = service_endpoints(&[service.clone()], &[], &BTreeMap::new());
+        let got = service_endpoints(std::slice::from_ref(&service), &[], &BTreeMap::new());
         assert_eq!(got[0].networks, ["back", "front"]);
         assert_eq!(got[0].aliases, ["api", "backend", "svc"]);
         assert!(!got[0].internal, "front leads outside");
