@@ -1,7 +1,7 @@
 # Shared steps of up.sh and test.sh: packages, Rust, containerd. Sourced, not run.
 
 # Debian packages Hivemind needs at run and test time (SPEC §7).
-PACKAGES=(containerd runc nftables iproute2 protobuf-compiler busybox-static ca-certificates curl gcc pkg-config docker-registry skopeo apache2-utils dnsutils)
+PACKAGES=(containerd runc nftables iproute2 protobuf-compiler busybox-static ca-certificates curl gcc pkg-config docker-registry skopeo apache2-utils dnsutils tini)
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then

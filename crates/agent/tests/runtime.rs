@@ -16,6 +16,10 @@ use hivemind_agent::runtime::{
 };
 use hivemind_types::{Replica, ServiceSpec};
 
+/// Limits and identity (`deploy.resources`, `read_only`, capabilities, `init`, ...).
+#[path = "runtime/limits.rs"]
+mod limits;
+
 const SOCKET: &str = "/run/containerd/containerd.sock";
 const IMAGE: &str = "hm-test/busybox:1";
 

@@ -66,6 +66,12 @@ pub enum RuntimeError {
     )]
     BadSignal { id: String, signal: String },
 
+    #[error(
+        "container {id}: `init: true` needs {} on the node (install Debian's tini package), or remove init",
+        crate::runtime::oci::INIT_HOST_PATH
+    )]
+    InitMissing { id: String },
+
     #[error("container {id}: building the OCI runtime spec failed")]
     Spec {
         id: String,

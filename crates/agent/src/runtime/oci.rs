@@ -4,22 +4,28 @@
 //!
 //! What a container gets matches Docker's defaults: its capability set, masked and read-only
 //! /proc and /sys paths, the standard mounts, a deny-all device cgroup with the usual character
-//! devices allowed, and fresh pid/ipc/uts/mount/network namespaces.
+//! devices allowed, and fresh pid/ipc/uts/mount/network namespaces. The service's limits and
+//! privileges (`resources.rs`, `security.rs`) adjust that.
+
+mod resources;
+mod security;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hivemind_types::ServiceSpec;
+use hivemind_types::{ExtraHost, ServiceSpec};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 use oci_spec::OciSpecError;
 
 use super::image::ContainerConfig;
 use super::user::ResolvedUser;
+
+pub(crate) use security::INIT_HOST_PATH;
 
 /// `PATH` when neither the image nor the service sets one (Docker's default).
 pub(crate) const DEFAULT_PATH: &str =
@@ -137,16 +143,29 @@ pub(crate) fn working_dir(image: &ContainerConfig, service: &ServiceSpec) -> Str
         .to_string()
 }
 
-/// The generated /etc/hosts: loopback names and the replica's own name.
-pub(crate) fn hosts_file(hostname: &str, ip: Option<std::net::IpAddr>) -> String {
+/// The container's hostname: the service's `hostname`, else the replica id.
+pub(crate) fn container_hostname<'a>(id: &'a str, service: &'a ServiceSpec) -> &'a str {
+    service.hostname.as_deref().unwrap_or(id)
+}
+
+/// The generated /etc/hosts: loopback names, the replica's own name, then `extra_hosts`.
+pub(crate) fn hosts_file(
+    hostname: &str,
+    ip: Option<std::net::IpAddr>,
+    extra: &[ExtraHost],
+) -> String {
     // With an address on the bridge the hostname maps to it (as in Docker), so a replica
     // announcing itself by name gives an address others can reach.
     let own = ip.map_or_else(|| "127.0.1.1".to_string(), |ip| ip.to_string());
-    format!(
+    let mut out = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
          ff02::2\tip6-allrouters\n{own}\t{hostname}\n"
-    )
+    );
+    for host in extra {
+        out.push_str(&format!("{}\t{}\n", host.ip, host.name));
+    }
+    out
 }
 
 /// The container's /etc/resolv.conf from the host's: loopback nameservers (systemd-resolved,
@@ -177,7 +196,17 @@ pub(crate) fn container_resolv_conf(host: &str) -> String {
 /// command with the container id).
 pub(crate) fn build_spec(input: &SpecInput<'_>, args: Vec<String>) -> Result<Spec, OciSpecError> {
     let image_env = input.image.env.clone().unwrap_or_default();
-    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let service = input.service;
+    let hostname = container_hostname(input.id, service);
+    let caps: oci_spec::runtime::Capabilities =
+        security::capabilities(&DEFAULT_CAPABILITIES, &service.cap_add, &service.cap_drop)
+            .into_iter()
+            .collect();
+    let args = if service.init {
+        security::under_init(args)
+    } else {
+        args
+    };
     let mut user = UserBuilder::default()
         .uid(input.user.uid)
         .gid(input.user.gid);
@@ -188,7 +217,7 @@ pub(crate) fn build_spec(input: &SpecInput<'_>, args: Vec<String>) -> Result<Spe
         .terminal(false)
         .user(user.build()?)
         .args(args)
-        .env(merge_env(&image_env, &input.service.environment, input.id))
+        .env(merge_env(&image_env, &service.environment, hostname))
         .cwd(working_dir(input.image, input.service))
         .capabilities(
             LinuxCapabilitiesBuilder::default()
@@ -199,21 +228,20 @@ pub(crate) fn build_spec(input: &SpecInput<'_>, args: Vec<String>) -> Result<Spe
                 .ambient(oci_spec::runtime::Capabilities::new())
                 .build()?,
         )
-        // No rlimits: the process inherits containerd's, as Docker does without default-ulimits.
-        // A fixed RLIMIT_NOFILE above containerd's hard limit (20000 on Debian's unit) makes runc
-        // fail with EPERM. Compose `ulimits` will set them explicitly.
-        .rlimits(Vec::new())
+        // Only the service's `ulimits`: the rest are inherited from containerd, as Docker does
+        // without default-ulimits. A fixed RLIMIT_NOFILE above containerd's hard limit (20000 on
+        // Debian's unit) would make runc fail with EPERM.
+        .rlimits(security::rlimits(&service.ulimits))
         .no_new_privileges(false)
         .build()?;
 
     let linux = LinuxBuilder::default()
         .namespaces(namespaces(input.network_ns)?)
         .cgroups_path(PathBuf::from(format!("/hivemind/{}", input.id)))
-        .resources(
-            LinuxResourcesBuilder::default()
-                .devices(device_rules()?)
-                .build()?,
-        )
+        .resources(resources::linux_resources(
+            &service.resources,
+            device_rules()?,
+        ))
         .masked_paths(MASKED_PATHS.map(String::from).to_vec())
         .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
         .build()?;
@@ -223,11 +251,11 @@ pub(crate) fn build_spec(input: &SpecInput<'_>, args: Vec<String>) -> Result<Spe
         .root(
             RootBuilder::default()
                 .path("rootfs")
-                .readonly(false)
+                .readonly(service.read_only)
                 .build()?,
         )
         .process(process)
-        .hostname(input.id)
+        .hostname(hostname)
         .mounts(mounts(input)?)
         .linux(linux)
         .build()
@@ -261,7 +289,7 @@ fn mounts(input: &SpecInput<'_>) -> Result<Vec<Mount>, OciSpecError> {
             .build()
     };
     let p = Path::new;
-    Ok(vec![
+    let mut out = vec![
         m("/proc", "proc", p("proc"), &["nosuid", "noexec", "nodev"])?,
         m(
             "/dev",
@@ -319,7 +347,14 @@ fn mounts(input: &SpecInput<'_>) -> Result<Vec<Mount>, OciSpecError> {
             input.hostname,
             &["rbind", "rprivate"],
         )?,
-    ])
+    ];
+    for tmpfs in &input.service.tmpfs {
+        out.push(security::tmpfs_mount(tmpfs)?);
+    }
+    if input.service.init {
+        out.push(security::init_mount()?);
+    }
+    Ok(out)
 }
 
 /// Deny every device, then allow mknod of any device and read/write of the standard character
@@ -545,8 +580,16 @@ mod tests {
 
     #[test]
     fn hosts_file_names_the_replica() {
-        assert!(hosts_file("web-1", None).contains("127.0.1.1\tweb-1\n"));
+        assert!(hosts_file("web-1", None, &[]).contains("127.0.1.1\tweb-1\n"));
         let ip = "10.42.0.7".parse().ok();
-        assert!(hosts_file("web-1", ip).contains("10.42.0.7\tweb-1\n"));
+        let extra = [ExtraHost {
+            name: "db".into(),
+            ip: "10.0.0.5".into(),
+        }];
+        let hosts = hosts_file("web-1", ip, &extra);
+        assert!(
+            hosts.ends_with("10.42.0.7\tweb-1\n10.0.0.5\tdb\n"),
+            "{hosts}"
+        );
     }
 }

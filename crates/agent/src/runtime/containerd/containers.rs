@@ -20,13 +20,16 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::v1::{Process, Status};
 use containerd_client::types::Mount as ProtoMount;
-use hivemind_types::Replica;
+use hivemind_types::{Replica, ServiceSpec};
 use tonic::Code;
 use tracing::{debug, info, warn};
 
 use super::{not_found_ok, Containerd};
 use crate::runtime::error::RuntimeError;
-use crate::runtime::oci::{build_spec, container_resolv_conf, hosts_file, process_args, SpecInput};
+use crate::runtime::oci::{
+    build_spec, container_hostname, container_resolv_conf, hosts_file, process_args, SpecInput,
+    INIT_HOST_PATH,
+};
 use crate::runtime::signal::{parse_signal, SIGKILL};
 use crate::runtime::user::resolve_user;
 use crate::runtime::{labels, ContainerInfo, CreateOptions, TaskState};
@@ -105,7 +108,10 @@ impl Containerd {
                         user: user_str.clone(),
                     }
                 })?;
-                let files = self.write_run_files(id, options).await?;
+                if replica.spec.init && !Path::new(INIT_HOST_PATH).exists() {
+                    return Err(RuntimeError::InitMissing { id: id.to_string() });
+                }
+                let files = self.write_run_files(id, &replica.spec, options).await?;
                 let input = SpecInput {
                     id,
                     image: &image_config,
@@ -213,6 +219,7 @@ impl Containerd {
     async fn write_run_files(
         &self,
         id: &str,
+        service: &ServiceSpec,
         options: &CreateOptions,
     ) -> Result<RunFiles, RuntimeError> {
         let dir = self.run_dir(id);
@@ -236,8 +243,18 @@ impl Containerd {
                     .clone()
                     .unwrap_or_else(|| container_resolv_conf(&host_resolv)),
             ),
-            (&files.hosts, hosts_file(id, options.ip)),
-            (&files.hostname, format!("{id}\n")),
+            (
+                &files.hosts,
+                hosts_file(
+                    container_hostname(id, service),
+                    options.ip,
+                    &service.extra_hosts,
+                ),
+            ),
+            (
+                &files.hostname,
+                format!("{}\n", container_hostname(id, service)),
+            ),
         ] {
             tokio::fs::write(path, content)
                 .await
