@@ -209,3 +209,28 @@ async fn init_forwards_sigterm_to_the_process() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     env.runtime.remove(&r.id).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_ulimit_runc_cannot_set_fails_the_start_with_its_reason() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    env.import_busybox().await;
+    let mut r = replica(&unique_id("ulim"), &["sleep", "1"]);
+    // Above fs.nr_open (1048576 by default): setrlimit fails even for root.
+    r.spec.ulimits.insert(
+        "nofile".into(),
+        Ulimit {
+            soft: 1 << 30,
+            hard: 1 << 30,
+        },
+    );
+    env.runtime
+        .create(&r, &CreateOptions::default())
+        .await
+        .expect("create");
+    let err = env.runtime.start(&r.id).await.unwrap_err();
+    let text = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(text.contains("rlimit"), "{text}");
+    env.runtime.remove(&r.id).await.unwrap();
+}
