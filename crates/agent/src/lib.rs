@@ -10,5 +10,6 @@ pub mod dns;
 pub mod ingress;
 pub mod net;
 pub mod runtime;
+pub mod serve;
 
 pub use converge::{run_agent, AgentConfig};

@@ -34,6 +34,9 @@ pub enum ApiError {
         message: String,
         fix: String,
     },
+    /// A node the request must reach cannot be reached (503).
+    #[error("{message}")]
+    Unavailable { message: String, fix: String },
     /// The body is larger than the server accepts (413).
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
@@ -105,6 +108,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,6 +121,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "conflict",
             ApiError::Invalid { .. } => "invalid",
             ApiError::TooLarge { .. } => "too_large",
+            ApiError::Unavailable { .. } => "unavailable",
             ApiError::Store(_) => "internal",
         }
     }
@@ -135,6 +140,7 @@ impl ApiError {
             ApiError::BadRequest { fix, .. }
             | ApiError::NotFound { fix, .. }
             | ApiError::Conflict { fix, .. }
+            | ApiError::Unavailable { fix, .. }
             | ApiError::Invalid { fix, .. } => Some(fix.clone()),
             ApiError::Unauthorized => Some(
                 "send `Authorization: Bearer TOKEN`; the admin token is in the server's \

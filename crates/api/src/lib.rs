@@ -11,6 +11,7 @@ pub mod deploy;
 mod error;
 mod events;
 mod extract;
+mod logs;
 pub mod network;
 mod openapi;
 mod ports;
@@ -45,10 +46,20 @@ pub struct ApiConfig {
     pub tokens: Vec<String>,
     /// The cluster's address plan: node subnets and service VIPs come from it.
     pub network: network::ClusterNetwork,
+    /// The bearer token presented to node agents when proxying logs and exec; `None` uses the
+    /// first of `tokens` (in `hivemind up`, the token the agent itself uses).
+    pub agent_token: Option<String>,
 }
 
 /// All routes, with authentication, the body limit and request tracing applied.
 pub fn router(store: Store, config: ApiConfig) -> Router {
+    let agent_token = logs::AgentToken(
+        config
+            .agent_token
+            .clone()
+            .or_else(|| config.tokens.first().cloned())
+            .unwrap_or_default(),
+    );
     let tokens = Arc::new(auth::Tokens::new(config.tokens));
     let api = Router::new()
         .route("/apps", post(routes::deploy_app).get(routes::list_apps))
@@ -59,7 +70,10 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .route("/services", get(routes::list_services))
         .route("/services/{app}/{name}", get(routes::get_service))
         .route("/services/{app}/{name}/scale", post(routes::scale_service))
+        .route("/services/{app}/{name}/logs", get(logs::service_logs))
         .route("/replicas", get(routes::list_replicas))
+        .route("/replicas/{id}/logs", get(logs::replica_logs))
+        .route("/replicas/{id}/exec", post(logs::replica_exec))
         .route("/nodes", get(routes::list_nodes))
         .route("/nodes/{node}/assignment", get(routes::get_assignment))
         .route("/nodes/{node}/report", put(routes::put_report))
@@ -71,6 +85,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
             auth::require_token,
         ))
         .layer(axum::Extension(config.network))
+        .layer(axum::Extension(agent_token))
         .with_state(store);
     Router::new()
         .route("/healthz", get(routes::healthz))

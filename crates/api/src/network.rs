@@ -216,6 +216,7 @@ mod tests {
             state: NodeState::Ready,
             last_seen: 0,
             subnet: subnet.map(String::from),
+            agent_url: None,
             meta: Meta::default(),
         }
     }

@@ -234,6 +234,7 @@ pub fn report_in(
         state,
         last_seen: now_ms,
         subnet,
+        agent_url: report.agent_url.clone(),
         meta: Meta::default(),
     };
     ops.push(Op::put(Kind::Node, node, &node_obj, node_expect));

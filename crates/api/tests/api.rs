@@ -381,6 +381,7 @@ async fn reports_show_up_in_nodes_and_replica_views() {
     let report = NodeReport {
         node: "n1".into(),
         address: "10.0.0.1".into(),
+        agent_url: None,
         generation: s.store.revision(),
         replicas: vec![ObservedReplica {
             id: "web-11111".into(),

@@ -29,6 +29,9 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+    /// A streamed answer (logs, exec) broke its format.
+    #[error("unexpected stream from {url}: {message}")]
+    Protocol { url: String, message: String },
     /// A bare service name matched services in several apps.
     #[error("{name} exists in apps {}: use {}/{name}", join_and(.apps), .apps[0])]
     AmbiguousService { name: String, apps: Vec<String> },
@@ -48,7 +51,7 @@ impl ClientError {
                  points at it"
                     .to_string(),
             ),
-            ClientError::Decode { .. } => {
+            ClientError::Decode { .. } | ClientError::Protocol { .. } => {
                 Some("use a client of the same version as the server".to_string())
             }
             ClientError::AmbiguousService { name, apps } => {

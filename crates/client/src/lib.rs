@@ -5,6 +5,8 @@
 //! non-2xx answer becomes [`ClientError::Api`] carrying the server's code, message, field and fix.
 
 mod error;
+pub mod logs;
+mod remote;
 mod sse;
 pub mod wire;
 
@@ -16,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use error::ClientError;
+pub use remote::{AgentClient, LogTarget};
 use wire::{
     event_name, ChangeEvent, DeployRequest, DeployResponse, ErrorBody, ErrorDetail, ReplicaFilter,
     ReplicaView, ScaleRequest,
@@ -70,6 +73,11 @@ impl Client {
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The bearer token this client presents (an agent accepts the same one on its endpoint).
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// `GET /healthz`: Ok when the server answers.

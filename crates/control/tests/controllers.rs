@@ -12,6 +12,7 @@ fn node(name: &str, last_seen: u64) -> Node {
         state: NodeState::Ready,
         last_seen,
         subnet: None,
+        agent_url: None,
         meta: Meta::default(),
     }
 }

@@ -80,6 +80,10 @@ pub(crate) enum Command {
     Nodes,
     /// Manage images in the local containerd.
     Image(ImageArgs),
+    /// Print the logs of a service (all its replicas, merged) or of one replica.
+    Logs(LogsArgs),
+    /// Run a command in a running replica: `hivemind exec web-3f9k2 -- sh -c 'echo hi'`.
+    Exec(ExecArgs),
     /// Print shell completions.
     Completion {
         #[arg(value_enum)]
@@ -152,6 +156,16 @@ pub(crate) struct UpArgs {
     pub(crate) runtime: RuntimeArgs,
     #[command(flatten)]
     pub(crate) network: NetworkArgs,
+    #[command(flatten)]
+    pub(crate) endpoint: AgentEndpointArgs,
+}
+
+/// The agent's own endpoint (logs, exec), which the server proxies to.
+#[derive(Args, Clone)]
+pub(crate) struct AgentEndpointArgs {
+    /// Address the agent endpoint listens on (bearer token: the agent's own token).
+    #[arg(long, env = "HIVEMIND_AGENT_ADDR", default_value = "127.0.0.1:7072")]
+    pub(crate) agent_addr: SocketAddr,
 }
 
 #[derive(Args, Clone)]
@@ -160,6 +174,8 @@ pub(crate) struct AgentArgs {
     pub(crate) runtime: RuntimeArgs,
     #[command(flatten)]
     pub(crate) network: NetworkArgs,
+    #[command(flatten)]
+    pub(crate) endpoint: AgentEndpointArgs,
     #[arg(long, env = "HIVEMIND_LOG", default_value = "info")]
     pub(crate) log: String,
 }
@@ -195,6 +211,31 @@ pub(crate) struct ServicesArgs {
 pub(crate) struct PsArgs {
     /// Only replicas of this service (`web` or `app/web`).
     pub(crate) service: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct LogsArgs {
+    /// A service (`web`, `app/web`) or a replica id (`web-3f9k2`).
+    pub(crate) target: String,
+    /// Keep printing lines as they are written (reconnects if the server restarts).
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+    /// Only the last N lines of each stream of each replica.
+    #[arg(long)]
+    pub(crate) tail: Option<usize>,
+    /// Only lines newer than this (`10m`, `1h`); needs log timestamps, which plain log files
+    /// do not have yet, so it has no effect for now.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) since: Option<std::time::Duration>,
+}
+
+#[derive(Args)]
+pub(crate) struct ExecArgs {
+    /// The replica id (`web-3f9k2`, see `hivemind ps`).
+    pub(crate) replica: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub(crate) command: Vec<String>,
 }
 
 #[derive(Args)]

@@ -42,6 +42,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Scale(args) => cmd::deploy::scale(&global, args).await,
         Command::Nodes => cmd::query::nodes(&global).await,
         Command::Image(args) => cmd::image::image(&global, args).await,
+        Command::Logs(args) => cmd::logs::logs(&global, args).await,
+        Command::Exec(args) => cmd::logs::exec(&global, args).await,
         Command::Completion { shell } => {
             cli::print_completions(shell);
             Ok(())

@@ -188,6 +188,10 @@ pub struct Node {
     /// The node's replica subnet (a /24 of 10.42.0.0/16), allocated at its first report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<String>,
+    /// Where the node's agent serves node-local operations (logs, exec), e.g.
+    /// `http://10.0.0.5:7072`; the API server proxies to it. `None` for agents that serve none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_url: Option<String>,
     #[serde(default)]
     pub meta: Meta,
 }
@@ -272,6 +276,9 @@ pub struct Endpoint {
 pub struct NodeReport {
     pub node: String,
     pub address: String,
+    /// The agent's own HTTP endpoint (logs, exec); see [`Node::agent_url`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_url: Option<String>,
     pub generation: u64,
     pub replicas: Vec<ObservedReplica>,
 }

@@ -42,6 +42,9 @@ pub struct AgentConfig {
     /// Container networking, DNS and published ports; `None` leaves replicas with loopback
     /// only (runtime tests).
     pub network: Option<DataPlaneConfig>,
+    /// The URL of this agent's own HTTP endpoint (`crate::serve`), reported to the server so
+    /// that it can proxy logs and exec; `None` when the agent serves none.
+    pub agent_url: Option<String>,
 }
 
 struct State {
@@ -267,6 +270,7 @@ async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u
     shared.report.send_replace(Some(NodeReport {
         node: shared.config.node.clone(),
         address: shared.config.address.clone(),
+        agent_url: shared.config.agent_url.clone(),
         generation,
         replicas: pass.statuses,
     }));
@@ -409,6 +413,7 @@ async fn send_reports<R: ContainerRuntime>(
             .unwrap_or_else(|| NodeReport {
                 node: shared.config.node.clone(),
                 address: shared.config.address.clone(),
+                agent_url: shared.config.agent_url.clone(),
                 generation: 0,
                 replicas: Vec::new(),
             });

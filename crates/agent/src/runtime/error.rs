@@ -52,6 +52,14 @@ pub enum RuntimeError {
     #[error("container {id} not found")]
     NotFound { id: String },
 
+    /// An exec'd process could not start; `reason` is containerd's (runc's) explanation.
+    #[error("cannot run {command:?} in {id}: {reason}")]
+    Exec {
+        id: String,
+        command: String,
+        reason: String,
+    },
+
     #[error(
         "container {id}: user {user:?} not found in the image's /etc/passwd or /etc/group (use a \
          numeric `uid[:gid]` or a user the image defines)"

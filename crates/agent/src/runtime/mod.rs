@@ -202,4 +202,23 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<ImageInfo>, RuntimeError>> + Send;
+
+    /// Runs `args` in the running container `id` with its process spec (env, cwd, user), no
+    /// stdin and no TTY. Its output is sent to `output` as it comes (the call waits while
+    /// `output` is full); returns the exit status once the process ended and its output was
+    /// sent. Fails with [`RuntimeError::NotFound`] if the container has no running task and
+    /// [`RuntimeError::Exec`] if the process cannot start (e.g. the command does not exist).
+    fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        output: tokio::sync::mpsc::Sender<ExecOutput>,
+    ) -> impl Future<Output = Result<i32, RuntimeError>> + Send;
+}
+
+/// A chunk of an exec'd process's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
 }

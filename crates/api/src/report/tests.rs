@@ -48,6 +48,7 @@ fn node_report(node: &str, replicas: Vec<ObservedReplica>) -> NodeReport {
     NodeReport {
         node: node.into(),
         address: "10.0.0.1".into(),
+        agent_url: None,
         generation: 0,
         replicas,
     }

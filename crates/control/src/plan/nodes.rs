@@ -28,6 +28,7 @@ mod tests {
             state,
             last_seen,
             subnet: None,
+            agent_url: None,
             meta: Default::default(),
         }
     }

@@ -31,6 +31,7 @@ fn node(name: &str) -> Node {
         state: NodeState::Ready,
         last_seen: 0,
         subnet: None,
+        agent_url: None,
         meta: Meta::default(),
     }
 }

@@ -64,6 +64,7 @@ mod tests {
             state,
             last_seen: 0,
             subnet: None,
+            agent_url: None,
             meta: Default::default(),
         }
     }

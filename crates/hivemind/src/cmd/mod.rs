@@ -2,5 +2,6 @@
 
 pub(crate) mod deploy;
 pub(crate) mod image;
+pub(crate) mod logs;
 pub(crate) mod query;
 pub(crate) mod up;

@@ -17,7 +17,9 @@ use hivemind_store::Store;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::cli::{AgentArgs, GlobalArgs, NetworkArgs, RuntimeArgs, ServerArgs, UpArgs};
+use crate::cli::{
+    AgentArgs, AgentEndpointArgs, GlobalArgs, NetworkArgs, RuntimeArgs, ServerArgs, UpArgs,
+};
 
 pub(crate) async fn up(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<()> {
     init_tracing(&args.server.log);
@@ -30,6 +32,7 @@ pub(crate) async fn up(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<()> 
         global,
         &args.runtime,
         &args.network,
+        &args.endpoint,
         client,
         shutdown.clone(),
     )
@@ -60,7 +63,15 @@ pub(crate) async fn agent(global: &GlobalArgs, args: AgentArgs) -> anyhow::Resul
     init_tracing(&args.log);
     let client = crate::config::client(global)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let agent = start_agent(global, &args.runtime, &args.network, client, shutdown).await?;
+    let agent = start_agent(
+        global,
+        &args.runtime,
+        &args.network,
+        &args.endpoint,
+        client,
+        shutdown,
+    )
+    .await?;
     wait_for_signal().await;
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
@@ -97,6 +108,7 @@ async fn start_server(
         ApiConfig {
             tokens: vec![token.clone()],
             network,
+            agent_token: None,
         },
     );
     let mut stop = shutdown;
@@ -119,6 +131,7 @@ async fn start_agent(
     global: &GlobalArgs,
     args: &RuntimeArgs,
     network: &NetworkArgs,
+    endpoint: &AgentEndpointArgs,
     client: Client,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -130,6 +143,24 @@ async fn start_agent(
                 args.containerd_socket.display()
             )
         })?;
+    let listener = tokio::net::TcpListener::bind(endpoint.agent_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the agent endpoint: pick another with --agent-addr",
+                endpoint.agent_addr
+            )
+        })?;
+    let agent_url = agent_url(listener.local_addr()?, &args.node_address);
+    tokio::spawn(hivemind_agent::serve::serve(
+        listener,
+        hivemind_agent::serve::ServeConfig {
+            token: client.token().to_string(),
+            runtime: runtime.config().clone(),
+        },
+        runtime.clone(),
+        shutdown.clone(),
+    ));
     let config = AgentConfig {
         node: node_name(args),
         address: args.node_address.clone(),
@@ -143,6 +174,7 @@ async fn start_agent(
             dns_port: network.dns_port,
             ingress_bind: network.ingress_bind,
         }),
+        agent_url: Some(agent_url),
     };
     info!(node = %config.node, "agent starting");
     Ok(tokio::spawn(hivemind_agent::run_agent(
@@ -157,6 +189,16 @@ pub(crate) fn runtime_config(data_dir: &Path, args: &RuntimeArgs) -> RuntimeConf
         log_dir: data_dir.join("logs"),
         run_dir: data_dir.join("run"),
         snapshotter: "overlayfs".to_string(),
+    }
+}
+
+/// The URL the server reaches the agent endpoint at: the bound address, or the node's address
+/// when bound to all interfaces.
+fn agent_url(bound: std::net::SocketAddr, node_address: &str) -> String {
+    if bound.ip().is_unspecified() {
+        format!("http://{node_address}:{}", bound.port())
+    } else {
+        format!("http://{bound}")
     }
 }
 

@@ -18,6 +18,8 @@ pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub namespace: String,
     pub addr: String,
+    /// The agent endpoint (logs, exec); kept across restarts of `up`.
+    pub agent_addr: String,
     /// Slot of this node's networking (bridge `hme{slot}`, 10.{150+slot}.0.0/16, ...), so that
     /// tests running at once on one machine never share a bridge, subnet or nft table.
     pub slot: u32,
@@ -102,6 +104,7 @@ impl TestNode {
             dir: tempfile::tempdir().unwrap(),
             namespace: format!("hm-e2e-{suffix}"),
             addr: format!("127.0.0.1:{}", free_port()),
+            agent_addr: format!("127.0.0.1:{}", free_port()),
             slot: next_slot(),
             child: None,
         };
@@ -194,6 +197,7 @@ impl TestNode {
             ("HIVEMIND_DATA_DIR", self.data_dir().display().to_string()),
             ("HIVEMIND_CONTAINERD_NAMESPACE", self.namespace.clone()),
             ("HIVEMIND_NODE_NAME", "node-1".to_string()),
+            ("HIVEMIND_AGENT_ADDR", self.agent_addr.clone()),
             ("HIVEMIND_BRIDGE", self.bridge()),
             ("HIVEMIND_NETNS_PREFIX", format!("{}-", self.bridge())),
             ("HIVEMIND_NFT_TABLE", format!("hivemind_e2e_{}", self.slot)),

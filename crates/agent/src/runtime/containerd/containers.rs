@@ -44,7 +44,7 @@ impl Containerd {
         ContainersClient::new(self.channel())
     }
 
-    fn tasks(&self) -> TasksClient<tonic::transport::Channel> {
+    pub(super) fn tasks(&self) -> TasksClient<tonic::transport::Channel> {
         TasksClient::new(self.channel())
     }
 

@@ -6,11 +6,12 @@
 //! before its container record exists). Image import and unpacking are client-side, as 1.6 has
 //! no transfer service: `images.rs` (records, unpacking) over `content.rs` (blobs). Registry
 //! pulls end in the same path: `pull.rs`. Containers and tasks: `containers.rs`. The exit
-//! stream: `events.rs`.
+//! stream: `events.rs`. Exec'd processes: `exec.rs`.
 
 mod containers;
 mod content;
 mod events;
+mod exec;
 mod images;
 mod pull;
 
@@ -32,7 +33,9 @@ use tracing::{debug, instrument};
 
 use super::error::RuntimeError;
 use super::pull::{InFlightPulls, PullProgress, RegistryConfig};
-use super::{ContainerInfo, ContainerRuntime, CreateOptions, ImageInfo, RuntimeConfig, TaskExit};
+use super::{
+    ContainerInfo, ContainerRuntime, CreateOptions, ExecOutput, ImageInfo, RuntimeConfig, TaskExit,
+};
 use hivemind_types::Replica;
 
 /// How long an operation's lease outlives a crashed agent before containerd collects it.
@@ -267,6 +270,16 @@ impl ContainerRuntime for Containerd {
 
     async fn image_get(&self, name: &str) -> Result<Option<ImageInfo>, RuntimeError> {
         self.images_get(name).await
+    }
+
+    #[instrument(skip(self, output))]
+    async fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        output: tokio::sync::mpsc::Sender<ExecOutput>,
+    ) -> Result<i32, RuntimeError> {
+        self.task_exec(id, args, output).await
     }
 }
 

@@ -1,0 +1,227 @@
+//! Logs and exec, proxied: the server finds the node that runs a replica and streams that
+//! node agent's answer through (kubelet-style). The server keeps no logs itself.
+//!
+//! A replica's node must have reported an `agent_url`; a node without one, or one that cannot be
+//! reached, gives 503. Service logs merge the streams of all its replicas (as they are when the
+//! request arrives), each record naming its replica.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use futures::{Stream, StreamExt};
+use hivemind_client::logs::{ExecRequest, LogCursor, LogLine, LogQuery, LogStream};
+use hivemind_client::wire::ReplicaFilter;
+use hivemind_client::{AgentClient, ClientError};
+use hivemind_store::Store;
+use hivemind_types::{Kind, Node, Replica};
+
+use crate::error::ApiError;
+use crate::extract::{JsonBody, Params};
+use crate::{report, scale};
+
+/// The bearer token the server presents to agents (for now, a token agents also use).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AgentToken(pub(crate) String);
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub(crate) async fn replica_logs(
+    State(store): State<Store>,
+    Extension(token): Extension<AgentToken>,
+    params: Params,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let query = log_query(&params)?;
+    let replica = replica(&store, &params.namespace()?, &id)?;
+    let agent = agent_for(&store, &replica, &token)?;
+    let lines = agent
+        .logs(&replica.id, &query)
+        .await
+        .map_err(|e| agent_error(&replica, e))?;
+    Ok(text_body(lines))
+}
+
+pub(crate) async fn service_logs(
+    State(store): State<Store>,
+    Extension(token): Extension<AgentToken>,
+    params: Params,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let query = log_query(&params)?;
+    let namespace = params.namespace()?;
+    scale::get_service(&store, &namespace, &app, &name)?;
+    let filter = ReplicaFilter {
+        app: Some(app.clone()),
+        service: Some(name.clone()),
+        node: None,
+    };
+    let mut streams = Vec::new();
+    let mut last_error = None;
+    for view in report::replica_views(&store, &namespace, &filter)? {
+        let replica = view.replica;
+        let opened = match agent_for(&store, &replica, &token) {
+            Ok(agent) => agent
+                .logs(&replica.id, &query)
+                .await
+                .map_err(|e| agent_error(&replica, e)),
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(lines) => {
+                let id = replica.id.clone();
+                streams.push(
+                    lines
+                        .map(move |line| {
+                            line.map(|l| LogLine {
+                                replica: Some(id.clone()),
+                                ..l
+                            })
+                        })
+                        .boxed(),
+                );
+            }
+            // A replica not started yet has no logs; other replicas' logs still come.
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(replica = %replica.id, error = %e, "cannot read replica logs");
+                last_error = Some(e);
+            }
+        }
+    }
+    if streams.is_empty() {
+        if let Some(e) = last_error {
+            return Err(e);
+        }
+    }
+    Ok(text_body(futures::stream::select_all(streams)))
+}
+
+pub(crate) async fn replica_exec(
+    State(store): State<Store>,
+    Extension(token): Extension<AgentToken>,
+    params: Params,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<ExecRequest>,
+) -> ApiResult<Response> {
+    let replica = replica(&store, &params.namespace()?, &id)?;
+    let agent = agent_for(&store, &replica, &token)?;
+    let frames = agent
+        .exec(&replica.id, request.cmd)
+        .await
+        .map_err(|e| agent_error(&replica, e))?;
+    let body = Body::from_stream(frames.map(|f| f.map(|f| Bytes::from(f.encode()))));
+    Ok(([("content-type", "application/x-ndjson")], body).into_response())
+}
+
+fn text_body(lines: impl Stream<Item = Result<LogLine, ClientError>> + Send + 'static) -> Response {
+    let body = Body::from_stream(lines.map(|l| l.map(|l| Bytes::from(l.encode()))));
+    ([("content-type", "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn log_query(params: &Params) -> ApiResult<LogQuery> {
+    let follow = match params.str("follow") {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "follow",
+                format!("follow: {other:?} is not true or false"),
+                "pass follow=true or follow=false",
+            ))
+        }
+    };
+    let stream = match params.str("stream") {
+        None | Some("both") => None,
+        Some(s) => Some(s.parse::<LogStream>().map_err(|()| {
+            ApiError::bad_request(
+                "stream",
+                format!("stream: unknown stream {s:?}"),
+                "use stdout, stderr or both",
+            )
+        })?),
+    };
+    let mut cursors = Vec::new();
+    for c in params.str("cursor").into_iter().flat_map(|c| c.split(',')) {
+        cursors.push(c.parse::<LogCursor>().map_err(|()| {
+            ApiError::bad_request(
+                "cursor",
+                format!("cursor: {c:?} is not REPLICA:STREAM:OFFSET"),
+                "pass cursors as printed by the log stream",
+            )
+        })?);
+    }
+    Ok(LogQuery {
+        follow,
+        tail: params.u64("tail")?.map(|n| n as usize),
+        since_ms: params.u64("since")?,
+        stream,
+        cursors,
+    })
+}
+
+fn replica(store: &Store, namespace: &str, id: &str) -> ApiResult<Replica> {
+    store
+        .get::<Replica>(Kind::Replica, id)?
+        .filter(|r| r.namespace == namespace)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                format!("replica {id} in namespace {namespace}"),
+                "list replicas with `hivemind ps`",
+            )
+        })
+}
+
+fn agent_for(store: &Store, replica: &Replica, token: &AgentToken) -> ApiResult<AgentClient> {
+    let node: Option<Node> = store.get(Kind::Node, &replica.node)?;
+    let url = node
+        .and_then(|n| n.agent_url)
+        .ok_or_else(|| ApiError::Unavailable {
+            message: format!(
+                "node {} of replica {} has no agent endpoint",
+                replica.node, replica.id
+            ),
+            fix: "run the node's agent with --agent-addr (and a version that serves logs)"
+                .to_string(),
+        })?;
+    Ok(AgentClient::new(url, token.0.clone()))
+}
+
+/// The agent's refusal as this API's error: its 404 stays a 404, the rest is "unavailable".
+fn agent_error(replica: &Replica, e: ClientError) -> ApiError {
+    match e {
+        ClientError::Api {
+            status: 404, fix, ..
+        } => ApiError::NotFound {
+            what: format!("logs of replica {} on node {}", replica.id, replica.node),
+            fix: fix.unwrap_or_default(),
+        },
+        ClientError::Api { status, message, fix, .. } if status < 500 && status != 401 => {
+            ApiError::Conflict {
+                message,
+                fix: fix.unwrap_or_default(),
+            }
+        }
+        other => ApiError::Unavailable {
+            message: format!(
+                "cannot reach the agent of node {} (replica {}): {}",
+                replica.node,
+                replica.id,
+                error_chain(&other)
+            ),
+            fix: "check that the node's agent runs and that its --agent-addr is reachable from the server"
+                .to_string(),
+        },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

@@ -1,0 +1,249 @@
+//! `logs` and `exec`: streams from a replica's node, through the server.
+//!
+//! `logs` prints one replica's lines as they are, or a service's replicas merged with a
+//! `replica | ` prefix (coloured on a terminal, like `docker compose logs`). Following survives
+//! a server or agent restart: it remembers where each stream of each replica stopped and resumes
+//! there, so no line is lost or printed twice.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use futures::StreamExt;
+use hivemind_client::logs::{ExecFrame, LogCursor, LogLine, LogQuery, LogStream};
+use hivemind_client::{Client, ClientError, LogTarget};
+
+use crate::cli::{ExecArgs, GlobalArgs, LogsArgs};
+
+/// How long a follower waits before reconnecting.
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+pub(crate) async fn logs(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<()> {
+    let client = crate::config::client(global)?;
+    let target = resolve(&client, &args.target).await?;
+    let since_ms = args.since.map(|d| {
+        eprintln!(
+            "warning: --since has no effect yet: log lines carry no timestamps (all lines are shown)"
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        now.saturating_sub(d).as_millis() as u64
+    });
+    let mut printer = Printer::new(
+        matches!(target, LogTarget::Service { .. }),
+        std::io::stdout().is_terminal(),
+    );
+    let mut query = LogQuery {
+        follow: args.follow,
+        tail: args.tail,
+        since_ms,
+        stream: None,
+        cursors: Vec::new(),
+    };
+    let mut cursors: HashMap<(String, LogStream), u64> = HashMap::new();
+    let mut reconnecting = false;
+    loop {
+        query.cursors = cursors
+            .iter()
+            .map(|((replica, stream), offset)| LogCursor {
+                replica: replica.clone(),
+                stream: *stream,
+                offset: *offset,
+            })
+            .collect();
+        let opened = client.logs(&target, &query).await;
+        let mut lines = match opened {
+            Ok(lines) => lines.boxed(),
+            Err(e) if reconnecting && is_transient(&e) => {
+                tokio::time::sleep(RECONNECT_DELAY).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut broke = None;
+        while let Some(line) = lines.next().await {
+            match line {
+                Ok(mut line) => {
+                    if line.replica.is_none() {
+                        if let LogTarget::Replica(id) = &target {
+                            line.replica = Some(id.clone());
+                        }
+                    }
+                    if let Some(replica) = &line.replica {
+                        cursors.insert((replica.clone(), line.stream), line.next);
+                    }
+                    printer.print(&line)?;
+                }
+                Err(e) => {
+                    broke = Some(e);
+                    break;
+                }
+            }
+        }
+        if !args.follow {
+            return match broke {
+                Some(e) => Err(e.into()),
+                None => Ok(()),
+            };
+        }
+        // The stream of a follow ends only when the server or the agent went away.
+        eprintln!("(log stream interrupted; reconnecting)");
+        reconnecting = true;
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+/// `app/web` and a bare service name are services; anything else is taken as a replica id.
+async fn resolve(client: &Client, target: &str) -> anyhow::Result<LogTarget> {
+    if let Some((app, name)) = target.split_once('/') {
+        return Ok(LogTarget::Service {
+            app: app.to_string(),
+            name: name.to_string(),
+        });
+    }
+    match client.find_service(target).await {
+        Ok(service) => Ok(LogTarget::Service {
+            app: service.app,
+            name: service.name,
+        }),
+        Err(e) if e.is_not_found() => Ok(LogTarget::Replica(target.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::Transport { .. } => true,
+        ClientError::Api { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// Prints records: stdout lines to stdout, stderr lines to stderr, with a per-replica prefix
+/// when several replicas are merged.
+struct Printer {
+    prefix: bool,
+    colour: bool,
+    colours: HashMap<String, &'static str>,
+    width: usize,
+}
+
+const PALETTE: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
+
+impl Printer {
+    fn new(prefix: bool, colour: bool) -> Printer {
+        Printer {
+            prefix,
+            colour,
+            colours: HashMap::new(),
+            width: 0,
+        }
+    }
+
+    fn print(&mut self, line: &LogLine) -> std::io::Result<()> {
+        let out = self.format(line);
+        match line.stream {
+            LogStream::Stdout => {
+                let mut o = std::io::stdout().lock();
+                o.write_all(&out)?;
+                o.flush()
+            }
+            LogStream::Stderr => {
+                let mut e = std::io::stderr().lock();
+                e.write_all(&out)?;
+                e.flush()
+            }
+        }
+    }
+
+    fn format(&mut self, line: &LogLine) -> Vec<u8> {
+        let mut out = Vec::with_capacity(line.text.len() + 32);
+        if let (true, Some(replica)) = (self.prefix, &line.replica) {
+            self.width = self.width.max(replica.len());
+            let n = self.colours.len();
+            let colour = *self
+                .colours
+                .entry(replica.clone())
+                .or_insert(PALETTE[n % PALETTE.len()]);
+            let label = format!("{replica:<width$} | ", width = self.width);
+            if self.colour {
+                out.extend_from_slice(format!("\x1b[{colour}m{label}\x1b[0m").as_bytes());
+            } else {
+                out.extend_from_slice(label.as_bytes());
+            }
+        }
+        out.extend_from_slice(&line.text);
+        out.push(b'\n');
+        out
+    }
+}
+
+pub(crate) async fn exec(global: &GlobalArgs, args: ExecArgs) -> anyhow::Result<()> {
+    let client = crate::config::client(global)?;
+    let mut frames = client
+        .exec(&args.replica, args.command.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot run {:?} in {}",
+                args.command.join(" "),
+                args.replica
+            )
+        })?
+        .boxed();
+    while let Some(frame) = frames.next().await {
+        match frame? {
+            ExecFrame::Stdout(s) => {
+                let mut o = std::io::stdout().lock();
+                o.write_all(s.as_bytes())?;
+                o.flush()?;
+            }
+            ExecFrame::Stderr(s) => {
+                let mut e = std::io::stderr().lock();
+                e.write_all(s.as_bytes())?;
+                e.flush()?;
+            }
+            ExecFrame::Exit(code) => {
+                std::io::stdout().flush()?;
+                std::process::exit(code);
+            }
+            ExecFrame::Error(message) => anyhow::bail!(message),
+        }
+    }
+    anyhow::bail!("the exec stream ended without an exit status (the server or agent went away)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(replica: &str, text: &str) -> LogLine {
+        LogLine {
+            replica: Some(replica.into()),
+            stream: LogStream::Stdout,
+            next: 0,
+            text: text.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn merged_lines_get_an_aligned_prefix_per_replica() {
+        let mut p = Printer::new(true, false);
+        assert_eq!(p.format(&line("web-abcde", "hi")), b"web-abcde | hi\n");
+        assert_eq!(p.format(&line("w-1", "x")), b"w-1       | x\n");
+        let mut single = Printer::new(false, false);
+        assert_eq!(single.format(&line("web-abcde", "hi")), b"hi\n");
+    }
+
+    #[test]
+    fn colours_differ_per_replica_and_only_on_a_terminal() {
+        let mut p = Printer::new(true, true);
+        let a = String::from_utf8(p.format(&line("a", "1"))).unwrap();
+        let b = String::from_utf8(p.format(&line("b", "2"))).unwrap();
+        assert!(a.starts_with("\x1b[36m"), "{a:?}");
+        assert!(b.starts_with("\x1b[33m"), "{b:?}");
+        assert_eq!(p.format(&line("a", "3"))[..5], a.as_bytes()[..5]);
+    }
+}
