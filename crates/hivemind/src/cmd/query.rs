@@ -64,6 +64,7 @@ pub(crate) async fn services(global: &GlobalArgs, args: ServicesArgs) -> anyhow:
                 s.app.clone(),
                 s.spec.image.clone(),
                 format!("{running}/{want}"),
+                s.vip.clone().unwrap_or_default(),
                 ports,
                 s.spec.revision_hash(),
             ]
@@ -72,7 +73,9 @@ pub(crate) async fn services(global: &GlobalArgs, args: ServicesArgs) -> anyhow:
     print_list(
         global.output,
         &services,
-        &["NAME", "APP", "IMAGE", "REPLICAS", "PORTS", "REVISION"],
+        &[
+            "NAME", "APP", "IMAGE", "REPLICAS", "VIP", "PORTS", "REVISION",
+        ],
         rows,
     )
 }
@@ -89,16 +92,18 @@ pub(crate) async fn ps(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<()> 
     let rows = replicas
         .iter()
         .map(|r| {
-            let (state, restarts, pid, message) = match &r.status {
+            let (state, restarts, pid, ip, message) = match &r.status {
                 Some(s) => (
                     s.state.as_str().to_string(),
                     s.restarts.to_string(),
                     s.pid.map(|p| p.to_string()).unwrap_or_default(),
+                    s.ip.clone().unwrap_or_default(),
                     s.message.clone(),
                 ),
                 None => (
                     "pending".to_string(),
                     "0".into(),
+                    String::new(),
                     String::new(),
                     String::new(),
                 ),
@@ -111,6 +116,7 @@ pub(crate) async fn ps(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<()> 
                 state,
                 restarts,
                 pid,
+                ip,
                 age(r.replica.meta.created_at),
                 message,
             ]
@@ -120,7 +126,7 @@ pub(crate) async fn ps(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<()> 
         global.output,
         &replicas,
         &[
-            "REPLICA", "SERVICE", "APP", "NODE", "STATE", "RESTARTS", "PID", "AGE", "MESSAGE",
+            "REPLICA", "SERVICE", "APP", "NODE", "STATE", "RESTARTS", "PID", "IP", "AGE", "MESSAGE",
         ],
         rows,
     )
