@@ -90,7 +90,7 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
-/// CPUs as nano-CPUs: at most 9 decimals, above zero.
+/// CPUs as nano-CPUs: at most 9 decimals, at least 0.01.
 fn read_cpus(p: &mut Problems, path: &str, value: &Value) -> Option<u64> {
     let fix = "use a number of CPUs above zero, like \"0.5\" or 2";
     let Some(text) = scalar_text(value) else {
@@ -104,6 +104,11 @@ fn read_cpus(p: &mut Problems, path: &str, value: &Value) -> Option<u64> {
     match parse_nanos(&text) {
         Some(0) => {
             p.push(path, format!("{text:?} CPUs is no CPU at all"), fix);
+            None
+        }
+        // Docker's floor: a quota below 1 ms per 100 ms period is refused by the kernel.
+        Some(n) if n < 10_000_000 => {
+            p.push(path, format!("{text:?} is below the 0.01 CPU minimum"), fix);
             None
         }
         Some(n) => Some(n),

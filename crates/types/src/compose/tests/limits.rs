@@ -152,6 +152,11 @@ pub(super) fn cases() -> Vec<BadCase> {
             "no CPU at all",
         ),
         (
+            web("deploy: {resources: {reservations: {cpus: \"0.001\"}}}"),
+            "services.web.deploy.resources.reservations.cpus",
+            "below the 0.01 CPU minimum",
+        ),
+        (
             web("deploy: {resources: {limits: {pids: 0}}}"),
             "services.web.deploy.resources.limits.pids",
             "is not a pids limit",
