@@ -606,3 +606,61 @@ async fn odd_bodies_never_cause_a_server_error() {
     }
     assert_eq!(s.store.revision(), rev);
 }
+
+#[tokio::test]
+async fn logs_and_exec_are_proxied_only_to_reachable_agents() {
+    let s = TestServer::start().await;
+    let (status, _) = s
+        .raw(reqwest::Method::GET, "/api/v1/replicas/web-zzzzz/logs", None)
+        .await;
+    assert_eq!(status, 404);
+    put_replica(&s.store, &replica("web-11111", "n1"));
+    let mut report = NodeReport {
+        node: "n1".into(),
+        address: "10.0.0.1".into(),
+        agent_url: None,
+        generation: s.store.revision(),
+        replicas: Vec::new(),
+    };
+    s.client.report(&report).await.unwrap();
+    let (status, body) = s
+        .raw(reqwest::Method::GET, "/api/v1/replicas/web-11111/logs", None)
+        .await;
+    assert_eq!(status, 503);
+    let error = body.unwrap().error;
+    assert_eq!(error.code, "unavailable");
+    assert!(error.message.contains("no agent endpoint"), "{}", error.message);
+
+    // A node whose agent does not answer: 503 saying so, for logs and exec alike.
+    report.agent_url = Some("http://127.0.0.1:1".into());
+    s.client.report(&report).await.unwrap();
+    assert_eq!(
+        s.client.nodes().await.unwrap()[0].agent_url.as_deref(),
+        Some("http://127.0.0.1:1")
+    );
+    let (status, body) = s
+        .raw(
+            reqwest::Method::GET,
+            "/api/v1/replicas/web-11111/logs?follow=true&tail=5",
+            None,
+        )
+        .await;
+    assert_eq!(status, 503);
+    assert!(body.unwrap().error.message.contains("cannot reach the agent"));
+    let (status, _) = s
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/replicas/web-11111/exec",
+            Some(br#"{"cmd":["true"]}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(status, 503);
+    let (status, _) = s
+        .raw(
+            reqwest::Method::GET,
+            "/api/v1/replicas/web-11111/logs?follow=maybe",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+}
