@@ -46,6 +46,11 @@ impl ClusterNetwork {
             parse_cidr(cluster, 8, 24).map_err(|e| format!("cluster CIDR {cluster:?}: {e}"))?;
         let service_cidr =
             parse_cidr(service, 8, 30).map_err(|e| format!("service CIDR {service:?}: {e}"))?;
+        if overlaps(cluster_cidr, service_cidr) {
+            return Err(format!(
+                "the cluster CIDR {cluster} and the service CIDR {service} overlap: pick disjoint ranges"
+            ));
+        }
         Ok(ClusterNetwork {
             cluster_cidr,
             service_cidr,
@@ -59,6 +64,13 @@ impl ClusterNetwork {
     pub fn service_cidr_string(&self) -> String {
         format!("{}/{}", self.service_cidr.0, self.service_cidr.1)
     }
+}
+
+fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+    // Two prefixes overlap exactly when the shorter one contains the other's base.
+    let len = a.1.min(b.1);
+    let mask = u32::MAX << (32 - len);
+    u32::from(a.0) & mask == u32::from(b.0) & mask
 }
 
 fn parse_cidr(text: &str, min: u8, max: u8) -> Result<(Ipv4Addr, u8), String> {
@@ -278,6 +290,8 @@ mod tests {
             ("10.42.0.1/16", "10.43.0.0/16", "host bits"),
             ("10.42.0.0/25", "10.43.0.0/16", "between 8 and 24"),
             ("10.42.0.0/16", "banana/16", "not an IPv4"),
+            ("10.42.0.0/16", "10.42.128.0/20", "overlap"),
+            ("10.0.0.0/8", "10.43.0.0/16", "overlap"),
         ] {
             let err = ClusterNetwork::parse(c, s).unwrap_err();
             assert!(err.contains(needle), "{err}");
