@@ -611,7 +611,11 @@ async fn odd_bodies_never_cause_a_server_error() {
 async fn logs_and_exec_are_proxied_only_to_reachable_agents() {
     let s = TestServer::start().await;
     let (status, _) = s
-        .raw(reqwest::Method::GET, "/api/v1/replicas/web-zzzzz/logs", None)
+        .raw(
+            reqwest::Method::GET,
+            "/api/v1/replicas/web-zzzzz/logs",
+            None,
+        )
         .await;
     assert_eq!(status, 404);
     put_replica(&s.store, &replica("web-11111", "n1"));
@@ -624,12 +628,20 @@ async fn logs_and_exec_are_proxied_only_to_reachable_agents() {
     };
     s.client.report(&report).await.unwrap();
     let (status, body) = s
-        .raw(reqwest::Method::GET, "/api/v1/replicas/web-11111/logs", None)
+        .raw(
+            reqwest::Method::GET,
+            "/api/v1/replicas/web-11111/logs",
+            None,
+        )
         .await;
     assert_eq!(status, 503);
     let error = body.unwrap().error;
     assert_eq!(error.code, "unavailable");
-    assert!(error.message.contains("no agent endpoint"), "{}", error.message);
+    assert!(
+        error.message.contains("no agent endpoint"),
+        "{}",
+        error.message
+    );
 
     // A node whose agent does not answer: 503 saying so, for logs and exec alike.
     report.agent_url = Some("http://127.0.0.1:1".into());
@@ -646,7 +658,11 @@ async fn logs_and_exec_are_proxied_only_to_reachable_agents() {
         )
         .await;
     assert_eq!(status, 503);
-    assert!(body.unwrap().error.message.contains("cannot reach the agent"));
+    assert!(body
+        .unwrap()
+        .error
+        .message
+        .contains("cannot reach the agent"));
     let (status, _) = s
         .raw(
             reqwest::Method::POST,
