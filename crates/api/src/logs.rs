@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
 use hivemind_client::logs::{ExecRequest, LogCursor, LogLine, LogQuery, LogStream};
-use hivemind_client::wire::ReplicaFilter;
+use hivemind_client::wire::{ErrorBody, ReplicaFilter};
 use hivemind_client::{AgentClient, ClientError};
 use hivemind_store::Store;
 use hivemind_types::{Kind, Node, Replica};
@@ -26,6 +26,22 @@ pub(crate) struct AgentToken(pub(crate) String);
 
 type ApiResult<T> = Result<T, ApiError>;
 
+#[utoipa::path(
+    get, path = "/api/v1/replicas/{id}/logs",
+    params(
+        ("id" = String, Path,),
+        ("follow" = Option<bool>, Query, description = "keep the stream open for new lines"),
+        ("tail" = Option<u64>, Query, description = "only the last N lines of each stream"),
+        ("since" = Option<u64>, Query, description = "Unix ms; no effect until log lines carry timestamps"),
+        ("stream" = Option<String>, Query, description = "stdout, stderr or both (default)"),
+        ("cursor" = Option<String>, Query, description = "REPLICA:STREAM:OFFSET,... to resume from"),
+        ("namespace" = Option<String>, Query,),
+    ),
+    responses(
+        (status = 200, description = "records `STREAM NEXT TEXT`, one per line", body = String, content_type = "text/plain"),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
 pub(crate) async fn replica_logs(
     State(store): State<Store>,
     Extension(token): Extension<AgentToken>,
@@ -42,6 +58,22 @@ pub(crate) async fn replica_logs(
     Ok(text_body(lines))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/services/{app}/{name}/logs",
+    params(
+        ("app" = String, Path,), ("name" = String, Path,),
+        ("follow" = Option<bool>, Query, description = "keep the stream open for new lines"),
+        ("tail" = Option<u64>, Query, description = "only the last N lines of each stream"),
+        ("since" = Option<u64>, Query, description = "Unix ms; no effect until log lines carry timestamps"),
+        ("stream" = Option<String>, Query, description = "stdout, stderr or both (default)"),
+        ("cursor" = Option<String>, Query, description = "REPLICA:STREAM:OFFSET,... to resume from"),
+        ("namespace" = Option<String>, Query,),
+    ),
+    responses(
+        (status = 200, description = "records `REPLICA STREAM NEXT TEXT` of all replicas, merged", body = String, content_type = "text/plain"),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
 pub(crate) async fn service_logs(
     State(store): State<Store>,
     Extension(token): Extension<AgentToken>,
@@ -97,6 +129,14 @@ pub(crate) async fn service_logs(
     Ok(text_body(futures::stream::select_all(streams)))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/replicas/{id}/exec", request_body = Object,
+    params(("id" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses(
+        (status = 200, description = "JSON lines {stdout}|{stderr}, ending with {exit} or {error}", body = String, content_type = "application/x-ndjson"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
 pub(crate) async fn replica_exec(
     State(store): State<Store>,
     Extension(token): Extension<AgentToken>,

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes;
+use crate::{logs, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,9 @@ use crate::routes;
         routes::get_assignment,
         routes::put_report,
         routes::get_events,
+        logs::replica_logs,
+        logs::service_logs,
+        logs::replica_exec,
     ),
     components(schemas(hivemind_client::wire::ChangeEvent)),
     modifiers(&BearerAuth),
