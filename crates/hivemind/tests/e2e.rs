@@ -275,3 +275,30 @@ fn bad_compose_files_are_refused_before_anything_is_written() {
     assert!(node.cli_json(&["apps"]).as_array().unwrap().is_empty());
     assert!(node.containers().is_empty());
 }
+
+#[test]
+fn killing_up_mid_deploy_leaves_exactly_the_desired_containers() {
+    if !require_containerd() {
+        return;
+    }
+    let mut node = TestNode::start();
+    let file = node.write("compose.yaml", &web_compose(12));
+    node.cli_ok(&["deploy", "-f", file.to_str().unwrap(), "--app", "hello"]);
+    // Kill the agent (and server) while containers are being created.
+    node.wait_for("the first containers", Duration::from_secs(15), || {
+        !node.containers().is_empty()
+    });
+    node.kill9();
+    node.spawn();
+    node.wait_for("12 running replicas", Duration::from_secs(30), || {
+        let listed = ps(&node);
+        listed.len() == 12 && listed.iter().all(|(_, s, _)| s == "running")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // Exactly the desired containers: one per replica object, all running, nothing else.
+    let ids: Vec<String> = ps(&node).into_iter().map(|(id, _, _)| id).collect();
+    let mut containers = node.containers();
+    containers.sort();
+    assert_eq!(containers, ids, "orphans or missing containers");
+    assert_eq!(running_ids(&node), ids);
+}
