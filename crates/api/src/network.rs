@@ -176,6 +176,7 @@ pub fn service_endpoints(
                 networks: s.spec.network_names(),
                 aliases: s.spec.network_aliases(),
                 internal: s.spec.is_internal(),
+                proxy_protocol: s.spec.hivemind.proxy_protocol,
             }
         })
         .collect()

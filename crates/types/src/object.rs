@@ -261,6 +261,9 @@ pub struct ServiceEndpoints {
     /// cluster.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub internal: bool,
+    /// Its published TCP ports send a PROXY protocol v1 header to the replicas.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
 }
 
 /// One ready replica of a service.

@@ -255,6 +255,10 @@ pub struct HivemindExt {
     /// Network policy: only these services of the app may connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_from: Option<Vec<String>>,
+    /// Published TCP ports (L4) send a PROXY protocol v1 header first, so the replicas see
+    /// the client's address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

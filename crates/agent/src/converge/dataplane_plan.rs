@@ -174,7 +174,7 @@ fn route(port: u16, protocol: ingress::Proto, services: &[(&ServiceEndpoints, u1
         protocol,
         mode: RouteMode::L4,
         backends: socket_addrs(service, target),
-        proxy_protocol: false,
+        proxy_protocol: service.proxy_protocol && protocol == ingress::Proto::Tcp,
     }
 }
 
@@ -222,6 +222,7 @@ mod tests {
             networks: Vec::new(),
             aliases: Vec::new(),
             internal: false,
+            proxy_protocol: false,
         }
     }
 
@@ -254,6 +255,7 @@ mod tests {
         assert_eq!(plan.routes.len(), 1);
         assert_eq!(plan.routes[0].published, 8080);
         assert_eq!(plan.routes[0].mode, RouteMode::L4);
+        assert!(!plan.routes[0].proxy_protocol);
         assert_eq!(
             plan.routes[0].backends,
             [

@@ -18,14 +18,7 @@ use crate::limits::{
 
 /// `read_only`, `init`: a boolean (or its text after interpolation).
 pub(crate) fn read_flag(p: &mut Problems, path: &str, value: &Value, example: &str) -> bool {
-    match value {
-        Value::Bool(b) => *b,
-        Value::String(s) if s == "true" || s == "false" => s == "true",
-        other => {
-            type_error(p, path, "a boolean", other, example);
-            false
-        }
-    }
+    super::value::expect_bool(p, path, value, example).unwrap_or(false)
 }
 
 /// A string or a list of strings, each with its path.

@@ -16,7 +16,14 @@ use super::value::{
 };
 use crate::spec::{HivemindExt, IngressRule};
 
-const KEYS: &[&str] = &["strategy", "ingress", "allow_from", "canary", "ab"];
+const KEYS: &[&str] = &[
+    "strategy",
+    "ingress",
+    "allow_from",
+    "proxy_protocol",
+    "canary",
+    "ab",
+];
 const STRATEGIES: &[&str] = &["rolling", "blue-green", "canary", "ab"];
 
 /// Reads `x-hivemind`; `services` are the names in the file, which `allow_from` must name.
@@ -49,6 +56,11 @@ pub(crate) fn read_hivemind(
             }
             "ingress" => ext.ingress = read_ingress(p, &key_path, v),
             "allow_from" => ext.allow_from = read_allow_from(p, &key_path, v, services),
+            "proxy_protocol" => {
+                ext.proxy_protocol =
+                    super::value::expect_bool(p, &key_path, v, "proxy_protocol: true")
+                        .unwrap_or(false)
+            }
             "canary" => check_canary(p, &key_path, v),
             "ab" => check_ab(p, &key_path, v),
             other => unknown_key(p, &key_path, other, KEYS.iter().copied()),

@@ -135,16 +135,8 @@ fn read_network(p: &mut Problems, path: &str, value: &Value) -> Option<NetworkDe
     Some(def)
 }
 
-/// `true`/`false`, also as the strings interpolation produces.
 fn read_bool(p: &mut Problems, path: &str, value: &Value, example: &str) -> Option<bool> {
-    match value {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if s == "true" || s == "false" => Some(s == "true"),
-        other => {
-            type_error(p, path, "a boolean", other, example);
-            None
-        }
-    }
+    super::value::expect_bool(p, path, value, example)
 }
 
 /// Network labels are kept by nobody yet; check their shape so a later release can keep them.

@@ -101,6 +101,23 @@ pub(crate) fn expect_mapping<'v>(
 }
 
 /// A non-negative whole number that fits in `u32`, from a number or a numeric string.
+/// `true`/`false`, also as the strings interpolation produces.
+pub(crate) fn expect_bool(
+    p: &mut Problems,
+    path: &str,
+    value: &Value,
+    example: &str,
+) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s == "true" || s == "false" => Some(s == "true"),
+        other => {
+            type_error(p, path, "a boolean", other, example);
+            None
+        }
+    }
+}
+
 pub(crate) fn expect_u32(
     p: &mut Problems,
     path: &str,

@@ -315,6 +315,11 @@ pub(super) fn cases() -> Vec<BadCase> {
             "did you mean `x-hivemind`?",
         ),
         (
+            web("x-hivemind: {proxy_protocol: sometimes}"),
+            "services.web.x-hivemind.proxy_protocol",
+            "expected a boolean",
+        ),
+        (
             web("x-hivemind: {strategy: yolo}"),
             "services.web.x-hivemind.strategy",
             "not a rollout strategy",

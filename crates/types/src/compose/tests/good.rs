@@ -493,6 +493,7 @@ services:
       ab: { header: X-Beta, value: "1" }
       ingress: { host: shop.example.com, path: / }
       allow_from: [api]
+      proxy_protocol: true
     x-other: {ignored: true}
   api:
     image: api:1
@@ -508,8 +509,10 @@ services:
                 path: "/".into(),
             }),
             allow_from: Some(vec!["api".into()]),
+            proxy_protocol: true,
         }
     );
+    assert!(!app.services[1].1.hivemind.proxy_protocol);
     let api = &app.services[1].1.hivemind;
     assert_eq!(api.strategy.as_deref(), Some("blue-green"));
     assert_eq!(
