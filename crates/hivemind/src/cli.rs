@@ -64,6 +64,9 @@ pub(crate) enum Command {
     Server(ServerArgs),
     /// Run a node agent that joins a server.
     Agent(AgentArgs),
+    /// Stop this node for good: remove every replica container and the node network (bridge,
+    /// namespaces, nftables table). Stop `hivemind up`/`agent` first; the store is kept.
+    Down(DownArgs),
     /// Deploy (create or update) an app from a Compose file.
     Deploy(DeployArgs),
     /// List apps.
@@ -178,6 +181,14 @@ pub(crate) struct AgentArgs {
     pub(crate) endpoint: AgentEndpointArgs,
     #[arg(long, env = "HIVEMIND_LOG", default_value = "info")]
     pub(crate) log: String,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct DownArgs {
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub(crate) network: NetworkArgs,
 }
 
 #[derive(Args)]

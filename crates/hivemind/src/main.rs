@@ -34,6 +34,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => cmd::up::up(&global, args).await,
         Command::Server(args) => cmd::up::server(&global, args).await,
         Command::Agent(args) => cmd::up::agent(&global, args).await,
+        Command::Down(args) => cmd::down::down(&global, args).await,
         Command::Deploy(args) => cmd::deploy::deploy(&global, args).await,
         Command::Apps => cmd::query::apps(&global).await,
         Command::Rm(args) => cmd::deploy::rm(&global, args).await,

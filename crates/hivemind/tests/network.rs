@@ -331,3 +331,40 @@ fn bad_network_input_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("networks"));
 }
+
+#[test]
+fn down_takes_the_node_apart() {
+    if !require_containerd() {
+        return;
+    }
+    let mut node = start(2);
+    node.wait_for("2 web addresses", Duration::from_secs(10), || {
+        web_ips(&node).len() == 2
+    });
+    // While hivemind runs, `down` refuses: the agent would rebuild everything at once.
+    let out = node.cli(&["down"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still running"));
+
+    node.kill9();
+    assert_eq!(
+        node.running_tasks().len(),
+        3,
+        "stopping hivemind keeps containers"
+    );
+    let out = node.cli_ok(&["down"]);
+    assert!(out.contains("removed 3 replica container(s)"), "{out}");
+    assert!(node.containers().is_empty());
+    assert!(node.active_snapshots().is_empty());
+    assert_eq!(
+        node.network_objects(),
+        Vec::<String>::new(),
+        "network left behind"
+    );
+
+    // The store survives: the next `up` brings the app back on a fresh network.
+    node.spawn();
+    node.wait_for("the app back", Duration::from_secs(20), || {
+        web_ips(&node).len() == 2 && node.running_tasks().len() == 3
+    });
+}

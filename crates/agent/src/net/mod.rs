@@ -105,6 +105,14 @@ struct Inner {
     changes: tokio::sync::Mutex<()>,
 }
 
+/// The subnet recorded in `state_dir`'s IPAM file, if any: what a node network set up there
+/// used, so that `hivemind down` can find and remove it without the server.
+pub fn recorded_subnet(state_dir: &std::path::Path) -> Option<Ipv4Net> {
+    let text = std::fs::read_to_string(state_dir.join("ipam.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value.get("subnet")?.as_str()?.parse().ok()
+}
+
 impl NodeNet {
     /// Creates or repairs the bridge with the gateway address, enables forwarding, loads the
     /// IPAM state and squares it with the namespaces that exist. Safe on every agent start.

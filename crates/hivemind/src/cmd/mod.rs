@@ -1,6 +1,7 @@
 //! One module per group of subcommands.
 
 pub(crate) mod deploy;
+pub(crate) mod down;
 pub(crate) mod image;
 pub(crate) mod logs;
 pub(crate) mod query;
