@@ -302,3 +302,35 @@ fn killing_up_mid_deploy_leaves_exactly_the_desired_containers() {
     assert_eq!(containers, ids, "orphans or missing containers");
     assert_eq!(running_ids(&node), ids);
 }
+
+#[test]
+fn oom_kill_is_named_in_ps() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    let file = node.write(
+        "compose.yaml",
+        &format!(
+            r#"
+services:
+  hog:
+    image: {IMAGE}
+    command: ["sh", "-c", "x=a; while true; do x=$$x$$x; done"]
+    restart: "no"
+    deploy:
+      resources: {{ limits: {{ memory: 16M }} }}
+"#
+        ),
+    );
+    node.cli_ok(&["deploy", "-f", file.to_str().unwrap(), "--app", "oom"]);
+    node.wait_for("the OOM kill reported", Duration::from_secs(30), || {
+        node.cli_json(&["ps"]).as_array().unwrap().iter().any(|v| {
+            v["status"]["state"] == "exited"
+                && v["status"]["exit_code"].as_i64() == Some(137)
+                && v["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("OOM-killed"))
+        })
+    });
+}

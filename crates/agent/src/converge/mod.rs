@@ -155,6 +155,13 @@ async fn watch_exits<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
         match shared.runtime.exits().await {
             Ok(mut exits) => {
                 while let Some(exit) = exits.recv().await {
+                    if exit.oom {
+                        warn!(replica = %exit.id, "container killed for memory (OOM)");
+                        if let Some(local) = shared.state().local.get_mut(&exit.id) {
+                            local.oom_killed = true;
+                        }
+                        continue;
+                    }
                     debug!(replica = %exit.id, code = exit.exit_code, "container exited");
                     shared.wake.notify_one();
                 }
@@ -341,6 +348,7 @@ async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
                         local.restarts += 1;
                     }
                     local.exit = None;
+                    local.oom_killed = false;
                     local.error = None;
                     local.failures = 0;
                     local.next_attempt_at = None;

@@ -35,6 +35,8 @@ pub struct LocalReplica {
     pub failures: u32,
     /// Earliest time of the next start attempt (restart or retry after a failure).
     pub next_attempt_at: Option<u64>,
+    /// containerd reported an out-of-memory kill since the last start.
+    pub oom_killed: bool,
     /// The replica as last assigned, kept so a removal knows its stop signal and grace period.
     pub stop_signal: Option<String>,
     pub stop_grace_ms: Option<u64>,
@@ -200,9 +202,15 @@ fn plan_exited(
         RestartCondition::OnFailure => exit_code != 0,
         RestartCondition::Always => true,
     } && policy.max_attempts.is_none_or(|max| state.restarts < max);
+    // Say why when the kernel killed it for memory: a bare 137 reads like any SIGKILL.
+    let exited = if state.oom_killed {
+        format!("OOM-killed (memory limit), exit code {exit_code}")
+    } else {
+        format!("exited with code {exit_code}")
+    };
     if !wants_restart {
         status.state = ReplicaState::Exited;
-        status.message = format!("exited with code {exit_code}");
+        status.message = exited;
         return;
     }
     let at = state.next_attempt_at.unwrap_or(now);
@@ -211,13 +219,10 @@ fn plan_exited(
             id: replica.id.clone(),
         });
         status.state = ReplicaState::Restarting;
-        status.message = format!("exited with code {exit_code}, restarting");
+        status.message = format!("{exited}, restarting");
     } else {
         status.state = ReplicaState::Restarting;
-        status.message = format!(
-            "crash-loop: exited with code {exit_code} (restart in {})",
-            secs(at - now)
-        );
+        status.message = format!("crash-loop: {exited} (restart in {})", secs(at - now));
         pass.wake_at = min_opt(pass.wake_at, at);
     }
 }

@@ -157,6 +157,26 @@ fn restart_conditions_table() {
 }
 
 #[test]
+fn oom_kills_are_named() {
+    let r = replica("web-a", RestartCondition::Never);
+    let c = container("web-a", Some(TaskState::Stopped { exit_code: 137 }));
+    let mut local = LocalState::new();
+    local.insert(
+        "web-a".into(),
+        LocalReplica {
+            oom_killed: true,
+            ..Default::default()
+        },
+    );
+    let pass = run(&[r], &[c], &mut local, 0);
+    assert_eq!(pass.statuses[0].state, ReplicaState::Exited);
+    assert_eq!(
+        pass.statuses[0].message,
+        "OOM-killed (memory limit), exit code 137"
+    );
+}
+
+#[test]
 fn max_attempts_stops_restarting() {
     let mut r = replica("web-a", RestartCondition::OnFailure);
     r.spec.restart.max_attempts = Some(2);

@@ -125,6 +125,9 @@ pub struct TaskExit {
     pub id: String,
     /// Exit status; 128 + n when killed by signal n.
     pub exit_code: i32,
+    /// This is containerd's out-of-memory event for the container (the kernel's OOM killer hit
+    /// its cgroup), sent before the exit itself; `exit_code` is then 137.
+    pub oom: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

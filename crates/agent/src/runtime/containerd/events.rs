@@ -21,6 +21,7 @@ use crate::runtime::error::RuntimeError;
 use crate::runtime::{labels, TaskExit};
 
 const EXIT_TOPIC: &str = "/tasks/exit";
+const OOM_TOPIC: &str = "/tasks/oom";
 /// Our own topic for the subscription marker; other subscribers filter it out by topic.
 const MARKER_TOPIC: &str = "/hivemind/subscribed";
 /// How long `exits()` waits for its subscription to become live.
@@ -34,6 +35,7 @@ impl Containerd {
         let ns = &self.inner.config.namespace;
         let filters = vec![
             format!("namespace==\"{ns}\",topic==\"{EXIT_TOPIC}\""),
+            format!("namespace==\"{ns}\",topic==\"{OOM_TOPIC}\""),
             format!("namespace==\"{ns}\",topic==\"{MARKER_TOPIC}\""),
         ];
         tokio::spawn(forward_exits(
@@ -118,6 +120,20 @@ async fn forward_exits(
             },
         };
         let Some(any) = envelope.event else { continue };
+        if envelope.topic == OOM_TOPIC {
+            let Ok(oom) = containerd_client::events::TaskOom::decode(any.value.as_slice()) else {
+                continue;
+            };
+            let event = TaskExit {
+                id: oom.container_id,
+                exit_code: 137,
+                oom: true,
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let Ok(exit) = TaskExitEvent::decode(any.value.as_slice()) else {
             continue;
         };
@@ -140,6 +156,7 @@ async fn forward_exits(
         let event = TaskExit {
             id: exit.container_id,
             exit_code: exit.exit_status as i32,
+            oom: false,
         };
         if tx.send(event).await.is_err() {
             return;
