@@ -130,6 +130,22 @@ pub(crate) struct RuntimeArgs {
     /// Address other nodes and the server reach this node at.
     #[arg(long, env = "HIVEMIND_NODE_ADDRESS", default_value = "127.0.0.1")]
     pub(crate) node_address: String,
+    /// Unused images are removed when containerd's disk is fuller than this percent
+    /// (100 turns image GC off).
+    #[arg(long, env = "HIVEMIND_IMAGE_GC_HIGH", default_value_t = 85,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) image_gc_high: u8,
+    /// Image GC stops once the disk is at most this percent full.
+    #[arg(long, env = "HIVEMIND_IMAGE_GC_LOW", default_value_t = 80,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) image_gc_low: u8,
+    /// A directory on the filesystem holding containerd's images (its `root`).
+    #[arg(
+        long,
+        env = "HIVEMIND_CONTAINERD_ROOT",
+        default_value = "/var/lib/containerd"
+    )]
+    pub(crate) containerd_root: PathBuf,
 }
 
 #[derive(Args, Clone)]

@@ -13,6 +13,7 @@
 
 pub mod dataplane;
 pub mod dataplane_plan;
+pub mod image_gc;
 pub mod plan;
 
 use std::collections::BTreeSet;
@@ -45,6 +46,8 @@ pub struct AgentConfig {
     /// The URL of this agent's own HTTP endpoint (`crate::serve`), reported to the server so
     /// that it can proxy logs and exec; `None` when the agent serves none.
     pub agent_url: Option<String>,
+    /// Unused images are removed when the disk fills up (`image_gc`); `None` keeps them all.
+    pub image_gc: Option<image_gc::ImageGcPolicy>,
 }
 
 struct State {
@@ -101,12 +104,17 @@ pub async fn run_agent<R: ContainerRuntime>(
         report,
     });
     let span = info_span!("agent", node = %shared.config.node);
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(watch_assignment(shared.clone()).instrument(span.clone())),
         tokio::spawn(watch_exits(shared.clone()).instrument(span.clone())),
         tokio::spawn(send_reports(shared.clone(), report_rx).instrument(span.clone())),
-        tokio::spawn(converge(shared.clone()).instrument(span)),
+        tokio::spawn(converge(shared.clone()).instrument(span.clone())),
     ];
+    if let Some(policy) = shared.config.image_gc.clone() {
+        tasks.push(tokio::spawn(
+            image_gc::run(shared.clone(), policy).instrument(span),
+        ));
+    }
     while !*shutdown.borrow() {
         if shutdown.changed().await.is_err() {
             break;

@@ -138,6 +138,9 @@ pub struct ImageInfo {
     pub digest: String,
     /// Manifest, config and (compressed) layers, in bytes.
     pub size: u64,
+    /// When containerd last wrote the image record (its `updated_at`, else `created_at`): the
+    /// image's age for garbage collection. `None` when containerd did not say.
+    pub updated_at: Option<std::time::SystemTime>,
 }
 
 /// What the agent needs from a container runtime. Implementations are cheap to share
@@ -199,6 +202,15 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ImageInfo, RuntimeError>> + Send;
 
     fn image_list(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+
+    /// Removes the image record `reference` (its content goes with containerd's garbage
+    /// collection). Fails with [`RuntimeError::ImageInUse`] while a container uses it, unless
+    /// `force`, and with [`RuntimeError::ImageNotFound`] if it is absent.
+    fn image_remove(
+        &self,
+        reference: &str,
+        force: bool,
+    ) -> impl Future<Output = Result<ImageInfo, RuntimeError>> + Send;
 
     /// The image named `name` (normalized first), if present.
     fn image_get(

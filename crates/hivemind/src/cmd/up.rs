@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hivemind_agent::converge::dataplane::DataPlaneConfig;
+use hivemind_agent::converge::image_gc::ImageGcPolicy;
 use hivemind_agent::runtime::{Containerd, RuntimeConfig};
 use hivemind_agent::AgentConfig;
 use hivemind_api::ApiConfig;
@@ -175,11 +176,31 @@ async fn start_agent(
             ingress_bind: network.ingress_bind,
         }),
         agent_url: Some(agent_url),
+        image_gc: image_gc_policy(args)?,
     };
     info!(node = %config.node, "agent starting");
     Ok(tokio::spawn(hivemind_agent::run_agent(
         config, runtime, client, shutdown,
     )))
+}
+
+/// The image GC policy from the flags; `None` when `--image-gc-high` is 100 (never above).
+fn image_gc_policy(args: &RuntimeArgs) -> anyhow::Result<Option<ImageGcPolicy>> {
+    if args.image_gc_low > args.image_gc_high {
+        anyhow::bail!(
+            "--image-gc-low ({}) is above --image-gc-high ({}): pass a low threshold at most the high one",
+            args.image_gc_low,
+            args.image_gc_high
+        );
+    }
+    if args.image_gc_high == 100 {
+        return Ok(None);
+    }
+    Ok(Some(ImageGcPolicy {
+        high_percent: args.image_gc_high,
+        low_percent: args.image_gc_low,
+        containerd_root: args.containerd_root.clone(),
+    }))
 }
 
 pub(crate) fn runtime_config(data_dir: &Path, args: &RuntimeArgs) -> RuntimeConfig {

@@ -181,6 +181,7 @@ impl Containerd {
                 name: name.clone(),
                 digest: target.digest.clone(),
                 size,
+                updated_at: Some(std::time::SystemTime::now()),
             });
         }
         Ok(out)
@@ -444,6 +445,10 @@ impl Containerd {
             name: image.name.clone(),
             digest: target.digest,
             size: image_size(&manifest, manifest_len),
+            updated_at: image
+                .updated_at
+                .or(image.created_at)
+                .and_then(|t| std::time::SystemTime::try_from(t).ok()),
         })
     }
 }

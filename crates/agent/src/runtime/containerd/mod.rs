@@ -272,6 +272,10 @@ impl ContainerRuntime for Containerd {
         self.images_get(name).await
     }
 
+    async fn image_remove(&self, reference: &str, force: bool) -> Result<ImageInfo, RuntimeError> {
+        Containerd::image_remove(self, reference, force).await
+    }
+
     #[instrument(skip(self, output))]
     async fn exec(
         &self,

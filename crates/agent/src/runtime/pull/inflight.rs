@@ -111,6 +111,7 @@ mod tests {
             name: name.into(),
             digest: "sha256:d".into(),
             size: 1,
+            updated_at: None,
         }
     }
 
