@@ -11,5 +11,9 @@ clean_containerd_namespace() {
   for i in $(ctr -n "$ns" images ls -q 2>/dev/null); do ctr -n "$ns" images rm "$i" >/dev/null 2>&1 || true; done
   sleep 0.3
   for s in $(ctr -n "$ns" snapshots ls 2>/dev/null | awk 'NR>1 {print $1}'); do ctr -n "$ns" snapshots rm "$s" >/dev/null 2>&1 || true; done
-  ctr namespaces rm "$ns" >/dev/null 2>&1 || true
+  # Garbage collection empties the namespace asynchronously; it can only be deleted once empty.
+  for _ in $(seq 30); do
+    ctr namespaces rm "$ns" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
 }

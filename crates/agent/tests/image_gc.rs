@@ -53,13 +53,22 @@ impl Drop for NamespaceGuard {
         for lease in ctr_ids(ns, &["leases", "ls", "-q"], true) {
             ctr(ns, &["leases", "rm", &lease]);
         }
-        if let Ok(out) = Command::new("ctr").args(["namespaces", "rm", ns]).output() {
-            if !out.status.success() {
+        // Snapshots go with containerd's asynchronous garbage collection; the namespace can be
+        // deleted once it is empty, so retry for a while.
+        for attempt in 0..30 {
+            let Ok(out) = Command::new("ctr").args(["namespaces", "rm", ns]).output() else {
+                break;
+            };
+            if out.status.success() {
+                break;
+            }
+            if attempt == 29 {
                 eprintln!(
                     "cleanup of {ns} incomplete: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 }

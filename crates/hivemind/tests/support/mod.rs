@@ -402,9 +402,18 @@ impl Drop for TestNode {
         {
             self.ctr(&["snapshots", "rm", &key]);
         }
-        let _ = Command::new("ctr")
-            .args(["namespaces", "rm", &self.namespace])
-            .output();
+        // containerd's garbage collector frees the last snapshots and blobs asynchronously, and a
+        // namespace can be deleted only once it is empty: retry for a while.
+        for _ in 0..30 {
+            let removed = Command::new("ctr")
+                .args(["namespaces", "rm", &self.namespace])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if removed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         // The node network: netns, veths (their peers go with the netns), bridge, nft table.
         let prefix = self.bridge();
         for line in self.network_objects() {
