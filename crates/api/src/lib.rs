@@ -10,6 +10,7 @@ mod auth;
 pub mod deploy;
 mod error;
 mod events;
+mod exec;
 mod extract;
 mod logs;
 pub mod network;
@@ -73,7 +74,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .route("/services/{app}/{name}/logs", get(logs::service_logs))
         .route("/replicas", get(routes::list_replicas))
         .route("/replicas/{id}/logs", get(logs::replica_logs))
-        .route("/replicas/{id}/exec", post(logs::replica_exec))
+        .route("/replicas/{id}/exec", post(exec::replica_exec))
         .route("/nodes", get(routes::list_nodes))
         .route("/nodes/{node}/assignment", get(routes::get_assignment))
         .route("/nodes/{node}/report", put(routes::put_report))

@@ -1,4 +1,4 @@
-//! Logs and exec, proxied: the server finds the node that runs a replica and streams that
+//! Logs, proxied (exec is proxied the same way, in `exec`): the server finds the node that runs a replica and streams that
 //! node agent's answer through (kubelet-style). The server keeps no logs itself.
 //!
 //! A replica's node must have reported an `agent_url`; a node without one, or one that cannot be
@@ -10,14 +10,14 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
-use hivemind_client::logs::{ExecRequest, LogCursor, LogLine, LogQuery, LogStream};
+use hivemind_client::logs::{LogCursor, LogLine, LogQuery, LogStream};
 use hivemind_client::wire::{ErrorBody, ReplicaFilter};
 use hivemind_client::{AgentClient, ClientError};
 use hivemind_store::Store;
 use hivemind_types::{Kind, Node, Replica};
 
 use crate::error::ApiError;
-use crate::extract::{JsonBody, Params};
+use crate::extract::Params;
 use crate::{report, scale};
 
 /// The bearer token the server presents to agents (for now, a token agents also use).
@@ -129,31 +129,6 @@ pub(crate) async fn service_logs(
     Ok(text_body(futures::stream::select_all(streams)))
 }
 
-#[utoipa::path(
-    post, path = "/api/v1/replicas/{id}/exec", request_body = Object,
-    params(("id" = String, Path,), ("namespace" = Option<String>, Query,)),
-    responses(
-        (status = 200, description = "JSON lines {stdout}|{stderr}, ending with {exit} or {error}", body = String, content_type = "application/x-ndjson"),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody),
-    )
-)]
-pub(crate) async fn replica_exec(
-    State(store): State<Store>,
-    Extension(token): Extension<AgentToken>,
-    params: Params,
-    Path(id): Path<String>,
-    JsonBody(request): JsonBody<ExecRequest>,
-) -> ApiResult<Response> {
-    let replica = replica(&store, &params.namespace()?, &id)?;
-    let agent = agent_for(&store, &replica, &token)?;
-    let frames = agent
-        .exec(&replica.id, request.cmd)
-        .await
-        .map_err(|e| agent_error(&replica, e))?;
-    let body = Body::from_stream(frames.map(|f| f.map(|f| Bytes::from(f.encode()))));
-    Ok(([("content-type", "application/x-ndjson")], body).into_response())
-}
-
 fn text_body(lines: impl Stream<Item = Result<LogLine, ClientError>> + Send + 'static) -> Response {
     let body = Body::from_stream(lines.map(|l| l.map(|l| Bytes::from(l.encode()))));
     ([("content-type", "text/plain; charset=utf-8")], body).into_response()
@@ -200,7 +175,7 @@ fn log_query(params: &Params) -> ApiResult<LogQuery> {
     })
 }
 
-fn replica(store: &Store, namespace: &str, id: &str) -> ApiResult<Replica> {
+pub(crate) fn replica(store: &Store, namespace: &str, id: &str) -> ApiResult<Replica> {
     store
         .get::<Replica>(Kind::Replica, id)?
         .filter(|r| r.namespace == namespace)
@@ -212,7 +187,11 @@ fn replica(store: &Store, namespace: &str, id: &str) -> ApiResult<Replica> {
         })
 }
 
-fn agent_for(store: &Store, replica: &Replica, token: &AgentToken) -> ApiResult<AgentClient> {
+pub(crate) fn agent_for(
+    store: &Store,
+    replica: &Replica,
+    token: &AgentToken,
+) -> ApiResult<AgentClient> {
     let node: Option<Node> = store.get(Kind::Node, &replica.node)?;
     let url = node
         .and_then(|n| n.agent_url)
@@ -228,7 +207,7 @@ fn agent_for(store: &Store, replica: &Replica, token: &AgentToken) -> ApiResult<
 }
 
 /// The agent's refusal as this API's error: its 404 stays a 404, the rest is "unavailable".
-fn agent_error(replica: &Replica, e: ClientError) -> ApiError {
+pub(crate) fn agent_error(replica: &Replica, e: ClientError) -> ApiError {
     match e {
         ClientError::Api {
             status: 404, fix, ..

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{logs, routes};
+use crate::{exec, logs, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,7 +25,7 @@ use crate::{logs, routes};
         routes::get_events,
         logs::replica_logs,
         logs::service_logs,
-        logs::replica_exec,
+        exec::replica_exec,
     ),
     components(schemas(hivemind_client::wire::ChangeEvent)),
     modifiers(&BearerAuth),

@@ -5,6 +5,7 @@
 //! non-2xx answer becomes [`ClientError::Api`] carrying the server's code, message, field and fix.
 
 mod error;
+pub mod exec;
 pub mod logs;
 mod remote;
 mod sse;

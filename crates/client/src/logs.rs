@@ -1,18 +1,16 @@
-//! Logs and exec on the wire, shared by the agent (which serves them), the server (which proxies
+//! Logs on the wire, shared by the agent (which serves them), the server (which proxies
 //! them) and the CLI.
 //!
 //! A log stream is text, one record per line: `[REPLICA ]STREAM NEXT TEXT`, where `STREAM` is
 //! `stdout` or `stderr`, `NEXT` the byte offset in that replica's stream file just past this
 //! line (resume from it with a [`LogCursor`] and nothing is lost or repeated), and `TEXT` the
 //! line as the process wrote it. The agent sends records without the replica; the server adds
-//! it when it merges several replicas. An exec stream is newline-delimited JSON
-//! [`ExecFrame`]s ending with an `exit` or `error` frame.
+//! it when it merges several replicas.
 
 use std::fmt;
 use std::str::FromStr;
 
 use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
 
 use crate::{ClientError, Result};
 
@@ -170,33 +168,6 @@ fn split_word(s: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&s[..space], &s[space + 1..]))
 }
 
-/// `POST .../replicas/{id}/exec`: the command to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecRequest {
-    pub cmd: Vec<String>,
-}
-
-/// One frame of an exec stream. Output is text (invalid UTF-8 replaced).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExecFrame {
-    Stdout(String),
-    Stderr(String),
-    /// The process ended with this status (last frame).
-    Exit(i32),
-    /// The process could not run or the stream broke (last frame).
-    Error(String),
-}
-
-impl ExecFrame {
-    /// The frame as one JSON line.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec(self).unwrap_or_default();
-        out.push(b'\n');
-        out
-    }
-}
-
 /// Splits a byte stream into lines (without their newlines); a final unterminated line is
 /// yielded as is.
 pub fn split_lines<S, E>(bytes: S) -> impl Stream<Item = Result<Vec<u8>>> + Send
@@ -296,20 +267,6 @@ pub(crate) fn log_lines(
     })
 }
 
-/// Exec frames from a line stream.
-pub(crate) fn exec_frames(
-    lines: impl Stream<Item = Result<Vec<u8>>> + Send,
-    url: &str,
-) -> impl Stream<Item = Result<ExecFrame>> + Send {
-    let url = url.to_string();
-    lines.map(move |line| {
-        serde_json::from_slice(&line?).map_err(|source| ClientError::Decode {
-            url: url.clone(),
-            source,
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,15 +315,6 @@ mod tests {
         assert_eq!(
             lines,
             [b"a".to_vec(), b"bc".to_vec(), vec![], b"d".to_vec()]
-        );
-    }
-
-    #[test]
-    fn exec_frames_are_json_lines() {
-        assert_eq!(ExecFrame::Exit(3).encode(), b"{\"exit\":3}\n");
-        assert_eq!(
-            ExecFrame::Stdout("hi\n".into()).encode(),
-            b"{\"stdout\":\"hi\\n\"}\n"
         );
     }
 }

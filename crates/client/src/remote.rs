@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use futures::Stream;
 
-use crate::logs::{body_lines, exec_frames, log_lines, ExecFrame, ExecRequest, LogLine, LogQuery};
+use crate::exec::{exec_frames, ExecFrame, ExecRequest};
+use crate::logs::{body_lines, log_lines, LogLine, LogQuery};
 use crate::{check, seg, Client, ClientError, Result};
 
 /// Whose logs to read.

@@ -44,7 +44,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes => cmd::query::nodes(&global).await,
         Command::Image(args) => cmd::image::image(&global, args).await,
         Command::Logs(args) => cmd::logs::logs(&global, args).await,
-        Command::Exec(args) => cmd::logs::exec(&global, args).await,
+        Command::Exec(args) => cmd::exec::exec(&global, args).await,
         Command::Completion { shell } => {
             cli::print_completions(shell);
             Ok(())

@@ -1,5 +1,5 @@
 //! The agent's own HTTP endpoint: node-local operations the server proxies to (like a kubelet's),
-//! namely replica logs and exec. Routes under `/v1`, wire format in `hivemind_client::logs`.
+//! namely replica logs and exec (`exec`). Routes under `/v1`, wire format in `hivemind_client`.
 //!
 //! Authentication: a bearer token, for now the one the agent itself uses towards the server (in
 //! `hivemind up` the admin token). Mutual TLS between server and agents comes with clustering;
@@ -8,6 +8,7 @@
 //! This module owns no state: logs are read from the files the runtime writes, exec goes
 //! through [`ContainerRuntime::exec`].
 
+mod exec;
 mod logs;
 
 use std::collections::HashMap;
@@ -21,12 +22,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hivemind_client::logs::{ExecFrame, ExecRequest, LogCursor, LogLine, LogStream};
+use hivemind_client::logs::{LogCursor, LogLine, LogStream};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use crate::runtime::{ContainerRuntime, ExecOutput, RuntimeConfig, TaskState};
+use crate::runtime::{ContainerRuntime, RuntimeConfig};
 use logs::LogFile;
 
 /// How often a followed log file is checked for new lines.
@@ -41,7 +42,7 @@ pub struct ServeConfig {
     pub runtime: RuntimeConfig,
 }
 
-struct AppState<R> {
+pub(crate) struct AppState<R> {
     config: ServeConfig,
     runtime: R,
 }
@@ -57,7 +58,7 @@ pub async fn serve<R: ContainerRuntime>(
     let state = Arc::new(AppState { config, runtime });
     let router = Router::new()
         .route("/v1/replicas/{id}/logs", get(replica_logs::<R>))
-        .route("/v1/replicas/{id}/exec", post(replica_exec::<R>))
+        .route("/v1/replicas/{id}/exec", post(exec::replica_exec::<R>))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token::<R>,
@@ -108,7 +109,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// An error in the server's JSON shape, so that `hivemind_client` reads it the same way.
-fn error(status: StatusCode, code: &str, message: &str, fix: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str, fix: &str) -> Response {
     let body = serde_json::json!({
         "error": {"code": code, "message": message, "fix": fix}
     });
@@ -240,98 +241,7 @@ async fn pump_logs(
     }
 }
 
-async fn replica_exec<R: ContainerRuntime>(
-    State(state): State<Arc<AppState<R>>>,
-    Path(id): Path<String>,
-    Json(request): Json<ExecRequest>,
-) -> Response {
-    if request.cmd.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "cmd: no command given",
-            "name the command: hivemind exec REPLICA -- CMD ARGS...",
-        );
-    }
-    let running = match state.runtime.list().await {
-        Ok(list) => list
-            .into_iter()
-            .find(|c| c.id == id)
-            .map(|c| matches!(c.task, Some(TaskState::Running { .. }))),
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                &format!("cannot list containers: {e}"),
-                "check that containerd runs on the node",
-            )
-        }
-    };
-    match running {
-        None => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("replica {id} has no container on this node"),
-                "check the replica id with `hivemind ps`",
-            )
-        }
-        Some(false) => {
-            return error(
-                StatusCode::CONFLICT,
-                "conflict",
-                &format!("replica {id} is not running"),
-                "wait until `hivemind ps` shows it running",
-            )
-        }
-        Some(true) => {}
-    }
-    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
-    tokio::spawn(async move {
-        let (out_tx, mut out_rx) = mpsc::channel::<ExecOutput>(64);
-        let exec = state.runtime.exec(&id, &request.cmd, out_tx);
-        tokio::pin!(exec);
-        let mut result = None;
-        // Output is forwarded while the process runs; the last frames come after `exec`
-        // returned, which it does only once the output readers are done.
-        loop {
-            tokio::select! {
-                r = &mut exec, if result.is_none() => result = Some(r),
-                chunk = out_rx.recv() => match chunk {
-                    Some(chunk) => {
-                        let frame = match chunk {
-                            ExecOutput::Stdout(b) => ExecFrame::Stdout(String::from_utf8_lossy(&b).into_owned()),
-                            ExecOutput::Stderr(b) => ExecFrame::Stderr(String::from_utf8_lossy(&b).into_owned()),
-                        };
-                        if tx.send(Ok(frame.encode())).await.is_err() {
-                            // The caller went away; let the process finish on its own.
-                            if result.is_none() {
-                                let _ = (&mut exec).await;
-                            }
-                            return;
-                        }
-                    }
-                    None => {
-                        if result.is_none() {
-                            result = Some((&mut exec).await);
-                        }
-                        break;
-                    }
-                },
-            }
-        }
-        let last = match result {
-            Some(Ok(code)) => ExecFrame::Exit(code),
-            Some(Err(e)) => ExecFrame::Error(error_chain(&e)),
-            None => ExecFrame::Error("exec ended without a result".to_string()),
-        };
-        let _ = tx.send(Ok(last.encode())).await;
-    });
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

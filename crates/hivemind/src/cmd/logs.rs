@@ -1,4 +1,4 @@
-//! `logs` and `exec`: streams from a replica's node, through the server.
+//! `logs`: streams from a replica's node, through the server.
 //!
 //! `logs` prints one replica's lines as they are, or a service's replicas merged with a
 //! `replica | ` prefix (coloured on a terminal, like `docker compose logs`). Following survives
@@ -9,12 +9,11 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use futures::StreamExt;
-use hivemind_client::logs::{ExecFrame, LogCursor, LogLine, LogQuery, LogStream};
+use hivemind_client::logs::{LogCursor, LogLine, LogQuery, LogStream};
 use hivemind_client::{Client, ClientError, LogTarget};
 
-use crate::cli::{ExecArgs, GlobalArgs, LogsArgs};
+use crate::cli::{GlobalArgs, LogsArgs};
 
 /// How long a follower waits before reconnecting.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
@@ -178,41 +177,6 @@ impl Printer {
         out.push(b'\n');
         out
     }
-}
-
-pub(crate) async fn exec(global: &GlobalArgs, args: ExecArgs) -> anyhow::Result<()> {
-    let client = crate::config::client(global)?;
-    let mut frames = client
-        .exec(&args.replica, args.command.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot run {:?} in {}",
-                args.command.join(" "),
-                args.replica
-            )
-        })?
-        .boxed();
-    while let Some(frame) = frames.next().await {
-        match frame? {
-            ExecFrame::Stdout(s) => {
-                let mut o = std::io::stdout().lock();
-                o.write_all(s.as_bytes())?;
-                o.flush()?;
-            }
-            ExecFrame::Stderr(s) => {
-                let mut e = std::io::stderr().lock();
-                e.write_all(s.as_bytes())?;
-                e.flush()?;
-            }
-            ExecFrame::Exit(code) => {
-                std::io::stdout().flush()?;
-                std::process::exit(code);
-            }
-            ExecFrame::Error(message) => anyhow::bail!(message),
-        }
-    }
-    anyhow::bail!("the exec stream ended without an exit status (the server or agent went away)")
 }
 
 #[cfg(test)]
