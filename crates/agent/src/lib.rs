@@ -8,6 +8,7 @@
 pub mod converge;
 pub mod dns;
 pub mod ingress;
+pub mod logs;
 pub mod net;
 pub mod runtime;
 pub mod serve;

@@ -9,7 +9,6 @@
 //! through [`ContainerRuntime::exec`].
 
 mod exec;
-mod logs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +26,8 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
+use crate::logs::file::LogFile;
 use crate::runtime::{ContainerRuntime, RuntimeConfig};
-use logs::LogFile;
 
 /// How often a followed log file is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(150);
