@@ -16,6 +16,9 @@ use hivemind_agent::runtime::{
 };
 use hivemind_types::{Replica, ServiceSpec};
 
+/// The sweep of what crashed operations leave.
+#[path = "runtime/leftovers.rs"]
+mod leftovers;
 /// Limits and identity (`deploy.resources`, `read_only`, capabilities, `init`, ...).
 #[path = "runtime/limits.rs"]
 mod limits;

@@ -14,6 +14,7 @@
 pub mod dataplane;
 pub mod dataplane_plan;
 pub mod image_gc;
+mod leftovers;
 pub mod plan;
 
 use std::collections::BTreeSet;
@@ -110,6 +111,9 @@ pub async fn run_agent<R: ContainerRuntime>(
         tokio::spawn(send_reports(shared.clone(), report_rx).instrument(span.clone())),
         tokio::spawn(converge(shared.clone()).instrument(span.clone())),
     ];
+    tasks.push(tokio::spawn(
+        leftovers::run(shared.clone()).instrument(span.clone()),
+    ));
     if let Some(policy) = shared.config.image_gc.clone() {
         tasks.push(tokio::spawn(
             image_gc::run(shared.clone(), policy).instrument(span),

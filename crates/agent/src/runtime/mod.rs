@@ -143,6 +143,14 @@ pub struct ImageInfo {
     pub updated_at: Option<std::time::SystemTime>,
 }
 
+/// What one [`ContainerRuntime::sweep_leftovers`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub snapshots: usize,
+    pub run_dirs: usize,
+    pub cgroups: usize,
+}
+
 /// What the agent needs from a container runtime. Implementations are cheap to share
 /// (`Arc<impl ContainerRuntime>`); all methods take `&self`.
 pub trait ContainerRuntime: Send + Sync + 'static {
@@ -178,6 +186,18 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Kills and deletes the task if any, removes the snapshot and the container. Removing what
     /// is already gone succeeds.
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Removes what crashed operations left for containers that do not exist (writable
+    /// snapshots, per-container files, empty cgroup directories), never anything of a container
+    /// that exists or is being created, nor anything younger than `min_age` (another client
+    /// may be at work in the namespace). Runtimes with nothing to sweep keep the default.
+    fn sweep_leftovers(
+        &self,
+        min_age: Duration,
+    ) -> impl Future<Output = Result<SweepReport, RuntimeError>> + Send {
+        let _ = min_age;
+        async { Ok(SweepReport::default()) }
+    }
 
     /// A stream of init-process exits of Hivemind containers. The channel closes if the
     /// subscription breaks (containerd restarted): subscribe again and `list` to resync.

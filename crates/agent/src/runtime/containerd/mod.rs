@@ -13,6 +13,7 @@ mod content;
 mod events;
 mod exec;
 mod images;
+mod leftovers;
 mod pull;
 
 use std::collections::HashMap;
@@ -34,7 +35,8 @@ use tracing::{debug, instrument};
 use super::error::RuntimeError;
 use super::pull::{InFlightPulls, PullProgress, RegistryConfig};
 use super::{
-    ContainerInfo, ContainerRuntime, CreateOptions, ExecOutput, ImageInfo, RuntimeConfig, TaskExit,
+    ContainerInfo, ContainerRuntime, CreateOptions, ExecOutput, ImageInfo, RuntimeConfig,
+    SweepReport, TaskExit,
 };
 use hivemind_types::Replica;
 
@@ -55,6 +57,9 @@ struct Inner {
     registry: std::sync::RwLock<RegistryConfig>,
     /// Pulls running now, so that concurrent pulls of one reference download once.
     pulls: InFlightPulls,
+    /// Held for reading by every create and for writing by the leftovers sweep: a container
+    /// being created has a snapshot and files but no record yet, and must not look leftover.
+    creating: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Containerd {
@@ -91,6 +96,7 @@ impl Containerd {
                 namespace,
                 registry: std::sync::RwLock::new(RegistryConfig::from_env()),
                 pulls: InFlightPulls::default(),
+                creating: tokio::sync::RwLock::new(()),
             }),
         };
         runtime.ensure_namespace().await?;
@@ -223,6 +229,7 @@ impl ContainerRuntime for Containerd {
 
     #[instrument(skip_all, fields(replica = %replica.id))]
     async fn create(&self, replica: &Replica, options: &CreateOptions) -> Result<(), RuntimeError> {
+        let _not_swept = self.inner.creating.read().await;
         self.container_create(replica, options).await
     }
 
@@ -244,6 +251,10 @@ impl ContainerRuntime for Containerd {
     #[instrument(skip(self))]
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.container_remove(id).await
+    }
+
+    async fn sweep_leftovers(&self, min_age: Duration) -> Result<SweepReport, RuntimeError> {
+        self.sweep_owned_leftovers(min_age).await
     }
 
     async fn exits(&self) -> Result<tokio::sync::mpsc::Receiver<TaskExit>, RuntimeError> {
