@@ -145,6 +145,8 @@ async fn image_gc_removes_unused_images_and_keeps_used_ones() {
         socket: PathBuf::from(SOCKET),
         namespace: namespace.clone(),
         log_dir: dir.path().join("logs"),
+        log_driver: PathBuf::from(env!("CARGO_BIN_EXE_hivemind-log-driver")),
+        log_rotation: Default::default(),
         run_dir: dir.path().join("run"),
         snapshotter: "overlayfs".to_string(),
     })

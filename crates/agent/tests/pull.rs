@@ -181,6 +181,8 @@ impl TestEnv {
             socket: PathBuf::from(SOCKET),
             namespace: namespace.clone(),
             log_dir: dir.path().join("logs"),
+            log_driver: PathBuf::from(env!("CARGO_BIN_EXE_hivemind-log-driver")),
+            log_rotation: Default::default(),
             run_dir: dir.path().join("run"),
             snapshotter: "overlayfs".to_string(),
         };

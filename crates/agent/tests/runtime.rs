@@ -23,6 +23,10 @@ mod leftovers;
 #[path = "runtime/limits.rs"]
 mod limits;
 
+/// Output through the log driver: CRI records, rotation, restarts.
+#[path = "runtime/logs.rs"]
+mod logs;
+
 const SOCKET: &str = "/run/containerd/containerd.sock";
 const IMAGE: &str = "hm-test/busybox:1";
 
@@ -72,9 +76,13 @@ impl TestEnv {
         ctr(&self.namespace, args)
     }
 
+    /// The text of `id`'s `stream` records, one line each, from its log driver's files.
     fn log(&self, id: &str, stream: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("logs/{id}.{stream}.log")))
-            .unwrap_or_default()
+        logs::records(&self.dir.path().join("logs").join(id))
+            .into_iter()
+            .filter(|r| r.stream == stream)
+            .map(|r| r.text + "\n")
+            .collect()
     }
 
     /// Creates and starts a replica running `command`.
@@ -117,6 +125,8 @@ fn config(namespace: &str, dir: &Path) -> RuntimeConfig {
         socket: PathBuf::from(SOCKET),
         namespace: namespace.to_string(),
         log_dir: dir.join("logs"),
+        log_driver: PathBuf::from(env!("CARGO_BIN_EXE_hivemind-log-driver")),
+        log_rotation: Default::default(),
         run_dir: dir.join("run"),
         snapshotter: "overlayfs".to_string(),
     }

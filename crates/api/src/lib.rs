@@ -16,6 +16,7 @@ mod logs;
 pub mod network;
 mod openapi;
 mod ports;
+pub mod recorded;
 pub mod report;
 mod routes;
 pub mod scale;

@@ -1,16 +1,19 @@
-//! Logs, proxied (exec is proxied the same way, in `exec`): the server finds the node that runs a replica and streams that
-//! node agent's answer through (kubelet-style). The server keeps no logs itself.
+//! Logs, proxied (exec is proxied the same way, in `exec`): the server finds the node that runs
+//! a replica and streams that node agent's answer through (kubelet-style). The server keeps no
+//! logs itself; filters (`tail`, `since`, `stream`, cursors) are applied by the agents.
 //!
 //! A replica's node must have reported an `agent_url`; a node without one, or one that cannot be
 //! reached, gives 503. Service logs merge the streams of all its replicas (as they are when the
-//! request arrives), each record naming its replica.
+//! request arrives), each record naming its replica: by timestamp for a plain read (each
+//! replica's records are in time order, so a k-way merge streams without buffering), as they
+//! come when following.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{Stream, StreamExt};
-use hivemind_client::logs::{LogCursor, LogLine, LogQuery, LogStream};
+use hivemind_client::logs::{parse_since, LogCursor, LogLine, LogQuery, LogStream};
 use hivemind_client::wire::{ErrorBody, ReplicaFilter};
 use hivemind_client::{AgentClient, ClientError};
 use hivemind_store::Store;
@@ -32,13 +35,13 @@ type ApiResult<T> = Result<T, ApiError>;
         ("id" = String, Path,),
         ("follow" = Option<bool>, Query, description = "keep the stream open for new lines"),
         ("tail" = Option<u64>, Query, description = "only the last N lines of each stream"),
-        ("since" = Option<u64>, Query, description = "Unix ms; no effect until log lines carry timestamps"),
+        ("since" = Option<String>, Query, description = "only records at or after this time: RFC 3339, a duration before now (10m) or Unix seconds"),
         ("stream" = Option<String>, Query, description = "stdout, stderr or both (default)"),
-        ("cursor" = Option<String>, Query, description = "REPLICA:STREAM:OFFSET,... to resume from"),
+        ("cursor" = Option<String>, Query, description = "REPLICA:SEQ:OFFSET,... to resume from"),
         ("namespace" = Option<String>, Query,),
     ),
     responses(
-        (status = 200, description = "records `STREAM NEXT TEXT`, one per line", body = String, content_type = "text/plain"),
+        (status = 200, description = "records `SEQ:OFFSET TIME STREAM TAG TEXT`, one per line", body = String, content_type = "text/plain"),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]
@@ -64,13 +67,13 @@ pub(crate) async fn replica_logs(
         ("app" = String, Path,), ("name" = String, Path,),
         ("follow" = Option<bool>, Query, description = "keep the stream open for new lines"),
         ("tail" = Option<u64>, Query, description = "only the last N lines of each stream"),
-        ("since" = Option<u64>, Query, description = "Unix ms; no effect until log lines carry timestamps"),
+        ("since" = Option<String>, Query, description = "only records at or after this time: RFC 3339, a duration before now (10m) or Unix seconds"),
         ("stream" = Option<String>, Query, description = "stdout, stderr or both (default)"),
-        ("cursor" = Option<String>, Query, description = "REPLICA:STREAM:OFFSET,... to resume from"),
+        ("cursor" = Option<String>, Query, description = "REPLICA:SEQ:OFFSET,... to resume from"),
         ("namespace" = Option<String>, Query,),
     ),
     responses(
-        (status = 200, description = "records `REPLICA STREAM NEXT TEXT` of all replicas, merged", body = String, content_type = "text/plain"),
+        (status = 200, description = "records `REPLICA:SEQ:OFFSET TIME STREAM TAG TEXT` of all replicas, merged", body = String, content_type = "text/plain"),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]
@@ -126,7 +129,48 @@ pub(crate) async fn service_logs(
             return Err(e);
         }
     }
-    Ok(text_body(futures::stream::select_all(streams)))
+    if query.follow {
+        Ok(text_body(futures::stream::select_all(streams)))
+    } else {
+        Ok(text_body(merge_by_time(streams)))
+    }
+}
+
+type LineStream = futures::stream::BoxStream<'static, Result<LogLine, ClientError>>;
+
+/// Merges streams that are each in time order into one in time order: the earliest head goes
+/// first. Each step waits for every stream's head, so this is for streams that end (plain
+/// reads), not for following. An error is passed on in place of its stream's record.
+fn merge_by_time(streams: Vec<LineStream>) -> impl Stream<Item = Result<LogLine, ClientError>> {
+    let heads: Vec<(LineStream, Option<Result<LogLine, ClientError>>)> =
+        streams.into_iter().map(|s| (s, None)).collect();
+    futures::stream::unfold(heads, |mut heads| async move {
+        // Fill every empty head; a stream that ended is dropped.
+        let mut i = 0;
+        while i < heads.len() {
+            if heads[i].1.is_none() {
+                match heads[i].0.next().await {
+                    Some(item) => heads[i].1 = Some(item),
+                    None => {
+                        drop(heads.remove(i));
+                        continue;
+                    }
+                }
+            }
+            i += 1;
+        }
+        let earliest = heads
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (_, head))| match head {
+                // Errors first, so that they are not held back behind records.
+                Some(Err(_)) | None => None,
+                Some(Ok(line)) => Some(line.time),
+            })
+            .map(|(i, _)| i)?;
+        let item = heads[earliest].1.take()?;
+        Some((item, heads))
+    })
 }
 
 fn text_body(lines: impl Stream<Item = Result<LogLine, ClientError>> + Send + 'static) -> Response {
@@ -161,7 +205,7 @@ fn log_query(params: &Params) -> ApiResult<LogQuery> {
         cursors.push(c.parse::<LogCursor>().map_err(|()| {
             ApiError::bad_request(
                 "cursor",
-                format!("cursor: {c:?} is not REPLICA:STREAM:OFFSET"),
+                format!("cursor: {c:?} is not REPLICA:SEQ:OFFSET"),
                 "pass cursors as printed by the log stream",
             )
         })?);
@@ -169,10 +213,25 @@ fn log_query(params: &Params) -> ApiResult<LogQuery> {
     Ok(LogQuery {
         follow,
         tail: params.u64("tail")?.map(|n| n as usize),
-        since_ms: params.u64("since")?,
+        since: since(params)?,
         stream,
         cursors,
     })
+}
+
+fn since(params: &Params) -> ApiResult<Option<std::time::SystemTime>> {
+    let Some(text) = params.str("since") else {
+        return Ok(None);
+    };
+    parse_since(text, std::time::SystemTime::now())
+        .map(Some)
+        .map_err(|message| {
+            ApiError::bad_request(
+                "since",
+                format!("since: {message}"),
+                "pass since as an RFC 3339 time like 2026-11-27T07:43:22Z, a duration like 10m, or Unix seconds",
+            )
+        })
 }
 
 pub(crate) fn replica(store: &Store, namespace: &str, id: &str) -> ApiResult<Replica> {

@@ -212,7 +212,7 @@ pub fn touches_network(change: &Change, node: &str, current: &Assignment) -> boo
                 && change.value.get("subnet").and_then(|v| v.as_str())
                     != current.network.subnet.as_deref()
         }
-        Kind::App => false,
+        Kind::App | Kind::Event => false,
     }
 }
 
@@ -312,6 +312,8 @@ mod tests {
                 message: String::new(),
                 started_at: None,
                 ip: ip.map(String::from),
+                exits: Vec::new(),
+                failure: None,
                 meta: Meta::default(),
             },
         )

@@ -15,6 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
 use crate::network::ClusterNetwork;
+use crate::recorded;
 
 /// The longest a long poll may be held; longer requests are cut to this, so that proxies and
 /// the client's own timeout do not fire first.
@@ -136,7 +137,7 @@ fn touches_since(change: &Change, node: &str, current: &Assignment) -> bool {
             Kind::Service | Kind::ReplicaStatus => true,
             Kind::Node => change.key == node,
             Kind::Replica => change.op == hivemind_store::ChangeOp::Delete,
-            Kind::App => false,
+            Kind::App | Kind::Event => false,
         }
 }
 
@@ -149,7 +150,8 @@ fn touches(change: &Change, node: &str, current: &Assignment) -> bool {
     replica_change || crate::network::touches_network(change, node, current)
 }
 
-/// Upserts the node and writes the statuses that changed, in one transaction. Returns the new
+/// Upserts the node and writes the statuses that changed, with the events they bring (new exits
+/// and failures, a node becoming ready; see `recorded`), in one transaction. Returns the new
 /// store revision.
 pub fn report(
     store: &Store,
@@ -238,6 +240,13 @@ pub fn report_in(
         meta: Meta::default(),
     };
     ops.push(Op::put(Kind::Node, node, &node_obj, node_expect));
+    let mut events = Vec::new();
+    let was_ready = old_node
+        .as_ref()
+        .is_some_and(|n| n.state != NodeState::Down);
+    if !was_ready && state == NodeState::Ready {
+        events.push(hivemind_types::Event::about_node(node, true, now_ms));
+    }
 
     let old: Vec<ObservedReplica> = store.list(Kind::ReplicaStatus, "")?;
     let old: HashMap<&str, &ObservedReplica> = old
@@ -246,10 +255,13 @@ pub fn report_in(
         .map(|s| (s.id.as_str(), s))
         .collect();
     for (id, status) in &reported {
-        if old.get(id).is_some_and(|o| same_content(o, status)) {
+        let previous = old.get(id).copied();
+        let stored = recorded::stored_form(status);
+        if previous.is_some_and(|o| same_content(o, &stored)) {
             continue;
         }
-        ops.push(Op::put(Kind::ReplicaStatus, *id, status, Expect::Any));
+        events.extend(recorded::replica_events(store, previous, status)?);
+        ops.push(Op::put(Kind::ReplicaStatus, *id, &stored, Expect::Any));
     }
     for (id, status) in &old {
         if status.node != node || reported.contains_key(id) {
@@ -261,6 +273,7 @@ pub fn report_in(
             ops.push(Op::delete(Kind::ReplicaStatus, *id, Expect::Any));
         }
     }
+    ops.extend(recorded::write_ops(store, events, now_ms)?);
     Ok(store.txn(ops)?)
 }
 

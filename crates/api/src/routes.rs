@@ -7,19 +7,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use hivemind_client::wire::{
-    DeployRequest, DeployResponse, ErrorBody, ReplicaFilter, ReplicaView, ScaleRequest,
+    DeployRequest, DeployResponse, ErrorBody, EventFilter, ReplicaFilter, ReplicaView, ScaleRequest,
 };
 use hivemind_store::Store;
 use hivemind_types::{App, Assignment, Kind, Node, NodeReport, Service};
 
 use crate::error::ApiError;
-use crate::extract::{JsonBody, Params};
+use crate::extract::{check_label, JsonBody, Params};
 use crate::network::ClusterNetwork;
 use crate::shutdown::{stopped, Shutdown};
-use crate::{deploy, events, report, scale};
+use crate::{deploy, events, recorded, report, scale};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -237,14 +238,54 @@ pub(crate) async fn put_report(
 
 #[utoipa::path(
     get, path = "/api/v1/events",
-    params(("since" = Option<u64>, Query, description = "send changes after this revision first; default: only new ones")),
-    responses((status = 200, description = "SSE: `change` events (data: ChangeEvent, id: revision), then `reset` when the client must re-list", content_type = "text/event-stream", body = String))
+    description = "Two views. With `Accept: text/event-stream` or a `since` parameter: the store's changes as SSE (`change` events, data: ChangeEvent, id: revision; then `reset` when the client must re-list). Otherwise: the recorded events (exits, OOM kills, back-offs, failed starts, nodes ready or down) as JSON, oldest first.",
+    params(
+        ("since" = Option<u64>, Query, description = "stream: send changes after this revision first; default: only new ones"),
+        EventFilter,
+        ("namespace" = Option<String>, Query,),
+    ),
+    responses(
+        (status = 200, description = "recorded events (JSON), or the change stream (SSE)", content(
+            (Vec<Object> = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "a malformed parameter, named in `field`", body = ErrorBody),
+    )
 )]
 pub(crate) async fn get_events(
     State(store): State<Store>,
     shutdown: Option<Extension<Shutdown>>,
+    headers: HeaderMap,
     params: Params,
-) -> ApiResult<impl IntoResponse> {
-    let since = params.u64("since")?;
-    events::change_stream(&store, since, shutdown.map(|e| e.0))
+) -> ApiResult<Response> {
+    let wants_stream = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    if wants_stream || params.str("since").is_some() {
+        let since = params.u64("since")?;
+        return Ok(events::change_stream(&store, since, shutdown.map(|e| e.0))?.into_response());
+    }
+    let namespace = params.namespace()?;
+    let label = |name: &str| -> ApiResult<Option<String>> {
+        match params.str(name) {
+            Some(v) => {
+                check_label(name, v, false)?;
+                Ok(Some(v.to_string()))
+            }
+            None => Ok(None),
+        }
+    };
+    let filter = EventFilter {
+        app: label("app")?,
+        service: label("service")?,
+        replica: label("replica")?,
+        event_type: params.str("type").map(recorded::parse_type).transpose()?,
+        limit: params
+            .u64("limit")?
+            .map(recorded::check_limit)
+            .transpose()?,
+    };
+    Ok(Json(recorded::list(&store, &namespace, &filter)?).into_response())
 }

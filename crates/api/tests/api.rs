@@ -5,10 +5,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hivemind_api::{router, serve, ApiConfig};
-use hivemind_client::wire::{ChangeEvent, ChangeOp, DeployRequest, ErrorBody, ReplicaFilter};
+use hivemind_client::wire::{
+    ChangeEvent, ChangeOp, DeployRequest, ErrorBody, EventFilter, ReplicaFilter,
+};
 use hivemind_client::{Client, ClientError, Event};
 use hivemind_store::{Expect, Op, Store};
-use hivemind_types::{Kind, Meta, NodeReport, ObservedReplica, Replica, ReplicaState};
+use hivemind_types::{
+    EventType, ExitRecord, Kind, Meta, NodeReport, ObservedReplica, Replica, ReplicaState,
+};
 use tokio::sync::oneshot;
 
 const TOKEN: &str = "test-token-0123456789";
@@ -291,6 +295,11 @@ async fn malformed_requests_name_the_field_and_write_nothing() {
         (Method::POST, "/api/v1/services/shop/agent/scale".into(), body(r#"{"replicas": 2}"#.into()), 422, Some("replicas")),
         (Method::POST, "/api/v1/services/shop/nope/scale".into(), body(r#"{"replicas": 2}"#.into()), 404, None),
         (Method::GET, "/api/v1/events?since=abc".into(), None, 400, Some("since")),
+        (Method::GET, "/api/v1/events?type=urgent".into(), None, 400, Some("type")),
+        (Method::GET, "/api/v1/events?limit=0".into(), None, 400, Some("limit")),
+        (Method::GET, "/api/v1/events?limit=ten".into(), None, 400, Some("limit")),
+        (Method::GET, "/api/v1/events?replica=Web_1".into(), None, 400, Some("replica")),
+        (Method::GET, "/api/v1/events?service=a%2Fb".into(), None, 400, Some("service")),
         (Method::GET, "/api/v1/nodes/n1/assignment?timeout_ms=-5".into(), None, 400, Some("timeout_ms")),
         (Method::GET, "/api/v1/nodes/n1/assignment?after=1.5".into(), None, 400, Some("after")),
         (Method::PUT, "/api/v1/nodes/n1/report".into(), body(r#"{"node": "n2", "address": "a", "generation": 1, "replicas": []}"#.into()), 400, Some("node")),
@@ -393,6 +402,8 @@ async fn reports_show_up_in_nodes_and_replica_views() {
             message: String::new(),
             started_at: Some(1),
             ip: None,
+            exits: Vec::new(),
+            failure: None,
             meta: Meta::default(),
         }],
     };
@@ -412,6 +423,112 @@ async fn reports_show_up_in_nodes_and_replica_views() {
         ..Default::default()
     };
     assert!(s.client.replicas(&none).await.unwrap().is_empty());
+}
+
+/// A report with one exit of `web-11111`, as an agent sends it.
+fn exit_report(generation: u64) -> NodeReport {
+    NodeReport {
+        node: "n1".into(),
+        address: "10.0.0.1".into(),
+        agent_url: None,
+        generation,
+        replicas: vec![ObservedReplica {
+            id: "web-11111".into(),
+            node: "n1".into(),
+            state: ReplicaState::Exited,
+            pid: None,
+            exit_code: Some(3),
+            restarts: 0,
+            message: "exited with code 3".into(),
+            started_at: None,
+            ip: None,
+            exits: vec![ExitRecord {
+                exit_code: 3,
+                at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64,
+                oom: false,
+                restarts: 0,
+                restart_delay_ms: None,
+                adopted: false,
+                last_lines: vec!["hello".into()],
+            }],
+            failure: None,
+            meta: Meta::default(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn exits_become_recorded_events_once() {
+    let s = TestServer::start().await;
+    put_replica(&s.store, &replica("web-11111", "n1"));
+    let report = exit_report(s.store.revision());
+    s.client.report(&report).await.unwrap();
+    // A retried report records nothing new.
+    s.client.report(&report).await.unwrap();
+    let all = s
+        .client
+        .recorded_events(&EventFilter::default())
+        .await
+        .unwrap();
+    let exits: Vec<_> = all.iter().filter(|e| e.reason == "Exited").collect();
+    assert_eq!(exits.len(), 1, "{all:?}");
+    assert_eq!(exits[0].exit_code, Some(3));
+    assert_eq!(exits[0].last_lines, ["hello"]);
+    assert!(all
+        .iter()
+        .any(|e| e.reason == "Ready" && e.object.name == "n1"));
+
+    let only = EventFilter {
+        replica: Some("web-11111".into()),
+        event_type: Some(EventType::Warning),
+        limit: Some(5),
+        ..Default::default()
+    };
+    let got = s.client.recorded_events(&only).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let none = EventFilter {
+        replica: Some("web-99999".into()),
+        ..Default::default()
+    };
+    assert!(s.client.recorded_events(&none).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn events_without_the_stream_header_are_the_recorded_list() {
+    let s = TestServer::start().await;
+    let get = |accept: Option<&'static str>, query: &'static str| {
+        let mut req = s
+            .http
+            .get(format!("{}/api/v1/events{query}", s.base))
+            .bearer_auth(TOKEN);
+        if let Some(accept) = accept {
+            req = req.header("accept", accept);
+        }
+        req.send()
+    };
+    let plain = get(None, "").await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    assert_eq!(plain.text().await.unwrap(), "[]");
+    for (accept, query) in [
+        (Some("text/event-stream"), ""),
+        (Some("application/json, text/event-stream"), ""),
+        (None, "?since=0"),
+    ] {
+        let resp = get(accept, query).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(
+            kind.starts_with("text/event-stream"),
+            "{accept:?} {query}: {kind}"
+        );
+    }
 }
 
 async fn next_change<S>(events: &mut S) -> ChangeEvent

@@ -21,8 +21,8 @@ use serde::Serialize;
 pub use error::ClientError;
 pub use remote::{AgentClient, LogTarget};
 use wire::{
-    event_name, ChangeEvent, DeployRequest, DeployResponse, ErrorBody, ErrorDetail, ReplicaFilter,
-    ReplicaView, ScaleRequest,
+    event_name, ChangeEvent, DeployRequest, DeployResponse, ErrorBody, ErrorDetail, EventFilter,
+    ReplicaFilter, ReplicaView, ScaleRequest,
 };
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -183,6 +183,28 @@ impl Client {
             }
         }
         self.get("/replicas", &query).await
+    }
+
+    /// Recorded events (exits, OOM kills, back-offs, failed starts, nodes), oldest first. Not
+    /// to be confused with [`Client::events`], the change stream of the same route.
+    pub async fn recorded_events(
+        &self,
+        filter: &EventFilter,
+    ) -> Result<Vec<hivemind_types::Event>> {
+        let limit = filter.limit.map(|l| l.to_string());
+        let mut query = Vec::new();
+        for (k, v) in [
+            ("app", filter.app.as_deref()),
+            ("service", filter.service.as_deref()),
+            ("replica", filter.replica.as_deref()),
+            ("type", filter.event_type.map(|t| t.as_str())),
+            ("limit", limit.as_deref()),
+        ] {
+            if let Some(v) = v {
+                query.push((k, v));
+            }
+        }
+        self.get("/events", &query).await
     }
 
     pub async fn nodes(&self) -> Result<Vec<Node>> {

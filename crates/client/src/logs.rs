@@ -1,14 +1,25 @@
 //! Logs on the wire, shared by the agent (which serves them), the server (which proxies
 //! them) and the CLI.
 //!
-//! A log stream is text, one record per line: `[REPLICA ]STREAM NEXT TEXT`, where `STREAM` is
-//! `stdout` or `stderr`, `NEXT` the byte offset in that replica's stream file just past this
-//! line (resume from it with a [`LogCursor`] and nothing is lost or repeated), and `TEXT` the
-//! line as the process wrote it. The agent sends records without the replica; the server adds
-//! it when it merges several replicas.
+//! A log stream is text, one record per line:
+//!
+//! ```text
+//! [REPLICA:]SEQ:OFFSET TIME STREAM TAG TEXT
+//! web-3f9k2:0000000003:1234 2026-11-27T07:43:22.123456789Z stdout F hello world
+//! ```
+//!
+//! - `SEQ:OFFSET` ([`LogPos`]) is where the record *ends* in that replica's numbered log files:
+//!   resume from it with a [`LogCursor`] and nothing is lost or repeated, even across log
+//!   rotation. The agent sends records without the replica; the server prefixes it (the first
+//!   word is then exactly the cursor to resume that replica from).
+//! - `TIME` is when the node's log driver read the line (RFC 3339, UTC, nanoseconds).
+//! - `STREAM` is `stdout` or `stderr`; `TAG` is `F` for a full line and `P` for a piece that
+//!   did not end with a newline (a line longer than 16 KiB comes as `P` pieces, then `F`).
+//! - `TEXT` is the line as the process wrote it, without its newline.
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
 
@@ -46,33 +57,55 @@ impl FromStr for LogStream {
     }
 }
 
-/// Where to resume one stream of one replica: the `NEXT` of the last record seen.
+/// A position in one replica's log: file `seq` of its numbered sequence (a name never reused,
+/// so rotation cannot make a position point elsewhere) and a byte offset in that file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct LogPos {
+    pub seq: u64,
+    pub offset: u64,
+}
+
+impl fmt::Display for LogPos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:010}:{}", self.seq, self.offset)
+    }
+}
+
+/// Where to resume one replica: the position of the last record seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogCursor {
     pub replica: String,
-    pub stream: LogStream,
-    pub offset: u64,
+    pub pos: LogPos,
 }
 
 impl fmt::Display for LogCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.replica, self.stream, self.offset)
+        write!(f, "{}:{}", self.replica, self.pos)
     }
 }
 
 impl FromStr for LogCursor {
     type Err = ();
+    /// `REPLICA:SEQ:OFFSET`.
     fn from_str(s: &str) -> Result<Self, ()> {
-        let mut parts = s.rsplitn(3, ':');
-        let offset = parts.next().ok_or(())?.parse().map_err(|_| ())?;
-        let stream = parts.next().ok_or(())?.parse()?;
-        let replica = parts.next().filter(|r| !r.is_empty()).ok_or(())?;
-        Ok(LogCursor {
-            replica: replica.to_string(),
-            stream,
-            offset,
-        })
+        match parse_cursor_word(s)? {
+            (Some(replica), pos) => Ok(LogCursor { replica, pos }),
+            (None, _) => Err(()),
+        }
     }
+}
+
+/// `[REPLICA:]SEQ:OFFSET`.
+fn parse_cursor_word(s: &str) -> Result<(Option<String>, LogPos), ()> {
+    let mut parts = s.rsplitn(3, ':');
+    let offset = parts.next().ok_or(())?.parse().map_err(|_| ())?;
+    let seq = parts.next().ok_or(())?.parse().map_err(|_| ())?;
+    let replica = match parts.next() {
+        None => None,
+        Some("") => return Err(()),
+        Some(r) => Some(r.to_string()),
+    };
+    Ok((replica, LogPos { seq, offset }))
 }
 
 /// What part of the logs to read.
@@ -80,26 +113,25 @@ impl FromStr for LogCursor {
 pub struct LogQuery {
     /// Keep the stream open and send lines as they are written.
     pub follow: bool,
-    /// Only the last N lines of each stream (all when `None`).
+    /// Only the last N records of each replica (both streams counted; all when `None`).
     pub tail: Option<usize>,
-    /// Only lines written after this (Unix ms). Plain log files carry no timestamps, so agents
-    /// ignore it for now.
-    pub since_ms: Option<u64>,
+    /// Only records written at or after this time (applied by the node's agent).
+    pub since: Option<SystemTime>,
     /// One stream only; both when `None`.
     pub stream: Option<LogStream>,
-    /// Resume points; they override `tail` for the streams they name.
+    /// Resume points; they override `tail` and `since` for the replicas they name.
     pub cursors: Vec<LogCursor>,
 }
 
 impl LogQuery {
-    /// As URL query pairs (`follow`, `tail`, `since`, `stream`, `cursor`).
+    /// As URL query pairs (`follow`, `tail`, `since` in RFC 3339, `stream`, `cursor`).
     pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
         let mut pairs = vec![("follow", self.follow.to_string())];
         if let Some(tail) = self.tail {
             pairs.push(("tail", tail.to_string()));
         }
-        if let Some(since) = self.since_ms {
-            pairs.push(("since", since.to_string()));
+        if let Some(since) = self.since {
+            pairs.push(("since", format_time(since)));
         }
         pairs.push((
             "stream",
@@ -113,25 +145,85 @@ impl LogQuery {
     }
 }
 
+/// A time as log records carry it: RFC 3339 in UTC with nanoseconds.
+pub fn format_time(time: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(time).to_string()
+}
+
+/// Parses a `since` value: a duration before `now` (`30s`, `10m`, `2h`, `1h30m`), an RFC 3339
+/// time (`2026-11-27T07:43:22Z`, `2026-11-27T08:43:22+01:00`, fractions allowed) or Unix
+/// seconds (`1795765402`, `1795765402.5`), as `docker logs --since` accepts.
+pub fn parse_since(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let s = s.trim();
+    let fix = "use a duration like 30s, 10m or 2h, an RFC 3339 time like \
+               2026-11-27T07:43:22Z, or Unix seconds";
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now.checked_sub(d).unwrap_or(UNIX_EPOCH));
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
+        }
+    }
+    // humantime reads UTC only; a numeric offset is applied here.
+    let (base, offset) = split_offset(s);
+    match humantime::parse_rfc3339_weak(base) {
+        Ok(t) if offset >= 0 => Ok(t
+            .checked_sub(Duration::from_secs(offset as u64))
+            .unwrap_or(UNIX_EPOCH)),
+        Ok(t) => Ok(t + Duration::from_secs(offset.unsigned_abs())),
+        Err(_) => Err(format!("{s:?} is not a duration or a time: {fix}")),
+    }
+}
+
+/// Splits `...+HH:MM` / `...-HH:MM` into the UTC part and the offset in seconds.
+fn split_offset(s: &str) -> (&str, i64) {
+    if s.len() > 6 {
+        let (base, tail) = s.split_at(s.len() - 6);
+        let b = tail.as_bytes();
+        if (b[0] == b'+' || b[0] == b'-') && b[3] == b':' && base.len() >= 19 {
+            if let (Ok(h), Ok(m)) = (tail[1..3].parse::<i64>(), tail[4..6].parse::<i64>()) {
+                let secs = h * 3600 + m * 60;
+                return (base, if b[0] == b'-' { -secs } else { secs });
+            }
+        }
+    }
+    (s.strip_suffix('Z').unwrap_or(s), 0)
+}
+
 /// One log record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     /// Set by the server when it merges replicas; `None` in an agent's own stream.
     pub replica: Option<String>,
+    /// Where this record ends in the replica's log: resume from here.
+    pub next: LogPos,
+    /// When the node's log driver read the line.
+    pub time: SystemTime,
     pub stream: LogStream,
-    pub next: u64,
+    /// The text did not end with a newline (a piece of a longer line, or the end of output).
+    pub partial: bool,
     pub text: Vec<u8>,
 }
 
 impl LogLine {
     /// The record with its newline.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.text.len() + 32);
+        let mut out = Vec::with_capacity(self.text.len() + 80);
         if let Some(replica) = &self.replica {
             out.extend_from_slice(replica.as_bytes());
-            out.push(b' ');
+            out.push(b':');
         }
-        out.extend_from_slice(format!("{} {} ", self.stream, self.next).as_bytes());
+        let tag = if self.partial { 'P' } else { 'F' };
+        out.extend_from_slice(
+            format!(
+                "{} {} {} {tag} ",
+                self.next,
+                format_time(self.time),
+                self.stream
+            )
+            .as_bytes(),
+        );
         out.extend_from_slice(&self.text);
         out.push(b'\n');
         out
@@ -139,33 +231,24 @@ impl LogLine {
 
     /// Parses one record (without its newline).
     pub fn parse(record: &[u8]) -> Option<LogLine> {
-        let (first, rest) = split_word(record)?;
-        let first = std::str::from_utf8(first).ok()?;
-        let (replica, stream, rest) = match first.parse::<LogStream>() {
-            Ok(stream) => (None, stream, rest),
-            Err(()) => {
-                let (stream, rest) = split_word(rest)?;
-                let stream = std::str::from_utf8(stream).ok()?.parse().ok()?;
-                (Some(first.to_string()), stream, rest)
-            }
+        let mut words = record.splitn(5, |b| *b == b' ');
+        let (replica, next) = parse_cursor_word(std::str::from_utf8(words.next()?).ok()?).ok()?;
+        let time = humantime::parse_rfc3339(std::str::from_utf8(words.next()?).ok()?).ok()?;
+        let stream = std::str::from_utf8(words.next()?).ok()?.parse().ok()?;
+        let partial = match words.next()? {
+            b"F" => false,
+            b"P" => true,
+            _ => return None,
         };
-        let (next, text) = match split_word(rest) {
-            Some(split) => split,
-            None => (rest, &[][..]),
-        };
-        let next = std::str::from_utf8(next).ok()?.parse().ok()?;
         Some(LogLine {
             replica,
-            stream,
             next,
-            text: text.to_vec(),
+            time,
+            stream,
+            partial,
+            text: words.next().unwrap_or_default().to_vec(),
         })
     }
-}
-
-fn split_word(s: &[u8]) -> Option<(&[u8], &[u8])> {
-    let space = s.iter().position(|b| *b == b' ')?;
-    Some((&s[..space], &s[space + 1..]))
 }
 
 /// Splits a byte stream into lines (without their newlines); a final unterminated line is
@@ -271,35 +354,79 @@ pub(crate) fn log_lines(
 mod tests {
     use super::*;
 
+    fn at(secs: u64, nanos: u32) -> SystemTime {
+        UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+
     #[test]
     fn records_round_trip() {
         let line = LogLine {
             replica: Some("web-3f9k2".into()),
+            next: LogPos {
+                seq: 3,
+                offset: 1234,
+            },
+            time: at(1_795_765_402, 123_456_789),
             stream: LogStream::Stderr,
-            next: 1234,
-            text: b"hello world ".to_vec(),
+            partial: false,
+            text: b"hello  world ".to_vec(),
         };
         let encoded = line.encode();
-        assert_eq!(encoded, b"web-3f9k2 stderr 1234 hello world \n");
+        assert_eq!(
+            String::from_utf8_lossy(&encoded),
+            "web-3f9k2:0000000003:1234 2026-11-27T07:43:22.123456789Z stderr F hello  world \n"
+        );
         assert_eq!(LogLine::parse(&encoded[..encoded.len() - 1]), Some(line));
-        let bare = LogLine::parse(b"stdout 7 x y").unwrap();
+        let bare =
+            LogLine::parse(b"0000000001:7 2026-11-27T07:43:22.000000001Z stdout P x y").unwrap();
         assert_eq!(bare.replica, None);
+        assert_eq!(bare.next, LogPos { seq: 1, offset: 7 });
+        assert!(bare.partial);
         assert_eq!(bare.text, b"x y");
-        let empty = LogLine::parse(b"stdout 7 ").unwrap();
+        let empty = LogLine::parse(b"1:7 2026-11-27T07:43:22Z stdout F ").unwrap();
         assert!(empty.text.is_empty());
-        assert_eq!(LogLine::parse(b"garbage"), None);
-        assert_eq!(LogLine::parse(b"web stdout x y"), None);
+        for bad in [
+            &b"garbage"[..],
+            b"1:7 yesterday stdout F x",
+            b"1:x 2026-11-27T07:43:22Z stdout F x",
+            b"1:7 2026-11-27T07:43:22Z stdin F x",
+            b"1:7 2026-11-27T07:43:22Z stdout Q x",
+            b":1:7 2026-11-27T07:43:22Z stdout F x",
+        ] {
+            assert_eq!(
+                LogLine::parse(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
     fn cursors_round_trip() {
-        let c: LogCursor = "web-1:stdout:42".parse().unwrap();
+        let c: LogCursor = "web-1:0000000002:42".parse().unwrap();
         assert_eq!(c.replica, "web-1");
-        assert_eq!(c.stream, LogStream::Stdout);
-        assert_eq!(c.offset, 42);
-        assert_eq!(c.to_string(), "web-1:stdout:42");
-        assert!("stdout:42".parse::<LogCursor>().is_err());
-        assert!("w:err:42".parse::<LogCursor>().is_err());
+        assert_eq!(c.pos, LogPos { seq: 2, offset: 42 });
+        assert_eq!(c.to_string(), "web-1:0000000002:42");
+        assert!("2:42".parse::<LogCursor>().is_err());
+        assert!("w:x:42".parse::<LogCursor>().is_err());
+    }
+
+    #[test]
+    fn since_takes_durations_times_and_unix_seconds() {
+        let now = at(1_795_765_402, 0);
+        let ok = |s: &str| parse_since(s, now).unwrap();
+        assert_eq!(ok("10m"), at(1_795_765_402 - 600, 0));
+        assert_eq!(ok("2h"), at(1_795_765_402 - 7200, 0));
+        assert_eq!(ok("30s"), at(1_795_765_372, 0));
+        assert_eq!(ok("2026-11-27T07:43:22Z"), now);
+        assert_eq!(ok("2026-11-27T07:43:22.5Z"), at(1_795_765_402, 500_000_000));
+        assert_eq!(ok("2026-11-27T08:43:22+01:00"), now);
+        assert_eq!(ok("2026-11-27T06:43:22-01:00"), now);
+        assert_eq!(ok("1795765402"), now);
+        assert_eq!(ok("1795765402.25"), at(1_795_765_402, 250_000_000));
+        let err = parse_since("yesterday", now).unwrap_err();
+        assert!(err.contains("yesterday") && err.contains("30s"), "{err}");
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use hivemind_types::{App, Kind, ObservedReplica, Replica, Service};
+use hivemind_types::{App, EventType, Kind, ObservedReplica, Replica, Service};
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/apps`: deploy (create or update) an app from a Compose file.
@@ -86,6 +86,28 @@ pub struct ReplicaFilter {
     pub service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+}
+
+/// Filter for `GET /api/v1/events` (recorded events); every field left `None` matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct EventFilter {
+    /// Only events of this app's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Only events of this service's replicas (in any app unless `app` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Only events of this replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// `normal` or `warning`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>))]
+    pub event_type: Option<EventType>,
+    /// Only the newest this many (1 to 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 /// The body of every non-2xx response.

@@ -106,6 +106,13 @@ async fn silent_nodes_are_marked_down() {
         let n: Node = store.get(Kind::Node, "old").unwrap().unwrap();
         if n.state == NodeState::Down {
             controllers.abort();
+            // Recorded in the same transaction, for `hivemind events`.
+            let events: Vec<hivemind_types::Event> = store.list(Kind::Event, "").unwrap();
+            assert_eq!(events.len(), 1, "{events:?}");
+            assert_eq!(
+                (events[0].reason.as_str(), events[0].object.name.as_str()),
+                ("Down", "old")
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

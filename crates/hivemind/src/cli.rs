@@ -87,6 +87,8 @@ pub(crate) enum Command {
     Logs(LogsArgs),
     /// Run a command in a running replica: `hivemind exec web-3f9k2 -- sh -c 'echo hi'`.
     Exec(ExecArgs),
+    /// Recorded events: exits with their last lines, OOM kills, back-offs, failed starts, nodes.
+    Events(EventsArgs),
     /// Print shell completions.
     Completion {
         #[arg(value_enum)]
@@ -263,6 +265,15 @@ pub(crate) struct ExecArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct EventsArgs {
+    /// Only events of a service (`web`, `app/web`) or of one replica (`web-3f9k2`).
+    pub(crate) target: Option<String>,
+    /// Keep printing new events as they are recorded.
+    #[arg(long, short)]
+    pub(crate) follow: bool,
 }
 
 #[derive(Args)]

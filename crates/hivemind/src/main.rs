@@ -12,6 +12,10 @@ use crate::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::LogDriver(args) = &cli.command {
+        // Run by containerd's shim for every task: plain blocking I/O, no async runtime.
+        return std::process::ExitCode::from(hivemind_agent::logs::driver::run(&args.settings));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -45,6 +49,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Image(args) => cmd::image::image(&global, args).await,
         Command::Logs(args) => cmd::logs::logs(&global, args).await,
         Command::Exec(args) => cmd::exec::exec(&global, args).await,
+        // Handled in `main`, before the async runtime starts.
+        Command::LogDriver(args) => {
+            hivemind_agent::logs::driver::run(&args.settings);
+            Ok(())
+        }
         Command::Completion { shell } => {
             cli::print_completions(shell);
             Ok(())

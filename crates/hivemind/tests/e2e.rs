@@ -334,3 +334,78 @@ services:
         })
     });
 }
+
+/// Recorded events through the real binary: an exit carries its code and last line, an OOM
+/// kill names the limit, and the crash loop that follows shows its back-off.
+#[test]
+fn exits_and_oom_kills_are_recorded_as_events() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    let file = node.write(
+        "compose.yaml",
+        &format!(
+            r#"
+services:
+  once:
+    image: {IMAGE}
+    command: ["sh", "-c", "echo starting; echo goodbye from once; exit 3"]
+    restart: "no"
+  hog:
+    image: {IMAGE}
+    command: ["sh", "-c", "x=a; while true; do x=$$x$$x; done"]
+    deploy:
+      resources: {{ limits: {{ memory: 64M }} }}
+"#
+        ),
+    );
+    node.cli_ok(&["deploy", "-f", file.to_str().unwrap(), "--app", "ev"]);
+    let events =
+        || -> Vec<serde_json::Value> { node.cli_json(&["events"]).as_array().unwrap().clone() };
+    node.wait_for("the exit recorded", Duration::from_secs(30), || {
+        events().iter().any(|e| {
+            e["reason"] == "Exited"
+                && e["exit_code"].as_i64() == Some(3)
+                && e["object"]["service"] == "once"
+                && e["last_lines"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|l| l == "goodbye from once"))
+        })
+    });
+    node.wait_for(
+        "the OOM kill and back-off recorded",
+        Duration::from_secs(90),
+        || {
+            let all = events();
+            let oom = all.iter().any(|e| {
+                e["reason"] == "OOMKilled"
+                    && e["message"].as_str().is_some_and(|m| {
+                        m.contains("killed for memory (limit 64 MiB), exit code 137")
+                    })
+            });
+            let back_off = all.iter().any(|e| {
+                e["reason"] == "BackOff"
+                    && e["object"]["service"] == "hog"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("back-off "))
+            });
+            oom && back_off
+        },
+    );
+    // Each exit once, however many reports repeated it.
+    let all = events();
+    let once_exits = all
+        .iter()
+        .filter(|e| e["reason"] == "Exited" && e["object"]["service"] == "once")
+        .count();
+    assert_eq!(once_exits, 1, "{all:?}");
+    // The table shows the last lines under the event; a service name filters.
+    let table = node.cli_ok(&["events", "once"]);
+    assert!(table.contains("Exited"), "{table}");
+    assert!(table.contains("    | goodbye from once"), "{table}");
+    assert!(!table.contains("OOMKilled"), "{table}");
+    let ps = node.cli_ok(&["ps", "hog"]);
+    assert!(ps.contains("OOM-killed"), "{ps}");
+}

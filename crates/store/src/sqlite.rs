@@ -123,6 +123,22 @@ impl Db {
         Ok(out)
     }
 
+    pub(crate) fn keys(&self, kind: Kind, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key FROM objects WHERE kind = ?1 AND key >= ?2 ORDER BY key")?;
+        let rows = stmt.query_map(params![kind.as_str(), prefix], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for key in rows {
+            let key = key?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push(key);
+        }
+        Ok(out)
+    }
+
     pub(crate) fn txn(&mut self, ops: Vec<Op>, now: u64) -> Result<Vec<Change>, StoreError> {
         let tx = self
             .conn

@@ -125,6 +125,11 @@ fn list_by_prefix_is_literal_and_ordered() {
         .list::<serde_json::Value>(Kind::App, "")
         .unwrap()
         .is_empty());
+    assert_eq!(
+        store.keys(Kind::Service, "default/a").unwrap(),
+        ["default/a/x", "default/a/y", "default/a_/z"]
+    );
+    assert!(store.keys(Kind::App, "").unwrap().is_empty());
 }
 
 #[test]

@@ -4,15 +4,17 @@
 //! crate speaks in these types; a change here is an API change for all of them.
 
 pub mod compose;
+pub mod event;
 pub mod id;
 pub mod limits;
 pub mod object;
 pub mod spec;
 
+pub use event::{Event, EventObject, EventType};
 pub use limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
 pub use object::{
-    App, Assignment, Endpoint, Kind, Meta, Node, NodeNetwork, NodeReport, NodeState,
-    ObservedReplica, Replica, ReplicaState, Service, ServiceEndpoints,
+    App, Assignment, Endpoint, ExitRecord, FailureRecord, Kind, Meta, Node, NodeNetwork,
+    NodeReport, NodeState, ObservedReplica, Replica, ReplicaState, Service, ServiceEndpoints,
 };
 pub use spec::{
     NetworkAttachment, PortProtocol, PortSpec, RestartCondition, RestartPolicy, ServiceMode,

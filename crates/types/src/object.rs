@@ -17,15 +17,19 @@ pub enum Kind {
     Replica,
     ReplicaStatus,
     Node,
+    /// A recorded event (`crate::event::Event`): an exit, an OOM kill, a back-off, a node
+    /// coming or going.
+    Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::App,
         Kind::Service,
         Kind::Replica,
         Kind::ReplicaStatus,
         Kind::Node,
+        Kind::Event,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +39,7 @@ impl Kind {
             Kind::Replica => "replica",
             Kind::ReplicaStatus => "replica_status",
             Kind::Node => "node",
+            Kind::Event => "event",
         }
     }
 
@@ -143,8 +148,79 @@ pub struct ObservedReplica {
     /// The replica's address on its node's bridge, once attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The agent's most recent exits of this replica, oldest first (at most
+    /// [`ExitRecord::MAX_KEPT`]). Several are carried, not just the last, so that an exit is
+    /// not lost when a fast restart and a second exit overwrite a report before it was sent;
+    /// the server records each one once (keyed by replica and `at`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exits: Vec<ExitRecord>,
+    /// The last failure to create or start the container, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureRecord>,
     #[serde(default)]
     pub meta: Meta,
+}
+
+/// One exit of a replica's container, as the agent saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    /// When the agent saw the exit (Unix ms). With the replica id, the exit's identity.
+    pub at: u64,
+    /// The kernel killed it for memory (containerd's OOM event came with it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom: bool,
+    /// Restarts done before this exit.
+    #[serde(default)]
+    pub restarts: u32,
+    /// The wait before the restart; `None` when the restart policy does not restart it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_delay_ms: Option<u64>,
+    /// Found already exited by an agent that never saw it run (it exited while the agent was
+    /// down): `at` is then when it was found, and a previous agent may have reported it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
+    /// The last lines the container wrote (stdout and stderr), at most [`ExitRecord::MAX_LINES`]
+    /// each cut to [`ExitRecord::MAX_LINE_CHARS`]. The server moves them into the event and
+    /// stores the status without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_lines: Vec<String>,
+}
+
+impl ExitRecord {
+    /// Exits an agent keeps per replica (and reports).
+    pub const MAX_KEPT: usize = 3;
+    /// Log lines kept with an exit, like the tail `kubectl describe` shows.
+    pub const MAX_LINES: usize = 10;
+    /// A longer line is cut (a JSON log line or a stack trace can be kilobytes).
+    pub const MAX_LINE_CHARS: usize = 240;
+
+    /// `lines` bounded as [`ExitRecord::last_lines`] must be: the last `MAX_LINES`, each cut.
+    pub fn bound_lines(lines: Vec<String>) -> Vec<String> {
+        let skip = lines.len().saturating_sub(Self::MAX_LINES);
+        lines
+            .into_iter()
+            .skip(skip)
+            .map(|line| match line.char_indices().nth(Self::MAX_LINE_CHARS) {
+                Some((cut, _)) => format!("{}…", &line[..cut]),
+                None => line,
+            })
+            .collect()
+    }
+}
+
+/// A failure to create or start a replica's container (bad image, failed pull, bad spec).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub message: String,
+    /// When it failed (Unix ms): with the replica id, the failure's identity.
+    pub at: u64,
+    /// Consecutive failures so far, this one included.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The wait before the next attempt.
+    #[serde(default)]
+    pub retry_in_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,4 +360,28 @@ pub struct NodeReport {
     pub agent_url: Option<String>,
     pub generation: u64,
     pub replicas: Vec<ObservedReplica>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_lines_are_bounded() {
+        let mut lines: Vec<String> = (0..15).map(|i| i.to_string()).collect();
+        lines.push("é".repeat(ExitRecord::MAX_LINE_CHARS + 5));
+        let kept = ExitRecord::bound_lines(lines);
+        assert_eq!(kept.len(), ExitRecord::MAX_LINES);
+        assert_eq!(kept[0], "6");
+        let last = kept.last().unwrap();
+        assert_eq!(last.chars().count(), ExitRecord::MAX_LINE_CHARS + 1);
+        assert!(last.ends_with('…'));
+    }
+
+    #[test]
+    fn reports_without_exits_still_parse() {
+        let old = r#"{"id": "web-a", "node": "n1", "state": "running"}"#;
+        let status: ObservedReplica = serde_json::from_str(old).unwrap();
+        assert!(status.exits.is_empty() && status.failure.is_none());
+    }
 }

@@ -81,6 +81,27 @@ pub struct ServiceSpec {
     /// Entries appended to the generated /etc/hosts, in file order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<ExtraHost>,
+    /// Log rotation (Compose `logging.options`); unset parts take the node's defaults. Left out
+    /// of the JSON when unset, so that older specs keep their revision hash.
+    #[serde(default, skip_serializing_if = "LogOptions::is_empty")]
+    pub logging: LogOptions,
+}
+
+/// A service's log rotation (Compose `logging.options`, Docker's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LogOptions {
+    /// `max-size` in bytes: a replica's log file is rotated before it passes this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// `max-file`: how many files of a replica's log are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u32>,
+}
+
+impl LogOptions {
+    pub fn is_empty(&self) -> bool {
+        self.max_size.is_none() && self.max_files.is_none()
+    }
 }
 
 /// The name of the network every service of an app is on unless it lists others.

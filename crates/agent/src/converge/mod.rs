@@ -22,13 +22,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hivemind_client::Client;
-use hivemind_types::{Assignment, NodeReport};
+use hivemind_types::{Assignment, ExitRecord, NodeReport};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::converge::dataplane::{DataPlane, DataPlaneConfig};
-use crate::converge::plan::{failure_delay, Action, LocalState};
-use crate::runtime::{ContainerRuntime, CreateOptions};
+use crate::converge::plan::{failure_delay, Action, LocalState, Pass};
+use crate::runtime::{ContainerRuntime, CreateOptions, RuntimeConfig};
 
 /// How the agent identifies itself and paces its work.
 #[derive(Debug, Clone)]
@@ -49,6 +49,9 @@ pub struct AgentConfig {
     pub agent_url: Option<String>,
     /// Unused images are removed when the disk fills up (`image_gc`); `None` keeps them all.
     pub image_gc: Option<image_gc::ImageGcPolicy>,
+    /// Where replica log files are, so that each recorded exit carries the container's last
+    /// lines; `None` records exits without them.
+    pub logs: Option<RuntimeConfig>,
 }
 
 struct State {
@@ -266,6 +269,9 @@ async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u
         break (pass, assignment.generation, containers);
     };
     let mut pass = pass;
+    if !pass.new_exits.is_empty() {
+        attach_last_lines(shared, &mut pass).await;
+    }
     if let Some(dataplane) = &shared.dataplane {
         for status in &mut pass.statuses {
             status.ip = dataplane.ip(&status.id).await.map(|ip| ip.to_string());
@@ -297,6 +303,34 @@ async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u
         tokio::spawn(execute(shared.clone(), action));
     }
     pass.wake_at
+}
+
+/// Lines kept with an exit; the bound is `ExitRecord::MAX_LINES`.
+const EXIT_LINES: usize = ExitRecord::MAX_LINES;
+
+/// Reads the last lines of each replica that exited in `pass` and puts them on its newest exit
+/// record, in the pass's statuses and in the agent's memory (so later reports carry them too).
+/// Done here rather than in the planner, which does no I/O.
+async fn attach_last_lines<R: ContainerRuntime>(shared: &Arc<Shared<R>>, pass: &mut Pass) {
+    let Some(config) = &shared.config.logs else {
+        return;
+    };
+    let mut read = Vec::with_capacity(pass.new_exits.len());
+    for id in &pass.new_exits {
+        let lines = crate::logs::recent_lines(config, id, EXIT_LINES).await;
+        read.push((id.clone(), ExitRecord::bound_lines(lines)));
+    }
+    let mut state = shared.state();
+    for (id, lines) in read {
+        let newest =
+            |exits: &mut Vec<ExitRecord>| exits.last_mut().map(|e| e.last_lines = lines.clone());
+        if let Some(local) = state.local.get_mut(&id) {
+            newest(&mut local.exits);
+        }
+        if let Some(status) = pass.statuses.iter_mut().find(|s| s.id == id) {
+            newest(&mut status.exits);
+        }
+    }
 }
 
 async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {

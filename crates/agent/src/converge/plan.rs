@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hivemind_types::{ObservedReplica, Replica, ReplicaState, RestartCondition};
+use hivemind_types::{
+    ExitRecord, FailureRecord, ObservedReplica, Replica, ReplicaState, RestartCondition,
+};
 
 use crate::runtime::{ContainerInfo, TaskState};
 
@@ -40,6 +42,10 @@ pub struct LocalReplica {
     /// The replica as last assigned, kept so a removal knows its stop signal and grace period.
     pub stop_signal: Option<String>,
     pub stop_grace_ms: Option<u64>,
+    /// The most recent exits, oldest first (at most `ExitRecord::MAX_KEPT`), reported with the
+    /// status so that the server records each as an event. Their `last_lines` are filled in by
+    /// the converger after the pass (reading log files is I/O, which the planner does not do).
+    pub exits: Vec<ExitRecord>,
 }
 
 pub type LocalState = BTreeMap<String, LocalReplica>;
@@ -75,6 +81,9 @@ pub struct Pass {
     pub statuses: Vec<ObservedReplica>,
     /// When the planner wants to run again even if nothing changes (a back-off expiring).
     pub wake_at: Option<u64>,
+    /// Replicas with an exit first seen in this pass: the converger attaches their last log
+    /// lines to the newest `ExitRecord`.
+    pub new_exits: Vec<String>,
 }
 
 pub fn plan(
@@ -104,10 +113,12 @@ pub fn plan(
             message: String::new(),
             started_at: state.started_at,
             ip: None,
+            exits: Vec::new(),
+            failure: None,
             meta: Default::default(),
         };
         if in_flight.contains(&replica.id) {
-            pass.statuses.push(status);
+            pass.statuses.push(with_history(status, state));
             continue;
         }
         let container = by_id.get(replica.id.as_str());
@@ -139,7 +150,7 @@ pub fn plan(
                         status.state = ReplicaState::Failed;
                         status.message = format!("{message} (retry in {})", secs(at - now));
                         pass.wake_at = min_opt(pass.wake_at, at);
-                        pass.statuses.push(status);
+                        pass.statuses.push(with_history(status, state));
                         continue;
                     }
                 }
@@ -151,7 +162,7 @@ pub fn plan(
                 });
             }
         }
-        pass.statuses.push(status);
+        pass.statuses.push(with_history(status, state));
     }
 
     for c in containers {
@@ -187,21 +198,46 @@ fn plan_exited(
 ) {
     status.exit_code = Some(exit_code);
     let policy = &replica.spec.restart;
+    let wants_restart = |restarts: u32| {
+        (match policy.condition {
+            RestartCondition::Never => false,
+            RestartCondition::OnFailure => exit_code != 0,
+            RestartCondition::Always => true,
+        }) && policy.max_attempts.is_none_or(|max| restarts < max)
+    };
     if state.exit.is_none() {
-        // First time this exit is seen: decide when to restart.
+        // First time this exit is seen: decide when to restart, and record it.
         let ran_for = state.started_at.map(|s| now.saturating_sub(s)).unwrap_or(0);
         if ran_for >= BACKOFF_RESET_AFTER_MS {
             state.restarts = 0;
         }
+        let delay = restart_delay(policy.delay_ms, state.restarts);
+        state.exits.push(ExitRecord {
+            exit_code,
+            at: now,
+            oom: state.oom_killed,
+            restarts: state.restarts,
+            restart_delay_ms: wants_restart(state.restarts).then_some(delay),
+            // Every run this agent started has a start time; an exit of a run without one
+            // happened before this agent was there to see it.
+            adopted: state.started_at.is_none(),
+            last_lines: Vec::new(),
+        });
+        let excess = state.exits.len().saturating_sub(ExitRecord::MAX_KEPT);
+        state.exits.drain(..excess);
+        pass.new_exits.push(replica.id.clone());
         state.exit = Some((exit_code, now));
         state.started_at = None;
-        state.next_attempt_at = Some(now + restart_delay(policy.delay_ms, state.restarts));
+        state.next_attempt_at = Some(now + delay);
+    } else if state.oom_killed {
+        // containerd's OOM event can arrive after the pass that saw the exit.
+        if let (Some(last), Some((_, seen))) = (state.exits.last_mut(), state.exit) {
+            if last.at == seen {
+                last.oom = true;
+            }
+        }
     }
-    let wants_restart = match policy.condition {
-        RestartCondition::Never => false,
-        RestartCondition::OnFailure => exit_code != 0,
-        RestartCondition::Always => true,
-    } && policy.max_attempts.is_none_or(|max| state.restarts < max);
+    let wants_restart = wants_restart(state.restarts);
     // Say why when the kernel killed it for memory: a bare 137 reads like any SIGKILL.
     let exited = if state.oom_killed {
         format!("OOM-killed (memory limit), exit code {exit_code}")
@@ -241,6 +277,20 @@ pub fn restart_delay(policy_delay_ms: u64, restarts: u32) -> u64 {
 /// Delay before retrying a failed create/start after `failures` consecutive failures.
 pub fn failure_delay(failures: u32) -> u64 {
     restart_delay(0, failures.max(1))
+}
+
+/// `status` with the replica's recent exits and its current failure, for the server to record.
+fn with_history(mut status: ObservedReplica, state: &LocalReplica) -> ObservedReplica {
+    status.exits = state.exits.clone();
+    status.failure = state.error.as_ref().map(|(message, at)| FailureRecord {
+        message: message.clone(),
+        at: *at,
+        attempts: state.failures,
+        retry_in_ms: state
+            .next_attempt_at
+            .map_or(0, |next| next.saturating_sub(*at)),
+    });
+    status
 }
 
 fn secs(ms: u64) -> String {

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hivemind_types::{Meta, Replica, ReplicaState, RestartCondition, RestartPolicy, ServiceSpec};
+use hivemind_types::{
+    ExitRecord, Meta, Replica, ReplicaState, RestartCondition, RestartPolicy, ServiceSpec,
+};
 
 use super::*;
 use crate::runtime::{ContainerInfo, TaskState};
@@ -238,4 +240,122 @@ fn back_off_is_capped_at_five_minutes() {
     assert_eq!(restart_delay(0, 4), 8_000);
     assert_eq!(restart_delay(0, 30), 300_000);
     assert_eq!(restart_delay(5_000, 1), 5_000);
+}
+
+#[test]
+fn each_exit_is_recorded_once_with_its_restart_delay() {
+    let r = replica("web-a", RestartCondition::Always);
+    let stopped = [container(
+        "web-a",
+        Some(TaskState::Stopped { exit_code: 3 }),
+    )];
+    let mut local = LocalState::new();
+    local.insert(
+        "web-a".into(),
+        LocalReplica {
+            started_at: Some(500),
+            ..Default::default()
+        },
+    );
+    let pass = run(std::slice::from_ref(&r), &stopped, &mut local, 1_000);
+    assert_eq!(pass.new_exits, ["web-a"]);
+    let exit = ExitRecord {
+        exit_code: 3,
+        at: 1_000,
+        oom: false,
+        restarts: 0,
+        restart_delay_ms: Some(0),
+        adopted: false,
+        last_lines: Vec::new(),
+    };
+    assert_eq!(pass.statuses[0].exits, [exit]);
+
+    // Seen again before the restart happened: no new record.
+    let pass = run(std::slice::from_ref(&r), &stopped, &mut local, 1_010);
+    assert!(pass.new_exits.is_empty());
+    assert_eq!(pass.statuses[0].exits.len(), 1);
+
+    // Restarted (as the executor records it), then a second exit: it waits 1s.
+    let entry = local.get_mut("web-a").unwrap();
+    entry.restarts = 1;
+    entry.exit = None;
+    entry.started_at = Some(1_050);
+    let pass = run(std::slice::from_ref(&r), &stopped, &mut local, 1_100);
+    assert_eq!(pass.new_exits, ["web-a"]);
+    let second = &pass.statuses[0].exits[1];
+    assert_eq!(
+        (second.at, second.restarts, second.restart_delay_ms),
+        (1_100, 1, Some(1_000))
+    );
+}
+
+#[test]
+fn only_the_latest_exits_are_kept() {
+    let r = replica("web-a", RestartCondition::Always);
+    let stopped = [container(
+        "web-a",
+        Some(TaskState::Stopped { exit_code: 1 }),
+    )];
+    let mut local = LocalState::new();
+    for i in 0..5u64 {
+        let entry = local.entry("web-a".into()).or_default();
+        entry.exit = None;
+        entry.started_at = Some(i * 100);
+        run(std::slice::from_ref(&r), &stopped, &mut local, i * 100 + 50);
+    }
+    let kept: Vec<u64> = local["web-a"].exits.iter().map(|e| e.at).collect();
+    assert_eq!(kept, [250, 350, 450]);
+}
+
+#[test]
+fn exits_found_at_adoption_are_marked() {
+    let r = replica("web-a", RestartCondition::Never);
+    let c = container("web-a", Some(TaskState::Stopped { exit_code: 2 }));
+    let pass = run(&[r], &[c], &mut LocalState::new(), 7);
+    let exit = &pass.statuses[0].exits[0];
+    assert!(exit.adopted);
+    // `restart: "no"`: no restart, so no delay.
+    assert_eq!(exit.restart_delay_ms, None);
+}
+
+#[test]
+fn an_oom_event_after_the_exit_still_marks_it() {
+    let r = replica("web-a", RestartCondition::Never);
+    let c = [container(
+        "web-a",
+        Some(TaskState::Stopped { exit_code: 137 }),
+    )];
+    let mut local = LocalState::new();
+    let pass = run(std::slice::from_ref(&r), &c, &mut local, 0);
+    assert!(!pass.statuses[0].exits[0].oom);
+    local.get_mut("web-a").unwrap().oom_killed = true;
+    let pass = run(&[r], &c, &mut local, 10);
+    assert!(pass.statuses[0].exits[0].oom);
+    assert!(pass.new_exits.is_empty());
+}
+
+#[test]
+fn failures_are_reported_with_their_retry() {
+    let r = replica("web-a", RestartCondition::Always);
+    let mut local = LocalState::new();
+    local.insert(
+        "web-a".into(),
+        LocalReplica {
+            error: Some(("image not found".into(), 100)),
+            failures: 2,
+            next_attempt_at: Some(2_100),
+            ..Default::default()
+        },
+    );
+    let pass = run(&[r], &[], &mut local, 500);
+    let failure = pass.statuses[0].failure.clone().unwrap();
+    assert_eq!(
+        (
+            failure.message.as_str(),
+            failure.at,
+            failure.attempts,
+            failure.retry_in_ms
+        ),
+        ("image not found", 100, 2, 2_000)
+    );
 }

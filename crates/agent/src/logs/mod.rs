@@ -1,46 +1,47 @@
-//! Replica logs on the node: where they are written and how they are read back.
+//! Replica logs on the node: the log driver that writes them, the files they live in and how
+//! they are read back.
 //!
-//! `file` reads a log file as a cursor (tail, follow, resume). This module must not talk to the
-//! server or to containerd: it only knows the files under [`RuntimeConfig::log_dir`].
+//! containerd's shim runs [`driver`] for every task (a `binary://` log URI); it writes the
+//! container's stdout and stderr as CRI records (`cri`) into numbered, size-rotated files
+//! (`files`), which [`reader`] reads by cursor for the agent endpoint. This module must not
+//! talk to the server or to containerd: it only knows the files under
+//! [`RuntimeConfig::log_dir`].
 
-pub(crate) mod file;
+pub(crate) mod cri;
+pub mod driver;
+pub mod files;
+pub(crate) mod reader;
 
 use crate::runtime::RuntimeConfig;
-use file::LogFile;
+use reader::ReplicaLog;
 
-/// The last `n` lines of replica `id`'s output (stdout and stderr), oldest first, lossily
-/// decoded; empty on any error (a missing replica, an unreadable file). Meant for status
-/// reports and events, where a failure to read logs must never fail the caller.
+/// The last `n` lines of replica `id`'s output (stdout and stderr, in the order they were
+/// written), oldest first, lossily decoded; empty on any error (a missing replica, an
+/// unreadable file). Meant for status reports and events, where a failure to read logs must
+/// never fail the caller.
 // Called by the converge loop (recorded events); unused until that lands.
 #[allow(dead_code)]
 pub(crate) async fn recent_lines(config: &RuntimeConfig, id: &str, n: usize) -> Vec<String> {
     if n == 0 {
         return Vec::new();
     }
-    // Plain per-stream files carry no timestamps, so the two streams cannot be interleaved:
-    // stdout's lines come first, then stderr's (where crash messages usually are).
-    let mut out = Vec::new();
-    for path in [config.stdout_log(id), config.stderr_log(id)] {
-        let Ok(mut file) = LogFile::tail(path, n).await else {
-            return Vec::new();
-        };
-        let Ok(lines) = file.read_to_end().await else {
-            return Vec::new();
-        };
-        out.extend(
-            lines
-                .into_iter()
-                .map(|l| String::from_utf8_lossy(&l.text).into_owned()),
-        );
+    let Ok(mut log) = ReplicaLog::tail(config.replica_log_dir(id), n).await else {
+        return Vec::new();
+    };
+    match log.read_to_end().await {
+        Ok(entries) => entries
+            .into_iter()
+            .map(|e| String::from_utf8_lossy(&e.text).into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
     }
-    let skip = out.len().saturating_sub(n);
-    out.drain(..skip);
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use driver::RecordSink;
+    use hivemind_client::logs::LogStream;
 
     #[tokio::test]
     async fn recent_lines_takes_the_last_lines_of_both_streams() {
@@ -50,12 +51,21 @@ mod tests {
             ..RuntimeConfig::default()
         };
         assert!(recent_lines(&config, "web-1", 3).await.is_empty());
-        std::fs::write(config.stdout_log("web-1"), "a\nb\nc\n").unwrap();
-        std::fs::write(config.stderr_log("web-1"), "boom\n").unwrap();
-        assert_eq!(recent_lines(&config, "web-1", 2).await, ["c", "boom"]);
+        let mut w = driver::writer_for_test(&config.replica_log_dir("web-1"), Default::default());
+        let ts = "2026-11-27T07:43:22.123456789Z";
+        for (stream, text) in [
+            (LogStream::Stdout, "a"),
+            (LogStream::Stdout, "b"),
+            (LogStream::Stderr, "boom"),
+            (LogStream::Stdout, "c"),
+        ] {
+            w.record(ts, stream, false, text.as_bytes());
+        }
+        w.flush();
+        assert_eq!(recent_lines(&config, "web-1", 2).await, ["boom", "c"]);
         assert_eq!(
             recent_lines(&config, "web-1", 9).await,
-            ["a", "b", "c", "boom"]
+            ["a", "b", "boom", "c"]
         );
         assert!(recent_lines(&config, "web-1", 0).await.is_empty());
     }

@@ -42,6 +42,10 @@ pub mod labels {
     pub const APP: &str = "hivemind.app";
     pub const NAMESPACE: &str = "hivemind.namespace";
     pub const REVISION: &str = "hivemind.revision";
+    /// The service's `logging.options.max-size` in bytes, when it sets one.
+    pub const LOG_MAX_SIZE: &str = "hivemind.log.max-size";
+    /// The service's `logging.options.max-file`, when it sets one.
+    pub const LOG_MAX_FILES: &str = "hivemind.log.max-files";
 }
 
 /// Where and how the runtime reaches containerd and keeps per-container files.
@@ -51,8 +55,13 @@ pub struct RuntimeConfig {
     pub socket: PathBuf,
     /// containerd namespace holding Hivemind's images and containers.
     pub namespace: String,
-    /// Replica stdout/stderr go to `{log_dir}/{id}.stdout.log` and `.stderr.log`.
+    /// Replica output goes to `{log_dir}/{id}/{seq:010}.log` (see `crate::logs`).
     pub log_dir: PathBuf,
+    /// The log driver the shim runs for every task (absolute): the `hivemind` binary, run as
+    /// `hivemind log-driver ARG`, or the agent crate's `hivemind-log-driver` in its tests.
+    pub log_driver: PathBuf,
+    /// The node's log rotation; a service's `logging.options` override it.
+    pub log_rotation: crate::logs::files::Rotation,
     /// Per-container generated files (`{run_dir}/{id}/resolv.conf`, `hosts`, `hostname`).
     pub run_dir: PathBuf,
     pub snapshotter: String,
@@ -64,6 +73,9 @@ impl Default for RuntimeConfig {
             socket: PathBuf::from("/run/containerd/containerd.sock"),
             namespace: "hivemind".to_string(),
             log_dir: PathBuf::from("/var/lib/hivemind/logs"),
+            // The running binary is the driver in `hivemind up`/`agent`.
+            log_driver: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hivemind")),
+            log_rotation: crate::logs::files::Rotation::default(),
             run_dir: PathBuf::from("/run/hivemind/containers"),
             snapshotter: "overlayfs".to_string(),
         }
@@ -71,12 +83,9 @@ impl Default for RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    pub fn stdout_log(&self, id: &str) -> PathBuf {
-        self.log_dir.join(format!("{id}.stdout.log"))
-    }
-
-    pub fn stderr_log(&self, id: &str) -> PathBuf {
-        self.log_dir.join(format!("{id}.stderr.log"))
+    /// The directory of replica `id`'s numbered log files.
+    pub fn replica_log_dir(&self, id: &str) -> PathBuf {
+        self.log_dir.join(id)
     }
 }
 
@@ -170,8 +179,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Starts (or restarts) the container's process: deletes a stopped task if present, creates
-    /// a task with stdout/stderr appended to the log files, starts it. Returns the pid. Starting
-    /// a running container returns its pid.
+    /// a task whose stdout/stderr go to a log driver process (`crate::logs::driver`), starts
+    /// it. Returns the pid. Starting a running container returns its pid.
     fn start(&self, id: &str) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
 
     /// Sends `signal` (`SIGTERM`, `TERM`, `15`), waits up to `grace`, then SIGKILL; deletes the

@@ -9,28 +9,20 @@
 //! through [`ContainerRuntime::exec`].
 
 mod exec;
+mod logs;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hivemind_client::logs::{LogCursor, LogLine, LogStream};
-use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tokio::sync::watch;
+use tracing::warn;
 
-use crate::logs::file::LogFile;
 use crate::runtime::{ContainerRuntime, RuntimeConfig};
-
-/// How often a followed log file is checked for new lines.
-const FOLLOW_POLL: Duration = Duration::from_millis(150);
 
 /// Settings of the agent endpoint.
 #[derive(Debug, Clone)]
@@ -56,7 +48,7 @@ pub async fn serve<R: ContainerRuntime>(
 ) {
     let state = Arc::new(AppState { config, runtime });
     let router = Router::new()
-        .route("/v1/replicas/{id}/logs", get(replica_logs::<R>))
+        .route("/v1/replicas/{id}/logs", get(logs::replica_logs::<R>))
         .route("/v1/replicas/{id}/exec", post(exec::replica_exec::<R>))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -113,131 +105,6 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str, fix: &str) ->
         "error": {"code": code, "message": message, "fix": fix}
     });
     (status, Json(body)).into_response()
-}
-
-#[derive(Debug, Deserialize)]
-struct LogParams {
-    #[serde(default)]
-    follow: bool,
-    tail: Option<usize>,
-    /// Accepted for the API's sake; plain log files have no timestamps to filter by.
-    since: Option<u64>,
-    stream: Option<String>,
-    cursor: Option<String>,
-}
-
-async fn replica_logs<R: ContainerRuntime>(
-    State(state): State<Arc<AppState<R>>>,
-    Path(id): Path<String>,
-    Query(params): Query<LogParams>,
-) -> Response {
-    let streams: &[LogStream] = match params.stream.as_deref() {
-        None | Some("both") => &[LogStream::Stdout, LogStream::Stderr],
-        Some("stdout") => &[LogStream::Stdout],
-        Some("stderr") => &[LogStream::Stderr],
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("stream: unknown stream {other:?}"),
-                "use stdout, stderr or both",
-            )
-        }
-    };
-    let config = &state.config.runtime;
-    let path = |s: LogStream| match s {
-        LogStream::Stdout => config.stdout_log(&id),
-        LogStream::Stderr => config.stderr_log(&id),
-    };
-    if !path(LogStream::Stdout).exists() && !path(LogStream::Stderr).exists() {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("replica {id} has no logs on this node"),
-            "check the replica id with `hivemind ps`",
-        );
-    }
-    if params.since.is_some() {
-        debug!("since ignored: log files carry no timestamps");
-    }
-    let cursors: HashMap<LogStream, u64> = params
-        .cursor
-        .iter()
-        .flat_map(|c| c.split(','))
-        .filter_map(|c| c.parse::<LogCursor>().ok())
-        .filter(|c| c.replica == id)
-        .map(|c| (c.stream, c.offset))
-        .collect();
-    let mut files = Vec::new();
-    for &stream in streams {
-        let file = match (cursors.get(&stream), params.tail) {
-            (Some(offset), _) => LogFile::at(path(stream), *offset),
-            (None, Some(n)) => match LogFile::tail(path(stream), n).await {
-                Ok(f) => f,
-                Err(e) => {
-                    return error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        &format!("cannot read the logs of {id}: {e}"),
-                        "check the agent's log directory",
-                    )
-                }
-            },
-            (None, None) => LogFile::at(path(stream), 0),
-        };
-        files.push((stream, file));
-    }
-    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
-    tokio::spawn(pump_logs(files, params.follow, tx));
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-}
-
-/// Sends the records of `files` (each stream's lines in order) until the files are read or,
-/// when following, until the receiver is gone.
-async fn pump_logs(
-    mut files: Vec<(LogStream, LogFile)>,
-    follow: bool,
-    tx: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
-) {
-    loop {
-        for (stream, file) in &mut files {
-            let lines = if follow {
-                file.poll().await
-            } else {
-                file.read_to_end().await
-            };
-            let lines = match lines {
-                Ok(lines) => lines,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            if lines.is_empty() {
-                continue;
-            }
-            let mut chunk = Vec::new();
-            for line in lines {
-                chunk.extend(
-                    LogLine {
-                        replica: None,
-                        stream: *stream,
-                        next: line.next,
-                        text: line.text,
-                    }
-                    .encode(),
-                );
-            }
-            if tx.send(Ok(chunk)).await.is_err() {
-                return;
-            }
-        }
-        if !follow || tx.is_closed() {
-            return;
-        }
-        tokio::time::sleep(FOLLOW_POLL).await;
-    }
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

@@ -40,6 +40,8 @@ fn status(id: &str, node: &str, state: ReplicaState) -> ObservedReplica {
         message: String::new(),
         started_at: None,
         ip: None,
+        exits: Vec::new(),
+        failure: None,
         meta: Meta::default(),
     }
 }

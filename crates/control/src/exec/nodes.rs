@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use hivemind_store::{Expect, Op, Store};
-use hivemind_types::{Kind, Node};
+use hivemind_types::event::expired_keys;
+use hivemind_types::{Event, Kind, Node};
 use serde_json::json;
 use tracing::warn;
 
@@ -24,8 +25,9 @@ impl NodeLivenessController {
 
     fn run(&self) -> Result<serde_json::Value, ControlError> {
         let nodes: Vec<Node> = self.store.list(Kind::Node, "")?;
-        let down = plan_node_liveness(&nodes, now_millis(), self.timeout.as_millis() as u64);
-        let ops = down
+        let now = now_millis();
+        let down = plan_node_liveness(&nodes, now, self.timeout.as_millis() as u64);
+        let mut ops: Vec<Op> = down
             .iter()
             .map(|n| {
                 warn!(node = %n.name, "node stopped reporting; marking it down");
@@ -37,9 +39,33 @@ impl NodeLivenessController {
                 )
             })
             .collect();
+        if !down.is_empty() {
+            ops.extend(down_events(&self.store, &down, now)?);
+        }
         self.store.txn(ops)?;
         Ok(json!({ "nodes": nodes.len(), "marked_down": down.len() }))
     }
+}
+
+/// A `Down` event per node, with the pruning that keeps events bounded (the same rule the API
+/// applies when it records events from reports).
+fn down_events(store: &Store, down: &[Node], now: u64) -> Result<Vec<Op>, ControlError> {
+    let events: Vec<Event> = down
+        .iter()
+        .map(|n| Event::about_node(&n.name, false, now))
+        .collect();
+    let keys = store.keys(Kind::Event, "")?;
+    let mut ops: Vec<Op> = expired_keys(&keys, events.len(), now)
+        .into_iter()
+        .filter(|key| !events.iter().any(|e| e.id == *key))
+        .map(|key| Op::delete(Kind::Event, key, Expect::Any))
+        .collect();
+    ops.extend(
+        events
+            .iter()
+            .map(|e| Op::put(Kind::Event, e.id.clone(), e, Expect::Any)),
+    );
+    Ok(ops)
 }
 
 impl BackgroundTask for NodeLivenessController {

@@ -66,6 +66,8 @@ fn status(id: &str, state: ReplicaState) -> (String, ObservedReplica) {
             message: String::new(),
             started_at: None,
             ip: None,
+            exits: Vec::new(),
+            failure: None,
             meta: Meta::default(),
         },
     )

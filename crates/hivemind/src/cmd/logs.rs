@@ -1,16 +1,20 @@
 //! `logs`: streams from a replica's node, through the server.
 //!
 //! `logs` prints one replica's lines as they are, or a service's replicas merged with a
-//! `replica | ` prefix (coloured on a terminal, like `docker compose logs`). Following survives
-//! a server or agent restart: it remembers where each stream of each replica stopped and resumes
-//! there, so no line is lost or printed twice.
+//! `replica | ` prefix (coloured on a terminal, like `docker compose logs`), optionally with
+//! each line's timestamp (`-t`). `--since` is turned into an absolute time here, so that the
+//! agents filter by the same instant. Following survives a server or agent restart: it
+//! remembers where each replica's log stopped (a cursor naming the log file and offset) and
+//! resumes there, so no line is lost or printed twice.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use hivemind_client::logs::{LogCursor, LogLine, LogQuery, LogStream};
+use hivemind_client::logs::{
+    format_time, parse_since, LogCursor, LogLine, LogPos, LogQuery, LogStream,
+};
 use hivemind_client::{Client, ClientError, LogTarget};
 
 use crate::cli::{GlobalArgs, LogsArgs};
@@ -21,35 +25,32 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 pub(crate) async fn logs(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<()> {
     let client = crate::config::client(global)?;
     let target = resolve(&client, &args.target).await?;
-    let since_ms = args.since.map(|d| {
-        eprintln!(
-            "warning: --since has no effect yet: log lines carry no timestamps (all lines are shown)"
-        );
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        now.saturating_sub(d).as_millis() as u64
-    });
+    let since = match &args.since {
+        Some(text) => Some(
+            parse_since(text, SystemTime::now()).map_err(|e| anyhow::anyhow!("--since: {e}"))?,
+        ),
+        None => None,
+    };
     let mut printer = Printer::new(
         matches!(target, LogTarget::Service { .. }),
         std::io::stdout().is_terminal(),
+        args.timestamps,
     );
     let mut query = LogQuery {
         follow: args.follow,
         tail: args.tail,
-        since_ms,
+        since,
         stream: None,
         cursors: Vec::new(),
     };
-    let mut cursors: HashMap<(String, LogStream), u64> = HashMap::new();
+    let mut cursors: HashMap<String, LogPos> = HashMap::new();
     let mut reconnecting = false;
     loop {
         query.cursors = cursors
             .iter()
-            .map(|((replica, stream), offset)| LogCursor {
+            .map(|(replica, pos)| LogCursor {
                 replica: replica.clone(),
-                stream: *stream,
-                offset: *offset,
+                pos: *pos,
             })
             .collect();
         let opened = client.logs(&target, &query).await;
@@ -71,7 +72,7 @@ pub(crate) async fn logs(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<
                         }
                     }
                     if let Some(replica) = &line.replica {
-                        cursors.insert((replica.clone(), line.stream), line.next);
+                        cursors.insert(replica.clone(), line.next);
                     }
                     printer.print(&line)?;
                 }
@@ -121,10 +122,11 @@ fn is_transient(e: &ClientError) -> bool {
 }
 
 /// Prints records: stdout lines to stdout, stderr lines to stderr, with a per-replica prefix
-/// when several replicas are merged.
+/// when several replicas are merged and the timestamp when asked.
 struct Printer {
     prefix: bool,
     colour: bool,
+    timestamps: bool,
     colours: HashMap<String, &'static str>,
     width: usize,
 }
@@ -132,10 +134,11 @@ struct Printer {
 const PALETTE: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
 
 impl Printer {
-    fn new(prefix: bool, colour: bool) -> Printer {
+    fn new(prefix: bool, colour: bool, timestamps: bool) -> Printer {
         Printer {
             prefix,
             colour,
+            timestamps,
             colours: HashMap::new(),
             width: 0,
         }
@@ -173,6 +176,10 @@ impl Printer {
                 out.extend_from_slice(label.as_bytes());
             }
         }
+        if self.timestamps {
+            out.extend_from_slice(format_time(line.time).as_bytes());
+            out.push(b' ');
+        }
         out.extend_from_slice(&line.text);
         out.push(b'\n');
         out
@@ -186,24 +193,37 @@ mod tests {
     fn line(replica: &str, text: &str) -> LogLine {
         LogLine {
             replica: Some(replica.into()),
+            next: LogPos::default(),
+            time: std::time::UNIX_EPOCH + Duration::new(1_795_765_402, 5),
             stream: LogStream::Stdout,
-            next: 0,
+            partial: false,
             text: text.as_bytes().to_vec(),
         }
     }
 
     #[test]
     fn merged_lines_get_an_aligned_prefix_per_replica() {
-        let mut p = Printer::new(true, false);
+        let mut p = Printer::new(true, false, false);
         assert_eq!(p.format(&line("web-abcde", "hi")), b"web-abcde | hi\n");
         assert_eq!(p.format(&line("w-1", "x")), b"w-1       | x\n");
-        let mut single = Printer::new(false, false);
+        let mut single = Printer::new(false, false, false);
         assert_eq!(single.format(&line("web-abcde", "hi")), b"hi\n");
     }
 
     #[test]
+    fn timestamps_go_after_the_prefix() {
+        let mut p = Printer::new(true, false, true);
+        let out = String::from_utf8(p.format(&line("w-1", "hi"))).unwrap();
+        let time = format_time(line("w-1", "hi").time);
+        assert_eq!(out, format!("w-1 | {time} hi\n"));
+        let mut single = Printer::new(false, false, true);
+        let out = String::from_utf8(single.format(&line("w-1", "hi"))).unwrap();
+        assert_eq!(out, format!("{time} hi\n"));
+    }
+
+    #[test]
     fn colours_differ_per_replica_and_only_on_a_terminal() {
-        let mut p = Printer::new(true, true);
+        let mut p = Printer::new(true, true, false);
         let a = String::from_utf8(p.format(&line("a", "1"))).unwrap();
         let b = String::from_utf8(p.format(&line("b", "2"))).unwrap();
         assert!(a.starts_with("\x1b[36m"), "{a:?}");

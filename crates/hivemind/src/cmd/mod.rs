@@ -2,6 +2,7 @@
 
 pub(crate) mod deploy;
 pub(crate) mod down;
+pub(crate) mod events;
 pub(crate) mod exec;
 pub(crate) mod image;
 pub(crate) mod logs;

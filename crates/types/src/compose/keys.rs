@@ -35,6 +35,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "init",
     "hostname",
     "extra_hosts",
+    "logging",
 ];
 
 /// Service keys of the Compose Specification that Hivemind does not honour yet, with advice
@@ -92,7 +93,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "links",
         "services of an app reach each other by service name",
     ),
-    ("logging", "`hivemind logs` reads the replica's output"),
     ("mac_address", ""),
     ("mem_limit", ""),
     ("mem_reservation", ""),

@@ -17,6 +17,7 @@ mod error;
 mod hivemind;
 mod interpolate;
 mod keys;
+mod logging;
 mod networks;
 mod ports;
 mod resources;
@@ -83,6 +84,12 @@ pub fn parse(input: &ComposeInput<'_>) -> Result<ComposeApp, ComposeError> {
 /// Parses a `.env` file. References to variables defined earlier in the same file are expanded;
 /// the process environment is not consulted (this crate does no I/O), so a reference to
 /// anything else expands to the empty string.
+/// A size as Compose and Docker write it (`10m`, `500k`, `1.5g`, bytes), in bytes; `None` if
+/// it is not one. For flags that take sizes the way Compose files do.
+pub fn parse_size(text: &str) -> Option<u64> {
+    resources::parse_size(text)
+}
+
 pub fn parse_dotenv(source: &str) -> Result<BTreeMap<String, String>, ComposeError> {
     dotenv::parse_with(source, &|_| None).map_err(|e| ComposeError {
         file: ".env".to_string(),

@@ -17,6 +17,7 @@ use super::duration::read_duration_ms;
 use super::error::Problems;
 use super::hivemind::read_hivemind;
 use super::keys::{is_near_hivemind, reject_key, unknown_key, Section};
+use super::logging::read_logging;
 use super::networks::{read_service_networks, NetworkDef};
 use super::ports::{read_expose, read_ports};
 use super::signal::read_signal;
@@ -114,6 +115,7 @@ pub(crate) fn read_service(
             "init" => spec.init = read_flag(p, &key_path, v, "init: true"),
             "hostname" => spec.hostname = read_hostname(p, &key_path, v),
             "extra_hosts" => spec.extra_hosts = read_extra_hosts(p, &key_path, v),
+            "logging" => spec.logging = read_logging(p, &key_path, v),
             "x-hivemind" => spec.hivemind = read_hivemind(p, &key_path, v, cx.service_names),
             _ if is_near_hivemind(&key) => unknown_key(p, &key_path, &key, ["x-hivemind"]),
             _ if key.starts_with("x-") => {}

@@ -374,5 +374,41 @@ pub(super) fn cases() -> Vec<BadCase> {
             "services.web.x-hivemind",
             "expected a mapping",
         ),
+        // Logging.
+        (
+            web("logging: {driver: syslog}"),
+            "services.web.logging.driver",
+            "log driver \"syslog\" is not supported",
+        ),
+        (
+            web("logging: {options: {max-size: big}}"),
+            "services.web.logging.options.max-size",
+            "\"big\" is not a size",
+        ),
+        (
+            web("logging: {options: {max-size: 10}}"),
+            "services.web.logging.options.max-size",
+            "below the 1k minimum",
+        ),
+        (
+            web("logging: {options: {max-file: \"0\"}}"),
+            "services.web.logging.options.max-file",
+            "at least 1",
+        ),
+        (
+            web("logging: {options: {max-file: many}}"),
+            "services.web.logging.options.max-file",
+            "expected a number",
+        ),
+        (
+            web("logging: {options: {compress: \"true\"}}"),
+            "services.web.logging.options.compress",
+            "not supported",
+        ),
+        (
+            web("logging: {format: json}"),
+            "services.web.logging.format",
+            "unknown logging key",
+        ),
     ]
 }

@@ -562,3 +562,25 @@ fn several_errors_are_reported_together() {
         3
     );
 }
+
+#[test]
+fn logging_options_read_like_docker() {
+    let spec = only_service(
+        "services:\n  web:\n    image: nginx:1.27\n    logging:\n      driver: json-file\n      options: {max-size: 20k, max-file: \"3\"}\n",
+    );
+    assert_eq!(
+        spec.logging,
+        crate::spec::LogOptions {
+            max_size: Some(20 * 1024),
+            max_files: Some(3),
+        }
+    );
+    let spec = only_service(
+        "services:\n  web:\n    image: nginx:1.27\n    logging: {options: {max-size: 10m}}\n",
+    );
+    assert_eq!(spec.logging.max_size, Some(10 << 20));
+    assert_eq!(spec.logging.max_files, None);
+    // Unset logging leaves the spec's JSON (and so its revision hash) as before.
+    let plain = only_service("services:\n  web:\n    image: nginx:1.27\n");
+    assert!(!serde_json::to_string(&plain).unwrap().contains("logging"));
+}

@@ -1,0 +1,367 @@
+//! Recording events from reports, retention and listing, against an in-memory store.
+
+use hivemind_client::wire::EventFilter;
+use hivemind_store::{Expect, Op, Store};
+use hivemind_types::event::{reason, MAX_AGE_MS, MAX_EVENTS};
+use hivemind_types::{
+    Event, EventType, ExitRecord, FailureRecord, Kind, Meta, Node, NodeReport, NodeState,
+    ObservedReplica, Replica, ReplicaState,
+};
+
+use super::*;
+use crate::report::report;
+
+const NOW: u64 = 2 * MAX_AGE_MS;
+
+fn replica(id: &str, app: &str, service: &str) -> Replica {
+    Replica {
+        id: id.into(),
+        namespace: "default".into(),
+        app: app.into(),
+        service: service.into(),
+        node: "n1".into(),
+        spec: Default::default(),
+        revision_hash: String::new(),
+        meta: Meta::default(),
+    }
+}
+
+fn store_with(replicas: &[Replica]) -> Store {
+    let store = Store::open_in_memory().unwrap();
+    let ops = replicas
+        .iter()
+        .map(|r| Op::put(Kind::Replica, r.id.clone(), r, Expect::Any))
+        .collect();
+    store.txn(ops).unwrap();
+    store
+}
+
+fn exit(code: i32, at: u64) -> ExitRecord {
+    ExitRecord {
+        exit_code: code,
+        at,
+        oom: false,
+        restarts: 0,
+        restart_delay_ms: None,
+        adopted: false,
+        last_lines: vec!["starting".into(), format!("bye {code}")],
+    }
+}
+
+fn status(id: &str, state: ReplicaState, exits: Vec<ExitRecord>) -> ObservedReplica {
+    ObservedReplica {
+        id: id.into(),
+        node: "n1".into(),
+        state,
+        pid: None,
+        exit_code: exits.last().map(|e| e.exit_code),
+        restarts: 0,
+        message: String::new(),
+        started_at: None,
+        ip: None,
+        exits,
+        failure: None,
+        meta: Meta::default(),
+    }
+}
+
+fn send(store: &Store, statuses: Vec<ObservedReplica>) -> u64 {
+    let r = NodeReport {
+        node: "n1".into(),
+        address: "10.0.0.1".into(),
+        agent_url: None,
+        generation: 0,
+        replicas: statuses,
+    };
+    report(store, "n1", &r, NOW).unwrap()
+}
+
+fn replica_events(store: &Store) -> Vec<Event> {
+    store
+        .list::<Event>(Kind::Event, "")
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.object.kind == Kind::Replica)
+        .collect()
+}
+
+#[test]
+fn a_new_exit_is_recorded_once_with_its_lines() {
+    let store = store_with(&[replica("web-1", "shop", "web")]);
+    let report = vec![status(
+        "web-1",
+        ReplicaState::Exited,
+        vec![exit(3, NOW - 5)],
+    )];
+    send(&store, report.clone());
+    let events = replica_events(&store);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (e.reason.as_str(), e.event_type, e.exit_code, e.time),
+        (reason::EXITED, EventType::Warning, Some(3), NOW - 5)
+    );
+    assert_eq!(e.message, "replica web-1 exited with code 3");
+    assert_eq!(e.last_lines, ["starting", "bye 3"]);
+    assert_eq!(
+        (e.object.app.as_deref(), e.object.service.as_deref()),
+        (Some("shop"), Some("web"))
+    );
+    // The status is stored without the lines, which live in the event.
+    let stored: ObservedReplica = store.get(Kind::ReplicaStatus, "web-1").unwrap().unwrap();
+    assert!(stored.exits[0].last_lines.is_empty());
+
+    // The same report again (a retry, or a heartbeat): nothing new, and the status is not
+    // rewritten either.
+    let status_rev = stored.meta.revision;
+    send(&store, report);
+    assert_eq!(replica_events(&store).len(), 1);
+    let again: ObservedReplica = store.get(Kind::ReplicaStatus, "web-1").unwrap().unwrap();
+    assert_eq!(again.meta.revision, status_rev);
+
+    // A second exit (the agent reports its latest few): only that one is new.
+    let two = vec![exit(3, NOW - 5), exit(0, NOW - 1)];
+    send(&store, vec![status("web-1", ReplicaState::Exited, two)]);
+    let events = replica_events(&store);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].event_type, EventType::Normal, "exit code 0");
+}
+
+#[test]
+fn oom_kills_and_back_offs_say_why_and_how_long() {
+    let mut r = replica("web-1", "shop", "web");
+    r.spec.resources.memory_limit_bytes = Some(64 << 20);
+    let store = store_with(&[r]);
+    let oom = ExitRecord {
+        oom: true,
+        restarts: 2,
+        restart_delay_ms: Some(2_000),
+        ..exit(137, NOW - 10)
+    };
+    send(
+        &store,
+        vec![status("web-1", ReplicaState::Restarting, vec![oom])],
+    );
+    let events = replica_events(&store);
+    let got: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.reason.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                reason::OOM_KILLED,
+                "replica web-1 killed for memory (limit 64 MiB), exit code 137"
+            ),
+            (
+                reason::BACK_OFF,
+                "back-off 2s restarting replica web-1 after exit code 137 (restart 3)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn an_exit_found_by_a_restarted_agent_is_not_recorded_twice() {
+    let store = store_with(&[replica("web-1", "shop", "web")]);
+    send(
+        &store,
+        vec![status(
+            "web-1",
+            ReplicaState::Exited,
+            vec![exit(3, NOW - 50)],
+        )],
+    );
+    // The agent restarted: it finds the container stopped and reports it as a new exit.
+    let found = ExitRecord {
+        adopted: true,
+        ..exit(3, NOW - 2)
+    };
+    send(
+        &store,
+        vec![status("web-1", ReplicaState::Exited, vec![found.clone()])],
+    );
+    assert_eq!(replica_events(&store).len(), 1);
+    // The replica had been running when the old agent last reported: the exit is new.
+    let store = store_with(&[replica("web-1", "shop", "web")]);
+    send(&store, vec![status("web-1", ReplicaState::Running, vec![])]);
+    send(
+        &store,
+        vec![status("web-1", ReplicaState::Exited, vec![found])],
+    );
+    let events = replica_events(&store);
+    assert_eq!(events.len(), 1);
+    assert!(events[0]
+        .message
+        .ends_with("(found stopped when the agent started)"));
+}
+
+#[test]
+fn failures_are_recorded_once_per_attempt() {
+    let store = store_with(&[replica("web-1", "shop", "web")]);
+    let failed = |at| ObservedReplica {
+        failure: Some(FailureRecord {
+            message: "image not found: nope:1".into(),
+            at,
+            attempts: 2,
+            retry_in_ms: 2_000,
+        }),
+        ..status("web-1", ReplicaState::Failed, vec![])
+    };
+    send(&store, vec![failed(NOW - 3)]);
+    send(&store, vec![failed(NOW - 3)]);
+    let events = replica_events(&store);
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].message,
+        "replica web-1 failed to start: image not found: nope:1 (attempt 2, retry in 2s)"
+    );
+    send(&store, vec![failed(NOW - 1)]);
+    assert_eq!(replica_events(&store).len(), 2);
+}
+
+#[test]
+fn nodes_are_ready_once_and_again_after_down() {
+    let store = store_with(&[]);
+    send(&store, vec![]);
+    send(&store, vec![]);
+    let ready = |store: &Store| {
+        store
+            .list::<Event>(Kind::Event, "")
+            .unwrap()
+            .iter()
+            .filter(|e| e.reason == reason::READY)
+            .count()
+    };
+    assert_eq!(ready(&store), 1);
+    let mut node: Node = store.get(Kind::Node, "n1").unwrap().unwrap();
+    node.state = NodeState::Down;
+    store
+        .txn(vec![Op::put(Kind::Node, "n1", &node, Expect::Any)])
+        .unwrap();
+    // A later time, so that the event gets its own key.
+    let r = NodeReport {
+        node: "n1".into(),
+        address: "10.0.0.1".into(),
+        agent_url: None,
+        generation: 0,
+        replicas: vec![],
+    };
+    report(&store, "n1", &r, NOW + 1).unwrap();
+    assert_eq!(ready(&store), 2);
+}
+
+#[test]
+fn retention_keeps_the_newest_and_drops_the_old() {
+    let store = store_with(&[replica("web-1", "shop", "web")]);
+    // Full, with the oldest ten past the age limit.
+    let ops = (0..MAX_EVENTS as u64)
+        .map(|i| {
+            let time = if i < 10 { i } else { NOW - 100_000 + i };
+            let e = Event::about_node("old", true, time);
+            Op::put(Kind::Event, e.id.clone(), &e, Expect::Any)
+        })
+        .collect();
+    store.txn(ops).unwrap();
+    send(
+        &store,
+        vec![status("web-1", ReplicaState::Exited, vec![exit(1, NOW)])],
+    );
+    let keys = store.keys(Kind::Event, "").unwrap();
+    // Ten too old went; the new exit and this node's first `Ready` came in.
+    assert_eq!(keys.len(), MAX_EVENTS - 10 + 2);
+    assert!(keys
+        .iter()
+        .all(|k| hivemind_types::event::key_time(k).unwrap() >= NOW - MAX_AGE_MS));
+    // Full of recent ones: each new event pushes out the oldest.
+    let ops = (0..20u64)
+        .map(|i| {
+            let e = Event::about_node("new", true, NOW - 50_000 + i);
+            Op::put(Kind::Event, e.id.clone(), &e, Expect::Any)
+        })
+        .collect();
+    store.txn(ops).unwrap();
+    send(
+        &store,
+        vec![status(
+            "web-1",
+            ReplicaState::Exited,
+            vec![exit(1, NOW), exit(2, NOW + 1)],
+        )],
+    );
+    let keys = store.keys(Kind::Event, "").unwrap();
+    assert_eq!(keys.len(), MAX_EVENTS);
+    assert!(keys.last().unwrap().contains("web-1"));
+}
+
+#[test]
+fn listing_filters_by_object_type_and_limit() {
+    let store = store_with(&[
+        replica("web-1", "shop", "web"),
+        replica("web-2", "blog", "web"),
+        replica("db-1", "shop", "db"),
+    ]);
+    send(
+        &store,
+        vec![
+            status("web-1", ReplicaState::Exited, vec![exit(1, NOW - 30)]),
+            status("web-2", ReplicaState::Exited, vec![exit(0, NOW - 20)]),
+            status("db-1", ReplicaState::Exited, vec![exit(2, NOW - 10)]),
+        ],
+    );
+    let names = |filter: EventFilter| -> Vec<String> {
+        list(&store, "default", &filter)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.object.name)
+            .collect()
+    };
+    assert_eq!(
+        names(EventFilter::default()),
+        ["web-1", "web-2", "db-1", "n1"]
+    );
+    let only = |app: Option<&str>, service: Option<&str>, replica: Option<&str>| EventFilter {
+        app: app.map(String::from),
+        service: service.map(String::from),
+        replica: replica.map(String::from),
+        ..Default::default()
+    };
+    assert_eq!(names(only(Some("shop"), None, None)), ["web-1", "db-1"]);
+    assert_eq!(names(only(None, Some("web"), None)), ["web-1", "web-2"]);
+    assert_eq!(names(only(Some("shop"), Some("web"), None)), ["web-1"]);
+    assert_eq!(names(only(None, None, Some("db-1"))), ["db-1"]);
+    let warnings = EventFilter {
+        event_type: Some(EventType::Warning),
+        ..Default::default()
+    };
+    assert_eq!(names(warnings), ["web-1", "db-1"]);
+    let newest = EventFilter {
+        limit: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(names(newest), ["db-1", "n1"]);
+    assert!(list(&store, "other", &only(Some("shop"), None, None))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn bad_filter_values_name_the_field() {
+    assert_eq!(check_limit(0).unwrap_err().field(), Some("limit"));
+    assert_eq!(check_limit(5_000).unwrap_err().field(), Some("limit"));
+    assert_eq!(check_limit(7).unwrap(), 7);
+    assert_eq!(parse_type("urgent").unwrap_err().field(), Some("type"));
+    assert_eq!(parse_type("warning").unwrap(), EventType::Warning);
+}
+
+#[test]
+fn sizes_and_delays_read_as_people_write_them() {
+    assert_eq!(bytes(64 << 20), "64 MiB");
+    assert_eq!(bytes(3 << 29), "1.5 GiB");
+    assert_eq!(bytes(512), "512 B");
+    assert_eq!(duration(800), "800ms");
+    assert_eq!(duration(2_000), "2s");
+    assert_eq!(duration(300_000), "5m");
+    assert_eq!(duration(90_000), "1m30s");
+}
