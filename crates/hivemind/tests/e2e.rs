@@ -409,3 +409,70 @@ services:
     let ps = node.cli_ok(&["ps", "hog"]);
     assert!(ps.contains("OOM-killed"), "{ps}");
 }
+
+/// `events -f` prints events as they are recorded: a failed start (missing image) and an exit
+/// with its last line, one JSON object per line.
+#[test]
+fn events_follow_prints_new_failures_and_exits() {
+    use std::io::BufRead;
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    let mut follow = std::process::Command::new(support::bin())
+        .args(["events", "-f", "-o", "json"])
+        .env("HIVEMIND_SERVER", format!("http://{}", node.addr))
+        .env("HIVEMIND_DATA_DIR", node.data_dir())
+        .env_remove("HIVEMIND_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Ok(event) = serde_json::from_str(&line) {
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let file = node.write(
+        "compose.yaml",
+        &format!(
+            r#"
+services:
+  gone:
+    image: hivemind.test/nothing-here:1
+  quit:
+    image: {IMAGE}
+    command: ["sh", "-c", "echo last words; exit 5"]
+    restart: "no"
+"#
+        ),
+    );
+    node.cli_ok(&["deploy", "-f", file.to_str().unwrap(), "--app", "follow"]);
+    let (mut failed, mut exited) = (false, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !(failed && exited) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(event) = rx.recv_timeout(left) else {
+            let _ = follow.kill();
+            panic!("events -f printed only {seen:?}\nlog:\n{}", node.log_tail());
+        };
+        failed |= event["reason"] == "Failed"
+            && event["object"]["service"] == "gone"
+            && event["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("nothing-here"));
+        exited |= event["reason"] == "Exited"
+            && event["exit_code"].as_i64() == Some(5)
+            && event["last_lines"][0] == "last words";
+        seen.push(event);
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
