@@ -209,3 +209,145 @@ fn logs_tail_follow_survive_a_restart_and_exec_returns_exit_codes() {
         "{out:?}"
     );
 }
+
+/// A service that writes 3000 lines at once (about 150 KiB), then one more line two seconds
+/// later, with 20 KiB log files of which 3 are kept.
+fn rotating_compose() -> String {
+    format!(
+        r#"
+services:
+  chatty:
+    image: {IMAGE}
+    command: ["sh", "-c", "h=$$(hostname); i=0; while [ $$i -lt 3000 ]; do echo line $$i from $$h padding-padding; i=$$((i+1)); done; sleep 2; echo late; exec sleep 1000"]
+    stop_signal: SIGKILL
+    logging:
+      driver: json-file
+      options:
+        max-size: 20k
+        max-file: "3"
+"#
+    )
+}
+
+/// The numbered log files of `replica` on the node.
+fn log_files(node: &TestNode, replica: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(node.data_dir().join("logs").join(replica))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn rotated_logs_tail_since_and_timestamps() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    let file = node.write("compose.yaml", &rotating_compose());
+    node.cli_ok(&[
+        "deploy",
+        "-f",
+        file.to_str().unwrap(),
+        "--app",
+        "app",
+        "--wait",
+    ]);
+    let replica = node.replica_of("chatty");
+    node.wait_for("the late line", Duration::from_secs(30), || {
+        node.cli_ok(&["logs", &replica, "--tail", "1"]).trim() == "late"
+    });
+
+    // Rotation: at most 3 files of at most 20 KiB, and the first ones are gone.
+    let files = log_files(&node, &replica);
+    assert!(!files.is_empty() && files.len() <= 3, "{files:?}");
+    assert_ne!(files[0], "0000000001.log", "nothing rotated: {files:?}");
+    for f in &files {
+        let len = std::fs::metadata(node.data_dir().join("logs").join(&replica).join(f))
+            .unwrap()
+            .len();
+        assert!(len <= 20 * 1024, "{f}: {len} bytes");
+    }
+
+    // A full read starts at the oldest line kept and has no gap up to the last one.
+    let all = node.cli_ok(&["logs", &replica]);
+    let numbers: Vec<u64> = parse(&all).into_iter().map(|(_, n)| n).collect();
+    assert!(
+        numbers[0] > 0,
+        "oldest lines rotated away: {:?}",
+        &numbers[..3]
+    );
+    assert_eq!(numbers.last(), Some(&2999));
+    assert_consecutive(&numbers, "full read");
+    assert!(all.ends_with("late\n"), "{}", &all[all.len() - 100..]);
+
+    // --tail reads back across files.
+    let out = node.cli_ok(&["logs", &replica, "--tail", "4"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].starts_with("line 2997 from "), "{out}");
+    assert_eq!(lines[3], "late");
+
+    // -t puts each line's RFC 3339 timestamp first; the late line is ~2 s after the burst.
+    let out = node.cli_ok(&["logs", &replica, "--tail", "2", "-t"]);
+    let stamped: Vec<(std::time::SystemTime, &str)> = out
+        .lines()
+        .map(|l| {
+            let (ts, text) = l.split_once(' ').unwrap();
+            assert_eq!(ts.len(), 30, "{l}");
+            (humantime::parse_rfc3339(ts).unwrap(), text)
+        })
+        .collect();
+    assert_eq!(stamped.len(), 2, "{out}");
+    assert!(stamped[0].1.starts_with("line 2999 "), "{out}");
+    assert_eq!(stamped[1].1, "late");
+    let gap = stamped[1].0.duration_since(stamped[0].0).unwrap();
+    assert!(gap >= Duration::from_millis(1500), "{gap:?}");
+
+    // --since an RFC 3339 time: only what was written from then on; with --tail, the last N
+    // of those.
+    let late = humantime::format_rfc3339_nanos(stamped[1].0).to_string();
+    assert_eq!(node.cli_ok(&["logs", &replica, "--since", &late]), "late\n");
+    assert_eq!(
+        node.cli_ok(&["logs", &replica, "--since", &late, "--tail", "3"]),
+        "late\n"
+    );
+    // --since a duration: an hour covers everything kept, a second after the last line nothing.
+    assert_eq!(node.cli_ok(&["logs", &replica, "--since", "1h"]), all);
+    let quiet = stamped[1].0 + Duration::from_millis(1500);
+    if let Ok(wait) = quiet.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(wait);
+    }
+    assert_eq!(node.cli_ok(&["logs", &replica, "--since", "1s"]), "");
+    // The service, merged by time, with its prefix.
+    let out = node.cli_ok(&["logs", "chatty", "--tail", "1", "-t"]);
+    assert!(
+        out.starts_with(&format!("{replica} | {late} late")),
+        "{out}"
+    );
+
+    // Bad values are refused with the option and the fix.
+    let out = node.cli(&["logs", &replica, "--since", "yesterday"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--since") && stderr.contains("10m"),
+        "{stderr}"
+    );
+    let bad = node.write(
+        "bad.yaml",
+        &rotating_compose().replace("driver: json-file", "driver: syslog"),
+    );
+    let out = node.cli(&["deploy", "-f", bad.to_str().unwrap(), "--app", "bad"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("services.chatty.logging.driver") && stderr.contains("syslog"),
+        "{stderr}"
+    );
+}
