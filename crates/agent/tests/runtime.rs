@@ -27,6 +27,10 @@ mod limits;
 #[path = "runtime/logs.rs"]
 mod logs;
 
+/// Exec sessions: stdin, terminals, cleanup.
+#[path = "runtime/exec.rs"]
+mod exec;
+
 const SOCKET: &str = "/run/containerd/containerd.sock";
 const IMAGE: &str = "hm-test/busybox:1";
 

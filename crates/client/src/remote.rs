@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::Stream;
 
-use crate::exec::{exec_frames, ExecFrame, ExecRequest};
+use crate::exec::{exec_frames, ExecFrame, ExecRequest, UPGRADE_PROTOCOL};
 use crate::logs::{body_lines, log_lines, LogLine, LogQuery};
 use crate::{check, seg, Client, ClientError, Result};
 
@@ -50,9 +50,23 @@ impl Client {
         cmd: Vec<String>,
     ) -> Result<impl Stream<Item = Result<ExecFrame>> + Send + 'static> {
         let url = self.url(&format!("/replicas/{}/exec", seg(replica)));
-        let req = self.authed(self.http.post(&url)).json(&ExecRequest { cmd });
+        let req = self
+            .authed(self.http.post(&url))
+            .json(&ExecRequest::command(cmd));
         let resp = check(self.send(req, &url).await?, &url).await?;
         Ok(exec_frames(body_lines(resp, &url), &url))
+    }
+
+    /// Opens a framed exec session (stdin, TTY, binary output) in a replica: the returned
+    /// connection carries [`crate::exec::Frame`]s both ways and ends after an exit or error
+    /// frame. Refusals (unknown replica, not running) come back as [`ClientError::Api`].
+    pub async fn exec_session(
+        &self,
+        replica: &str,
+        request: &ExecRequest,
+    ) -> Result<reqwest::Upgraded> {
+        let url = self.url(&format!("/replicas/{}/exec", seg(replica)));
+        upgrade(self.authed(self.http.post(&url)).json(request), &url).await
     }
 }
 
@@ -104,10 +118,44 @@ impl AgentClient {
             .http
             .post(&url)
             .bearer_auth(&self.token)
-            .json(&ExecRequest { cmd });
+            .json(&ExecRequest::command(cmd));
         let resp = check(send(req, &url).await?, &url).await?;
         Ok(exec_frames(body_lines(resp, &url), &url))
     }
+
+    /// `POST /v1/replicas/{id}/exec` upgraded to a framed session; see [`Client::exec_session`].
+    pub async fn exec_session(
+        &self,
+        replica: &str,
+        request: &ExecRequest,
+    ) -> Result<reqwest::Upgraded> {
+        let url = format!("{}/v1/replicas/{}/exec", self.base, seg(replica));
+        let req = self.http.post(&url).bearer_auth(&self.token).json(request);
+        upgrade(req, &url).await
+    }
+}
+
+/// Sends `req` asking to switch to the exec protocol; a refusal becomes [`ClientError::Api`].
+async fn upgrade(req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Upgraded> {
+    let req = req
+        .header(reqwest::header::CONNECTION, "Upgrade")
+        .header(reqwest::header::UPGRADE, UPGRADE_PROTOCOL);
+    let resp = send(req, url).await?;
+    if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status();
+        check(resp, url).await?;
+        // A 2xx without the switch: something in between does not pass upgrades on.
+        return Err(ClientError::Protocol {
+            url: url.to_string(),
+            message: format!("expected 101 Switching Protocols, got {status}"),
+        });
+    }
+    resp.upgrade()
+        .await
+        .map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })
 }
 
 async fn send(req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response> {

@@ -262,6 +262,14 @@ pub(crate) struct LogsArgs {
 pub(crate) struct ExecArgs {
     /// The replica id (`web-3f9k2`, see `hivemind ps`).
     pub(crate) replica: String,
+    /// Forward stdin to the process, and close its stdin at end of input:
+    /// `echo hi | hivemind exec -i web-3f9k2 -- cat`.
+    #[arg(long, short)]
+    pub(crate) interactive: bool,
+    /// Give the process a terminal sized like this one (stdin must be a terminal). With `-i`
+    /// (`-it`, for a shell) this terminal goes raw: Ctrl-C and Ctrl-D go to the process.
+    #[arg(long, short)]
+    pub(crate) tty: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,

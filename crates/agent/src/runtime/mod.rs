@@ -258,6 +258,44 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         args: &[String],
         output: tokio::sync::mpsc::Sender<ExecOutput>,
     ) -> impl Future<Output = Result<i32, RuntimeError>> + Send;
+
+    /// Runs `spec.args` in the running container `id` like [`ContainerRuntime::exec`], with
+    /// stdin (`spec.stdin`) and a terminal (`spec.tty`) as asked. `input` feeds the process:
+    /// stdin bytes, the end of stdin ([`ExecInput::CloseStdin`]) and terminal resizes. Output
+    /// goes to `output` (one `Stdout` stream with a terminal). Returns the exit status.
+    ///
+    /// **If every sender of `input` is dropped before the process ended, the caller is taken
+    /// to be gone: the process is killed** and the call fails. Whatever happens, also when this
+    /// future is dropped, the exec process is deleted and its FIFOs removed.
+    fn exec_session(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        input: tokio::sync::mpsc::Receiver<ExecInput>,
+        output: tokio::sync::mpsc::Sender<ExecOutput>,
+    ) -> impl Future<Output = Result<i32, RuntimeError>> + Send;
+}
+
+/// What [`ContainerRuntime::exec_session`] runs, and how.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub args: Vec<String>,
+    /// Give the process a stdin fed from [`ExecInput::Stdin`]; without it, stdin is empty.
+    pub stdin: bool,
+    /// Give the process a terminal of this size.
+    pub tty: Option<TtySize>,
+}
+
+pub use hivemind_client::exec::TtySize;
+
+/// Input to an exec session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    Stdin(Vec<u8>),
+    /// No more stdin: the process reads end-of-file.
+    CloseStdin,
+    /// The terminal's new size (ignored without a terminal).
+    Resize(TtySize),
 }
 
 /// A chunk of an exec'd process's output.

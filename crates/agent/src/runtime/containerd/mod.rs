@@ -35,8 +35,8 @@ use tracing::{debug, instrument};
 use super::error::RuntimeError;
 use super::pull::{InFlightPulls, PullProgress, RegistryConfig};
 use super::{
-    ContainerInfo, ContainerRuntime, CreateOptions, ExecOutput, ImageInfo, RuntimeConfig,
-    SweepReport, TaskExit,
+    ContainerInfo, ContainerRuntime, CreateOptions, ExecInput, ExecOutput, ExecSpec, ImageInfo,
+    RuntimeConfig, SweepReport, TaskExit,
 };
 use hivemind_types::Replica;
 
@@ -295,6 +295,17 @@ impl ContainerRuntime for Containerd {
         output: tokio::sync::mpsc::Sender<ExecOutput>,
     ) -> Result<i32, RuntimeError> {
         self.task_exec(id, args, output).await
+    }
+
+    #[instrument(skip(self, spec, input, output), fields(args = ?spec.args, tty = spec.tty.is_some()))]
+    async fn exec_session(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+        input: tokio::sync::mpsc::Receiver<ExecInput>,
+        output: tokio::sync::mpsc::Sender<ExecOutput>,
+    ) -> Result<i32, RuntimeError> {
+        self.task_exec_session(id, spec, input, output).await
     }
 }
 
