@@ -233,8 +233,14 @@ impl TestEnv {
             let list = self.runtime.list().await.expect("list");
             let task = list.into_iter().find(|c| c.id == id).and_then(|c| c.task);
             if let Some(TaskState::Stopped { exit_code }) = task {
-                let log = self.dir.path().join(format!("logs/{id}.stdout.log"));
-                let out = std::fs::read_to_string(log).unwrap_or_default();
+                // The log driver may still be writing the last lines.
+                let dir = self.dir.path().join("logs").join(&id);
+                let mut out = stdout_of(&dir);
+                let flushed = Instant::now() + Duration::from_secs(1);
+                while out.is_empty() && Instant::now() < flushed {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    out = stdout_of(&dir);
+                }
                 assert_eq!(exit_code, 0, "{command:?} exited {exit_code}: {out}");
                 return out;
             }
@@ -242,6 +248,25 @@ impl TestEnv {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The stdout lines of the CRI log records in a replica's log directory.
+fn stdout_of(dir: &Path) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    let mut out = String::new();
+    for file in files {
+        for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let mut words = line.splitn(4, ' ');
+            if words.nth(1) == Some("stdout") {
+                out.push_str(words.nth(1).unwrap_or_default());
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 impl Drop for TestEnv {
