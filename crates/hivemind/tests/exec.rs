@@ -406,13 +406,45 @@ fn exec_session_refusals_malformed_frames_and_vanished_clients_leave_nothing_beh
     });
     assert_eq!(exit, Some(Frame::Exit(0)));
     eprintln!("exec stdin→stdout round trip through server and agent, median of 20: {tx_time:?}");
-    let start = Instant::now();
-    for _ in 0..5 {
+    // Figures for the record (no assertion): the whole CLI, the session and the plain form
+    // without the CLI's process start, and containerd's own exec through `ctr`.
+    let median = |mut f: Box<dyn FnMut() + '_>| {
+        let mut times: Vec<Duration> = (0..7)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[times.len() / 2]
+    };
+    let cli = median(Box::new(|| {
         node.cli_ok(&["exec", &replica, "--", "true"]);
-    }
+    }));
+    let session = median(Box::new(|| {
+        rt.block_on(async {
+            let request = ExecRequest::command(vec!["true".into()]);
+            let mut io = client.exec_session(&replica, &request).await.unwrap();
+            assert_eq!(read_frame(&mut io).await.unwrap(), Some(Frame::Exit(0)));
+        })
+    }));
+    let plain = median(Box::new(|| {
+        rt.block_on(async {
+            use futures::StreamExt;
+            let frames = client.exec(&replica, vec!["true".into()]).await.unwrap();
+            assert_eq!(frames.count().await, 1);
+        })
+    }));
+    let mut n = 0;
+    let ctr = median(Box::new(|| {
+        n += 1;
+        let exec_id = format!("bench{n}");
+        node.ctr(&["tasks", "exec", "--exec-id", &exec_id, &replica, "true"]);
+    }));
     eprintln!(
-        "`hivemind exec REPLICA -- true`, mean of 5: {:?}",
-        start.elapsed() / 5
+        "exec of `true`, median of 7: hivemind CLI {cli:?}, session {session:?}, plain {plain:?}, \
+         ctr tasks exec {ctr:?}"
     );
     wait_clean(&node, &replica);
 }
