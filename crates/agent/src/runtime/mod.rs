@@ -157,6 +157,7 @@ pub struct ImageInfo {
 pub struct SweepReport {
     pub snapshots: usize,
     pub run_dirs: usize,
+    pub log_dirs: usize,
     pub cgroups: usize,
 }
 

@@ -48,6 +48,10 @@ async fn the_sweep_removes_leftovers_and_keeps_live_containers() {
     let run_dir = env.config().run_dir.join(&gone);
     std::fs::create_dir_all(&run_dir).unwrap();
     std::fs::write(run_dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    // A removal that could not delete the logs.
+    let log_dir = env.config().replica_log_dir(&gone);
+    std::fs::create_dir_all(&log_dir).unwrap();
+    std::fs::write(log_dir.join("0000000001.log"), "x\n").unwrap();
     // A crash mid-delete: empty cgroup directories runc did not remove.
     let cgroups: Vec<PathBuf> = cgroup_parents().iter().map(|p| p.join(&gone)).collect();
     for dir in &cgroups {
@@ -70,6 +74,8 @@ async fn the_sweep_removes_leftovers_and_keeps_live_containers() {
         .expect("sweep");
     assert_eq!(report.snapshots, 1, "{report:?}");
     assert_eq!(report.run_dirs, 1, "{report:?}");
+    assert_eq!(report.log_dirs, 1, "{report:?}");
+    assert!(!log_dir.exists());
     assert!(report.cgroups >= cgroups.len(), "{report:?}");
     let snapshots = env.ctr(&["snapshots", "ls"]);
     assert!(!snapshots.contains(&gone), "{snapshots}");
@@ -81,6 +87,7 @@ async fn the_sweep_removes_leftovers_and_keeps_live_containers() {
     // The live container keeps its snapshot, run files and cgroup, and still runs.
     assert!(snapshots.contains(&live), "{snapshots}");
     assert!(env.config().run_dir.join(&live).exists());
+    assert!(env.config().replica_log_dir(&live).exists());
     let info = env.info(&live).await.expect("live container listed");
     let Some(TaskState::Running { pid }) = info.task else {
         panic!("live container not running: {info:?}");
@@ -91,8 +98,12 @@ async fn the_sweep_removes_leftovers_and_keeps_live_containers() {
         env.runtime
             .sweep_leftovers(std::time::Duration::ZERO)
             .await
-            .unwrap()
-            .snapshots,
-        0
+            .unwrap(),
+        SweepReport::default()
     );
+
+    // Removal takes the container's files and logs with it.
+    env.runtime.remove(&live).await.expect("remove");
+    assert!(!env.config().run_dir.join(&live).exists());
+    assert!(!env.config().replica_log_dir(&live).exists());
 }

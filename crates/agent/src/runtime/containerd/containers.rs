@@ -430,11 +430,16 @@ impl Containerd {
             .delete(self.request(DeleteContainerRequest { id: id.to_string() }))
             .await;
         not_found_ok(deleted).map_err(|s| RuntimeError::grpc("delete container", id, s))?;
-        match tokio::fs::remove_dir_all(self.run_dir(id)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                warn!(error = %e, "removing container files failed");
+        // Its logs go with it, as in Kubernetes and Docker: nothing can ask for a removed
+        // replica's logs (its exits are kept in events, with their last lines).
+        let log_dir = self.inner.config.replica_log_dir(id);
+        for dir in [self.run_dir(id), log_dir] {
+            match tokio::fs::remove_dir_all(&dir).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    warn!(error = %e, dir = %dir.display(), "removing container files failed");
+                }
+                _ => {}
             }
-            _ => {}
         }
         info!("container removed");
         Ok(())

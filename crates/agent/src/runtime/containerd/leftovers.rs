@@ -6,6 +6,8 @@
 //!   collect them within [`super::LEASE_EXPIRY`]; the sweep does it at once.
 //! - **Run directories** (`{run_dir}/{id}`: resolv.conf, hosts, hostname) of the same kind of
 //!   crash, or of a removal that died after deleting the container.
+//! - **Log directories** (`{log_dir}/{id}`) of removed containers, when removal could not
+//!   delete them.
 //! - **Cgroup directories** `/sys/fs/cgroup/[hierarchy/]hivemind/{id}` that runc did not delete
 //!   (containerd or the shim died mid-delete). Only empty ones are removed, and the kernel itself
 //!   refuses to remove a cgroup that still has processes.
@@ -64,6 +66,11 @@ impl Containerd {
             ..SweepReport::default()
         };
         report.run_dirs = sweep_dirs(&self.inner.config.run_dir, &ids, old, |dir| {
+            std::fs::remove_dir_all(dir)
+        });
+        // A log driver still flushing when its container was removed may have made the
+        // directory again.
+        report.log_dirs = sweep_dirs(&self.inner.config.log_dir, &ids, old, |dir| {
             std::fs::remove_dir_all(dir)
         });
         for parent in cgroup_parents(Path::new(CGROUP_ROOT)) {
