@@ -618,6 +618,18 @@ async fn openapi_document_lists_the_paths() {
     ] {
         assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys());
     }
+    // One route, two views: the recorded list (JSON) and the change stream (SSE).
+    let content = &doc["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"];
+    for kind in ["application/json", "text/event-stream"] {
+        assert!(content.get(kind).is_some(), "{kind} missing: {content}");
+    }
+    let params = doc["paths"]["/api/v1/events"]["get"]["parameters"].to_string();
+    for name in ["since", "app", "service", "replica", "type", "limit"] {
+        assert!(
+            params.contains(&format!("\"{name}\"")),
+            "{name} missing: {params}"
+        );
+    }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     for t in [
         "DeployRequest",

@@ -476,3 +476,66 @@ services:
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+/// An exit that happens while `up` is down is recorded when it comes back, once: a second
+/// restart of `up` finds the same stopped container and records nothing new.
+#[test]
+fn exits_while_up_is_down_are_recorded_once() {
+    if !require_containerd() {
+        return;
+    }
+    let mut node = TestNode::start();
+    let file = node.write(
+        "compose.yaml",
+        &format!(
+            r#"
+services:
+  late:
+    image: {IMAGE}
+    command: ["sh", "-c", "sleep 3; echo bye while away; exit 4"]
+    restart: "no"
+"#
+        ),
+    );
+    node.cli_ok(&[
+        "deploy",
+        "-f",
+        file.to_str().unwrap(),
+        "--app",
+        "away",
+        "--wait",
+    ]);
+    node.kill9();
+    node.wait_for("the container exited", Duration::from_secs(15), || {
+        node.tasks().iter().any(|(_, _, s)| s == "STOPPED")
+    });
+    let exits = |node: &TestNode| -> Vec<serde_json::Value> {
+        node.cli_json(&["events", "late"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "Exited")
+            .cloned()
+            .collect()
+    };
+    node.spawn();
+    node.wait_for("the exit recorded", Duration::from_secs(20), || {
+        exits(&node).iter().any(|e| {
+            e["exit_code"].as_i64() == Some(4)
+                && e["last_lines"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|l| l == "bye while away"))
+        })
+    });
+    node.kill9();
+    node.spawn();
+    node.wait_for(
+        "the replica reported again",
+        Duration::from_secs(20),
+        || node.cli_json(&["ps", "late"])[0]["status"]["state"] == "exited",
+    );
+    // A few report rounds (heartbeat 5 s) to do anything wrong.
+    std::thread::sleep(Duration::from_secs(6));
+    let all = exits(&node);
+    assert_eq!(all.len(), 1, "{all:?}");
+}
