@@ -56,48 +56,46 @@ pub fn run(arg: &str) -> u8 {
         Input::new(stdout, LogStream::Stdout),
         Input::new(stderr, LogStream::Stderr),
     ];
+    // The pipes are owned out here, so that a bug that panics in the loop leaves them open:
+    // the rest of the output is then drained and dropped instead of failing the container.
+    let pumped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pump(&mut inputs, &mut writer)
+    }));
+    if pumped.is_err() {
+        eprintln!("hivemind log-driver: internal error; the rest of the output is dropped");
+        drain(&mut inputs);
+        return 1;
+    }
+    0
+}
+
+/// Reads both pipes into records until both reach EOF, then writes what is left.
+fn pump(inputs: &mut [Input], writer: &mut RotatingWriter) {
     let mut buf = vec![0u8; 64 * 1024];
-    while !inputs.is_empty() {
-        let ready = {
-            let mut fds: Vec<PollFd<'_>> = inputs
-                .iter()
-                .map(|i| PollFd::new(i.file.as_fd(), PollFlags::POLLIN))
-                .collect();
-            let timeout = if writer.has_buffered() {
-                PollTimeout::ZERO
-            } else {
-                PollTimeout::NONE
-            };
-            match poll(&mut fds, timeout) {
-                Ok(0) => {
-                    writer.flush();
-                    continue;
-                }
-                Ok(_) => fds
-                    .iter()
-                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                    .collect::<Vec<bool>>(),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    // poll on two valid fds does not fail; if it does, read blindly.
-                    eprintln!("hivemind log-driver: poll: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                    vec![true; inputs.len()]
-                }
-            }
+    loop {
+        let open: Vec<usize> = (0..inputs.len()).filter(|i| inputs[*i].open).collect();
+        if open.is_empty() {
+            break;
+        }
+        let timeout = if writer.has_buffered() {
+            PollTimeout::ZERO
+        } else {
+            PollTimeout::NONE
+        };
+        let Some(ready) = wait_readable(inputs, &open, timeout) else {
+            // Nothing more is ready: the moment to write what was read.
+            writer.flush();
+            continue;
         };
         let timestamp = cri::timestamp(SystemTime::now());
-        let mut closed = Vec::new();
-        for (i, input) in inputs.iter_mut().enumerate() {
-            if !ready[i] {
-                continue;
-            }
+        for i in ready {
+            let input = &mut inputs[i];
             match input.file.read(&mut buf) {
                 Ok(0) => {
-                    input.framer.finish(&timestamp, &mut writer);
-                    closed.push(i);
+                    input.framer.finish(&timestamp, writer);
+                    input.open = false;
                 }
-                Ok(n) => input.framer.feed(&buf[..n], &timestamp, &mut writer),
+                Ok(n) => input.framer.feed(&buf[..n], &timestamp, writer),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -105,17 +103,58 @@ pub fn run(arg: &str) -> u8 {
                     ) => {}
                 Err(e) => {
                     eprintln!("hivemind log-driver: read {}: {e}", input.framer.stream);
-                    input.framer.finish(&timestamp, &mut writer);
-                    closed.push(i);
+                    input.framer.finish(&timestamp, writer);
+                    input.open = false;
                 }
             }
         }
-        for i in closed.into_iter().rev() {
-            inputs.remove(i);
-        }
     }
     writer.flush();
-    0
+}
+
+/// Reads and drops everything until both pipes reach EOF.
+fn drain(inputs: &mut [Input]) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open: Vec<usize> = (0..inputs.len()).filter(|i| inputs[*i].open).collect();
+        if open.is_empty() {
+            return;
+        }
+        for i in wait_readable(inputs, &open, PollTimeout::NONE).unwrap_or_default() {
+            match inputs[i].file.read(&mut buf) {
+                Ok(0) => inputs[i].open = false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => inputs[i].open = false,
+            }
+        }
+    }
+}
+
+/// The inputs among `open` with data (or EOF) to read; `None` if the timeout passed first.
+fn wait_readable(inputs: &[Input], open: &[usize], timeout: PollTimeout) -> Option<Vec<usize>> {
+    let mut fds: Vec<PollFd<'_>> = open
+        .iter()
+        .map(|i| PollFd::new(inputs[*i].file.as_fd(), PollFlags::POLLIN))
+        .collect();
+    match poll(&mut fds, timeout) {
+        Ok(0) => None,
+        Ok(_) => Some(
+            open.iter()
+                .zip(&fds)
+                .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(i, _)| *i)
+                .collect(),
+        ),
+        Err(nix::errno::Errno::EINTR) => Some(Vec::new()),
+        Err(e) => {
+            // poll on open pipes does not fail; if it does, read them all (non-blocking).
+            eprintln!("hivemind log-driver: poll: {e}");
+            std::thread::sleep(Duration::from_millis(10));
+            Some(open.to_vec())
+        }
+    }
 }
 
 /// An inherited pipe end, or `None` if that fd is not open.
@@ -145,6 +184,8 @@ fn block_termination_signals() {
 struct Input {
     file: File,
     framer: Framer,
+    /// Not at EOF yet.
+    open: bool,
 }
 
 impl Input {
@@ -160,6 +201,7 @@ impl Input {
         Input {
             file: File::from(fd),
             framer: Framer::new(stream),
+            open: true,
         }
     }
 }
