@@ -287,7 +287,7 @@ fn exec_session_refusals_malformed_frames_and_vanished_clients_leave_nothing_beh
     if !require_containerd() {
         return;
     }
-    let node = TestNode::start();
+    let mut node = TestNode::start();
     let replica = deploy_sleeper(&node);
     let client = client(&node);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -376,6 +376,27 @@ fn exec_session_refusals_malformed_frames_and_vanished_clients_leave_nothing_beh
     });
     child.kill().unwrap();
     child.wait().unwrap();
+    wait_clean(&node, &replica);
+
+    // An agent killed mid-session (kill -9 of `up`) cannot end its exec process; the next
+    // agent kills and deletes it before it serves anything.
+    let child = hivemind(&node, &["exec", "-i", &replica, "--", "sleep", "1000"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    node.wait_for("exec process running", Duration::from_secs(15), || {
+        !leftovers(&node, &replica).0.is_empty()
+    });
+    node.kill9();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        leftovers(&node, &replica).0.len(),
+        1,
+        "the exec outlived its agent"
+    );
+    node.spawn();
     wait_clean(&node, &replica);
 
     // Round trip through CLI-side client, server and agent: a line to `cat` and back.

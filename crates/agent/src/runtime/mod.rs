@@ -275,6 +275,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         input: tokio::sync::mpsc::Receiver<ExecInput>,
         output: tokio::sync::mpsc::Sender<ExecOutput>,
     ) -> impl Future<Output = Result<i32, RuntimeError>> + Send;
+
+    /// Kills and deletes the exec processes a previous agent process left running (it died
+    /// mid-session) and removes their FIFOs; returns how many. Call once at start, before any
+    /// session of this process begins: every exec it finds is taken to be orphaned.
+    fn exec_sweep(&self) -> impl Future<Output = Result<usize, RuntimeError>> + Send {
+        async { Ok(0) }
+    }
 }
 
 /// What [`ContainerRuntime::exec_session`] runs, and how.

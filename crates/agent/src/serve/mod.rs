@@ -46,6 +46,13 @@ pub async fn serve<R: ContainerRuntime>(
     runtime: R,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Before the first request: sessions of a previous agent process that died mid-way left
+    // their exec processes running, and only their FIFOs tell which they are.
+    match runtime.exec_sweep().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "killed exec processes left by a previous agent"),
+        Err(error) => warn!(%error, "cannot sweep exec processes left by a previous agent"),
+    }
     let state = Arc::new(AppState { config, runtime });
     let router = Router::new()
         .route("/v1/replicas/{id}/logs", get(logs::replica_logs::<R>))

@@ -316,3 +316,54 @@ async fn exec_in_a_missing_container_is_not_found() {
         .unwrap_err();
     assert!(matches!(err, RuntimeError::NotFound { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn exec_sweep_kills_what_a_dead_agent_left() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let id = running_container(&env, "exsweep").await;
+    // An agent that dies mid-session: its runtime goes away without running any cleanup.
+    let config = env.config();
+    let session_id = id.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (input, input_rx) = mpsc::channel(1);
+        let (output_tx, mut output) = mpsc::channel(16);
+        rt.block_on(async {
+            let runtime = hivemind_agent::runtime::Containerd::connect(config)
+                .await
+                .unwrap();
+            let spec = ExecSpec {
+                args: ["sh", "-c", "echo started; exec sleep 1000"]
+                    .map(String::from)
+                    .to_vec(),
+                stdin: true,
+                tty: None,
+            };
+            tokio::spawn(async move {
+                runtime
+                    .exec_session(&session_id, spec, input_rx, output_tx)
+                    .await
+            });
+            output.recv().await.expect("output of the session");
+        });
+        rt.shutdown_background();
+        // The input sender outlives the runtime, so nothing took the caller for gone.
+        drop(input);
+    })
+    .join()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        exec_processes(&env, &id).len(),
+        1,
+        "the exec outlived its agent"
+    );
+    assert_eq!(fifos(&env, &id).len(), 3, "{:?}", fifos(&env, &id));
+
+    assert_eq!(env.runtime.exec_sweep().await.unwrap(), 1);
+    assert_eq!(exec_processes(&env, &id), Vec::<String>::new());
+    assert_eq!(fifos(&env, &id), Vec::<String>::new());
+    assert_eq!(env.runtime.exec_sweep().await.unwrap(), 0);
+}

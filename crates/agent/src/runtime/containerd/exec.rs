@@ -27,6 +27,8 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+mod sweep;
+
 use super::{not_found_ok, Containerd};
 use crate::runtime::error::RuntimeError;
 use crate::runtime::{ExecInput, ExecOutput, ExecSpec, TtySize};

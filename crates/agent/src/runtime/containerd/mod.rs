@@ -307,6 +307,10 @@ impl ContainerRuntime for Containerd {
     ) -> Result<i32, RuntimeError> {
         self.task_exec_session(id, spec, input, output).await
     }
+
+    async fn exec_sweep(&self) -> Result<usize, RuntimeError> {
+        self.task_exec_sweep().await
+    }
 }
 
 #[cfg(test)]
