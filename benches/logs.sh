@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prints how fast replica output is captured: one replica writes N lines as fast as busybox sh
 # can, and the figure is lines/s from deploy to the last line being readable through
-# `hivemind logs` (so it includes the shim's file writes and the agent's log endpoint).
+# `hivemind logs` (so it includes the log driver's writes and the agent's log endpoint), then
+# the rate between the first and last record's driver timestamps, then the log driver alone
+# fed from `seq` through a pipe (its ceiling, without busybox's echo loop or containerd).
 # Bounded: N lines (default 200000). Run as root with containerd up, after
 # `cargo build --release -p hivemind -p hivemind-test-support`.
 set -euo pipefail
@@ -51,3 +53,15 @@ echo "captured $LINES lines in $ms ms: $(( LINES * 1000 / (ms > 0 ? ms : 1) )) l
 t1=$(now_ms)
 n=$("$BIN" logs chatty 2>/dev/null | wc -l)
 echo "read back $n lines through hivemind logs in $(( $(now_ms) - t1 )) ms"
+# The driver's own timestamps: first and last record of the replica's log files.
+dir=$(ls -d "$DATA"/data/logs/chatty-* | head -1)
+first=$(head -1 "$(ls "$dir"/*.log | head -1)" | cut -d' ' -f1)
+lastts=$(tail -1 "$(ls "$dir"/*.log | tail -1)" | cut -d' ' -f1)
+span_ns=$(( $(date -d "$lastts" +%s%N) - $(date -d "$first" +%s%N) ))
+echo "driver timestamps: $LINES lines in $(( span_ns / 1000000 )) ms: $(( LINES * 1000000000 / (span_ns > 0 ? span_ns : 1) )) lines/s"
+# The driver alone: `seq` into its stdout pipe (fd 3), stderr at EOF, fd 5 the ready pipe.
+DRIVER_LINES=$((LINES * 10))
+t2=$(now_ms)
+seq 1 "$DRIVER_LINES" | "$BIN" log-driver "10485760:5:$DATA/driver" 3<&0 4</dev/null 5>/dev/null
+ms=$(( $(now_ms) - t2 ))
+echo "log driver alone: $DRIVER_LINES lines in $ms ms: $(( DRIVER_LINES * 1000 / (ms > 0 ? ms : 1) )) lines/s ($(ls "$DATA"/driver | wc -l) files kept)"

@@ -303,3 +303,43 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hivemind_client::logs::LogPos;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn line(replica: &str, secs: u64) -> Result<LogLine, ClientError> {
+        Ok(LogLine {
+            replica: Some(replica.to_string()),
+            next: LogPos::default(),
+            time: UNIX_EPOCH + Duration::from_secs(secs),
+            stream: LogStream::Stdout,
+            partial: false,
+            text: secs.to_string().into_bytes(),
+        })
+    }
+
+    #[tokio::test]
+    async fn plain_reads_of_several_replicas_merge_by_time() {
+        let a: LineStream =
+            futures::stream::iter(vec![line("a", 1), line("a", 4), line("a", 5)]).boxed();
+        let b: LineStream =
+            futures::stream::iter(vec![line("b", 2), line("b", 3), line("b", 9)]).boxed();
+        let empty: LineStream = futures::stream::iter(vec![]).boxed();
+        let merged: Vec<(String, u64)> = merge_by_time(vec![a, empty, b])
+            .map(|l| {
+                let l = l.unwrap();
+                let secs = l.time.duration_since(UNIX_EPOCH).unwrap().as_secs();
+                (l.replica.unwrap(), secs)
+            })
+            .collect()
+            .await;
+        let want: Vec<(String, u64)> = [("a", 1), ("b", 2), ("b", 3), ("a", 4), ("a", 5), ("b", 9)]
+            .into_iter()
+            .map(|(r, s)| (r.to_string(), s))
+            .collect();
+        assert_eq!(merged, want);
+    }
+}
