@@ -808,4 +808,17 @@ async fn logs_and_exec_are_proxied_only_to_reachable_agents() {
         )
         .await;
     assert_eq!(status, 400);
+    let (status, body) = s
+        .raw(
+            reqwest::Method::GET,
+            "/api/v1/replicas/web-11111/logs?since=yesterday",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let message = body.map(|b| b.error.message).unwrap_or_default();
+    assert!(
+        message.contains("since") && message.contains("yesterday"),
+        "{message}"
+    );
 }
