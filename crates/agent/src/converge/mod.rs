@@ -305,19 +305,17 @@ async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u
     pass.wake_at
 }
 
-/// Lines kept with an exit; the bound is `ExitRecord::MAX_LINES`.
-const EXIT_LINES: usize = ExitRecord::MAX_LINES;
-
 /// Reads the last lines of each replica that exited in `pass` and puts them on its newest exit
 /// record, in the pass's statuses and in the agent's memory (so later reports carry them too).
-/// Done here rather than in the planner, which does no I/O.
+/// Done here rather than in the planner, which does no I/O, and before the pass's actions are
+/// spawned, so that a restart cannot add lines of the next run.
 async fn attach_last_lines<R: ContainerRuntime>(shared: &Arc<Shared<R>>, pass: &mut Pass) {
     let Some(config) = &shared.config.logs else {
         return;
     };
     let mut read = Vec::with_capacity(pass.new_exits.len());
     for id in &pass.new_exits {
-        let lines = crate::logs::recent_lines(config, id, EXIT_LINES).await;
+        let lines = crate::logs::recent_lines(config, id, ExitRecord::MAX_LINES).await;
         read.push((id.clone(), ExitRecord::bound_lines(lines)));
     }
     let mut state = shared.state();

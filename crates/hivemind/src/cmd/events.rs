@@ -47,7 +47,14 @@ async fn follow(client: &Client, global: &GlobalArgs, filter: &EventFilter) -> a
         };
         let mut stream = Box::pin(stream);
         if resume.is_none() {
-            let listed = client.recorded_events(filter).await?;
+            let listed = match client.recorded_events(filter).await {
+                Ok(listed) => listed,
+                Err(e) if is_transient(&e) => {
+                    tokio::time::sleep(RECONNECT_DELAY).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let fresh: Vec<Event> = listed
                 .into_iter()
                 .filter(|e| printed.insert(e.id.clone()))
