@@ -378,6 +378,16 @@ fn exec_session_refusals_malformed_frames_and_vanished_clients_leave_nothing_beh
     child.wait().unwrap();
     wait_clean(&node, &replica);
 
+    // The same for a plain (NDJSON) exec whose caller stops listening.
+    let stream = rt
+        .block_on(client.exec(&replica, vec!["sleep".into(), "1000".into()]))
+        .unwrap();
+    node.wait_for("plain exec running", Duration::from_secs(15), || {
+        !leftovers(&node, &replica).0.is_empty()
+    });
+    drop(stream);
+    wait_clean(&node, &replica);
+
     // An agent killed mid-session (kill -9 of `up`) cannot end its exec process; the next
     // agent kills and deletes it before it serves anything.
     let child = hivemind(&node, &["exec", "-i", &replica, "--", "sleep", "1000"])

@@ -145,41 +145,47 @@ async fn refuse_unless_running<R: ContainerRuntime>(
     }
 }
 
-/// The plain form: NDJSON frames, output as text.
+/// The plain form: NDJSON frames, output as text. It takes no input, but follows the rule of
+/// sessions: when the caller goes away (the response body is dropped), the process is killed,
+/// rather than left blocked on output nobody reads.
 fn plain<R: ContainerRuntime>(state: Arc<AppState<R>>, id: String, cmd: Vec<String>) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     tokio::spawn(async move {
         let (out_tx, mut out_rx) = mpsc::channel::<ExecOutput>(64);
-        let exec = state.runtime.exec(&id, &cmd, out_tx);
+        // Held while the caller listens: dropping it ends the process (see `exec_session`).
+        let (caller, input) = mpsc::channel(1);
+        let mut caller = Some(caller);
+        let spec = ExecSpec {
+            args: cmd,
+            ..ExecSpec::default()
+        };
+        let exec = state.runtime.exec_session(&id, spec, input, out_tx);
         tokio::pin!(exec);
-        let mut result = None;
-        // Output is forwarded while the process runs; the last frames come after `exec`
-        // returned, which it does only once the output readers are done.
-        loop {
+        let (mut result, mut output_done) = (None, false);
+        // Output is forwarded while the process runs; `exec` returns only once the output
+        // readers are done, but what they sent may still be queued.
+        while result.is_none() || !output_done {
             tokio::select! {
                 r = &mut exec, if result.is_none() => result = Some(r),
-                chunk = out_rx.recv() => match chunk {
-                    Some(chunk) => {
+                () = tx.closed(), if caller.is_some() => caller = None,
+                chunk = out_rx.recv(), if !output_done => match chunk {
+                    Some(chunk) if caller.is_some() => {
                         let frame = match chunk {
                             ExecOutput::Stdout(b) => ExecFrame::Stdout(String::from_utf8_lossy(&b).into_owned()),
                             ExecOutput::Stderr(b) => ExecFrame::Stderr(String::from_utf8_lossy(&b).into_owned()),
                         };
                         if tx.send(Ok(frame.encode())).await.is_err() {
-                            // The caller went away; let the process finish on its own.
-                            if result.is_none() {
-                                let _ = (&mut exec).await;
-                            }
-                            return;
+                            caller = None;
                         }
                     }
-                    None => {
-                        if result.is_none() {
-                            result = Some((&mut exec).await);
-                        }
-                        break;
-                    }
+                    Some(_) => {}
+                    None => output_done = true,
                 },
             }
+        }
+        if caller.is_none() {
+            debug!("plain exec caller went away");
+            return;
         }
         let last = match result {
             Some(Ok(code)) => ExecFrame::Exit(code),
