@@ -83,6 +83,19 @@ impl ReplicaLog {
         ))
     }
 
+    /// A cursor at the first file that may hold records written at or after `since`: files
+    /// whose last record is older are skipped unread (records within a file are filtered by
+    /// the caller). Past the end of the newest file if every record is older.
+    pub(crate) async fn since(dir: PathBuf, since: SystemTime) -> io::Result<ReplicaLog> {
+        for seq in list(&dir).await? {
+            match last_time(&files::file_path(&dir, seq)).await? {
+                Some(t) if t < since => continue,
+                _ => return Ok(ReplicaLog::at(dir, LogPos { seq, offset: 0 })),
+            }
+        }
+        ReplicaLog::tail(dir, 0).await
+    }
+
     /// The position of the next record to read.
     #[cfg(test)]
     pub(crate) fn pos(&self) -> LogPos {
@@ -209,6 +222,26 @@ async fn list(dir: &Path) -> io::Result<Vec<u64>> {
     tokio::task::spawn_blocking(move || files::list(&dir))
         .await
         .map_err(io::Error::other)?
+}
+
+/// The time of the last complete record of `path`, if it has one.
+async fn last_time(path: &Path) -> io::Result<Option<SystemTime>> {
+    let TailScan::Found(offset) = tail_offset(path, 1).await? else {
+        return Ok(None);
+    };
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    file.seek(SeekFrom::Start(offset)).await?;
+    let mut buf = Vec::new();
+    (&mut file)
+        .take(cri::MAX_RECORD_TEXT as u64 + 128)
+        .read_to_end(&mut buf)
+        .await?;
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(cri::parse(line).map(|r| r.time))
 }
 
 enum TailScan {

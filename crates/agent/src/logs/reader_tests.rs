@@ -146,3 +146,37 @@ async fn lines_that_are_not_records_are_skipped() {
     let got = log.read_to_end().await.unwrap();
     assert_eq!(texts(&got), ["ok"]);
 }
+
+#[tokio::test]
+async fn since_skips_files_that_end_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer_for_test(dir.path(), SMALL);
+    let at = |secs: u64| {
+        crate::logs::cri::timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    };
+    // Four records a file: file 1 holds times 10-13, file 2 times 14-17, file 3 time 18.
+    for i in 0..9u64 {
+        w.record(
+            &at(10 + i),
+            LogStream::Stdout,
+            false,
+            format!("line {i:05}").as_bytes(),
+        );
+    }
+    w.flush();
+    assert_eq!(files::list(dir.path()).unwrap(), [1, 2, 3]);
+    let t = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let log = ReplicaLog::since(dir.path().to_path_buf(), t(15))
+        .await
+        .unwrap();
+    assert_eq!(log.pos(), LogPos { seq: 2, offset: 0 });
+    let log = ReplicaLog::since(dir.path().to_path_buf(), t(0))
+        .await
+        .unwrap();
+    assert_eq!(log.pos(), LogPos { seq: 1, offset: 0 });
+    let mut log = ReplicaLog::since(dir.path().to_path_buf(), t(99))
+        .await
+        .unwrap();
+    assert_eq!(log.pos(), LogPos { seq: 3, offset: 51 });
+    assert!(log.read_to_end().await.unwrap().is_empty());
+}

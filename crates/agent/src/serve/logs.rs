@@ -109,7 +109,20 @@ pub(super) async fn replica_logs<R: ContainerRuntime>(
                 )
             }
         },
-        (None, None) => ReplicaLog::start(dir),
+        (None, None) => match since {
+            Some(t) => match ReplicaLog::since(dir, t).await {
+                Ok(log) => log,
+                Err(e) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        &format!("cannot read the logs of {id}: {e}"),
+                        "check the agent's log directory",
+                    )
+                }
+            },
+            None => ReplicaLog::start(dir),
+        },
     };
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     tokio::spawn(pump_logs(log, Filter { stream, since }, params.follow, tx));
