@@ -89,6 +89,9 @@ pub(crate) enum Command {
     Exec(ExecArgs),
     /// Recorded events: exits with their last lines, OOM kills, back-offs, failed starts, nodes.
     Events(EventsArgs),
+    /// The per-container log driver containerd's shim runs (not for use by hand).
+    #[command(hide = true)]
+    LogDriver(LogDriverArgs),
     /// Print shell completions.
     Completion {
         #[arg(value_enum)]
@@ -148,6 +151,31 @@ pub(crate) struct RuntimeArgs {
         default_value = "/var/lib/containerd"
     )]
     pub(crate) containerd_root: PathBuf,
+    /// A replica's log file is rotated before it passes this size (`10m`, `500k`); a service's
+    /// `logging.options.max-size` overrides it.
+    #[arg(long, env = "HIVEMIND_LOG_MAX_SIZE", default_value = "10m", value_parser = parse_log_size)]
+    pub(crate) log_max_size: u64,
+    /// Log files kept per replica, the one being written included; a service's
+    /// `logging.options.max-file` overrides it.
+    #[arg(long, env = "HIVEMIND_LOG_MAX_FILES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) log_max_files: u32,
+}
+
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    match hivemind_types::compose::parse_size(s) {
+        Some(bytes) if bytes >= 1024 => Ok(bytes),
+        _ => Err(format!(
+            "{s:?} is not a log file size: use a size like 10m, 500k or 1g (at least 1k)"
+        )),
+    }
+}
+
+/// `hivemind log-driver SETTINGS`, as the shim runs it (see `hivemind_agent::logs::driver`).
+#[derive(Args)]
+pub(crate) struct LogDriverArgs {
+    /// `MAX_SIZE:MAX_FILES:DIR`, from the task's `binary://` log URI.
+    pub(crate) settings: String,
 }
 
 #[derive(Args, Clone)]
@@ -252,10 +280,13 @@ pub(crate) struct LogsArgs {
     /// Only the last N lines of each stream of each replica.
     #[arg(long)]
     pub(crate) tail: Option<usize>,
-    /// Only lines newer than this (`10m`, `1h`); needs log timestamps, which plain log files
-    /// do not have yet, so it has no effect for now.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) since: Option<std::time::Duration>,
+    /// Only lines written since this: a duration (`30s`, `10m`, `2h`), an RFC 3339 time
+    /// (`2026-11-27T07:43:22Z`) or Unix seconds.
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// Print each line's timestamp (RFC 3339, UTC, nanoseconds) before it.
+    #[arg(long, short)]
+    pub(crate) timestamps: bool,
 }
 
 #[derive(Args)]

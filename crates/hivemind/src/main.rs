@@ -49,6 +49,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Image(args) => cmd::image::image(&global, args).await,
         Command::Logs(args) => cmd::logs::logs(&global, args).await,
         Command::Exec(args) => cmd::exec::exec(&global, args).await,
+        Command::Events(args) => cmd::events::events(&global, args).await,
         // Handled in `main`, before the async runtime starts.
         Command::LogDriver(args) => {
             hivemind_agent::logs::driver::run(&args.settings);

@@ -209,8 +209,28 @@ pub(crate) fn runtime_config(data_dir: &Path, args: &RuntimeArgs) -> RuntimeConf
         socket: args.containerd_socket.clone(),
         namespace: args.containerd_namespace.clone(),
         log_dir: data_dir.join("logs"),
+        log_driver: log_driver_path(),
+        log_rotation: hivemind_agent::logs::files::Rotation {
+            max_size: args.log_max_size,
+            max_files: args.log_max_files,
+        },
         run_dir: data_dir.join("run"),
         snapshotter: "overlayfs".to_string(),
+    }
+}
+
+/// This binary, which is also the log driver (`hivemind log-driver`). A binary replaced while
+/// running reads as `PATH (deleted)`; the new file at PATH is used then.
+fn log_driver_path() -> std::path::PathBuf {
+    match std::env::current_exe() {
+        Ok(path) => {
+            let text = path.to_string_lossy();
+            match text.strip_suffix(" (deleted)") {
+                Some(live) => std::path::PathBuf::from(live),
+                None => path,
+            }
+        }
+        Err(_) => std::path::PathBuf::from("hivemind"),
     }
 }
 
