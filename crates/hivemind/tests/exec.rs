@@ -305,6 +305,13 @@ fn exec_session_refusals_malformed_frames_and_vanished_clients_leave_nothing_beh
     assert!(message.contains("cmd"), "{message}");
     let (status, message) = refused("box-zzzzz", ExecRequest::command(vec!["true".into()]));
     assert_eq!(status, Some(404), "{message}");
+    let stranger = Client::new(format!("http://{}", node.addr), "not-the-token");
+    let Err(e) =
+        rt.block_on(stranger.exec_session(&replica, &ExecRequest::command(vec!["true".into()])))
+    else {
+        panic!("a wrong token was let in");
+    };
+    assert_eq!(e.status(), Some(401), "{e}");
     let mut sized = ExecRequest::command(vec!["true".into()]);
     sized.tty = true;
     sized.size = Some(TtySize { cols: 0, rows: 0 });
