@@ -14,6 +14,7 @@
 use hivemind_client::wire::EventFilter;
 use hivemind_store::{Expect, Op, Store};
 use hivemind_types::event::{self, reason};
+use hivemind_types::limits::human_bytes;
 use hivemind_types::{
     Event, EventObject, EventType, ExitRecord, FailureRecord, Kind, Meta, ObservedReplica, Replica,
     ReplicaState,
@@ -122,7 +123,7 @@ pub(crate) fn exit_events(
     let (reason, event_type, mut message) = if exit.oom {
         let limit = replica
             .and_then(|r| r.spec.resources.memory_limit_bytes)
-            .map(|b| format!(" (limit {})", bytes(b)))
+            .map(|b| format!(" (limit {})", human_bytes(b)))
             .unwrap_or_default();
         (
             reason::OOM_KILLED,
@@ -297,21 +298,6 @@ pub(crate) fn parse_type(value: &str) -> Result<EventType, ApiError> {
             "pass type=normal or type=warning",
         )
     })
-}
-
-/// `64 MiB`, `1.5 GiB`, `512 KiB`: memory limits as people write them.
-fn bytes(n: u64) -> String {
-    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (unit, size) in UNITS {
-        if n >= size {
-            return if n.is_multiple_of(size) {
-                format!("{} {unit}", n / size)
-            } else {
-                format!("{:.1} {unit}", n as f64 / size as f64)
-            };
-        }
-    }
-    format!("{n} B")
 }
 
 /// `800ms`, `2s`, `5m`, `1m30s`.

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use hivemind_types::limits::human_bytes;
 use hivemind_types::{
     ExitRecord, FailureRecord, ObservedReplica, Replica, ReplicaState, RestartCondition,
 };
@@ -240,7 +241,11 @@ fn plan_exited(
     let wants_restart = wants_restart(state.restarts);
     // Say why when the kernel killed it for memory: a bare 137 reads like any SIGKILL.
     let exited = if state.oom_killed {
-        format!("OOM-killed (memory limit), exit code {exit_code}")
+        let limit = replica.spec.resources.memory_limit_bytes;
+        let limit = limit
+            .map(|b| format!(" {}", human_bytes(b)))
+            .unwrap_or_default();
+        format!("OOM-killed (memory limit{limit}), exit code {exit_code}")
     } else {
         format!("exited with code {exit_code}")
     };

@@ -170,11 +170,24 @@ fn oom_kills_are_named() {
             ..Default::default()
         },
     );
-    let pass = run(&[r], &[c], &mut local, 0);
+    let pass = run(
+        std::slice::from_ref(&r),
+        std::slice::from_ref(&c),
+        &mut local,
+        0,
+    );
     assert_eq!(pass.statuses[0].state, ReplicaState::Exited);
     assert_eq!(
         pass.statuses[0].message,
         "OOM-killed (memory limit), exit code 137"
+    );
+    // With the limit known, `ps` names it.
+    let mut limited = r;
+    limited.spec.resources.memory_limit_bytes = Some(64 << 20);
+    let pass = run(&[limited], &[c], &mut local, 10);
+    assert_eq!(
+        pass.statuses[0].message,
+        "OOM-killed (memory limit 64 MiB), exit code 137"
     );
 }
 

@@ -356,10 +356,7 @@ fn bad_filter_values_name_the_field() {
 }
 
 #[test]
-fn sizes_and_delays_read_as_people_write_them() {
-    assert_eq!(bytes(64 << 20), "64 MiB");
-    assert_eq!(bytes(3 << 29), "1.5 GiB");
-    assert_eq!(bytes(512), "512 B");
+fn delays_read_as_people_write_them() {
     assert_eq!(duration(800), "800ms");
     assert_eq!(duration(2_000), "2s");
     assert_eq!(duration(300_000), "5m");
