@@ -97,7 +97,6 @@ impl ReplicaLog {
     }
 
     /// The position of the next record to read.
-    #[cfg(test)]
     pub(crate) fn pos(&self) -> LogPos {
         LogPos {
             seq: self.seq,

@@ -139,11 +139,10 @@ async fn pump_logs(
     tx: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
 ) {
     loop {
-        let entries = if follow {
-            log.poll().await
-        } else {
-            log.read_to_end().await
-        };
+        // A plain read goes chunk by chunk too, so a large log is never held in memory whole;
+        // it ends once a poll makes no progress.
+        let before = log.pos();
+        let entries = log.poll().await;
         let entries = match entries {
             Ok(entries) => entries,
             Err(e) => {
@@ -152,6 +151,7 @@ async fn pump_logs(
             }
         };
         let drained = entries.is_empty();
+        let progressed = log.pos() != before;
         let mut chunk = Vec::new();
         for e in entries.into_iter().filter(|e| filter.keeps(e)) {
             chunk.extend(
@@ -169,10 +169,10 @@ async fn pump_logs(
         if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
             return;
         }
-        if !follow || tx.is_closed() {
+        if (!follow && !progressed) || tx.is_closed() {
             return;
         }
-        if drained {
+        if drained && follow {
             tokio::time::sleep(FOLLOW_POLL).await;
         }
     }

@@ -54,7 +54,7 @@ pub(crate) async fn logs(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<
             })
             .collect();
         let opened = client.logs(&target, &query).await;
-        let mut lines = match opened {
+        let lines = match opened {
             Ok(lines) => lines.boxed(),
             Err(e) if reconnecting && is_transient(&e) => {
                 tokio::time::sleep(RECONNECT_DELAY).await;
@@ -63,23 +63,31 @@ pub(crate) async fn logs(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<
             Err(e) => return Err(e.into()),
         };
         let mut broke = None;
-        while let Some(line) = lines.next().await {
-            match line {
-                Ok(mut line) => {
-                    if line.replica.is_none() {
-                        if let LogTarget::Replica(id) = &target {
-                            line.replica = Some(id.clone());
+        // Records that arrived together are printed with one write per stream.
+        let mut batches = lines.ready_chunks(1024);
+        while let Some(batch) = batches.next().await {
+            for line in batch {
+                match line {
+                    Ok(mut line) => {
+                        if line.replica.is_none() {
+                            if let LogTarget::Replica(id) = &target {
+                                line.replica = Some(id.clone());
+                            }
                         }
+                        if let Some(replica) = &line.replica {
+                            cursors.insert(replica.clone(), line.next);
+                        }
+                        printer.print(&line);
                     }
-                    if let Some(replica) = &line.replica {
-                        cursors.insert(replica.clone(), line.next);
+                    Err(e) => {
+                        broke = Some(e);
+                        break;
                     }
-                    printer.print(&line)?;
                 }
-                Err(e) => {
-                    broke = Some(e);
-                    break;
-                }
+            }
+            printer.flush()?;
+            if broke.is_some() {
+                break;
             }
         }
         if !args.follow {
@@ -127,6 +135,9 @@ struct Printer {
     prefix: bool,
     colour: bool,
     timestamps: bool,
+    /// Formatted records not written yet, per stream.
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
     colours: HashMap<String, &'static str>,
     width: usize,
 }
@@ -139,25 +150,36 @@ impl Printer {
             prefix,
             colour,
             timestamps,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
             colours: HashMap::new(),
             width: 0,
         }
     }
 
-    fn print(&mut self, line: &LogLine) -> std::io::Result<()> {
+    /// Buffers a record; [`Printer::flush`] writes it.
+    fn print(&mut self, line: &LogLine) {
         let out = self.format(line);
         match line.stream {
-            LogStream::Stdout => {
-                let mut o = std::io::stdout().lock();
-                o.write_all(&out)?;
-                o.flush()
-            }
-            LogStream::Stderr => {
-                let mut e = std::io::stderr().lock();
-                e.write_all(&out)?;
-                e.flush()
-            }
+            LogStream::Stdout => self.stdout.extend(out),
+            LogStream::Stderr => self.stderr.extend(out),
         }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.stdout.is_empty() {
+            let mut o = std::io::stdout().lock();
+            o.write_all(&self.stdout)?;
+            o.flush()?;
+            self.stdout.clear();
+        }
+        if !self.stderr.is_empty() {
+            let mut e = std::io::stderr().lock();
+            e.write_all(&self.stderr)?;
+            e.flush()?;
+            self.stderr.clear();
+        }
+        Ok(())
     }
 
     fn format(&mut self, line: &LogLine) -> Vec<u8> {
