@@ -277,7 +277,8 @@ pub(crate) struct LogsArgs {
     /// Keep printing lines as they are written (reconnects if the server restarts).
     #[arg(long, short)]
     pub(crate) follow: bool,
-    /// Only the last N lines of each stream of each replica.
+    /// Only the last N lines of each replica (stdout and stderr together); with `--since`,
+    /// the last N of those.
     #[arg(long)]
     pub(crate) tail: Option<usize>,
     /// Only lines written since this: a duration (`30s`, `10m`, `2h`), an RFC 3339 time
