@@ -83,6 +83,8 @@ pub(crate) enum Command {
     Nodes,
     /// Manage images in the local containerd.
     Image(ImageArgs),
+    /// Registry credentials (Docker's config.json, also read by `docker` and `skopeo`).
+    Registry(RegistryArgs),
     /// Print the logs of a service (all its replicas, merged) or of one replica.
     Logs(LogsArgs),
     /// Run a command in a running replica: `hivemind exec web-3f9k2 -- sh -c 'echo hi'`.
@@ -350,16 +352,37 @@ pub(crate) enum ImageCommand {
         #[arg(long, short)]
         force: bool,
     },
-    /// Store credentials for a registry in Docker's config.json ($DOCKER_CONFIG or ~/.docker).
-    Login {
+    /// The same as `hivemind registry login`.
+    Login(LoginArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct RegistryArgs {
+    #[command(subcommand)]
+    pub(crate) command: RegistryCommand,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RegistryCommand {
+    /// Check credentials against a registry and store them in Docker's config.json
+    /// ($DOCKER_CONFIG or ~/.docker), where pulls on this node find them.
+    Login(LoginArgs),
+    /// Forget the stored credentials for a registry.
+    Logout {
         /// Registry host[:port], e.g. `127.0.0.1:5001` or `ghcr.io`.
         registry: String,
-        #[arg(long, short)]
-        username: String,
-        /// Read the password from standard input (the only way: never on the command line).
-        #[arg(long, required = true)]
-        password_stdin: bool,
     },
+}
+
+#[derive(Args)]
+pub(crate) struct LoginArgs {
+    /// Registry host[:port], e.g. `127.0.0.1:5001` or `ghcr.io`.
+    pub(crate) registry: String,
+    #[arg(long, short)]
+    pub(crate) username: String,
+    /// Read the password from standard input (the only way: never on the command line).
+    #[arg(long, required = true)]
+    pub(crate) password_stdin: bool,
 }
 
 pub(crate) fn print_completions(shell: clap_complete::Shell) {

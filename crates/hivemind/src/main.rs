@@ -47,6 +47,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Scale(args) => cmd::deploy::scale(&global, args).await,
         Command::Nodes => cmd::query::nodes(&global).await,
         Command::Image(args) => cmd::image::image(&global, args).await,
+        Command::Registry(args) => cmd::registry::registry(args).await,
         Command::Logs(args) => cmd::logs::logs(&global, args).await,
         Command::Exec(args) => cmd::exec::exec(&global, args).await,
         Command::Events(args) => cmd::events::events(&global, args).await,

@@ -2,5 +2,7 @@
 //!
 //! - [`image`]: small busybox images built from the host's busybox-static, as `docker save`
 //!   archives or OCI layout tarballs, so tests never need a registry or the internet.
+//! - [`registry`]: a real local registry (`docker-registry`) to push them to and pull from.
 
 pub mod image;
+pub mod registry;

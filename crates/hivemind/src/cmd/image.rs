@@ -1,15 +1,11 @@
-//! `image import|ls|pull|rm|login`: act on this machine's containerd directly, like
+//! `image import|ls|pull|rm`: act on this machine's containerd directly, like
 //! `k3s ctr images ...`, because an image lives on the node that imported or pulled it.
-//! `login` only writes Docker's `config.json`, which the node's pulls read.
+//! (`image login` is `registry login`.)
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use anyhow::Context;
-use hivemind_agent::runtime::pull::{
-    credentials_store, docker_config_path, registry_login_check, Credentials,
-};
-use hivemind_agent::runtime::{ContainerRuntime, Containerd, PullProgress, RegistryConfig};
+use hivemind_agent::runtime::{ContainerRuntime, Containerd, PullProgress};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -25,13 +21,8 @@ struct ImageRow {
 }
 
 pub(crate) async fn image(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<()> {
-    if let ImageCommand::Login {
-        registry,
-        username,
-        password_stdin: _,
-    } = &args.command
-    {
-        return login(registry, username).await;
+    if let ImageCommand::Login(login) = &args.command {
+        return crate::cmd::registry::login(login).await;
     }
     let config = runtime_config(&global.data_dir, &args.runtime);
     let runtime = Containerd::connect(config).await.with_context(|| {
@@ -97,7 +88,7 @@ pub(crate) async fn image(global: &GlobalArgs, args: ImageArgs) -> anyhow::Resul
             }
             Ok(())
         }
-        ImageCommand::Login { .. } => unreachable!("handled before connecting"),
+        ImageCommand::Login(_) => unreachable!("handled before connecting"),
     }
 }
 
@@ -157,33 +148,6 @@ async fn pull(runtime: &Containerd, reference: &str) -> anyhow::Result<()> {
 }
 
 /// Reads the password from stdin, checks it against the registry and stores it.
-async fn login(registry: &str, username: &str) -> anyhow::Result<()> {
-    let mut password = String::new();
-    std::io::stdin()
-        .read_to_string(&mut password)
-        .context("cannot read the password from standard input")?;
-    let password = password.trim_end_matches(['\n', '\r']).to_string();
-    if password.is_empty() {
-        anyhow::bail!("no password on standard input: echo \"$PASSWORD\" | hivemind image login {registry} -u {username} --password-stdin");
-    }
-    let credentials = Credentials {
-        username: username.to_string(),
-        password,
-    };
-    let config = RegistryConfig::from_env();
-    registry_login_check(registry, &credentials, &config).await?;
-    let path = config
-        .docker_config
-        .or_else(docker_config_path)
-        .context("neither DOCKER_CONFIG nor HOME is set: set one to say where config.json goes")?;
-    credentials_store(&path, registry, &credentials)?;
-    println!(
-        "login succeeded: credentials for {registry} saved in {}",
-        path.display()
-    );
-    Ok(())
-}
-
 fn short_digest(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]

@@ -7,4 +7,5 @@ pub(crate) mod exec;
 pub(crate) mod image;
 pub(crate) mod logs;
 pub(crate) mod query;
+pub(crate) mod registry;
 pub(crate) mod up;

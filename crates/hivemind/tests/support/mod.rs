@@ -191,12 +191,17 @@ impl TestNode {
         }
     }
 
-    fn env(&self) -> Vec<(&'static str, String)> {
+    pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("HIVEMIND_SERVER", format!("http://{}", self.addr)),
             ("HIVEMIND_DATA_DIR", self.data_dir().display().to_string()),
             ("HIVEMIND_CONTAINERD_NAMESPACE", self.namespace.clone()),
             ("HIVEMIND_NODE_NAME", "node-1".to_string()),
+            // Registry credentials of this node only (`registry login` writes them here).
+            (
+                "DOCKER_CONFIG",
+                self.dir.path().join("docker").display().to_string(),
+            ),
             ("HIVEMIND_AGENT_ADDR", self.agent_addr.clone()),
             ("HIVEMIND_BRIDGE", self.bridge()),
             ("HIVEMIND_NETNS_PREFIX", format!("{}-", self.bridge())),

@@ -1,5 +1,5 @@
 //! Registry credentials in Docker's `config.json` format, so that `docker login`, `skopeo
-//! login` and `hivemind image login` share one file: `auths.<registry>.auth` is base64
+//! login` and `hivemind registry login` share one file: `auths.<registry>.auth` is base64
 //! `user:password`; separate `username`/`password` fields are read too. Credential helpers
 //! (`credsStore`, `credHelpers`) are not run.
 //!
@@ -192,6 +192,29 @@ pub fn credentials_store(
     })
 }
 
+/// Forgets the credentials for `registry` (in any spelling), keeping the rest of the file.
+/// Returns whether there were any; a missing file holds none.
+pub fn credentials_remove(path: &Path, registry: &str) -> Result<bool, CredentialsError> {
+    let Some(mut config) = read_config(path)? else {
+        return Ok(false);
+    };
+    let wanted = registry_of_key(registry);
+    let Some(auths) = config.get_mut("auths").and_then(Value::as_object_mut) else {
+        return Ok(false);
+    };
+    let before = auths.len();
+    auths.retain(|k, _| registry_of_key(k) != wanted);
+    if auths.len() == before {
+        return Ok(false);
+    }
+    let text = serde_json::to_string_pretty(&Value::Object(config)).expect("json serializes");
+    write_private(path, text.as_bytes()).map_err(|source| CredentialsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(true)
+}
+
 /// Writes `data` to `path` atomically (temporary file + rename) with mode 0600.
 fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
@@ -257,6 +280,24 @@ mod tests {
             credentials_for(&path, "r"),
             Err(CredentialsError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn remove_forgets_every_spelling_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        assert!(!credentials_remove(&path, "127.0.0.1:5001").unwrap());
+        std::fs::write(
+            &path,
+            r#"{"auths":{"http://127.0.0.1:5001":{"auth":"eDp5"},"other:1":{"auth":"eDp5"}},"psFormat":"x"}"#,
+        )
+        .unwrap();
+        assert!(credentials_remove(&path, "127.0.0.1:5001").unwrap());
+        assert!(!credentials_remove(&path, "127.0.0.1:5001").unwrap());
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(json["psFormat"], "x");
+        assert!(json["auths"]["other:1"].is_object());
+        assert_eq!(credentials_for(&path, "127.0.0.1:5001").unwrap(), None);
     }
 
     #[test]

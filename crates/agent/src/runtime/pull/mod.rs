@@ -24,7 +24,8 @@ use crate::runtime::error::RuntimeError;
 use crate::runtime::image::Descriptor;
 
 pub use self::credentials::{
-    credentials_for, credentials_store, docker_config_path, Credentials, CredentialsError,
+    credentials_for, credentials_remove, credentials_store, docker_config_path, Credentials,
+    CredentialsError,
 };
 pub(crate) use self::inflight::InFlightPulls;
 pub(crate) use self::registry::Registry;
@@ -37,7 +38,7 @@ pub const INSECURE_REGISTRIES_ENV: &str = "HIVEMIND_INSECURE_REGISTRIES";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistryConfig {
     /// Docker's `config.json` holding credentials; `None` pulls anonymously. Read at every
-    /// pull, so a `hivemind image login` takes effect without restarting the agent.
+    /// pull, so a `hivemind registry login` takes effect without restarting the agent.
     pub docker_config: Option<PathBuf>,
     /// Registries (`host:port`, or `host` for every port) reached over plain HTTP in addition
     /// to the loopback ones.

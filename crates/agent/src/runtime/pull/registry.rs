@@ -74,7 +74,7 @@ pub(crate) struct Registry {
     reference: Reference,
     /// The normalized reference as the user sees it, for messages.
     name: String,
-    /// `host[:port]`, as `hivemind image login` takes it.
+    /// `host[:port]`, as `hivemind registry login` takes it.
     host: String,
     auth: RegistryAuth,
     /// Where the credentials came from, if any (a 401 then means they were refused).
@@ -107,7 +107,7 @@ impl Registry {
                     reference: name.to_string(),
                     reason: error_chain(&e),
                     fix: format!(
-                        "fix {} or run `hivemind image login {host}`",
+                        "fix {} or run `hivemind registry login {host}`",
                         path.display()
                     ),
                 })?;
@@ -261,7 +261,7 @@ impl Registry {
     /// Maps an oci-client failure to an error that says what happened and how to fix it.
     pub(crate) fn error(&self, e: OciDistributionError) -> RuntimeError {
         let host = &self.host;
-        let login = format!("run `hivemind image login {host}`");
+        let login = format!("run `hivemind registry login {host}`");
         let (reason, fix) = match &e {
             OciDistributionError::UnauthorizedError { .. }
             | OciDistributionError::AuthenticationFailure(_) => self.unauthorized(&login),
@@ -472,7 +472,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "cannot pull 127.0.0.1:5001/hello:9: 401 from 127.0.0.1:5001: the registry needs \
-             credentials: run `hivemind image login 127.0.0.1:5001`"
+             credentials: run `hivemind registry login 127.0.0.1:5001`"
         );
         let e = r.error(OciDistributionError::ServerError {
             code: 404,
