@@ -351,3 +351,50 @@ fn rotated_logs_tail_since_and_timestamps() {
         "{stderr}"
     );
 }
+
+#[test]
+fn follow_crosses_rotated_files_without_gap_or_repeat() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    // About 70 bytes a record, 100 records a second, 4 KiB files: a new file every ~0.6 s.
+    let file = node.write(
+        "compose.yaml",
+        &format!(
+            r#"
+services:
+  steady:
+    image: {IMAGE}
+    command: ["sh", "-c", "h=$$(hostname); i=0; while true; do echo line $$i from $$h padding-padding; i=$$((i+1)); sleep 0.01; done"]
+    stop_signal: SIGKILL
+    logging:
+      options: {{max-size: 4k, max-file: "2"}}
+"#
+        ),
+    );
+    node.cli_ok(&[
+        "deploy",
+        "-f",
+        file.to_str().unwrap(),
+        "--app",
+        "app",
+        "--wait",
+    ]);
+    let replica = node.replica_of("steady");
+    let follower = Follower::start(&node, &[&replica, "-f", "--tail", "1"]);
+    let first_files = log_files(&node, &replica);
+    follower.wait_for(
+        "lines across several files",
+        Duration::from_secs(30),
+        |lines| lines.len() >= 300,
+    );
+    let later_files = log_files(&node, &replica);
+    assert!(later_files.len() <= 2, "{later_files:?}");
+    assert!(
+        later_files.iter().all(|f| !first_files.contains(f)),
+        "the files rotated away while following: {first_files:?} -> {later_files:?}"
+    );
+    let numbers: Vec<u64> = follower.lines().into_iter().map(|(_, n)| n).collect();
+    assert_consecutive(&numbers, "followed across rotation");
+}
