@@ -34,7 +34,7 @@ type ApiResult<T> = Result<T, ApiError>;
     params(
         ("id" = String, Path,),
         ("follow" = Option<bool>, Query, description = "keep the stream open for new lines"),
-        ("tail" = Option<u64>, Query, description = "only the last N lines of each stream"),
+        ("tail" = Option<u64>, Query, description = "only the last N records of each replica (both streams)"),
         ("since" = Option<String>, Query, description = "only records at or after this time: RFC 3339, a duration before now (10m) or Unix seconds"),
         ("stream" = Option<String>, Query, description = "stdout, stderr or both (default)"),
         ("cursor" = Option<String>, Query, description = "REPLICA:SEQ:OFFSET,... to resume from"),
@@ -66,7 +66,7 @@ pub(crate) async fn replica_logs(
     params(
         ("app" = String, Path,), ("name" = String, Path,),
         ("follow" = Option<bool>, Query, description = "keep the stream open for new lines"),
-        ("tail" = Option<u64>, Query, description = "only the last N lines of each stream"),
+        ("tail" = Option<u64>, Query, description = "only the last N records of each replica (both streams)"),
         ("since" = Option<String>, Query, description = "only records at or after this time: RFC 3339, a duration before now (10m) or Unix seconds"),
         ("stream" = Option<String>, Query, description = "stdout, stderr or both (default)"),
         ("cursor" = Option<String>, Query, description = "REPLICA:SEQ:OFFSET,... to resume from"),

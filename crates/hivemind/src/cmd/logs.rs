@@ -135,6 +135,9 @@ struct Printer {
     prefix: bool,
     colour: bool,
     timestamps: bool,
+    /// Per stream (`LogStream as usize`): the last record printed was a `P` piece, so the next
+    /// one continues its line (only when lines are joined, see `format`).
+    open_line: [bool; 2],
     /// Formatted records not written yet, per stream.
     stdout: Vec<u8>,
     stderr: Vec<u8>,
@@ -150,6 +153,7 @@ impl Printer {
             prefix,
             colour,
             timestamps,
+            open_line: [false; 2],
             stdout: Vec::new(),
             stderr: Vec::new(),
             colours: HashMap::new(),
@@ -184,6 +188,21 @@ impl Printer {
 
     fn format(&mut self, line: &LogLine) -> Vec<u8> {
         let mut out = Vec::with_capacity(line.text.len() + 32);
+        // One replica's output is printed as written: the pieces of a line longer than a
+        // record (`P`) are joined, and output that ended without a newline ends without one.
+        // Merged replicas get a prefixed line per record instead, so they cannot garble.
+        let joined = !self.prefix;
+        let continues = joined && self.open_line[line.stream as usize];
+        if joined {
+            self.open_line[line.stream as usize] = line.partial;
+        }
+        if continues {
+            out.extend_from_slice(&line.text);
+            if !line.partial {
+                out.push(b'\n');
+            }
+            return out;
+        }
         if let (true, Some(replica)) = (self.prefix, &line.replica) {
             self.width = self.width.max(replica.len());
             let n = self.colours.len();
@@ -203,7 +222,9 @@ impl Printer {
             out.push(b' ');
         }
         out.extend_from_slice(&line.text);
-        out.push(b'\n');
+        if !(joined && line.partial) {
+            out.push(b'\n');
+        }
         out
     }
 }
@@ -230,6 +251,31 @@ mod tests {
         assert_eq!(p.format(&line("w-1", "x")), b"w-1       | x\n");
         let mut single = Printer::new(false, false, false);
         assert_eq!(single.format(&line("web-abcde", "hi")), b"hi\n");
+    }
+
+    #[test]
+    fn one_replica_s_partial_pieces_are_joined_and_merged_ones_are_not() {
+        let piece = |text: &str, partial: bool| LogLine {
+            partial,
+            ..line("w-1", text)
+        };
+        let mut single = Printer::new(false, false, true);
+        let time = format_time(line("w-1", "").time);
+        let printed: Vec<u8> = [piece("aa", true), piece("bb", true), piece("cc", false)]
+            .iter()
+            .chain([piece("next", false), piece("tail", true)].iter())
+            .flat_map(|l| single.format(l))
+            .collect();
+        assert_eq!(
+            String::from_utf8(printed).unwrap(),
+            format!("{time} aabbcc\n{time} next\n{time} tail")
+        );
+        let mut merged = Printer::new(true, false, false);
+        let printed: Vec<u8> = [piece("aa", true), piece("cc", false)]
+            .iter()
+            .flat_map(|l| merged.format(l))
+            .collect();
+        assert_eq!(printed, b"w-1 | aa\nw-1 | cc\n");
     }
 
     #[test]
