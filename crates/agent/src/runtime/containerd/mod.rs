@@ -14,6 +14,7 @@ mod events;
 mod exec;
 mod images;
 mod leftovers;
+mod log_uri;
 mod pull;
 
 use std::collections::HashMap;
