@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use hivemind_types::{App, Assignment, Node, NodeReport, Service};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -386,17 +387,16 @@ fn to_event(frame: sse::SseFrame, url: &str) -> Option<Result<Event>> {
     }
 }
 
+/// What `seg` encodes: everything but unreserved characters (`/` included).
+const SEGMENT_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes one path segment, so that names can never change the route.
 fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, SEGMENT_ESCAPED).to_string()
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 /// kubelet's `containerLogMaxSize` default.
 pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024;
 /// kubelet's `containerLogMaxFiles` default.
@@ -105,18 +107,18 @@ impl DriverConfig {
     }
 }
 
+/// What `uri_escape` encodes: everything but unreserved characters and `/`.
+const URI_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 /// Percent-encodes `s` for a URI path or query value: everything but unreserved characters
 /// and `/` (Go's `url.Parse`, which the shim uses, decodes it back).
 pub(crate) fn uri_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, URI_ESCAPED).to_string()
 }
 
 #[cfg(test)]
