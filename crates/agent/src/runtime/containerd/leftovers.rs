@@ -7,7 +7,8 @@
 //! - **Run directories** (`{run_dir}/{id}`: resolv.conf, hosts, hostname) of the same kind of
 //!   crash, or of a removal that died after deleting the container.
 //! - **Log directories** (`{log_dir}/{id}`) of removed containers, when removal could not
-//!   delete them.
+//!   delete them, and the plain `{id}.stdout.log`/`.stderr.log` files of versions before the
+//!   log driver.
 //! - **Cgroup directories** `/sys/fs/cgroup/[hierarchy/]hivemind/{id}` that runc did not delete
 //!   (containerd or the shim died mid-delete). Only empty ones are removed, and the kernel itself
 //!   refuses to remove a cgroup that still has processes.
@@ -73,6 +74,7 @@ impl Containerd {
         report.log_dirs = sweep_dirs(&self.inner.config.log_dir, &ids, old, |dir| {
             std::fs::remove_dir_all(dir)
         });
+        report.log_dirs += sweep_legacy_logs(&self.inner.config.log_dir, &ids, old);
         for parent in cgroup_parents(Path::new(CGROUP_ROOT)) {
             report.cgroups += sweep_dirs(&parent, &ids, old, remove_empty_cgroup);
         }
@@ -167,6 +169,31 @@ fn sweep_dirs(
     removed
 }
 
+/// Before the log driver, the shim appended to `{log_dir}/{id}.stdout.log` and `.stderr.log`,
+/// and removal left them; those of containers that no longer exist go (counted per replica).
+fn sweep_legacy_logs(log_dir: &Path, keep: &HashSet<String>, old: Age) -> usize {
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return 0;
+    };
+    let mut replicas = HashSet::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_suffix(".stdout.log")
+            .or_else(|| name.strip_suffix(".stderr.log"))
+        else {
+            continue;
+        };
+        let stale = entry
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.modified().is_ok_and(|t| old.is(t)));
+        if stale && !keep.contains(id) && std::fs::remove_file(entry.path()).is_ok() {
+            replicas.insert(id.to_string());
+        }
+    }
+    replicas.len()
+}
+
 /// "Old enough to be a leftover": at least `min` before `now`.
 #[derive(Debug, Clone, Copy)]
 struct Age {
@@ -244,6 +271,32 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["a-file", "live-aaaaa", "young-ccccc"]);
+    }
+
+    #[test]
+    fn legacy_log_files_of_gone_replicas_go() {
+        let root = tempfile::tempdir().unwrap();
+        for name in [
+            "gone-aaaaa.stdout.log",
+            "gone-aaaaa.stderr.log",
+            "live-bbbbb.stdout.log",
+            "other.txt",
+        ] {
+            std::fs::write(root.path().join(name), "x\n").unwrap();
+            set_age(&root.path().join(name), Duration::from_secs(600));
+        }
+        let keep = HashSet::from(["live-bbbbb".to_string()]);
+        let old = Age {
+            now: SystemTime::now(),
+            min: Duration::from_secs(120),
+        };
+        assert_eq!(sweep_legacy_logs(root.path(), &keep, old), 1);
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["live-bbbbb.stdout.log", "other.txt"]);
     }
 
     #[test]
