@@ -315,7 +315,17 @@ async fn attach_last_lines<R: ContainerRuntime>(shared: &Arc<Shared<R>>, pass: &
     };
     let mut read = Vec::with_capacity(pass.new_exits.len());
     for id in &pass.new_exits {
-        let lines = crate::logs::recent_lines(config, id, ExitRecord::MAX_LINES).await;
+        // The run that just ended began after the exit before it was seen: earlier output in
+        // the (continuing) files belongs to earlier runs.
+        let since = {
+            let state = shared.state();
+            state
+                .local
+                .get(id)
+                .and_then(|l| l.exits.iter().rev().nth(1))
+                .map(|previous| std::time::UNIX_EPOCH + Duration::from_millis(previous.at))
+        };
+        let lines = crate::logs::recent_lines(config, id, ExitRecord::MAX_LINES, since).await;
         read.push((id.clone(), ExitRecord::bound_lines(lines)));
     }
     let mut state = shared.state();

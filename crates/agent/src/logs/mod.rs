@@ -16,12 +16,16 @@ use crate::runtime::RuntimeConfig;
 use reader::ReplicaLog;
 
 /// The last `n` lines of replica `id`'s output (stdout and stderr, in the order they were
-/// written), oldest first, lossily decoded; empty on any error (a missing replica, an
-/// unreadable file). Meant for status reports and events, where a failure to read logs must
-/// never fail the caller.
-// Called by the converge loop (recorded events); unused until that lands.
-#[allow(dead_code)]
-pub(crate) async fn recent_lines(config: &RuntimeConfig, id: &str, n: usize) -> Vec<String> {
+/// written) written at or after `since`, oldest first, lossily decoded; empty on any error (a
+/// missing replica, an unreadable file). Meant for status reports and events, where a failure
+/// to read logs must never fail the caller. `since` keeps earlier runs out: the files carry on
+/// across restarts of the container.
+pub(crate) async fn recent_lines(
+    config: &RuntimeConfig,
+    id: &str,
+    n: usize,
+    since: Option<std::time::SystemTime>,
+) -> Vec<String> {
     if n == 0 {
         return Vec::new();
     }
@@ -31,6 +35,7 @@ pub(crate) async fn recent_lines(config: &RuntimeConfig, id: &str, n: usize) -> 
     match log.read_to_end().await {
         Ok(entries) => entries
             .into_iter()
+            .filter(|e| since.is_none_or(|since| e.time >= since))
             .map(|e| String::from_utf8_lossy(&e.text).into_owned())
             .collect(),
         Err(_) => Vec::new(),
@@ -50,7 +55,7 @@ mod tests {
             log_dir: dir.path().to_path_buf(),
             ..RuntimeConfig::default()
         };
-        assert!(recent_lines(&config, "web-1", 3).await.is_empty());
+        assert!(recent_lines(&config, "web-1", 3, None).await.is_empty());
         let mut w = driver::writer_for_test(&config.replica_log_dir("web-1"), Default::default());
         let ts = "2026-11-27T07:43:22.123456789Z";
         for (stream, text) in [
@@ -62,11 +67,24 @@ mod tests {
             w.record(ts, stream, false, text.as_bytes());
         }
         w.flush();
-        assert_eq!(recent_lines(&config, "web-1", 2).await, ["boom", "c"]);
+        assert_eq!(recent_lines(&config, "web-1", 2, None).await, ["boom", "c"]);
         assert_eq!(
-            recent_lines(&config, "web-1", 9).await,
+            recent_lines(&config, "web-1", 9, None).await,
             ["a", "b", "boom", "c"]
         );
-        assert!(recent_lines(&config, "web-1", 0).await.is_empty());
+        assert!(recent_lines(&config, "web-1", 0, None).await.is_empty());
+        // A later run's lines only.
+        w.record(
+            "2026-11-27T07:45:00.000000000Z",
+            LogStream::Stdout,
+            false,
+            b"run 2",
+        );
+        w.flush();
+        let run2 = humantime::parse_rfc3339("2026-11-27T07:44:00Z").unwrap();
+        assert_eq!(
+            recent_lines(&config, "web-1", 9, Some(run2)).await,
+            ["run 2"]
+        );
     }
 }
