@@ -53,15 +53,7 @@ fn deploy_scale_and_remove_on_containerd() {
         return;
     }
     let node = TestNode::start();
-    let file = node.write("compose.yaml", &web_compose(3));
-    node.cli_ok(&[
-        "deploy",
-        "-f",
-        file.to_str().unwrap(),
-        "--app",
-        "hello",
-        "--wait",
-    ]);
+    node.deploy_wait("hello", &web_compose(3));
 
     // Acceptance 1: containerd runs exactly the replicas, and `ps` agrees with it.
     let tasks = node.running_tasks();
@@ -163,15 +155,7 @@ fn kill_9_of_up_keeps_and_adopts_containers() {
         return;
     }
     let mut node = TestNode::start();
-    let file = node.write("compose.yaml", &web_compose(3));
-    node.cli_ok(&[
-        "deploy",
-        "-f",
-        file.to_str().unwrap(),
-        "--app",
-        "hello",
-        "--wait",
-    ]);
+    node.deploy_wait("hello", &web_compose(3));
     let before = node.running_tasks();
     assert_eq!(before.len(), 3);
 
@@ -485,8 +469,8 @@ fn exits_while_up_is_down_are_recorded_once() {
         return;
     }
     let mut node = TestNode::start();
-    let file = node.write(
-        "compose.yaml",
+    node.deploy_wait(
+        "away",
         &format!(
             r#"
 services:
@@ -497,14 +481,6 @@ services:
 "#
         ),
     );
-    node.cli_ok(&[
-        "deploy",
-        "-f",
-        file.to_str().unwrap(),
-        "--app",
-        "away",
-        "--wait",
-    ]);
     node.kill9();
     node.wait_for("the container exited", Duration::from_secs(15), || {
         node.tasks().iter().any(|(_, _, s)| s == "STOPPED")

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hivemind_client::exec::{read_frame, write_frame, ExecRequest, Frame, TtySize};
 use hivemind_client::Client;
 use rustix::termios::{tcgetattr, tcsetwinsize, LocalModes, Winsize};
-use support::{require_containerd, TestNode, IMAGE};
+use support::{file_names, require_containerd, TestNode, IMAGE};
 
 /// Deploys `box` (sleeps) and `done` (exits at once and stays exited); returns box's replica.
 fn deploy_sleeper(node: &TestNode) -> String {
@@ -65,14 +65,9 @@ fn leftovers(node: &TestNode, replica: &str) -> (Vec<String>, Vec<String>) {
         .filter_map(|l| l.split("ExecID:").nth(1))
         .filter_map(|rest| rest.split(',').next().map(str::to_string))
         .collect();
-    let fifos = std::fs::read_dir(node.data_dir().join("run").join(replica))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("exec-"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let fifos = file_names(&node.data_dir().join("run").join(replica), |n| {
+        n.starts_with("exec-")
+    });
     (processes, fifos)
 }
 

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{require_containerd, TestNode, IMAGE};
+use support::{file_names, require_containerd, TestNode, IMAGE};
 
 fn counter_compose() -> String {
     format!(
@@ -120,15 +120,7 @@ fn logs_tail_follow_survive_a_restart_and_exec_returns_exit_codes() {
         return;
     }
     let mut node = TestNode::start();
-    let file = node.write("compose.yaml", &counter_compose());
-    node.cli_ok(&[
-        "deploy",
-        "-f",
-        file.to_str().unwrap(),
-        "--app",
-        "app",
-        "--wait",
-    ]);
+    node.deploy_wait("app", &counter_compose());
     std::thread::sleep(Duration::from_millis(1500));
 
     // --tail 5 shows the last 5 lines of each replica, prefixed with the replica.
@@ -231,16 +223,9 @@ services:
 
 /// The numbered log files of `replica` on the node.
 fn log_files(node: &TestNode, replica: &str) -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(node.data_dir().join("logs").join(replica))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".log"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    file_names(&node.data_dir().join("logs").join(replica), |n| {
+        n.ends_with(".log")
+    })
 }
 
 #[test]
@@ -249,15 +234,7 @@ fn rotated_logs_tail_since_and_timestamps() {
         return;
     }
     let node = TestNode::start();
-    let file = node.write("compose.yaml", &rotating_compose());
-    node.cli_ok(&[
-        "deploy",
-        "-f",
-        file.to_str().unwrap(),
-        "--app",
-        "app",
-        "--wait",
-    ]);
+    node.deploy_wait("app", &rotating_compose());
     let replica = node.replica_of("chatty");
     node.wait_for("the late line", Duration::from_secs(30), || {
         node.cli_ok(&["logs", &replica, "--tail", "1"]).trim() == "late"
@@ -359,8 +336,8 @@ fn follow_crosses_rotated_files_without_gap_or_repeat() {
     }
     let node = TestNode::start();
     // About 70 bytes a record, 100 records a second, 4 KiB files: a new file every ~0.6 s.
-    let file = node.write(
-        "compose.yaml",
+    node.deploy_wait(
+        "app",
         &format!(
             r#"
 services:
@@ -373,14 +350,6 @@ services:
 "#
         ),
     );
-    node.cli_ok(&[
-        "deploy",
-        "-f",
-        file.to_str().unwrap(),
-        "--app",
-        "app",
-        "--wait",
-    ]);
     let replica = node.replica_of("steady");
     let follower = Follower::start(&node, &[&replica, "-f", "--tail", "1"]);
     let first_files = log_files(&node, &replica);

@@ -124,8 +124,8 @@ fn published_port_and_http_ingress_reach_every_replica() {
     node.import_workload();
     let port = published_port(&node);
     let http_port = port + 100;
-    let file = node.write(
-        "compose.yaml",
+    node.deploy_wait(
+        "edge",
         &format!(
             r#"
 services:
@@ -142,14 +142,6 @@ services:
 "#
         ),
     );
-    node.cli_ok(&[
-        "deploy",
-        "-f",
-        file.to_str().unwrap(),
-        "--app",
-        "edge",
-        "--wait",
-    ]);
     let addr = format!("127.0.0.1:{port}");
     let mut seen = BTreeSet::new();
     node.wait_for(

@@ -82,6 +82,20 @@ pub fn http_get(addr: &str, host: &str, path: &str) -> std::io::Result<(u16, Str
     Ok((status, body))
 }
 
+/// The names of the files in `dir` that `keep` accepts, sorted; none when `dir` is missing.
+pub fn file_names(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| keep(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_hivemind")
 }
@@ -373,6 +387,20 @@ impl TestNode {
         let path = self.dir.path().join(name);
         std::fs::write(&path, content).unwrap();
         path
+    }
+
+    /// Writes `compose` as `compose.yaml` and deploys it as `app` with `--wait`; panics unless
+    /// the deploy succeeds. Returns the CLI's output.
+    pub fn deploy_wait(&self, app: &str, compose: &str) -> String {
+        let file = self.write("compose.yaml", compose);
+        self.cli_ok(&[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "--app",
+            app,
+            "--wait",
+        ])
     }
 }
 
