@@ -177,18 +177,40 @@ impl Containerd {
         for reader in readers {
             let _ = reader.await;
         }
+        self.exec_delete(id, &exec_id).await;
+        fifos.remove().await;
+        result
+    }
+
+    /// SIGKILLs an exec process; one already gone is fine, other failures are logged.
+    async fn exec_kill(&self, id: &str, exec_id: &str) {
+        let killed = self
+            .tasks()
+            .kill(self.request(KillRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                signal: SIGKILL,
+                all: false,
+            }))
+            .await;
+        if let Err(status) = not_found_ok(killed) {
+            warn!(%status, exec = %exec_id, "cannot kill the exec process");
+        }
+    }
+
+    /// Deletes an exec process (after its exit); one already gone is fine, other failures are
+    /// logged.
+    async fn exec_delete(&self, id: &str, exec_id: &str) {
         let deleted = self
             .tasks()
             .delete_process(self.request(DeleteProcessRequest {
                 container_id: id.to_string(),
-                exec_id: exec_id.clone(),
+                exec_id: exec_id.to_string(),
             }))
             .await;
         if let Err(status) = not_found_ok(deleted) {
             warn!(%status, exec = %exec_id, "cannot delete the exec process");
         }
-        fifos.remove().await;
-        result
     }
 }
 
@@ -284,18 +306,7 @@ impl ExecRun<'_> {
             }
             () = self.pump_input(stdin, input) => {
                 warn!(exec = %exec_id, "the exec session's caller went away: killing the process");
-                let killed = rt
-                    .tasks()
-                    .kill(rt.request(KillRequest {
-                        container_id: id.to_string(),
-                        exec_id: exec_id.to_string(),
-                        signal: SIGKILL,
-                        all: false,
-                    }))
-                    .await;
-                if let Err(status) = not_found_ok(killed) {
-                    warn!(%status, exec = %exec_id, "cannot kill the exec process");
-                }
+                rt.exec_kill(id, exec_id).await;
                 // Deleting a process that has not been reaped yet fails.
                 let _ = tokio::time::timeout(KILL_WAIT, &mut wait).await;
                 Err(RuntimeError::Exec {

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use containerd_client::services::v1::{DeleteProcessRequest, KillRequest, WaitRequest};
+use containerd_client::services::v1::WaitRequest;
 use tracing::warn;
 
-use super::{not_found_ok, Containerd, KILL_WAIT, SIGKILL};
+use super::{Containerd, KILL_WAIT};
 use crate::runtime::error::RuntimeError;
 
 impl Containerd {
@@ -53,34 +53,14 @@ impl Containerd {
     /// Kills an exec process, waits a little for it to be reaped, and deletes it; what is
     /// already gone is fine.
     async fn reap_exec(&self, id: &str, exec_id: &str) {
-        let killed = self
-            .tasks()
-            .kill(self.request(KillRequest {
-                container_id: id.to_string(),
-                exec_id: exec_id.to_string(),
-                signal: SIGKILL,
-                all: false,
-            }))
-            .await;
-        if let Err(status) = not_found_ok(killed) {
-            warn!(%status, exec = %exec_id, "cannot kill the exec process");
-        }
+        self.exec_kill(id, exec_id).await;
         let mut tasks = self.tasks();
         let waited = tasks.wait(self.request(WaitRequest {
             container_id: id.to_string(),
             exec_id: exec_id.to_string(),
         }));
         let _ = tokio::time::timeout(KILL_WAIT, waited).await;
-        let deleted = self
-            .tasks()
-            .delete_process(self.request(DeleteProcessRequest {
-                container_id: id.to_string(),
-                exec_id: exec_id.to_string(),
-            }))
-            .await;
-        if let Err(status) = not_found_ok(deleted) {
-            warn!(%status, exec = %exec_id, "cannot delete the exec process");
-        }
+        self.exec_delete(id, exec_id).await;
     }
 }
 
