@@ -21,6 +21,8 @@ pub mod report;
 mod routes;
 pub mod scale;
 mod shutdown;
+#[cfg(test)]
+mod testing;
 
 use std::future::{Future, IntoFuture};
 use std::io;

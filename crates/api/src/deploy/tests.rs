@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use hivemind_client::wire::DeployRequest;
 use hivemind_store::{Expect, Op, Store};
-use hivemind_types::{Kind, Meta, Replica, Service};
+use hivemind_types::{Kind, Replica, Service};
 
 use super::*;
 
@@ -20,16 +20,7 @@ const SHOP: &str = "name: shop\nservices:\n  web:\n    image: busybox:1\n    dep
 
 /// A replica of `service` in app `app`, as the controller would write it.
 fn put_replica(store: &Store, app: &str, service: &str, id: &str) {
-    let r = Replica {
-        id: id.to_string(),
-        namespace: "default".into(),
-        app: app.into(),
-        service: service.into(),
-        node: "n1".into(),
-        spec: Default::default(),
-        revision_hash: String::new(),
-        meta: Meta::default(),
-    };
+    let r = crate::testing::replica(id, app, service, "n1");
     store
         .txn(vec![Op::put(Kind::Replica, id, &r, Expect::Absent)])
         .unwrap();

@@ -14,16 +14,7 @@ use crate::report::report;
 const NOW: u64 = 2 * MAX_AGE_MS;
 
 fn replica(id: &str, app: &str, service: &str) -> Replica {
-    Replica {
-        id: id.into(),
-        namespace: "default".into(),
-        app: app.into(),
-        service: service.into(),
-        node: "n1".into(),
-        spec: Default::default(),
-        revision_hash: String::new(),
-        meta: Meta::default(),
-    }
+    crate::testing::replica(id, app, service, "n1")
 }
 
 fn store_with(replicas: &[Replica]) -> Store {

@@ -11,16 +11,7 @@ use hivemind_types::{
 use super::*;
 
 fn replica(id: &str, service: &str, node: &str) -> Replica {
-    Replica {
-        id: id.into(),
-        namespace: "default".into(),
-        app: "shop".into(),
-        service: service.into(),
-        node: node.into(),
-        spec: Default::default(),
-        revision_hash: String::new(),
-        meta: Meta::default(),
-    }
+    crate::testing::replica(id, "shop", service, node)
 }
 
 fn put(store: &Store, r: &Replica) -> u64 {
