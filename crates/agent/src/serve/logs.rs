@@ -96,33 +96,23 @@ pub(super) async fn replica_logs<R: ContainerRuntime>(
         .flat_map(|c| c.split(','))
         .filter_map(|c| c.parse::<LogCursor>().ok())
         .find(|c| c.replica == id);
-    let log = match (cursor, params.tail) {
-        (Some(cursor), _) => ReplicaLog::at(dir, cursor.pos),
-        (None, Some(n)) => match ReplicaLog::tail(dir, n).await {
-            Ok(log) => log,
-            Err(e) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    &format!("cannot read the logs of {id}: {e}"),
-                    "check the agent's log directory",
-                )
-            }
-        },
-        (None, None) => match since {
-            Some(t) => match ReplicaLog::since(dir, t).await {
-                Ok(log) => log,
-                Err(e) => {
-                    return error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        &format!("cannot read the logs of {id}: {e}"),
-                        "check the agent's log directory",
-                    )
-                }
-            },
-            None => ReplicaLog::start(dir),
-        },
+    // Where reading starts: a cursor wins, then a tail, then a time.
+    let opened = match (cursor, params.tail, since) {
+        (Some(cursor), _, _) => Ok(ReplicaLog::at(dir, cursor.pos)),
+        (None, Some(n), _) => ReplicaLog::tail(dir, n).await,
+        (None, None, Some(t)) => ReplicaLog::since(dir, t).await,
+        (None, None, None) => Ok(ReplicaLog::start(dir)),
+    };
+    let log = match opened {
+        Ok(log) => log,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                &format!("cannot read the logs of {id}: {e}"),
+                "check the agent's log directory",
+            )
+        }
     };
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     tokio::spawn(pump_logs(log, Filter { stream, since }, params.follow, tx));
