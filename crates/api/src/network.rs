@@ -230,6 +230,7 @@ mod tests {
             last_seen: 0,
             subnet: subnet.map(String::from),
             agent_url: None,
+            problems: Vec::new(),
             meta: Meta::default(),
         }
     }

@@ -16,8 +16,8 @@ use hivemind_store::{Expect, Op, Store};
 use hivemind_types::event::{self, reason};
 use hivemind_types::limits::human_bytes;
 use hivemind_types::{
-    Event, EventObject, EventType, ExitRecord, FailureRecord, Kind, Meta, ObservedReplica, Replica,
-    ReplicaState,
+    Event, EventObject, EventType, ExitRecord, FailureRecord, Kind, Meta, NodeProblem,
+    ObservedReplica, Replica, ReplicaState,
 };
 
 use crate::error::ApiError;
@@ -214,6 +214,26 @@ fn failure_event(
 
 /// The operations that write `events` and prune old ones, for the caller's transaction. Events
 /// already past the age limit are not written at all (an agent with a slow clock).
+/// Events for node problems that appeared (warnings) or went (`Resolved`) between the stored
+/// node and its new report. A repeated report finds the stored node already updated, so it
+/// records nothing again. Several at once are stamped a millisecond apart: ids stay unique.
+pub(crate) fn node_problem_events(
+    node: &str,
+    old: &[NodeProblem],
+    new: &[NodeProblem],
+    now_ms: u64,
+) -> Vec<Event> {
+    let appeared = new.iter().filter(|p| !old.contains(p)).map(|p| (p, false));
+    let resolved = old.iter().filter(|p| !new.contains(p)).map(|p| (p, true));
+    appeared
+        .chain(resolved)
+        .enumerate()
+        .map(|(i, (problem, resolved))| {
+            Event::node_problem(node, problem, resolved, now_ms + i as u64)
+        })
+        .collect()
+}
+
 pub fn write_ops(store: &Store, events: Vec<Event>, now_ms: u64) -> Result<Vec<Op>, ApiError> {
     if events.is_empty() {
         return Ok(Vec::new());

@@ -237,6 +237,7 @@ pub fn report_in(
         last_seen: now_ms,
         subnet,
         agent_url: report.agent_url.clone(),
+        problems: report.problems.clone(),
         meta: Meta::default(),
     };
     ops.push(Op::put(Kind::Node, node, &node_obj, node_expect));
@@ -247,6 +248,13 @@ pub fn report_in(
     if !was_ready && state == NodeState::Ready {
         events.push(hivemind_types::Event::about_node(node, true, now_ms));
     }
+    let old_problems = old_node.as_ref().map_or(&[][..], |n| &n.problems[..]);
+    events.extend(recorded::node_problem_events(
+        node,
+        old_problems,
+        &report.problems,
+        now_ms,
+    ));
 
     let old: Vec<ObservedReplica> = store.list(Kind::ReplicaStatus, "")?;
     let old: HashMap<&str, &ObservedReplica> = old

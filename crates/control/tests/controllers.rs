@@ -13,6 +13,7 @@ fn node(name: &str, last_seen: u64) -> Node {
         last_seen,
         subnet: None,
         agent_url: None,
+        problems: Vec::new(),
         meta: Meta::default(),
     }
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::object::{Kind, Meta};
+use crate::object::{Kind, Meta, NodeProblem};
 
 /// One recorded event. Key: `id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +38,30 @@ impl Event {
     /// The id (and store key) of the event about `name` with `reason` at `time`.
     pub fn key(time: u64, name: &str, reason: &str) -> String {
         format!("{time:013}.{name}.{}", reason.to_ascii_lowercase())
+    }
+
+    /// A warning with the problem's own reason when node `name` reports `problem` anew;
+    /// `Resolved` (normal) when it no longer does.
+    pub fn node_problem(name: &str, problem: &NodeProblem, resolved: bool, time: u64) -> Event {
+        let (reason, event_type, message) = if resolved {
+            (
+                reason::RESOLVED,
+                EventType::Normal,
+                format!("resolved: {}", problem.message),
+            )
+        } else {
+            (
+                problem.reason.as_str(),
+                EventType::Warning,
+                problem.message.clone(),
+            )
+        };
+        let mut event = Event::about_node(name, true, time);
+        event.id = Event::key(time, name, reason);
+        event.event_type = event_type;
+        event.reason = reason.to_string();
+        event.message = message;
+        event
     }
 
     /// `Ready` when node `name` reports for the first time or after it was down; `Down` when
@@ -133,6 +157,10 @@ pub mod reason {
     pub const READY: &str = "Ready";
     /// A node stopped reporting and was marked down.
     pub const DOWN: &str = "Down";
+    /// A published port cannot be served on a node (a host process holds it).
+    pub const PORT_UNAVAILABLE: &str = "PortUnavailable";
+    /// A node problem reported before is gone.
+    pub const RESOLVED: &str = "Resolved";
 }
 
 /// How many events are kept, like the Kubernetes API server's bounded event store...

@@ -14,7 +14,8 @@ pub use event::{Event, EventObject, EventType};
 pub use limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
 pub use object::{
     App, Assignment, Endpoint, ExitRecord, FailureRecord, Kind, Meta, Node, NodeNetwork,
-    NodeReport, NodeState, ObservedReplica, Replica, ReplicaState, Service, ServiceEndpoints,
+    NodeProblem, NodeReport, NodeState, ObservedReplica, Replica, ReplicaState, Service,
+    ServiceEndpoints,
 };
 pub use spec::{
     NetworkAttachment, PortProtocol, PortSpec, RestartCondition, RestartPolicy, ServiceMode,

@@ -268,8 +268,22 @@ pub struct Node {
     /// `http://10.0.0.5:7072`; the API server proxies to it. `None` for agents that serve none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_url: Option<String>,
+    /// What is wrong on the node now, as its agent last reported (see [`NodeProblem`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<NodeProblem>,
     #[serde(default)]
     pub meta: Meta,
+}
+
+/// Something wrong on a node that is about no single replica, e.g. a published port the node
+/// cannot listen on because a host process holds it. Reported for as long as it lasts; the
+/// server records an event when one appears and when it goes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeProblem {
+    /// CamelCase, like event reasons: [`crate::event::reason::PORT_UNAVAILABLE`].
+    pub reason: String,
+    /// What and why, for people: `published port 8080/tcp (shop/web) is not served: ...`.
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,6 +374,9 @@ pub struct NodeReport {
     pub agent_url: Option<String>,
     pub generation: u64,
     pub replicas: Vec<ObservedReplica>,
+    /// Node-level problems now (sorted); empty when all is well.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<NodeProblem>,
 }
 
 #[cfg(test)]

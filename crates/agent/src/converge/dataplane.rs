@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use hivemind_types::{NodeNetwork, Replica};
+use hivemind_types::{NodeNetwork, NodeProblem, Replica};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::converge::dataplane_plan::{plan_data_plane, replica_resolv_conf, DataPlanePlan};
 use crate::dns::{self, DnsConfig, DnsServer, DnsZone};
-use crate::ingress::{Ingress, IngressConfig};
+use crate::ingress::{Ingress, IngressConfig, IngressError};
 use crate::net::{Ipv4Net, NetConfig, NetError, NodeNet};
 use crate::runtime::CreateOptions;
 
@@ -45,6 +45,9 @@ struct State {
     net: Option<NodeNet>,
     dns: Option<DnsServer>,
     applied: Option<DataPlanePlan>,
+    /// Published ports the last pass could not open; while any are left, every pass tries
+    /// them again (the host process holding one may let go), and reports carry them.
+    port_problems: Vec<NodeProblem>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,13 +130,30 @@ impl DataPlane {
                 dns.set_zone(plan.zone.clone());
             }
         }
-        if applied.map(|a| &a.routes) != Some(&plan.routes) {
-            for (port, error) in self.ingress.apply(plan.routes.clone()).await {
-                warn!(port, %error, "published port not served");
+        let routes_changed = applied.map(|a| &a.routes) != Some(&plan.routes);
+        if routes_changed || !state.port_problems.is_empty() {
+            let mut problems: Vec<NodeProblem> = self
+                .ingress
+                .apply(plan.routes.clone())
+                .await
+                .into_iter()
+                .map(|(port, error)| port_problem(network, port, &error))
+                .collect();
+            problems.sort();
+            if problems != state.port_problems {
+                for problem in &problems {
+                    warn!(message = %problem.message, "published port not served");
+                }
+                state.port_problems = problems;
             }
         }
         state.applied = Some(plan);
         Ok(())
+    }
+
+    /// What is wrong on the node's data plane now, for the node's report.
+    pub async fn problems(&self) -> Vec<NodeProblem> {
+        self.state.lock().await.port_problems.clone()
     }
 
     /// Attaches `replica` to the bridge and returns the options its container is created with.
@@ -220,4 +240,28 @@ fn parse<T: std::str::FromStr>(value: &str, what: &'static str) -> Result<T, Dat
         what,
         value: value.to_string(),
     })
+}
+
+/// A published port the ingress cannot open, naming the services that publish it.
+fn port_problem(network: &NodeNetwork, port: u16, error: &IngressError) -> NodeProblem {
+    let services: Vec<String> = network
+        .services
+        .iter()
+        .filter(|s| s.ports.iter().any(|p| p.published == Some(port)))
+        .map(|s| format!("{}/{}", s.app, s.name))
+        .collect();
+    let mut message = format!(
+        "published port {port} ({}) is not served: {error}",
+        services.join(", ")
+    );
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    NodeProblem {
+        reason: hivemind_types::event::reason::PORT_UNAVAILABLE.to_string(),
+        message,
+    }
 }

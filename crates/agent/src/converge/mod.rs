@@ -292,12 +292,17 @@ async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u
             dataplane.reconcile(&live).await;
         }
     }
+    let problems = match &shared.dataplane {
+        Some(dataplane) => dataplane.problems().await,
+        None => Vec::new(),
+    };
     shared.report.send_replace(Some(NodeReport {
         node: shared.config.node.clone(),
         address: shared.config.address.clone(),
         agent_url: shared.config.agent_url.clone(),
         generation,
         replicas: pass.statuses,
+        problems,
     }));
     for action in pass.actions {
         tokio::spawn(execute(shared.clone(), action));
@@ -478,6 +483,7 @@ async fn send_reports<R: ContainerRuntime>(
                 agent_url: shared.config.agent_url.clone(),
                 generation: 0,
                 replicas: Vec::new(),
+                problems: Vec::new(),
             });
         if !beat && last_sent.as_ref() == Some(&report) {
             continue;

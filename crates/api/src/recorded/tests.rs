@@ -4,8 +4,8 @@ use hivemind_client::wire::EventFilter;
 use hivemind_store::{Expect, Op, Store};
 use hivemind_types::event::{reason, MAX_AGE_MS, MAX_EVENTS};
 use hivemind_types::{
-    Event, EventType, ExitRecord, FailureRecord, Kind, Meta, Node, NodeReport, NodeState,
-    ObservedReplica, Replica, ReplicaState,
+    Event, EventType, ExitRecord, FailureRecord, Kind, Meta, Node, NodeProblem, NodeReport,
+    NodeState, ObservedReplica, Replica, ReplicaState,
 };
 
 use super::*;
@@ -61,6 +61,7 @@ fn send(store: &Store, statuses: Vec<ObservedReplica>) -> u64 {
         node: "n1".into(),
         address: "10.0.0.1".into(),
         agent_url: None,
+        problems: Vec::new(),
         generation: 0,
         replicas: statuses,
     };
@@ -236,11 +237,52 @@ fn nodes_are_ready_once_and_again_after_down() {
         node: "n1".into(),
         address: "10.0.0.1".into(),
         agent_url: None,
+        problems: Vec::new(),
         generation: 0,
         replicas: vec![],
     };
     report(&store, "n1", &r, NOW + 1).unwrap();
     assert_eq!(ready(&store), 2);
+}
+
+#[test]
+fn node_problems_are_recorded_when_they_appear_and_when_they_go() {
+    let store = store_with(&[]);
+    let problem = |port: u16| NodeProblem {
+        reason: reason::PORT_UNAVAILABLE.to_string(),
+        message: format!("published port {port} (shop/web) is not served: in use"),
+    };
+    let with = |problems: Vec<NodeProblem>| NodeReport {
+        node: "n1".into(),
+        address: "10.0.0.1".into(),
+        agent_url: None,
+        problems,
+        generation: 0,
+        replicas: vec![],
+    };
+    let reasons = |store: &Store| -> Vec<String> {
+        store
+            .list::<Event>(Kind::Event, "")
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.reason != reason::READY)
+            .map(|e| format!("{} {}", e.reason, e.message))
+            .collect()
+    };
+    // Two at once get two events; the same report again adds none.
+    report(&store, "n1", &with(vec![problem(80), problem(81)]), NOW).unwrap();
+    report(&store, "n1", &with(vec![problem(80), problem(81)]), NOW + 1).unwrap();
+    assert_eq!(reasons(&store).len(), 2, "{:?}", reasons(&store));
+    let node: Node = store.get(Kind::Node, "n1").unwrap().unwrap();
+    assert_eq!(node.problems, vec![problem(80), problem(81)]);
+    // One goes: `Resolved` names it; the other stays without a new event.
+    report(&store, "n1", &with(vec![problem(81)]), NOW + 2).unwrap();
+    let all = reasons(&store);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(
+        all[2].starts_with("Resolved resolved: published port 80 "),
+        "{all:?}"
+    );
 }
 
 #[test]

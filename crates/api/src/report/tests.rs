@@ -42,6 +42,7 @@ fn node_report(node: &str, replicas: Vec<ObservedReplica>) -> NodeReport {
         node: node.into(),
         address: "10.0.0.1".into(),
         agent_url: None,
+        problems: Vec::new(),
         generation: 0,
         replicas,
     }

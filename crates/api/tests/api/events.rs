@@ -19,6 +19,7 @@ fn exit_report(generation: u64) -> NodeReport {
         node: "n1".into(),
         address: "10.0.0.1".into(),
         agent_url: None,
+        problems: Vec::new(),
         generation,
         replicas: vec![ObservedReplica {
             id: "web-11111".into(),

@@ -67,6 +67,7 @@ async fn reports_show_up_in_nodes_and_replica_views() {
         node: "n1".into(),
         address: "10.0.0.1".into(),
         agent_url: None,
+        problems: Vec::new(),
         generation: s.store.revision(),
         replicas: vec![ObservedReplica {
             id: "web-11111".into(),
@@ -117,6 +118,7 @@ async fn logs_and_exec_are_proxied_only_to_reachable_agents() {
         node: "n1".into(),
         address: "10.0.0.1".into(),
         agent_url: None,
+        problems: Vec::new(),
         generation: s.store.revision(),
         replicas: Vec::new(),
     };

@@ -29,6 +29,7 @@ mod tests {
             last_seen,
             subnet: None,
             agent_url: None,
+            problems: Vec::new(),
             meta: Default::default(),
         }
     }

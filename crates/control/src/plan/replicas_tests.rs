@@ -32,6 +32,7 @@ fn node(name: &str) -> Node {
         last_seen: 0,
         subnet: None,
         agent_url: None,
+        problems: Vec::new(),
         meta: Meta::default(),
     }
 }

@@ -65,6 +65,7 @@ mod tests {
             last_seen: 0,
             subnet: None,
             agent_url: None,
+            problems: Vec::new(),
             meta: Default::default(),
         }
     }

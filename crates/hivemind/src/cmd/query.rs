@@ -143,13 +143,18 @@ pub(crate) async fn nodes(global: &GlobalArgs) -> anyhow::Result<()> {
                 format!("{:?}", n.state).to_lowercase(),
                 age(n.last_seen),
                 age(n.meta.created_at),
+                n.problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.reason, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
             ]
         })
         .collect();
     print_list(
         global.output,
         &nodes,
-        &["NAME", "ADDRESS", "STATE", "LAST SEEN", "AGE"],
+        &["NAME", "ADDRESS", "STATE", "LAST SEEN", "AGE", "PROBLEMS"],
         rows,
     )
 }
