@@ -16,9 +16,6 @@ use hivemind_agent::runtime::{
 };
 use hivemind_types::{Replica, ServiceSpec};
 
-/// The sweep of what crashed operations leave.
-#[path = "runtime/leftovers.rs"]
-mod leftovers;
 /// Limits and identity (`deploy.resources`, `read_only`, capabilities, `init`, ...).
 #[path = "runtime/limits.rs"]
 mod limits;
@@ -34,6 +31,10 @@ mod images;
 /// Exec sessions: stdin, terminals, cleanup.
 #[path = "runtime/exec.rs"]
 mod exec;
+
+/// The sweep of what crashed operations leave.
+#[path = "runtime/leftovers.rs"]
+mod leftovers;
 
 const SOCKET: &str = "/run/containerd/containerd.sock";
 const IMAGE: &str = "hm-test/busybox:1";
