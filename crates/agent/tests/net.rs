@@ -22,6 +22,10 @@ mod networks;
 #[path = "net/vips.rs"]
 mod vips;
 
+/// Docker's FORWARD drop policy, in a network namespace of the test's own.
+#[path = "net/foreign.rs"]
+mod foreign;
+
 const BUSYBOX: &str = "/bin/busybox";
 
 fn system_tests_enabled() -> bool {

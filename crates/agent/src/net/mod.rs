@@ -3,15 +3,17 @@
 //! masquerades and load-balances service VIPs.
 //!
 //! [`NodeNet`] is the only entry point; it owns the IPAM state and serializes changes. Pieces:
-//! `config` ([`NetConfig`]), `error` ([`NetError`]),
+//! `config` ([`NetConfig`]), `error` ([`NetError`]), `foreign` (our two tagged accepts in a
+//! host's `ip filter` forward chain, which would otherwise drop replica traffic),
 //! `ipam` (pure allocator + its file), `isolation` (the rules that keep app networks apart),
 //! `link` (rtnetlink), `netns` (named namespaces), `nft` (pure JSON table builder + the `nft`
-//! call). This module must not touch other tables, other
-//! bridges, or namespaces and links without its configured prefix; DNS, proxies and the overlay
-//! live elsewhere and only use [`NodeNet::gateway`] and the attachments.
+//! call). This module must not touch other tables (`foreign` being the one, narrow exception),
+//! other bridges, or namespaces and links without its configured prefix; DNS, proxies and the
+//! overlay live elsewhere and only use [`NodeNet::gateway`] and the attachments.
 
 mod config;
 mod error;
+mod foreign;
 mod ipam;
 mod isolation;
 mod link;
@@ -383,10 +385,14 @@ impl NodeNet {
                 removed.push(format!("veth:{}", veth.name));
             }
         }
+        // Last, so that a host firewall we cannot read does not stop the cleanup above. Docker
+        // rebuilds its chains when it restarts; this puts our accepts back within a pass.
+        foreign::ensure(&self.inner.config.nft_table, &self.inner.config.bridge).await?;
         Ok(removed)
     }
 
-    /// Replaces the whole nftables table with the base rules plus `rules`.
+    /// Replaces the whole nftables table with the base rules plus `rules`, and makes sure a
+    /// host's `ip filter` forward chain accepts the bridge's traffic (see `foreign`).
     pub async fn apply_rules(&self, rules: &NetRules) -> Result<(), NetError> {
         let config = &self.inner.config;
         let mut seen = BTreeSet::new();
@@ -424,14 +430,22 @@ impl NodeNet {
             &doc,
             &format!("replace nftables table inet {}", config.nft_table),
         )
-        .await
+        .await?;
+        // Our table is in place either way; a foreign chain we cannot fix now is retried by
+        // every `reconcile`, so it must not fail (and hold back) the service rules.
+        if let Err(error) = foreign::ensure(&config.nft_table, &config.bridge).await {
+            tracing::warn!(%error, "cannot add the bridge's accepts to the host's forward chain: replica traffic may be dropped by it");
+        }
+        Ok(())
     }
 
-    /// Removes the table, every replica namespace and veth with our prefix, the bridge and the
-    /// IPAM state. For `hivemind up --cleanup` and tests.
+    /// Removes our rules in a host's forward chain, the table, every replica namespace and
+    /// veth with our prefix, the bridge and the IPAM state. For `hivemind down`,
+    /// `hivemind up --cleanup` and tests.
     pub async fn teardown(&self) -> Result<(), NetError> {
         let _changes = self.inner.changes.lock().await;
         let config = &self.inner.config;
+        foreign::remove(&config.nft_table).await?;
         nft::run(
             &nft::delete_document(&config.nft_table),
             &format!("delete nftables table inet {}", config.nft_table),

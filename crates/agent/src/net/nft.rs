@@ -178,10 +178,9 @@ pub(crate) fn table_document(params: &TableParams<'_>, rules: &NetRules) -> Valu
     isolation::forward_rules(&mut doc, params, rules);
 
     // Explicit accepts for the bridge: with bridge-nf-call-iptables = 1 bridged traffic
-    // passes the forward hook. They make our table self-sufficient, but note the limit
-    // (measured): an accept ends only this base chain, so a DROP verdict or policy in another
-    // table's forward chain (Docker's iptables FORWARD) still drops the packet. Surviving that
-    // needs a rule in that other table, which this module deliberately never touches.
+    // passes the forward hook. An accept ends only this base chain, so a drop policy in
+    // another table's forward chain (Docker's iptables FORWARD) would still drop the packet;
+    // `foreign` adds the matching accepts there, which this module never touches.
     doc.rule(
         "forward",
         vec![
@@ -314,7 +313,7 @@ pub(crate) async fn table_exists(table: &str) -> Result<bool, NetError> {
     Ok(out.status.success())
 }
 
-async fn nft_with_stdin(
+pub(super) async fn nft_with_stdin(
     args: &[&str],
     stdin: &[u8],
     op: &str,
