@@ -156,6 +156,8 @@ pub(crate) fn exit_events(
         message,
         exit_code: Some(exit.exit_code),
         last_lines: ExitRecord::bound_lines(exit.last_lines.clone()),
+        count: 1,
+        first_time: None,
         meta: Meta::default(),
     }];
     if let Some(delay) = exit.restart_delay_ms.filter(|d| *d > 0) {
@@ -176,6 +178,8 @@ pub(crate) fn exit_events(
             ),
             exit_code: None,
             last_lines: Vec::new(),
+            count: 1,
+            first_time: None,
             meta: Meta::default(),
         });
     }
@@ -208,6 +212,8 @@ fn failure_event(
         ),
         exit_code: None,
         last_lines: Vec::new(),
+        count: 1,
+        first_time: None,
         meta: Meta::default(),
     }
 }
@@ -244,16 +250,70 @@ pub fn write_ops(store: &Store, events: Vec<Event>, now_ms: u64) -> Result<Vec<O
         .filter(|e| e.time >= oldest_kept)
         .collect();
     let keys = store.keys(Kind::Event, "")?;
-    let mut ops: Vec<Op> = event::expired_keys(&keys, events.len(), now_ms)
+    let (events, replaced) = aggregate(store, &keys, events)?;
+    let adding = events.len().saturating_sub(replaced.len());
+    let mut ops: Vec<Op> = event::expired_keys(&keys, adding, now_ms)
         .into_iter()
+        .chain(replaced.iter().map(String::as_str))
         // A key about to be rewritten is not deleted in the same transaction.
         .filter(|key| !events.iter().any(|e| e.id == *key))
+        .collect::<std::collections::BTreeSet<&str>>()
+        .into_iter()
         .map(|key| Op::delete(Kind::Event, key, Expect::Any))
         .collect();
     for e in &events {
         ops.push(Op::put(Kind::Event, e.id.clone(), e, Expect::Any));
     }
     Ok(ops)
+}
+
+/// Folds repeats into counts: an event that repeats the latest stored one of its replica and
+/// reason (see [`Event::repeats`]) replaces it with the count raised, and so does one that
+/// repeats an earlier event of the same batch. Returns the events to write and the stored keys
+/// they replace.
+fn aggregate(
+    store: &Store,
+    keys: &[String],
+    events: Vec<Event>,
+) -> Result<(Vec<Event>, Vec<String>), ApiError> {
+    let mut out: Vec<Event> = Vec::with_capacity(events.len());
+    let mut replaced = Vec::new();
+    for event in events {
+        if !event::aggregates(&event.reason) {
+            out.push(event);
+            continue;
+        }
+        if let Some(i) = out.iter().rposition(|e| event.repeats(e)) {
+            let earlier = out.remove(i);
+            out.push(event.counting(&earlier));
+            continue;
+        }
+        // Keys end in `.{name}.{reason}` and sort by time: the newest match is the last.
+        let suffix = format!(
+            ".{}.{}",
+            event.object.name,
+            event.reason.to_ascii_lowercase()
+        );
+        let latest = keys
+            .iter()
+            .rev()
+            .take_while(|k| {
+                event::key_time(k).is_some_and(|t| t + event::AGGREGATE_WINDOW_MS >= event.time)
+            })
+            .find(|k| k.ends_with(&suffix) && **k != event.id);
+        let stored = match latest {
+            Some(key) => store.get::<Event>(Kind::Event, key)?,
+            None => None,
+        };
+        match stored {
+            Some(earlier) if event.repeats(&earlier) => {
+                replaced.push(earlier.id.clone());
+                out.push(event.counting(&earlier));
+            }
+            _ => out.push(event),
+        }
+    }
+    Ok((out, replaced))
 }
 
 /// Recorded events in `namespace` matching `filter`, oldest first; with `limit`, the newest

@@ -54,7 +54,12 @@ pub(crate) fn age(created_ms: u64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
-    let secs = now.saturating_sub(created_ms) / 1000;
+    span(now.saturating_sub(created_ms))
+}
+
+/// A length of time the way `age` shows it: `42s`, `5m`, `3h`, `2d`.
+pub(crate) fn span(ms: u64) -> String {
+    let secs = ms / 1000;
     match secs {
         0..=59 => format!("{secs}s"),
         60..=3599 => format!("{}m", secs / 60),

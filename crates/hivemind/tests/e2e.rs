@@ -392,6 +392,18 @@ services:
     assert!(!table.contains("OOMKilled"), "{table}");
     let ps = node.cli_ok(&["ps", "hog"]);
     assert!(ps.contains("OOM-killed"), "{ps}");
+    // The crash loop counts up one OOMKilled event instead of adding one per kill.
+    node.wait_for(
+        "a repeated OOM kill counted",
+        Duration::from_secs(60),
+        || {
+            let ooms: Vec<_> = events()
+                .into_iter()
+                .filter(|e| e["reason"] == "OOMKilled")
+                .collect();
+            ooms.len() == 1 && ooms[0]["count"].as_u64().is_some_and(|c| c >= 2)
+        },
+    );
 }
 
 /// `events -f` prints events as they are recorded: a failed start (missing image) and an exit

@@ -30,8 +30,59 @@ pub struct Event {
     /// For exits: the container's last lines of output (see `ExitRecord::last_lines`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_lines: Vec<String>,
+    /// How many times this happened in a row (a crash loop's exits are one event counting
+    /// up, as in Kubernetes, rather than hundreds that push everything else out).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u32,
+    /// With `count > 1`: when the first of them happened; `time` is the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_time: Option<u64>,
     #[serde(default)]
     pub meta: Meta,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// Repeats of an event closer than this to the previous one count up that event instead of
+/// adding one (Kubernetes' event correlator uses 10 minutes too).
+pub const AGGREGATE_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// Whether events with `reason` count up when they repeat: the crash-loop family does; node
+/// events, which are rare and each distinct, do not.
+pub fn aggregates(reason: &str) -> bool {
+    [
+        reason::EXITED,
+        reason::OOM_KILLED,
+        reason::BACK_OFF,
+        reason::FAILED,
+    ]
+    .contains(&reason)
+}
+
+impl Event {
+    /// Whether `self` repeats `earlier`: the same replica, reason and exit code, within
+    /// [`AGGREGATE_WINDOW_MS`].
+    pub fn repeats(&self, earlier: &Event) -> bool {
+        aggregates(&self.reason)
+            && self.reason == earlier.reason
+            && self.object == earlier.object
+            && self.exit_code == earlier.exit_code
+            && self.time >= earlier.time
+            && self.time - earlier.time <= AGGREGATE_WINDOW_MS
+    }
+
+    /// `self`, counting `earlier` (and whatever it counted) as its first occurrences.
+    pub fn counting(mut self, earlier: &Event) -> Event {
+        self.count = earlier.count.max(1).saturating_add(self.count.max(1));
+        self.first_time = Some(earlier.first_time.unwrap_or(earlier.time));
+        self
+    }
 }
 
 impl Event {
@@ -96,6 +147,8 @@ impl Event {
             message,
             exit_code: None,
             last_lines: Vec::new(),
+            count: 1,
+            first_time: None,
             meta: Meta::default(),
         }
     }

@@ -209,8 +209,54 @@ fn failures_are_recorded_once_per_attempt() {
         events[0].message,
         "replica web-1 failed to start: image not found: nope:1 (attempt 2, retry in 2s)"
     );
+    // The next attempt is a repeat: the one event counts it.
     send(&store, vec![failed(NOW - 1)]);
-    assert_eq!(replica_events(&store).len(), 2);
+    let events = replica_events(&store);
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].count, events[0].first_time), (2, Some(NOW - 3)));
+    assert_eq!(events[0].time, NOW - 1);
+}
+
+#[test]
+fn a_crash_loop_counts_up_one_event_per_reason() {
+    let store = store_with(&[replica("web-1", "shop", "web")]);
+    let minute = 60_000;
+    // Three exits with code 1 a minute apart, each reported on its own.
+    let mut exits = Vec::new();
+    for i in 0..3 {
+        exits.push(exit(1, NOW - (3 - i) * minute));
+        send(
+            &store,
+            vec![status("web-1", ReplicaState::Restarting, exits.clone())],
+        );
+    }
+    let by_reason = |store: &Store, reason: &str| -> Vec<Event> {
+        replica_events(store)
+            .into_iter()
+            .filter(|e| e.reason == reason)
+            .collect()
+    };
+    let exited = by_reason(&store, reason::EXITED);
+    assert_eq!(exited.len(), 1, "{exited:?}");
+    assert_eq!(exited[0].count, 3);
+    assert_eq!(exited[0].first_time, Some(NOW - 3 * minute));
+    assert_eq!(exited[0].time, NOW - minute);
+    // Another exit code is another event; so is a repeat after the window.
+    exits.push(exit(2, NOW));
+    send(
+        &store,
+        vec![status("web-1", ReplicaState::Restarting, exits.clone())],
+    );
+    assert_eq!(by_reason(&store, reason::EXITED).len(), 2);
+    exits.push(exit(
+        2,
+        NOW + hivemind_types::event::AGGREGATE_WINDOW_MS + 1,
+    ));
+    send(
+        &store,
+        vec![status("web-1", ReplicaState::Restarting, exits.clone())],
+    );
+    assert_eq!(by_reason(&store, reason::EXITED).len(), 3);
 }
 
 #[test]

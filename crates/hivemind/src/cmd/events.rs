@@ -16,7 +16,7 @@ use hivemind_types::{Event, EventType, Kind};
 
 use crate::cli::{EventsArgs, GlobalArgs, OutputFormat};
 use crate::config::client;
-use crate::output::age;
+use crate::output::{age, span};
 
 /// Wait before reconnecting to a server that went away.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -184,7 +184,16 @@ fn table(events: &[Event], header: bool, following: bool) -> String {
         .iter()
         .map(|e| {
             [
-                age(e.time),
+                match e.first_time.filter(|_| e.count > 1) {
+                    // As kubectl shows repeats: `5s (x3 over 2m)`.
+                    Some(first) => format!(
+                        "{} (x{} over {})",
+                        age(e.time),
+                        e.count,
+                        span(e.time.saturating_sub(first))
+                    ),
+                    None => age(e.time),
+                },
                 match e.event_type {
                     EventType::Normal => "Normal".to_string(),
                     EventType::Warning => "Warning".to_string(),
@@ -249,6 +258,8 @@ mod tests {
             message: format!("replica {name} exited with code 3"),
             exit_code: Some(3),
             last_lines: vec!["boom".into()],
+            count: 1,
+            first_time: None,
             meta: Meta::default(),
         }
     }
@@ -267,6 +278,20 @@ mod tests {
             "{t}"
         );
         assert_eq!(lines[2], "    | boom");
+    }
+
+    #[test]
+    fn repeats_show_their_count_and_span() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let mut e = exited("web-abcde", "default", "web");
+        e.time = now - 5_000;
+        e.count = 3;
+        e.first_time = Some(now - 125_000);
+        let t = table(&[e], false, false);
+        assert!(t.starts_with("5s (x3 over 2m)   Warning"), "{t}");
     }
 
     #[test]
