@@ -9,12 +9,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use hivemind_agent::converge::image_gc::{collect_images, ImageGcPolicy};
 use hivemind_agent::runtime::{
     normalize_image_ref, ContainerRuntime, Containerd, CreateOptions, RuntimeConfig,
 };
+use hivemind_test_support::containerd::cleanup_namespace;
 use hivemind_test_support::image::{build_busybox_image, build_layered_image};
 use hivemind_types::{Replica, ServiceSpec};
 
@@ -27,69 +27,8 @@ struct NamespaceGuard(String);
 
 impl Drop for NamespaceGuard {
     fn drop(&mut self) {
-        let ns = self.0.as_str();
-        for task in ctr_ids(ns, &["tasks", "ls", "-q"], true) {
-            ctr(ns, &["tasks", "rm", "-f", &task]);
-        }
-        for c in ctr_ids(ns, &["containers", "ls", "-q"], true) {
-            ctr(ns, &["containers", "rm", &c]);
-        }
-        // Children before parents: retry until the listing is empty.
-        for _ in 0..10 {
-            let snapshots = ctr_ids(ns, &["snapshots", "ls"], false);
-            if snapshots.is_empty() {
-                break;
-            }
-            for s in snapshots {
-                ctr(ns, &["snapshots", "rm", &s]);
-            }
-        }
-        for image in ctr_ids(ns, &["images", "ls", "-q"], true) {
-            ctr(ns, &["images", "rm", &image]);
-        }
-        for blob in ctr_ids(ns, &["content", "ls", "-q"], true) {
-            ctr(ns, &["content", "rm", &blob]);
-        }
-        for lease in ctr_ids(ns, &["leases", "ls", "-q"], true) {
-            ctr(ns, &["leases", "rm", &lease]);
-        }
-        // Snapshots go with containerd's asynchronous garbage collection; the namespace can be
-        // deleted once it is empty, so retry for a while.
-        for attempt in 0..30 {
-            let Ok(out) = Command::new("ctr").args(["namespaces", "rm", ns]).output() else {
-                break;
-            };
-            if out.status.success() {
-                break;
-            }
-            if attempt == 29 {
-                eprintln!(
-                    "cleanup of {ns} incomplete: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        cleanup_namespace(&self.0);
     }
-}
-
-fn ctr(namespace: &str, args: &[&str]) -> String {
-    let out = Command::new("ctr")
-        .arg("-n")
-        .arg(namespace)
-        .args(args)
-        .output()
-        .expect("run ctr");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// First column of a `ctr ... ls` listing (header skipped unless `quiet`).
-fn ctr_ids(namespace: &str, args: &[&str], quiet: bool) -> Vec<String> {
-    ctr(namespace, args)
-        .lines()
-        .skip(usize::from(!quiet))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect()
 }
 
 fn replica(id: &str, image: &str) -> Replica {

@@ -17,6 +17,7 @@ use hivemind_agent::runtime::{
     ContainerRuntime, Containerd, CreateOptions, PullProgress, RegistryConfig, RuntimeConfig,
     RuntimeError, TaskState,
 };
+use hivemind_test_support::containerd::cleanup_namespace;
 use hivemind_test_support::image::{build_busybox_image, build_layered_image};
 use hivemind_test_support::registry::Registry;
 use hivemind_types::spec::PullPolicy;
@@ -140,60 +141,6 @@ impl Drop for TestEnv {
     }
 }
 
-fn ctr(namespace: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ctr")
-        .arg("-n")
-        .arg(namespace)
-        .args(args)
-        .output()
-        .expect("run ctr")
-}
-
-fn ctr_ids(namespace: &str, args: &[&str]) -> Vec<String> {
-    String::from_utf8_lossy(&ctr(namespace, args).stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect()
-}
-
-/// Removes everything in `namespace`, then the namespace; best effort, never panics.
-fn cleanup_namespace(namespace: &str) {
-    for task in ctr_ids(namespace, &["tasks", "ls", "-q"]) {
-        ctr(namespace, &["tasks", "rm", "-f", &task]);
-    }
-    for c in ctr_ids(namespace, &["containers", "ls", "-q"]) {
-        ctr(namespace, &["containers", "rm", &c]);
-    }
-    for _ in 0..10 {
-        let snapshots: Vec<String> = ctr_ids(namespace, &["snapshots", "ls"])
-            .into_iter()
-            .skip(1)
-            .collect();
-        if snapshots.is_empty() {
-            break;
-        }
-        for s in snapshots {
-            ctr(namespace, &["snapshots", "rm", &s]);
-        }
-    }
-    for kind in ["images", "content", "leases"] {
-        for id in ctr_ids(namespace, &[kind, "ls", "-q"]) {
-            ctr(namespace, &[kind, "rm", &id]);
-        }
-    }
-    let out = Command::new("ctr")
-        .args(["namespaces", "rm", namespace])
-        .output();
-    if let Ok(out) = out {
-        if !out.status.success() {
-            eprintln!(
-                "cleanup of {namespace} incomplete: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
 fn replica(id: &str, image: &str, policy: PullPolicy, command: &[&str]) -> Replica {
     let spec = ServiceSpec {
         image: image.to_string(),
@@ -307,15 +254,11 @@ async fn multi_layer_image_is_unpacked_and_timed_against_ctr() {
     // The same kind of image, new to the store too, pulled by containerd's own client.
     let ctr_ns = format!("{}-ctr", env.namespace);
     let started = Instant::now();
-    let pulled = ctr(
-        &ctr_ns,
-        &[
-            "images",
-            "pull",
-            "--plain-http",
-            &registry.reference(&format!("{theirs}:1")),
-        ],
-    );
+    let pulled = Command::new("ctr")
+        .args(["-n", &ctr_ns, "images", "pull", "--plain-http"])
+        .arg(registry.reference(&format!("{theirs}:1")))
+        .output()
+        .expect("run ctr");
     let ctr_time = started.elapsed();
     cleanup_namespace(&ctr_ns);
     assert!(

@@ -14,6 +14,7 @@ use hivemind_agent::runtime::{
     labels, normalize_image_ref, ContainerInfo, ContainerRuntime, Containerd, CreateOptions,
     RuntimeConfig, RuntimeError, TaskState,
 };
+use hivemind_test_support::containerd::{cleanup_namespace, ctr, ids};
 use hivemind_types::{Replica, ServiceSpec};
 
 /// Limits and identity (`deploy.resources`, `read_only`, capabilities, `init`, ...).
@@ -138,65 +139,6 @@ fn config(namespace: &str, dir: &Path) -> RuntimeConfig {
         log_rotation: Default::default(),
         run_dir: dir.join("run"),
         snapshotter: "overlayfs".to_string(),
-    }
-}
-
-fn ctr(namespace: &str, args: &[&str]) -> String {
-    let out = Command::new("ctr")
-        .arg("-n")
-        .arg(namespace)
-        .args(args)
-        .output()
-        .expect("run ctr");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// First column of a `ctr ... ls` listing (header skipped) or every line of `ls -q`.
-fn ids(listing: &str, quiet: bool) -> Vec<String> {
-    listing
-        .lines()
-        .skip(usize::from(!quiet))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect()
-}
-
-/// Removes everything in `namespace`, then the namespace; best effort, never panics.
-fn cleanup_namespace(namespace: &str) {
-    for task in ids(&ctr(namespace, &["tasks", "ls", "-q"]), true) {
-        ctr(namespace, &["tasks", "rm", "-f", &task]);
-    }
-    for c in ids(&ctr(namespace, &["containers", "ls", "-q"]), true) {
-        ctr(namespace, &["containers", "rm", &c]);
-    }
-    // Children before parents: retry until the listing is empty.
-    for _ in 0..10 {
-        let snapshots = ids(&ctr(namespace, &["snapshots", "ls"]), false);
-        if snapshots.is_empty() {
-            break;
-        }
-        for s in snapshots {
-            ctr(namespace, &["snapshots", "rm", &s]);
-        }
-    }
-    for image in ids(&ctr(namespace, &["images", "ls", "-q"]), true) {
-        ctr(namespace, &["images", "rm", &image]);
-    }
-    for blob in ids(&ctr(namespace, &["content", "ls", "-q"]), true) {
-        ctr(namespace, &["content", "rm", &blob]);
-    }
-    for lease in ids(&ctr(namespace, &["leases", "ls", "-q"]), true) {
-        ctr(namespace, &["leases", "rm", &lease]);
-    }
-    let out = Command::new("ctr")
-        .args(["namespaces", "rm", namespace])
-        .output();
-    if let Ok(out) = out {
-        if !out.status.success() {
-            eprintln!(
-                "cleanup of {namespace} incomplete: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
     }
 }
 

@@ -408,45 +408,7 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill9();
         // Everything in our namespace goes, whatever state the test left it in.
-        for (id, _, _) in self.tasks() {
-            self.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        for (id, _, _) in self.tasks() {
-            self.ctr(&["tasks", "rm", "-f", &id]);
-        }
-        for id in self.containers() {
-            self.ctr(&["containers", "rm", &id]);
-        }
-        for key in self.active_snapshots() {
-            self.ctr(&["snapshots", "rm", &key]);
-        }
-        for image in self.ctr(&["images", "ls", "-q"]).lines() {
-            self.ctr(&["images", "rm", image]);
-        }
-        // Committed layer snapshots are garbage-collected once no image references them.
-        std::thread::sleep(Duration::from_millis(200));
-        for key in self
-            .ctr(&["snapshots", "ls"])
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next().map(String::from))
-            .collect::<Vec<_>>()
-        {
-            self.ctr(&["snapshots", "rm", &key]);
-        }
-        // containerd's garbage collector frees the last snapshots and blobs asynchronously, and a
-        // namespace can be deleted only once it is empty: retry for a while.
-        for _ in 0..30 {
-            let removed = Command::new("ctr")
-                .args(["namespaces", "rm", &self.namespace])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if removed {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        hivemind_test_support::containerd::cleanup_namespace(&self.namespace);
         // The node network: netns, veths (their peers go with the netns), bridge, nft table.
         let prefix = self.bridge();
         for line in self.network_objects() {
