@@ -3,8 +3,10 @@
 //! - [`image`]: small busybox images built from the host's busybox-static, as `docker save`
 //!   archives or OCI layout tarballs, so tests never need a registry or the internet.
 //! - [`registry`]: a real local registry (`docker-registry`) to push them to and pull from.
+//! - [`sim`]: simulated nodes that load a real server like a cluster (`hivemind-sim`).
 //! - [`containerd`]: `ctr` listings and the emptying of a test's containerd namespace.
 
 pub mod containerd;
 pub mod image;
 pub mod registry;
+pub mod sim;

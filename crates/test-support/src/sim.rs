@@ -1,0 +1,257 @@
+//! Simulated nodes: agents without containers, for measuring the control plane at cluster scale
+//! (SPEC §8, Omicron's `sled-agent/src/sim/`).
+//!
+//! A simulated node speaks to a real server through the real client, exactly as an agent does:
+//! it long-polls its assignment, "runs" every replica in it at once, and reports each one
+//! running with an address from the node's subnet. It never touches containerd, netlink or
+//! nftables, so a thousand of them fit in one process.
+//!
+//! The decision of what to report is [`observe`], a pure function of the assignment and what
+//! the node reported before, so that it is tested with data; the loop in [`run_node`] only
+//! moves bytes.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use hivemind_client::Client;
+use hivemind_types::{Assignment, NodeReport, ObservedReplica, ReplicaState};
+
+/// What one simulated node remembers between assignments: the replicas it runs, each with the
+/// address and start time it was given, so that a replica keeps both for its whole life (a
+/// real agent never renumbers a running replica).
+#[derive(Debug, Default, Clone)]
+pub struct SimState {
+    running: BTreeMap<String, ObservedReplica>,
+    /// Host parts handed out so far on this node; addresses are not reused while in use.
+    next_host: u32,
+}
+
+impl SimState {
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+}
+
+/// Brings `state` in line with `assignment` and returns the report to send, or `None` when
+/// nothing observable changed (the node then only renews its liveness).
+///
+/// Replicas in the assignment start "running" at `now_ms`; replicas no longer in it are gone.
+pub fn observe(
+    state: &mut SimState,
+    assignment: &Assignment,
+    now_ms: u64,
+) -> Option<Vec<ObservedReplica>> {
+    let wanted: BTreeMap<&str, _> = assignment
+        .replicas
+        .iter()
+        .map(|r| (r.id.as_str(), r))
+        .collect();
+    let before = state.running.len();
+    state
+        .running
+        .retain(|id, _| wanted.contains_key(id.as_str()));
+    let mut changed = state.running.len() != before;
+    let subnet = assignment.network.subnet.as_deref().and_then(subnet_base);
+    for (id, replica) in wanted {
+        if state.running.contains_key(id) {
+            continue;
+        }
+        let ip = subnet.map(|base| host_address(base, state.next_host));
+        state.next_host = state.next_host.wrapping_add(1);
+        state.running.insert(
+            id.to_string(),
+            ObservedReplica {
+                id: id.to_string(),
+                node: replica.node.clone(),
+                state: ReplicaState::Running,
+                pid: Some(10_000 + state.next_host),
+                exit_code: None,
+                restarts: 0,
+                message: String::new(),
+                started_at: Some(now_ms),
+                ip,
+                exits: Vec::new(),
+                failure: None,
+                meta: Default::default(),
+            },
+        );
+        changed = true;
+    }
+    changed.then(|| state.running.values().cloned().collect())
+}
+
+/// The base address of an `A.B.C.D/24` subnet.
+fn subnet_base(subnet: &str) -> Option<Ipv4Addr> {
+    subnet.split_once('/')?.0.parse().ok()
+}
+
+/// Host addresses .2 to .254 of the node's /24 in turn (.1 is the bridge's gateway). A node
+/// with more than 253 replicas wraps around, as the simulation needs no real uniqueness beyond
+/// that; the server never relies on replica addresses being unique.
+fn host_address(base: Ipv4Addr, n: u32) -> String {
+    Ipv4Addr::from(u32::from(base) + 2 + n % 253).to_string()
+}
+
+/// How a simulated node behaves.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// A report is sent at least this often even when nothing changed (the agent's heartbeat).
+    pub heartbeat: Duration,
+    /// How long each assignment long poll may be held by the server.
+    pub poll: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            heartbeat: Duration::from_secs(5),
+            poll: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs one simulated node named `node` until the task is dropped.
+pub async fn run_node(client: Client, node: String, address: String, config: SimConfig) {
+    let mut state = SimState::default();
+    let mut after: Option<u64> = None;
+    let mut generation = 0;
+    let mut last_report = tokio::time::Instant::now() - config.heartbeat;
+    let mut registered = false;
+    loop {
+        // Register (or renew liveness) before asking for work, as the agent does on start.
+        if !registered || last_report.elapsed() >= config.heartbeat {
+            let report = NodeReport {
+                node: node.clone(),
+                address: address.clone(),
+                agent_url: None,
+                generation,
+                replicas: state.running.values().cloned().collect(),
+                problems: Vec::new(),
+            };
+            match client.report(&report).await {
+                Ok(()) => {
+                    registered = true;
+                    last_report = tokio::time::Instant::now();
+                }
+                Err(error) => {
+                    tracing::warn!(%node, %error, "report failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        // Hold the poll no longer than the next heartbeat is due.
+        let poll = config
+            .poll
+            .min(config.heartbeat.saturating_sub(last_report.elapsed()));
+        let assignment = match client
+            .assignment(&node, after, poll.max(Duration::from_millis(100)))
+            .await
+        {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::warn!(%node, %error, "assignment failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        after = Some(assignment.generation);
+        generation = assignment.generation;
+        if let Some(replicas) = observe(&mut state, &assignment, now_millis()) {
+            let report = NodeReport {
+                node: node.clone(),
+                address: address.clone(),
+                agent_url: None,
+                generation,
+                replicas,
+                problems: Vec::new(),
+            };
+            match client.report(&report).await {
+                Ok(()) => last_report = tokio::time::Instant::now(),
+                Err(error) => {
+                    tracing::warn!(%node, %error, "report failed; the next pass retries");
+                    // Forget the assignment so that the next pass reports again.
+                    state = SimState::default();
+                    after = None;
+                }
+            }
+        }
+    }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use hivemind_types::{NodeNetwork, Replica, ServiceSpec};
+
+    use super::*;
+
+    fn assignment(ids: &[&str]) -> Assignment {
+        Assignment {
+            node: "sim-1".into(),
+            generation: 7,
+            replicas: ids
+                .iter()
+                .map(|id| Replica {
+                    id: id.to_string(),
+                    namespace: "default".into(),
+                    app: "a".into(),
+                    service: "web".into(),
+                    node: "sim-1".into(),
+                    spec: ServiceSpec::default(),
+                    revision_hash: String::new(),
+                    meta: Default::default(),
+                })
+                .collect(),
+            network: NodeNetwork {
+                subnet: Some("10.42.3.0/24".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn new_replicas_run_with_addresses_from_the_subnet_and_keep_them() {
+        let mut state = SimState::default();
+        let first = observe(&mut state, &assignment(&["web-a", "web-b"]), 1_000).unwrap();
+        let ips: Vec<_> = first.iter().map(|r| r.ip.clone().unwrap()).collect();
+        assert_eq!(ips, ["10.42.3.2", "10.42.3.3"]);
+        assert!(first.iter().all(|r| r.state == ReplicaState::Running));
+        assert_eq!(
+            observe(&mut state, &assignment(&["web-a", "web-b"]), 2_000),
+            None
+        );
+        let next = observe(&mut state, &assignment(&["web-b", "web-c"]), 3_000).unwrap();
+        let got: Vec<_> = next
+            .iter()
+            .map(|r| (r.id.as_str(), r.ip.as_deref().unwrap(), r.started_at))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("web-b", "10.42.3.3", Some(1_000)),
+                ("web-c", "10.42.3.4", Some(3_000))
+            ]
+        );
+        assert_eq!(
+            observe(&mut state, &assignment(&[]), 4_000),
+            Some(Vec::new())
+        );
+    }
+
+    #[test]
+    fn no_subnet_yet_means_no_address() {
+        let mut state = SimState::default();
+        let mut a = assignment(&["web-a"]);
+        a.network.subnet = None;
+        let got = observe(&mut state, &a, 0).unwrap();
+        assert_eq!(got[0].ip, None);
+    }
+}
