@@ -26,16 +26,16 @@ pub struct DeployOutcome {
 
 /// Creates or updates the app described by `req` in `namespace` (the query's; the body's
 /// `namespace`, when set, wins).
-pub fn deploy(
+pub async fn deploy(
     store: &Store,
     namespace: &str,
     req: &DeployRequest,
 ) -> Result<DeployOutcome, ApiError> {
-    deploy_in(store, &ClusterNetwork::default(), namespace, req)
+    deploy_in(store, &ClusterNetwork::default(), namespace, req).await
 }
 
 /// [`deploy`] for a cluster with the address plan `net` (new services get VIPs from it).
-pub fn deploy_in(
+pub async fn deploy_in(
     store: &Store,
     net: &ClusterNetwork,
     namespace: &str,
@@ -83,7 +83,7 @@ pub fn deploy_in(
     }
 
     let app_key = format!("{namespace}/{name}");
-    let existing: Option<App> = store.get(Kind::App, &app_key)?;
+    let existing: Option<App> = store.get(Kind::App, &app_key).await?;
     let current_rev = existing.as_ref().map_or(0, |a| a.meta.revision);
     if let Some(expected) = req.revision {
         if expected != current_rev {
@@ -116,11 +116,9 @@ pub fn deploy_in(
     }
 
     let prefix = format!("{app_key}/");
-    let old_services: Vec<Service> = store.list(Kind::Service, &prefix)?;
-    let _allocation = crate::network::ALLOCATION
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let all_services: Vec<Service> = store.list(Kind::Service, "")?;
+    let old_services: Vec<Service> = store.list(Kind::Service, &prefix).await?;
+    let _allocation = crate::network::ALLOCATION.lock().await;
+    let all_services: Vec<Service> = store.list(Kind::Service, "").await?;
     crate::ports::check_published_ports(&parsed.services, &all_services, namespace, &name)?;
     let mut used_vips: BTreeSet<String> =
         all_services.iter().filter_map(|s| s.vip.clone()).collect();
@@ -168,9 +166,7 @@ pub fn deploy_in(
             ));
         }
         let gone: BTreeSet<&str> = removed.iter().map(|s| s.name.as_str()).collect();
-        ops.extend(replica_deletes(store, namespace, &name, |svc| {
-            gone.contains(svc)
-        })?);
+        ops.extend(replica_deletes(store, namespace, &name, |svc| gone.contains(svc)).await?);
     }
     if !ops.is_empty() && !app_changed {
         // Guard the service writes with the app's revision even when the app itself is
@@ -178,14 +174,15 @@ pub fn deploy_in(
         ops.push(Op::put(Kind::App, app_key.clone(), &app, app_expect));
     }
 
-    let revision = store.txn(ops)?;
+    let revision = store.txn(ops).await?;
     let app: App = store
-        .get(Kind::App, &app_key)?
+        .get(Kind::App, &app_key)
+        .await?
         .ok_or_else(|| ApiError::Conflict {
             message: format!("app {name} was deleted while it was being deployed"),
             fix: "deploy again".to_string(),
         })?;
-    let services = ordered_services(store, &app)?;
+    let services = ordered_services(store, &app).await?;
     Ok(DeployOutcome {
         response: DeployResponse {
             app,
@@ -197,31 +194,37 @@ pub fn deploy_in(
 }
 
 /// Deletes an app, its services and their replicas in one transaction; returns the app as it was.
-pub fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<App, ApiError> {
+pub async fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<App, ApiError> {
     let app_key = format!("{namespace}/{name}");
     let app: App = store
-        .get(Kind::App, &app_key)?
+        .get(Kind::App, &app_key)
+        .await?
         .ok_or_else(|| app_not_found(namespace, name))?;
     let mut ops = vec![Op::delete(
         Kind::App,
         app_key.clone(),
         Expect::Revision(app.meta.revision),
     )];
-    for s in store.list::<Service>(Kind::Service, &format!("{app_key}/"))? {
+    for s in store
+        .list::<Service>(Kind::Service, &format!("{app_key}/"))
+        .await?
+    {
         ops.push(Op::delete(
             Kind::Service,
             s.key(),
             Expect::Revision(s.meta.revision),
         ));
     }
-    ops.extend(replica_deletes(store, namespace, name, |_| true)?);
-    store.txn(ops)?;
+    ops.extend(replica_deletes(store, namespace, name, |_| true).await?);
+    store.txn(ops).await?;
     Ok(app)
 }
 
 /// The app's services in file order.
-pub fn ordered_services(store: &Store, app: &App) -> Result<Vec<Service>, ApiError> {
-    let mut services: Vec<Service> = store.list(Kind::Service, &format!("{}/", app.key()))?;
+pub async fn ordered_services(store: &Store, app: &App) -> Result<Vec<Service>, ApiError> {
+    let mut services: Vec<Service> = store
+        .list(Kind::Service, &format!("{}/", app.key()))
+        .await?;
     services.sort_by_key(|s| {
         app.services
             .iter()
@@ -240,14 +243,15 @@ pub(crate) fn app_not_found(namespace: &str, name: &str) -> ApiError {
 
 /// Deletes of the app's replicas whose service matches `which`. Replicas are keyed by id alone,
 /// so this scans them; deploys and deletes are rare next to reads.
-fn replica_deletes(
+async fn replica_deletes(
     store: &Store,
     namespace: &str,
     app: &str,
     which: impl Fn(&str) -> bool,
 ) -> Result<Vec<Op>, ApiError> {
     Ok(store
-        .list::<Replica>(Kind::Replica, "")?
+        .list::<Replica>(Kind::Replica, "")
+        .await?
         .into_iter()
         .filter(|r| r.namespace == namespace && r.app == app && which(&r.service))
         .map(|r| Op::delete(Kind::Replica, r.id, Expect::Any))

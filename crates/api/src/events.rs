@@ -24,14 +24,17 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 
 /// Events after revision `since`; `None` means from now on.
-pub(crate) fn change_stream(
+pub(crate) async fn change_stream(
     store: &Store,
     since: Option<u64>,
     shutdown: Option<Shutdown>,
 ) -> Result<impl IntoResponse, ApiError> {
     let live = store.subscribe();
-    let since = since.unwrap_or_else(|| store.revision());
-    let (backlog, reset) = match store.changes_since(since) {
+    let since = match since {
+        Some(since) => since,
+        None => store.revision().await?,
+    };
+    let (backlog, reset) = match store.changes_since(since).await {
         Ok(changes) => (changes, false),
         Err(StoreError::Compacted { .. }) => (Vec::new(), true),
         Err(e) => return Err(e.into()),

@@ -63,8 +63,8 @@ pub(crate) async fn replica_exec(
     JsonBody(request): JsonBody<ExecRequest>,
 ) -> ApiResult<Response> {
     check(&request, on_upgrade.is_some())?;
-    let replica = replica(&store, &params.namespace()?, &id)?;
-    let agent = agent_for(&store, &replica, &token)?;
+    let replica = replica(&store, &params.namespace()?, &id).await?;
+    let agent = agent_for(&store, &replica, &token).await?;
     let Some(on_upgrade) = on_upgrade else {
         let frames = agent
             .exec(&replica.id, request.cmd)

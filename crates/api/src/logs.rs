@@ -52,8 +52,8 @@ pub(crate) async fn replica_logs(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let query = log_query(&params)?;
-    let replica = replica(&store, &params.namespace()?, &id)?;
-    let agent = agent_for(&store, &replica, &token)?;
+    let replica = replica(&store, &params.namespace()?, &id).await?;
+    let agent = agent_for(&store, &replica, &token).await?;
     let lines = agent
         .logs(&replica.id, &query)
         .await
@@ -85,7 +85,7 @@ pub(crate) async fn service_logs(
 ) -> ApiResult<Response> {
     let query = log_query(&params)?;
     let namespace = params.namespace()?;
-    scale::get_service(&store, &namespace, &app, &name)?;
+    scale::get_service(&store, &namespace, &app, &name).await?;
     let filter = ReplicaFilter {
         app: Some(app.clone()),
         service: Some(name.clone()),
@@ -93,9 +93,9 @@ pub(crate) async fn service_logs(
     };
     let mut streams = Vec::new();
     let mut last_error = None;
-    for view in report::replica_views(&store, &namespace, &filter)? {
+    for view in report::replica_views(&store, &namespace, &filter).await? {
         let replica = view.replica;
-        let opened = match agent_for(&store, &replica, &token) {
+        let opened = match agent_for(&store, &replica, &token).await {
             Ok(agent) => agent
                 .logs(&replica.id, &query)
                 .await
@@ -253,9 +253,10 @@ fn since(params: &Params) -> ApiResult<Option<std::time::SystemTime>> {
         })
 }
 
-pub(crate) fn replica(store: &Store, namespace: &str, id: &str) -> ApiResult<Replica> {
+pub(crate) async fn replica(store: &Store, namespace: &str, id: &str) -> ApiResult<Replica> {
     store
-        .get::<Replica>(Kind::Replica, id)?
+        .get::<Replica>(Kind::Replica, id)
+        .await?
         .filter(|r| r.namespace == namespace)
         .ok_or_else(|| {
             ApiError::not_found(
@@ -265,12 +266,12 @@ pub(crate) fn replica(store: &Store, namespace: &str, id: &str) -> ApiResult<Rep
         })
 }
 
-pub(crate) fn agent_for(
+pub(crate) async fn agent_for(
     store: &Store,
     replica: &Replica,
     token: &AgentToken,
 ) -> ApiResult<AgentClient> {
-    let node: Option<Node> = store.get(Kind::Node, &replica.node)?;
+    let node: Option<Node> = store.get(Kind::Node, &replica.node).await?;
     let url = node
         .and_then(|n| n.agent_url)
         .ok_or_else(|| ApiError::Unavailable {

@@ -18,7 +18,8 @@ use crate::error::ApiError;
 
 /// Serializes read-allocate-write of subnets and VIPs within this server, so two requests never
 /// pick the same free address. (Store preconditions guard the objects, not the address space.)
-pub(crate) static ALLOCATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// An async mutex: it is held across the store's (async) reads and writes.
+pub(crate) static ALLOCATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The cluster's address plan (SPEC §6): replica addresses, a /24 per node out of
 /// `cluster_cidr`, and service VIPs out of `service_cidr`. Flags of `hivemind server`/`up`, so
@@ -114,16 +115,20 @@ pub fn allocate_vip(net: &ClusterNetwork, used: &BTreeSet<String>) -> Option<Str
 }
 
 /// What `node` needs to know about the cluster's services.
-pub fn node_network(
+pub async fn node_network(
     store: &Store,
     net: &ClusterNetwork,
     node: &str,
 ) -> Result<NodeNetwork, ApiError> {
-    let subnet = store.get::<Node>(Kind::Node, node)?.and_then(|n| n.subnet);
-    let services: Vec<Service> = store.list(Kind::Service, "")?;
-    let replicas: Vec<Replica> = store.list(Kind::Replica, "")?;
+    let subnet = store
+        .get::<Node>(Kind::Node, node)
+        .await?
+        .and_then(|n| n.subnet);
+    let services: Vec<Service> = store.list(Kind::Service, "").await?;
+    let replicas: Vec<Replica> = store.list(Kind::Replica, "").await?;
     let statuses: BTreeMap<String, ObservedReplica> = store
-        .list::<ObservedReplica>(Kind::ReplicaStatus, "")?
+        .list::<ObservedReplica>(Kind::ReplicaStatus, "")
+        .await?
         .into_iter()
         .map(|s| (s.id.clone(), s))
         .collect();

@@ -80,7 +80,7 @@ fn new_failure<'a>(
 /// The events `new` brings over `old`: one per new exit (`Exited` or `OOMKilled`, and `BackOff`
 /// when the restart waits), one per new failure (`Failed`). Reads the replica object only when
 /// there is something to record.
-pub(crate) fn replica_events(
+pub(crate) async fn replica_events(
     store: &Store,
     old: Option<&ObservedReplica>,
     new: &ObservedReplica,
@@ -90,7 +90,7 @@ pub(crate) fn replica_events(
     if exits.is_empty() && failure.is_none() {
         return Ok(Vec::new());
     }
-    let replica: Option<Replica> = store.get(Kind::Replica, &new.id)?;
+    let replica: Option<Replica> = store.get(Kind::Replica, &new.id).await?;
     let mut events = Vec::new();
     for exit in exits {
         events.extend(exit_events(replica.as_ref(), new, exit));
@@ -240,7 +240,11 @@ pub(crate) fn node_problem_events(
         .collect()
 }
 
-pub fn write_ops(store: &Store, events: Vec<Event>, now_ms: u64) -> Result<Vec<Op>, ApiError> {
+pub async fn write_ops(
+    store: &Store,
+    events: Vec<Event>,
+    now_ms: u64,
+) -> Result<Vec<Op>, ApiError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -249,8 +253,8 @@ pub fn write_ops(store: &Store, events: Vec<Event>, now_ms: u64) -> Result<Vec<O
         .into_iter()
         .filter(|e| e.time >= oldest_kept)
         .collect();
-    let keys = store.keys(Kind::Event, "")?;
-    let (events, replaced) = aggregate(store, &keys, events)?;
+    let keys = store.keys(Kind::Event, "").await?;
+    let (events, replaced) = aggregate(store, &keys, events).await?;
     let adding = events.len().saturating_sub(replaced.len());
     let mut ops: Vec<Op> = event::expired_keys(&keys, adding, now_ms)
         .into_iter()
@@ -271,7 +275,7 @@ pub fn write_ops(store: &Store, events: Vec<Event>, now_ms: u64) -> Result<Vec<O
 /// reason (see [`Event::repeats`]) replaces it with the count raised, and so does one that
 /// repeats an earlier event of the same batch. Returns the events to write and the stored keys
 /// they replace.
-fn aggregate(
+async fn aggregate(
     store: &Store,
     keys: &[String],
     events: Vec<Event>,
@@ -302,7 +306,7 @@ fn aggregate(
             })
             .find(|k| k.ends_with(&suffix) && **k != event.id);
         let stored = match latest {
-            Some(key) => store.get::<Event>(Kind::Event, key)?,
+            Some(key) => store.get::<Event>(Kind::Event, key).await?,
             None => None,
         };
         match stored {
@@ -319,13 +323,18 @@ fn aggregate(
 /// Recorded events in `namespace` matching `filter`, oldest first; with `limit`, the newest
 /// that many. Node events belong to no namespace and show unless the filter names an app,
 /// service or replica.
-pub fn list(store: &Store, namespace: &str, filter: &EventFilter) -> Result<Vec<Event>, ApiError> {
+pub async fn list(
+    store: &Store,
+    namespace: &str,
+    filter: &EventFilter,
+) -> Result<Vec<Event>, ApiError> {
     let by_object = filter.app.is_some() || filter.service.is_some() || filter.replica.is_some();
     let is = |want: &Option<String>, have: &Option<String>| {
         want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
     };
     let mut events: Vec<Event> = store
-        .list::<Event>(Kind::Event, "")?
+        .list::<Event>(Kind::Event, "")
+        .await?
         .into_iter()
         .filter(|e| match &e.object.namespace {
             Some(ns) => ns == namespace,

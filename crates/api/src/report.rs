@@ -27,19 +27,20 @@ const MAX_SCAN: u64 = 10_000;
 
 /// All replicas placed on `node`. The generation is read *before* the replicas, so the set is at
 /// least as new as the generation claims; an agent never believes it has seen a change it has not.
-pub fn assignment(store: &Store, node: &str) -> Result<Assignment, ApiError> {
-    assignment_in(store, &ClusterNetwork::default(), node)
+pub async fn assignment(store: &Store, node: &str) -> Result<Assignment, ApiError> {
+    assignment_in(store, &ClusterNetwork::default(), node).await
 }
 
 /// [`assignment`] for a cluster with the address plan `net`.
-pub fn assignment_in(
+pub async fn assignment_in(
     store: &Store,
     net: &ClusterNetwork,
     node: &str,
 ) -> Result<Assignment, ApiError> {
-    let generation = store.revision();
+    let generation = store.revision().await?;
     let replicas = store
-        .list::<Replica>(Kind::Replica, "")?
+        .list::<Replica>(Kind::Replica, "")
+        .await?
         .into_iter()
         .filter(|r| r.node == node)
         .collect();
@@ -47,7 +48,7 @@ pub fn assignment_in(
         node: node.to_string(),
         generation,
         replicas,
-        network: crate::network::node_network(store, net, node)?,
+        network: crate::network::node_network(store, net, node).await?,
     })
 }
 
@@ -85,16 +86,16 @@ pub async fn wait_assignment_in(
     stopping: impl std::future::Future<Output = ()>,
 ) -> Result<Assignment, ApiError> {
     let Some(after) = after else {
-        return assignment_in(store, net, node);
+        return assignment_in(store, net, node).await;
     };
     // Subscribe before reading, so that no change falls between the read and the wait.
     let mut live = store.subscribe();
-    let current = assignment_in(store, net, node)?;
+    let current = assignment_in(store, net, node).await?;
     if current.generation > after {
         if current.generation - after > MAX_SCAN {
             return Ok(current);
         }
-        match store.changes_since(after) {
+        match store.changes_since(after).await {
             Ok(changes) => {
                 if changes.iter().any(|c| touches_since(c, node, &current)) {
                     return Ok(current);
@@ -117,12 +118,12 @@ pub async fn wait_assignment_in(
             Err(_elapsed) => return Ok(current),
             Ok(Ok(change)) => {
                 if touches(&change, node, &current) {
-                    return assignment_in(store, net, node);
+                    return assignment_in(store, net, node).await;
                 }
             }
             // Missed changes may have concerned this node; answering is always safe.
             Ok(Err(RecvError::Lagged(_) | RecvError::Closed)) => {
-                return assignment_in(store, net, node)
+                return assignment_in(store, net, node).await
             }
         }
     }
@@ -153,17 +154,17 @@ fn touches(change: &Change, node: &str, current: &Assignment) -> bool {
 /// Upserts the node and writes the statuses that changed, with the events they bring (new exits
 /// and failures, a node becoming ready; see `recorded`), in one transaction. Returns the new
 /// store revision.
-pub fn report(
+pub async fn report(
     store: &Store,
     node: &str,
     report: &NodeReport,
     now_ms: u64,
 ) -> Result<u64, ApiError> {
-    report_in(store, &ClusterNetwork::default(), node, report, now_ms)
+    report_in(store, &ClusterNetwork::default(), node, report, now_ms).await
 }
 
 /// [`report`] for a cluster with the address plan `net` (new nodes get a subnet from it).
-pub fn report_in(
+pub async fn report_in(
     store: &Store,
     net: &ClusterNetwork,
     node: &str,
@@ -208,11 +209,9 @@ pub fn report_in(
         }
     }
 
-    let _allocation = crate::network::ALLOCATION
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _allocation = crate::network::ALLOCATION.lock().await;
     let mut ops = Vec::new();
-    let old_node: Option<Node> = store.get(Kind::Node, node)?;
+    let old_node: Option<Node> = store.get(Kind::Node, node).await?;
     let state = match &old_node {
         // Drain is the operator's decision; a report must not undo it.
         Some(n) if n.state == NodeState::Drained => NodeState::Drained,
@@ -222,11 +221,11 @@ pub fn report_in(
     let (subnet, node_expect) = match &old_node {
         Some(n) if n.subnet.is_some() => (n.subnet.clone(), Expect::Any),
         Some(n) => (
-            crate::network::allocate_subnet(net, &store.list(Kind::Node, "")?),
+            crate::network::allocate_subnet(net, &store.list(Kind::Node, "").await?),
             Expect::Revision(n.meta.revision),
         ),
         None => (
-            crate::network::allocate_subnet(net, &store.list(Kind::Node, "")?),
+            crate::network::allocate_subnet(net, &store.list(Kind::Node, "").await?),
             Expect::Absent,
         ),
     };
@@ -256,7 +255,7 @@ pub fn report_in(
         now_ms,
     ));
 
-    let old: Vec<ObservedReplica> = store.list(Kind::ReplicaStatus, "")?;
+    let old: Vec<ObservedReplica> = store.list(Kind::ReplicaStatus, "").await?;
     let old: HashMap<&str, &ObservedReplica> = old
         .iter()
         .filter(|s| s.node == node || reported.contains_key(s.id.as_str()))
@@ -268,7 +267,7 @@ pub fn report_in(
         if previous.is_some_and(|o| same_content(o, &stored)) {
             continue;
         }
-        events.extend(recorded::replica_events(store, previous, status)?);
+        events.extend(recorded::replica_events(store, previous, status).await?);
         ops.push(Op::put(Kind::ReplicaStatus, *id, &stored, Expect::Any));
     }
     for (id, status) in &old {
@@ -277,12 +276,12 @@ pub fn report_in(
         }
         // A status whose replica still exists stays: the agent may be restarting and the
         // scheduler still wants to see the last known state.
-        if store.get::<Replica>(Kind::Replica, id)?.is_none() {
+        if store.get::<Replica>(Kind::Replica, id).await?.is_none() {
             ops.push(Op::delete(Kind::ReplicaStatus, *id, Expect::Any));
         }
     }
-    ops.extend(recorded::write_ops(store, events, now_ms)?);
-    Ok(store.txn(ops)?)
+    ops.extend(recorded::write_ops(store, events, now_ms).await?);
+    Ok(store.txn(ops).await?)
 }
 
 /// Equal apart from `meta`, which the store rewrites on every put.
@@ -295,14 +294,15 @@ fn same_content(a: &ObservedReplica, b: &ObservedReplica) -> bool {
 }
 
 /// Replicas matching `filter` in `namespace`, each with its reported status.
-pub fn replica_views(
+pub async fn replica_views(
     store: &Store,
     namespace: &str,
     filter: &ReplicaFilter,
 ) -> Result<Vec<ReplicaView>, ApiError> {
     let matches = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
     let replicas: Vec<Replica> = store
-        .list::<Replica>(Kind::Replica, "")?
+        .list::<Replica>(Kind::Replica, "")
+        .await?
         .into_iter()
         .filter(|r| {
             r.namespace == namespace
@@ -315,13 +315,17 @@ pub fn replica_views(
     let mut statuses: HashMap<String, ObservedReplica> = HashMap::new();
     if replicas.len() <= 64 {
         for r in &replicas {
-            if let Some(s) = store.get::<ObservedReplica>(Kind::ReplicaStatus, &r.id)? {
+            if let Some(s) = store
+                .get::<ObservedReplica>(Kind::ReplicaStatus, &r.id)
+                .await?
+            {
                 statuses.insert(r.id.clone(), s);
             }
         }
     } else {
         statuses = store
-            .list::<ObservedReplica>(Kind::ReplicaStatus, "")?
+            .list::<ObservedReplica>(Kind::ReplicaStatus, "")
+            .await?
             .into_iter()
             .map(|s| (s.id.clone(), s))
             .collect();
@@ -335,8 +339,8 @@ pub fn replica_views(
         .collect())
 }
 
-pub fn nodes(store: &Store) -> Result<Vec<Node>, ApiError> {
-    Ok(store.list(Kind::Node, "")?)
+pub async fn nodes(store: &Store) -> Result<Vec<Node>, ApiError> {
+    Ok(store.list(Kind::Node, "").await?)
 }
 
 #[cfg(test)]

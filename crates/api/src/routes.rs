@@ -50,7 +50,7 @@ pub(crate) async fn deploy_app(
     JsonBody(req): JsonBody<DeployRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let namespace = params.namespace()?;
-    let outcome = deploy::deploy_in(&store, &net, &namespace, &req)?;
+    let outcome = deploy::deploy_in(&store, &net, &namespace, &req).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -70,7 +70,7 @@ pub(crate) async fn list_apps(
     params: Params,
 ) -> ApiResult<Json<Vec<App>>> {
     let namespace = params.namespace()?;
-    Ok(Json(store.list(Kind::App, &format!("{namespace}/"))?))
+    Ok(Json(store.list(Kind::App, &format!("{namespace}/")).await?))
 }
 
 #[utoipa::path(
@@ -85,7 +85,8 @@ pub(crate) async fn get_app(
 ) -> ApiResult<Json<App>> {
     let namespace = params.namespace()?;
     store
-        .get(Kind::App, &format!("{namespace}/{name}"))?
+        .get(Kind::App, &format!("{namespace}/{name}"))
+        .await?
         .map(Json)
         .ok_or_else(|| deploy::app_not_found(&namespace, &name))
 }
@@ -101,7 +102,7 @@ pub(crate) async fn delete_app(
     Path(name): Path<String>,
 ) -> ApiResult<Json<App>> {
     let namespace = params.namespace()?;
-    let app = deploy::delete_app(&store, &namespace, &name)?;
+    let app = deploy::delete_app(&store, &namespace, &name).await?;
     tracing::info!(app = %name, "deleted");
     Ok(Json(app))
 }
@@ -124,7 +125,9 @@ pub(crate) async fn list_services(
         app: params.str("app"),
         name: params.str("name"),
     };
-    Ok(Json(scale::list_services(&store, &namespace, &query)?))
+    Ok(Json(
+        scale::list_services(&store, &namespace, &query).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -138,7 +141,9 @@ pub(crate) async fn get_service(
     Path((app, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Service>> {
     let namespace = params.namespace()?;
-    Ok(Json(scale::get_service(&store, &namespace, &app, &name)?))
+    Ok(Json(
+        scale::get_service(&store, &namespace, &app, &name).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -157,7 +162,7 @@ pub(crate) async fn scale_service(
     JsonBody(req): JsonBody<ScaleRequest>,
 ) -> ApiResult<Json<Service>> {
     let namespace = params.namespace()?;
-    let service = scale::scale(&store, &namespace, &app, &name, &req)?;
+    let service = scale::scale(&store, &namespace, &app, &name, &req).await?;
     tracing::info!(app = %app, service = %name, replicas = req.replicas, "scaled");
     Ok(Json(service))
 }
@@ -177,12 +182,14 @@ pub(crate) async fn list_replicas(
         service: params.str("service").map(str::to_string),
         node: params.str("node").map(str::to_string),
     };
-    Ok(Json(report::replica_views(&store, &namespace, &filter)?))
+    Ok(Json(
+        report::replica_views(&store, &namespace, &filter).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes", responses((status = 200, body = Vec<Object>)))]
 pub(crate) async fn list_nodes(State(store): State<Store>) -> ApiResult<Json<Vec<Node>>> {
-    Ok(Json(report::nodes(&store)?))
+    Ok(Json(report::nodes(&store).await?))
 }
 
 #[utoipa::path(
@@ -232,7 +239,7 @@ pub(crate) async fn put_report(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    report::report_in(&store, &net, &node, &body, now)?;
+    report::report_in(&store, &net, &node, &body, now).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -265,7 +272,9 @@ pub(crate) async fn get_events(
         .any(|v| v.contains("text/event-stream"));
     if wants_stream || params.str("since").is_some() {
         let since = params.u64("since")?;
-        return Ok(events::change_stream(&store, since, shutdown.map(|e| e.0))?.into_response());
+        return Ok(events::change_stream(&store, since, shutdown.map(|e| e.0))
+            .await?
+            .into_response());
     }
     let namespace = params.namespace()?;
     let label = |name: &str| -> ApiResult<Option<String>> {
@@ -287,5 +296,5 @@ pub(crate) async fn get_events(
             .map(recorded::check_limit)
             .transpose()?,
     };
-    Ok(Json(recorded::list(&store, &namespace, &filter)?).into_response())
+    Ok(Json(recorded::list(&store, &namespace, &filter).await?).into_response())
 }

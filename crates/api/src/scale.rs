@@ -21,7 +21,7 @@ pub struct ServiceQuery<'a> {
     pub name: Option<&'a str>,
 }
 
-pub fn list_services(
+pub async fn list_services(
     store: &Store,
     namespace: &str,
     query: &ServiceQuery<'_>,
@@ -30,26 +30,27 @@ pub fn list_services(
         Some(app) => format!("{namespace}/{app}/"),
         None => format!("{namespace}/"),
     };
-    let mut services: Vec<Service> = store.list(Kind::Service, &prefix)?;
+    let mut services: Vec<Service> = store.list(Kind::Service, &prefix).await?;
     if let Some(name) = query.name {
         services.retain(|s| s.name == name);
     }
     Ok(services)
 }
 
-pub fn get_service(
+pub async fn get_service(
     store: &Store,
     namespace: &str,
     app: &str,
     name: &str,
 ) -> Result<Service, ApiError> {
     store
-        .get(Kind::Service, &format!("{namespace}/{app}/{name}"))?
+        .get(Kind::Service, &format!("{namespace}/{app}/{name}"))
+        .await?
         .ok_or_else(|| service_not_found(namespace, app, name))
 }
 
 /// Sets the service's replica count. Writes nothing when the count is already right.
-pub fn scale(
+pub async fn scale(
     store: &Store,
     namespace: &str,
     app: &str,
@@ -66,7 +67,7 @@ pub fn scale(
             format!("scale to at most {MAX_REPLICAS}, or split the service"),
         ));
     }
-    let mut service = get_service(store, namespace, app, name)?;
+    let mut service = get_service(store, namespace, app, name).await?;
     if let Some(expected) = req.revision {
         if expected != service.meta.revision {
             return Err(ApiError::stale(
@@ -88,13 +89,15 @@ pub fn scale(
     }
     service.spec.replicas = req.replicas;
     let key = service.key();
-    store.txn(vec![Op::put(
-        Kind::Service,
-        key.clone(),
-        &service,
-        Expect::Revision(service.meta.revision),
-    )])?;
-    get_service(store, namespace, app, name)
+    store
+        .txn(vec![Op::put(
+            Kind::Service,
+            key.clone(),
+            &service,
+            Expect::Revision(service.meta.revision),
+        )])
+        .await?;
+    get_service(store, namespace, app, name).await
 }
 
 fn service_not_found(namespace: &str, app: &str, name: &str) -> ApiError {
@@ -110,7 +113,7 @@ mod tests {
 
     use super::*;
 
-    fn put_service(store: &Store, app: &str, name: &str, mode: ServiceMode) {
+    async fn put_service(store: &Store, app: &str, name: &str, mode: ServiceMode) {
         let s = Service {
             namespace: "default".into(),
             app: app.into(),
@@ -126,6 +129,7 @@ mod tests {
         };
         store
             .txn(vec![Op::put(Kind::Service, s.key(), &s, Expect::Absent)])
+            .await
             .unwrap();
     }
 
@@ -133,23 +137,31 @@ mod tests {
         ScaleRequest { replicas, revision }
     }
 
-    #[test]
-    fn scale_sets_replicas_and_skips_no_op_writes() {
+    #[tokio::test]
+    async fn scale_sets_replicas_and_skips_no_op_writes() {
         let store = Store::open_in_memory().unwrap();
-        put_service(&store, "shop", "web", ServiceMode::Replicated);
-        let s = scale(&store, "default", "shop", "web", &req(5, None)).unwrap();
+        put_service(&store, "shop", "web", ServiceMode::Replicated).await;
+        let s = scale(&store, "default", "shop", "web", &req(5, None))
+            .await
+            .unwrap();
         assert_eq!(s.spec.replicas, 5);
-        let rev = store.revision();
-        scale(&store, "default", "shop", "web", &req(5, None)).unwrap();
-        assert_eq!(store.revision(), rev, "same count writes nothing");
+        let rev = store.revision().await.unwrap();
+        scale(&store, "default", "shop", "web", &req(5, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.revision().await.unwrap(),
+            rev,
+            "same count writes nothing"
+        );
     }
 
-    #[test]
-    fn scale_refuses_stale_revisions_global_mode_unknown_services_and_huge_counts() {
+    #[tokio::test]
+    async fn scale_refuses_stale_revisions_global_mode_unknown_services_and_huge_counts() {
         let store = Store::open_in_memory().unwrap();
-        put_service(&store, "shop", "web", ServiceMode::Replicated);
-        put_service(&store, "shop", "agent", ServiceMode::Global);
-        let rev = store.revision();
+        put_service(&store, "shop", "web", ServiceMode::Replicated).await;
+        put_service(&store, "shop", "agent", ServiceMode::Global).await;
+        let rev = store.revision().await.unwrap();
         let cases = [
             ("web", req(2, Some(rev + 7)), 409, None),
             ("agent", req(2, None), 422, Some("replicas")),
@@ -157,35 +169,40 @@ mod tests {
             ("web", req(MAX_REPLICAS + 1, None), 422, Some("replicas")),
         ];
         for (name, r, status, field) in cases {
-            let err = scale(&store, "default", "shop", name, &r).unwrap_err();
+            let err = scale(&store, "default", "shop", name, &r)
+                .await
+                .unwrap_err();
             assert_eq!(err.status().as_u16(), status, "{name} {r:?}");
             assert_eq!(err.field(), field);
         }
-        assert_eq!(store.revision(), rev);
+        assert_eq!(store.revision().await.unwrap(), rev);
         // The current revision is accepted.
-        let s = scale(&store, "default", "shop", "web", &req(3, Some(rev - 1))).unwrap();
+        let s = scale(&store, "default", "shop", "web", &req(3, Some(rev - 1)))
+            .await
+            .unwrap();
         assert_eq!(s.spec.replicas, 3);
     }
 
-    #[test]
-    fn services_are_found_by_bare_name_across_apps() {
+    #[tokio::test]
+    async fn services_are_found_by_bare_name_across_apps() {
         let store = Store::open_in_memory().unwrap();
-        put_service(&store, "a", "web", ServiceMode::Replicated);
-        put_service(&store, "b", "web", ServiceMode::Replicated);
-        put_service(&store, "b", "db", ServiceMode::Replicated);
+        put_service(&store, "a", "web", ServiceMode::Replicated).await;
+        put_service(&store, "b", "web", ServiceMode::Replicated).await;
+        put_service(&store, "b", "db", ServiceMode::Replicated).await;
         let q = ServiceQuery {
             app: None,
             name: Some("web"),
         };
-        let found = list_services(&store, "default", &q).unwrap();
+        let found = list_services(&store, "default", &q).await.unwrap();
         let apps: Vec<_> = found.iter().map(|s| s.app.as_str()).collect();
         assert_eq!(apps, ["a", "b"]);
         let q = ServiceQuery {
             app: Some("b"),
             name: None,
         };
-        assert_eq!(list_services(&store, "default", &q).unwrap().len(), 2);
+        assert_eq!(list_services(&store, "default", &q).await.unwrap().len(), 2);
         assert!(list_services(&store, "other", &ServiceQuery::default())
+            .await
             .unwrap()
             .is_empty());
     }

@@ -125,9 +125,10 @@ fn replica(id: &str, node: &str) -> Replica {
     }
 }
 
-fn put_replica(store: &Store, r: &Replica) -> u64 {
+async fn put_replica(store: &Store, r: &Replica) -> u64 {
     store
         .txn(vec![Op::put(Kind::Replica, r.id.clone(), r, Expect::Any)])
+        .await
         .unwrap()
 }
 #[tokio::test]

@@ -35,7 +35,7 @@ fn service(replicas: u32) -> Service {
 
 async fn wait_for_replicas(store: &Store, n: usize) -> Vec<Replica> {
     for _ in 0..200 {
-        let rs: Vec<Replica> = store.list(Kind::Replica, "").unwrap();
+        let rs: Vec<Replica> = store.list(Kind::Replica, "").await.unwrap();
         if rs.len() == n {
             return rs;
         }
@@ -63,10 +63,12 @@ async fn service_changes_wake_the_controller() {
             &node("n1", now()),
             Expect::Any,
         )])
+        .await
         .unwrap();
     let s = service(3);
     store
         .txn(vec![Op::put(Kind::Service, s.key(), &s, Expect::Any)])
+        .await
         .unwrap();
     let rs = wait_for_replicas(&store, 3).await;
     assert!(rs
@@ -76,11 +78,13 @@ async fn service_changes_wake_the_controller() {
     let scaled = service(1);
     store
         .txn(vec![Op::put(Kind::Service, s.key(), &scaled, Expect::Any)])
+        .await
         .unwrap();
     wait_for_replicas(&store, 1).await;
 
     store
         .txn(vec![Op::delete(Kind::Service, s.key(), Expect::Present)])
+        .await
         .unwrap();
     wait_for_replicas(&store, 0).await;
     let status = controllers.statuses();
@@ -102,13 +106,14 @@ async fn silent_nodes_are_marked_down() {
             &node("old", now() - 60_000),
             Expect::Any,
         )])
+        .await
         .unwrap();
     for _ in 0..300 {
-        let n: Node = store.get(Kind::Node, "old").unwrap().unwrap();
+        let n: Node = store.get(Kind::Node, "old").await.unwrap().unwrap();
         if n.state == NodeState::Down {
             controllers.abort();
             // Recorded in the same transaction, for `hivemind events`.
-            let events: Vec<hivemind_types::Event> = store.list(Kind::Event, "").unwrap();
+            let events: Vec<hivemind_types::Event> = store.list(Kind::Event, "").await.unwrap();
             assert_eq!(events.len(), 1, "{events:?}");
             assert_eq!(
                 (events[0].reason.as_str(), events[0].object.name.as_str()),

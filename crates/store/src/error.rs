@@ -22,6 +22,10 @@ pub enum StoreError {
     NotAnObject { kind: &'static str, key: String },
     #[error("changes up to revision {compacted} were compacted; re-list and watch from the current revision")]
     Compacted { compacted: u64 },
+    /// The backend cannot serve requests: its threads stopped, or a commit of the batch this
+    /// transaction was in failed (nothing of it was written).
+    #[error("store unavailable: {reason}")]
+    Unavailable { reason: String },
     #[error("store database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error(
@@ -31,6 +35,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    pub(crate) fn closed() -> StoreError {
+        StoreError::Unavailable {
+            reason: "the store's threads have stopped".to_string(),
+        }
+    }
+
+    pub(crate) fn thread(e: std::io::Error) -> StoreError {
+        StoreError::Unavailable {
+            reason: format!("cannot start a store thread: {e}"),
+        }
+    }
+
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Conflict { .. })
     }

@@ -12,10 +12,10 @@ fn obj(name: &str) -> serde_json::Value {
     json!({ "name": name })
 }
 
-#[test]
-fn put_sets_meta_and_bumps_revision() {
+#[tokio::test]
+async fn put_sets_meta_and_bumps_revision() {
     let store = Store::open_in_memory().unwrap();
-    assert_eq!(store.revision(), 0);
+    assert_eq!(store.revision().await.unwrap(), 0);
     let rev = store
         .txn(vec![Op::put(
             Kind::App,
@@ -23,9 +23,10 @@ fn put_sets_meta_and_bumps_revision() {
             &obj("a"),
             Expect::Absent,
         )])
+        .await
         .unwrap();
     assert_eq!(rev, 1);
-    let got: serde_json::Value = store.get(Kind::App, "default/a").unwrap().unwrap();
+    let got: serde_json::Value = store.get(Kind::App, "default/a").await.unwrap().unwrap();
     assert_eq!(got["meta"]["revision"], 1);
     let created = got["meta"]["created_at"].as_u64().unwrap();
     store
@@ -35,15 +36,16 @@ fn put_sets_meta_and_bumps_revision() {
             &obj("a2"),
             Expect::Revision(1),
         )])
+        .await
         .unwrap();
-    let got: serde_json::Value = store.get(Kind::App, "default/a").unwrap().unwrap();
+    let got: serde_json::Value = store.get(Kind::App, "default/a").await.unwrap().unwrap();
     assert_eq!(got["meta"]["revision"], 2);
     assert_eq!(got["meta"]["created_at"].as_u64().unwrap(), created);
     assert_eq!(got["name"], "a2");
 }
 
-#[test]
-fn preconditions_table() {
+#[tokio::test]
+async fn preconditions_table() {
     // (expectation, object exists at revision 1?, should succeed)
     let cases = [
         (Expect::Any, false, true),
@@ -61,9 +63,12 @@ fn preconditions_table() {
         if exists {
             store
                 .txn(vec![Op::put(Kind::Node, "n1", &obj("n1"), Expect::Any)])
+                .await
                 .unwrap();
         }
-        let result = store.txn(vec![Op::put(Kind::Node, "n1", &obj("x"), expect)]);
+        let result = store
+            .txn(vec![Op::put(Kind::Node, "n1", &obj("x"), expect)])
+            .await;
         assert_eq!(result.is_ok(), ok, "{expect:?} exists={exists}: {result:?}");
         if let Err(e) = result {
             assert!(e.is_conflict(), "{e}");
@@ -71,8 +76,8 @@ fn preconditions_table() {
     }
 }
 
-#[test]
-fn failed_precondition_writes_nothing() {
+#[tokio::test]
+async fn failed_precondition_writes_nothing() {
     let store = Store::open_in_memory().unwrap();
     store
         .txn(vec![Op::put(
@@ -81,24 +86,27 @@ fn failed_precondition_writes_nothing() {
             &obj("a"),
             Expect::Any,
         )])
+        .await
         .unwrap();
     let err = store
         .txn(vec![
             Op::put(Kind::Service, "default/a/web", &obj("web"), Expect::Absent),
             Op::put(Kind::App, "default/a", &obj("a"), Expect::Absent),
         ])
+        .await
         .unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     assert!(store
         .get::<serde_json::Value>(Kind::Service, "default/a/web")
+        .await
         .unwrap()
         .is_none());
-    assert_eq!(store.revision(), 1);
-    assert_eq!(store.changes_since(0).unwrap().len(), 1);
+    assert_eq!(store.revision().await.unwrap(), 1);
+    assert_eq!(store.changes_since(0).await.unwrap().len(), 1);
 }
 
-#[test]
-fn list_by_prefix_is_literal_and_ordered() {
+#[tokio::test]
+async fn list_by_prefix_is_literal_and_ordered() {
     let store = Store::open_in_memory().unwrap();
     for key in [
         "default/b/x",
@@ -109,31 +117,34 @@ fn list_by_prefix_is_literal_and_ordered() {
     ] {
         store
             .txn(vec![Op::put(Kind::Service, key, &obj(key), Expect::Any)])
+            .await
             .unwrap();
     }
-    let got: Vec<serde_json::Value> = store.list(Kind::Service, "default/a/").unwrap();
+    let got: Vec<serde_json::Value> = store.list(Kind::Service, "default/a/").await.unwrap();
     let names: Vec<_> = got.iter().map(|v| v["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["default/a/x", "default/a/y"]);
     assert_eq!(
         store
             .list::<serde_json::Value>(Kind::Service, "")
+            .await
             .unwrap()
             .len(),
         5
     );
     assert!(store
         .list::<serde_json::Value>(Kind::App, "")
+        .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        store.keys(Kind::Service, "default/a").unwrap(),
+        store.keys(Kind::Service, "default/a").await.unwrap(),
         ["default/a/x", "default/a/y", "default/a_/z"]
     );
-    assert!(store.keys(Kind::App, "").unwrap().is_empty());
+    assert!(store.keys(Kind::App, "").await.unwrap().is_empty());
 }
 
-#[test]
-fn deletes_are_logged_and_absent_deletes_are_noops() {
+#[tokio::test]
+async fn deletes_are_logged_and_absent_deletes_are_noops() {
     let store = Store::open_in_memory().unwrap();
     store
         .txn(vec![Op::put(
@@ -142,9 +153,11 @@ fn deletes_are_logged_and_absent_deletes_are_noops() {
             &obj("r"),
             Expect::Any,
         )])
+        .await
         .unwrap();
     let rev = store
         .txn(vec![Op::delete(Kind::Replica, "web-bbbbb", Expect::Any)])
+        .await
         .unwrap();
     assert_eq!(rev, 1, "deleting an absent object changes nothing");
     let rev = store
@@ -153,9 +166,10 @@ fn deletes_are_logged_and_absent_deletes_are_noops() {
             "web-aaaaa",
             Expect::Present,
         )])
+        .await
         .unwrap();
     assert_eq!(rev, 2);
-    let changes = store.changes_since(1).unwrap();
+    let changes = store.changes_since(1).await.unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].op, ChangeOp::Delete);
     assert_eq!(changes[0].value["name"], "r");
@@ -165,30 +179,33 @@ fn deletes_are_logged_and_absent_deletes_are_noops() {
             "web-aaaaa",
             Expect::Present
         )])
+        .await
         .unwrap_err()
         .is_conflict());
 }
 
-#[test]
-fn duplicate_keys_in_one_txn_are_refused() {
+#[tokio::test]
+async fn duplicate_keys_in_one_txn_are_refused() {
     let store = Store::open_in_memory().unwrap();
     let err = store
         .txn(vec![
             Op::put(Kind::Node, "n", &obj("1"), Expect::Any),
             Op::delete(Kind::Node, "n", Expect::Any),
         ])
+        .await
         .unwrap_err();
     assert!(matches!(err, StoreError::DuplicateOp { .. }), "{err}");
 }
 
-#[test]
-fn non_object_values_are_refused() {
+#[tokio::test]
+async fn non_object_values_are_refused() {
     let store = Store::open_in_memory().unwrap();
     let err = store
         .txn(vec![Op::put(Kind::Node, "n", &json!([1, 2]), Expect::Any)])
+        .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotAnObject { .. }), "{err}");
-    assert_eq!(store.revision(), 0);
+    assert_eq!(store.revision().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -200,6 +217,7 @@ async fn subscribers_see_committed_changes_in_order() {
             Op::put(Kind::App, "default/a", &obj("a"), Expect::Any),
             Op::put(Kind::Service, "default/a/web", &obj("web"), Expect::Any),
         ])
+        .await
         .unwrap();
     let first = rx.recv().await.unwrap();
     let second = rx.recv().await.unwrap();
@@ -207,8 +225,8 @@ async fn subscribers_see_committed_changes_in_order() {
     assert_eq!((second.revision, second.kind), (1, Kind::Service));
 }
 
-#[test]
-fn compaction_forces_relist() {
+#[tokio::test]
+async fn compaction_forces_relist() {
     let store = Store::open_in_memory().unwrap();
     for i in 0..5 {
         store
@@ -218,25 +236,27 @@ fn compaction_forces_relist() {
                 &obj("n"),
                 Expect::Any,
             )])
+            .await
             .unwrap();
     }
-    store.compact(3).unwrap();
+    store.compact(3).await.unwrap();
     assert!(matches!(
-        store.changes_since(2),
+        store.changes_since(2).await,
         Err(StoreError::Compacted { compacted: 3 })
     ));
-    assert_eq!(store.changes_since(3).unwrap().len(), 2);
+    assert_eq!(store.changes_since(3).await.unwrap().len(), 2);
     assert_eq!(
         store
             .list::<serde_json::Value>(Kind::Node, "")
+            .await
             .unwrap()
             .len(),
         5
     );
 }
 
-#[test]
-fn reopening_keeps_objects_and_revision() {
+#[tokio::test]
+async fn reopening_keeps_objects_and_revision() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     {
@@ -248,12 +268,14 @@ fn reopening_keeps_objects_and_revision() {
                 &obj("a"),
                 Expect::Any,
             )])
+            .await
             .unwrap();
     }
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.revision(), 1);
+    assert_eq!(store.revision().await.unwrap(), 1);
     assert!(store
         .get::<serde_json::Value>(Kind::App, "default/a")
+        .await
         .unwrap()
         .is_some());
 }
@@ -262,8 +284,8 @@ const CRASH_CHILD_ENV: &str = "HIVEMIND_STORE_CRASH_CHILD";
 
 /// Not a test on its own: the writer process for `kill_9_loses_no_acknowledged_write`. It writes
 /// as fast as it can and prints each revision after `txn` returned, i.e. after the acknowledgement.
-#[test]
-fn crash_writer_child() {
+#[tokio::test]
+async fn crash_writer_child() {
     let Ok(path) = std::env::var(CRASH_CHILD_ENV) else {
         return;
     };
@@ -276,13 +298,14 @@ fn crash_writer_child() {
                 &obj("n"),
                 Expect::Absent,
             )])
+            .await
             .unwrap();
         println!("acked {rev} n{i}");
     }
 }
 
-#[test]
-fn kill_9_loses_no_acknowledged_write() {
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -314,17 +337,57 @@ fn kill_9_loses_no_acknowledged_write() {
     assert_eq!(acked.len(), 300);
     let store = Store::open(&path).unwrap();
     let (last_rev, _) = acked.last().unwrap();
-    assert!(store.revision() >= *last_rev);
+    assert!(store.revision().await.unwrap() >= *last_rev);
     for (rev, key) in &acked {
         let got: serde_json::Value = store
             .get(Kind::Node, key)
+            .await
             .unwrap()
             .unwrap_or_else(|| panic!("acknowledged write {key} at revision {rev} lost"));
         assert_eq!(got["meta"]["revision"], *rev);
     }
     // The log is consistent with the objects: one change per revision, no gaps.
-    let changes = store.changes_since(0).unwrap();
+    let changes = store.changes_since(0).await.unwrap();
     for (i, c) in changes.iter().enumerate() {
         assert_eq!(c.revision, i as u64 + 1);
     }
+}
+
+/// Concurrent transactions are committed in batches (one fsync each); a failed precondition in a
+/// batch fails only its own transaction, and every committed one gets its own revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_txns_commit_in_batches_with_their_own_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every task also tries to create "same": exactly one of those wins.
+            let key = if i % 2 == 0 {
+                format!("n{i}")
+            } else {
+                "same".to_string()
+            };
+            store
+                .txn(vec![Op::put(Kind::Node, key, &obj("n"), Expect::Absent)])
+                .await
+        }));
+    }
+    let mut revisions = Vec::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(rev) => revisions.push(rev),
+            Err(e) => {
+                assert!(e.is_conflict(), "{e}");
+                conflicts += 1;
+            }
+        }
+    }
+    revisions.sort();
+    assert_eq!(revisions, (1..=33).collect::<Vec<u64>>());
+    assert_eq!(conflicts, 31);
+    assert_eq!(store.revision().await.unwrap(), 33);
+    assert_eq!(store.keys(Kind::Node, "").await.unwrap().len(), 33);
 }

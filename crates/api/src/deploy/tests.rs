@@ -19,26 +19,28 @@ fn req(compose: &str) -> DeployRequest {
 const SHOP: &str = "name: shop\nservices:\n  web:\n    image: busybox:1\n    deploy: {replicas: 2}\n  db:\n    image: busybox:2\n";
 
 /// A replica of `service` in app `app`, as the controller would write it.
-fn put_replica(store: &Store, app: &str, service: &str, id: &str) {
+async fn put_replica(store: &Store, app: &str, service: &str, id: &str) {
     let r = crate::testing::replica(id, app, service, "n1");
     store
         .txn(vec![Op::put(Kind::Replica, id, &r, Expect::Absent)])
+        .await
         .unwrap();
 }
 
-fn replica_ids(store: &Store) -> Vec<String> {
+async fn replica_ids(store: &Store) -> Vec<String> {
     store
         .list::<Replica>(Kind::Replica, "")
+        .await
         .unwrap()
         .into_iter()
         .map(|r| r.id)
         .collect()
 }
 
-#[test]
-fn first_deploy_creates_app_and_services_in_file_order() {
+#[tokio::test]
+async fn first_deploy_creates_app_and_services_in_file_order() {
     let store = Store::open_in_memory().unwrap();
-    let out = deploy(&store, "default", &req(SHOP)).unwrap();
+    let out = deploy(&store, "default", &req(SHOP)).await.unwrap();
     assert!(out.created);
     let resp = out.response;
     assert_eq!(resp.app.name, "shop");
@@ -47,99 +49,109 @@ fn first_deploy_creates_app_and_services_in_file_order() {
     let names: Vec<_> = resp.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["web", "db"]);
     assert_eq!(resp.services[0].spec.replicas, 2);
-    assert_eq!(resp.revision, store.revision());
+    assert_eq!(resp.revision, store.revision().await.unwrap());
     assert_eq!(resp.revision, 1, "one transaction");
 }
 
-#[test]
-fn redeploy_updates_changed_services_only_and_deletes_removed_ones_with_replicas() {
+#[tokio::test]
+async fn redeploy_updates_changed_services_only_and_deletes_removed_ones_with_replicas() {
     let store = Store::open_in_memory().unwrap();
-    deploy(&store, "default", &req(SHOP)).unwrap();
-    put_replica(&store, "shop", "web", "web-aaaaa");
-    put_replica(&store, "shop", "db", "db-bbbbb");
+    deploy(&store, "default", &req(SHOP)).await.unwrap();
+    put_replica(&store, "shop", "web", "web-aaaaa").await;
+    put_replica(&store, "shop", "db", "db-bbbbb").await;
     // Another app's replica of a service with the same name must survive.
-    put_replica(&store, "other", "db", "db-ccccc");
+    put_replica(&store, "other", "db", "db-ccccc").await;
     let db_rev = store
         .get::<Service>(Kind::Service, "default/shop/db")
+        .await
         .unwrap()
         .unwrap()
         .meta
         .revision;
 
     let v2 = "name: shop\nservices:\n  web:\n    image: busybox:1\n    deploy: {replicas: 5}\n";
-    let out = deploy(&store, "default", &req(v2)).unwrap();
+    let out = deploy(&store, "default", &req(v2)).await.unwrap();
     assert!(!out.created);
     assert_eq!(out.response.app.services, ["web"]);
     assert_eq!(out.response.services.len(), 1);
     assert_eq!(out.response.services[0].spec.replicas, 5);
     assert!(store
         .get::<Service>(Kind::Service, "default/shop/db")
+        .await
         .unwrap()
         .is_none());
-    assert_eq!(replica_ids(&store), ["db-ccccc", "web-aaaaa"]);
+    assert_eq!(replica_ids(&store).await, ["db-ccccc", "web-aaaaa"]);
     assert!(db_rev < out.response.revision);
 
     // The same file again writes nothing.
-    let rev = store.revision();
-    let out = deploy(&store, "default", &req(v2)).unwrap();
+    let rev = store.revision().await.unwrap();
+    let out = deploy(&store, "default", &req(v2)).await.unwrap();
     assert_eq!(out.response.revision, rev);
-    assert_eq!(store.revision(), rev);
+    assert_eq!(store.revision().await.unwrap(), rev);
 }
 
-#[test]
-fn unchanged_services_keep_their_revision() {
+#[tokio::test]
+async fn unchanged_services_keep_their_revision() {
     let store = Store::open_in_memory().unwrap();
-    deploy(&store, "default", &req(SHOP)).unwrap();
+    deploy(&store, "default", &req(SHOP)).await.unwrap();
     let before: Service = store
         .get(Kind::Service, "default/shop/db")
+        .await
         .unwrap()
         .unwrap();
     let v2 = SHOP.replace("busybox:1", "busybox:3");
-    deploy(&store, "default", &req(&v2)).unwrap();
+    deploy(&store, "default", &req(&v2)).await.unwrap();
     let after: Service = store
         .get(Kind::Service, "default/shop/db")
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(before.meta.revision, after.meta.revision);
     let web: Service = store
         .get(Kind::Service, "default/shop/web")
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(web.spec.image, "busybox:3");
 }
 
-#[test]
-fn name_comes_from_request_then_file_and_namespace_from_body_then_query() {
+#[tokio::test]
+async fn name_comes_from_request_then_file_and_namespace_from_body_then_query() {
     let store = Store::open_in_memory().unwrap();
     let mut r = req(SHOP);
     r.name = Some("shop2".into());
     assert_eq!(
-        deploy(&store, "default", &r).unwrap().response.app.name,
+        deploy(&store, "default", &r)
+            .await
+            .unwrap()
+            .response
+            .app
+            .name,
         "shop2"
     );
     let r = req("services: {web: {image: a}}");
-    let err = deploy(&store, "default", &r).unwrap_err();
+    let err = deploy(&store, "default", &r).await.unwrap_err();
     assert_eq!(err.status().as_u16(), 422);
     assert_eq!(err.field(), Some("name"));
     assert!(err.to_string().contains("request names no app"), "{err}");
 
     let mut r = req(SHOP);
     r.namespace = Some("prod".into());
-    let out = deploy(&store, "staging", &r).unwrap();
+    let out = deploy(&store, "staging", &r).await.unwrap();
     assert_eq!(out.response.app.namespace, "prod");
-    let out = deploy(&store, "staging", &req(SHOP)).unwrap();
+    let out = deploy(&store, "staging", &req(SHOP)).await.unwrap();
     assert_eq!(out.response.app.namespace, "staging");
 }
 
-#[test]
-fn env_and_env_files_come_from_the_request() {
+#[tokio::test]
+async fn env_and_env_files_come_from_the_request() {
     let store = Store::open_in_memory().unwrap();
     let mut r = req(
         "name: shop\nservices:\n  web:\n    image: \"busybox:${TAG}\"\n    env_file: web.env\n",
     );
     r.env = BTreeMap::from([("TAG".to_string(), "9".to_string())]);
     r.env_files = BTreeMap::from([("web.env".to_string(), "MODE=prod\n".to_string())]);
-    let out = deploy(&store, "default", &r).unwrap();
+    let out = deploy(&store, "default", &r).await.unwrap();
     let spec = &out.response.services[0].spec;
     assert_eq!(spec.image, "busybox:9");
     assert_eq!(
@@ -149,22 +161,22 @@ fn env_and_env_files_come_from_the_request() {
 
     // An env_file the CLI did not send is a Compose error at that key.
     r.env_files.clear();
-    let rev = store.revision();
-    let err = deploy(&store, "default", &r).unwrap_err();
+    let rev = store.revision().await.unwrap();
+    let err = deploy(&store, "default", &r).await.unwrap_err();
     assert_eq!(err.status().as_u16(), 422);
     assert!(
         err.field().unwrap().starts_with("services.web.env_file"),
         "{:?}",
         err.field()
     );
-    assert_eq!(store.revision(), rev);
+    assert_eq!(store.revision().await.unwrap(), rev);
 }
 
-#[test]
-fn refusals_write_nothing() {
+#[tokio::test]
+async fn refusals_write_nothing() {
     let store = Store::open_in_memory().unwrap();
-    deploy(&store, "default", &req(SHOP)).unwrap();
-    let rev = store.revision();
+    deploy(&store, "default", &req(SHOP)).await.unwrap();
+    let rev = store.revision().await.unwrap();
     let mut stale = req(SHOP);
     stale.revision = Some(rev + 10);
     let mut bad_name = req(SHOP);
@@ -192,52 +204,59 @@ fn refusals_write_nothing() {
         (req("services: ["), 422, Some("compose")),
     ];
     for (r, status, field) in cases {
-        let err = deploy(&store, "default", &r).unwrap_err();
+        let err = deploy(&store, "default", &r).await.unwrap_err();
         assert_eq!(err.status().as_u16(), status, "{r:?}: {err}");
         if let Some(field) = field {
             assert_eq!(err.field(), Some(field), "{r:?}: {err}");
         }
         assert!(err.body().error.fix.is_some());
-        assert_eq!(store.revision(), rev, "{r:?} wrote");
+        assert_eq!(store.revision().await.unwrap(), rev, "{r:?} wrote");
     }
     // The right revision is accepted.
     let mut ok = req(&SHOP.replace("busybox:2", "busybox:4"));
     ok.revision = Some(
         store
             .get::<App>(Kind::App, "default/shop")
+            .await
             .unwrap()
             .unwrap()
             .meta
             .revision,
     );
-    deploy(&store, "default", &ok).unwrap();
+    deploy(&store, "default", &ok).await.unwrap();
 }
 
-#[test]
-fn delete_removes_app_services_and_replicas_only_of_that_app() {
+#[tokio::test]
+async fn delete_removes_app_services_and_replicas_only_of_that_app() {
     let store = Store::open_in_memory().unwrap();
-    deploy(&store, "default", &req(SHOP)).unwrap();
+    deploy(&store, "default", &req(SHOP)).await.unwrap();
     let mut other = req(SHOP);
     other.name = Some("shopper".into());
-    deploy(&store, "default", &other).unwrap();
-    put_replica(&store, "shop", "web", "web-aaaaa");
-    put_replica(&store, "shopper", "web", "web-bbbbb");
-    let before = store.revision();
-    let app = delete_app(&store, "default", "shop").unwrap();
+    deploy(&store, "default", &other).await.unwrap();
+    put_replica(&store, "shop", "web", "web-aaaaa").await;
+    put_replica(&store, "shopper", "web", "web-bbbbb").await;
+    let before = store.revision().await.unwrap();
+    let app = delete_app(&store, "default", "shop").await.unwrap();
     assert_eq!(app.name, "shop");
-    assert_eq!(store.revision(), before + 1, "one transaction");
+    assert_eq!(
+        store.revision().await.unwrap(),
+        before + 1,
+        "one transaction"
+    );
     assert!(store
         .list::<Service>(Kind::Service, "default/shop/")
+        .await
         .unwrap()
         .is_empty());
     assert_eq!(
         store
             .list::<Service>(Kind::Service, "default/shopper/")
+            .await
             .unwrap()
             .len(),
         2
     );
-    assert_eq!(replica_ids(&store), ["web-bbbbb"]);
-    let err = delete_app(&store, "default", "shop").unwrap_err();
+    assert_eq!(replica_ids(&store).await, ["web-bbbbb"]);
+    let err = delete_app(&store, "default", "shop").await.unwrap_err();
     assert_eq!(err.status().as_u16(), 404);
 }

@@ -17,13 +17,13 @@ fn replica(id: &str, app: &str, service: &str) -> Replica {
     crate::testing::replica(id, app, service, "n1")
 }
 
-fn store_with(replicas: &[Replica]) -> Store {
+async fn store_with(replicas: &[Replica]) -> Store {
     let store = Store::open_in_memory().unwrap();
     let ops = replicas
         .iter()
         .map(|r| Op::put(Kind::Replica, r.id.clone(), r, Expect::Any))
         .collect();
-    store.txn(ops).unwrap();
+    store.txn(ops).await.unwrap();
     store
 }
 
@@ -56,7 +56,7 @@ fn status(id: &str, state: ReplicaState, exits: Vec<ExitRecord>) -> ObservedRepl
     }
 }
 
-fn send(store: &Store, statuses: Vec<ObservedReplica>) -> u64 {
+async fn send(store: &Store, statuses: Vec<ObservedReplica>) -> u64 {
     let r = NodeReport {
         node: "n1".into(),
         address: "10.0.0.1".into(),
@@ -65,28 +65,29 @@ fn send(store: &Store, statuses: Vec<ObservedReplica>) -> u64 {
         generation: 0,
         replicas: statuses,
     };
-    report(store, "n1", &r, NOW).unwrap()
+    report(store, "n1", &r, NOW).await.unwrap()
 }
 
-fn replica_events(store: &Store) -> Vec<Event> {
+async fn replica_events(store: &Store) -> Vec<Event> {
     store
         .list::<Event>(Kind::Event, "")
+        .await
         .unwrap()
         .into_iter()
         .filter(|e| e.object.kind == Kind::Replica)
         .collect()
 }
 
-#[test]
-fn a_new_exit_is_recorded_once_with_its_lines() {
-    let store = store_with(&[replica("web-1", "shop", "web")]);
+#[tokio::test]
+async fn a_new_exit_is_recorded_once_with_its_lines() {
+    let store = store_with(&[replica("web-1", "shop", "web")]).await;
     let report = vec![status(
         "web-1",
         ReplicaState::Exited,
         vec![exit(3, NOW - 5)],
     )];
-    send(&store, report.clone());
-    let events = replica_events(&store);
+    send(&store, report.clone()).await;
+    let events = replica_events(&store).await;
     assert_eq!(events.len(), 1, "{events:?}");
     let e = &events[0];
     assert_eq!(
@@ -100,30 +101,38 @@ fn a_new_exit_is_recorded_once_with_its_lines() {
         (Some("shop"), Some("web"))
     );
     // The status is stored without the lines, which live in the event.
-    let stored: ObservedReplica = store.get(Kind::ReplicaStatus, "web-1").unwrap().unwrap();
+    let stored: ObservedReplica = store
+        .get(Kind::ReplicaStatus, "web-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(stored.exits[0].last_lines.is_empty());
 
     // The same report again (a retry, or a heartbeat): nothing new, and the status is not
     // rewritten either.
     let status_rev = stored.meta.revision;
-    send(&store, report);
-    assert_eq!(replica_events(&store).len(), 1);
-    let again: ObservedReplica = store.get(Kind::ReplicaStatus, "web-1").unwrap().unwrap();
+    send(&store, report).await;
+    assert_eq!(replica_events(&store).await.len(), 1);
+    let again: ObservedReplica = store
+        .get(Kind::ReplicaStatus, "web-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.meta.revision, status_rev);
 
     // A second exit (the agent reports its latest few): only that one is new.
     let two = vec![exit(3, NOW - 5), exit(0, NOW - 1)];
-    send(&store, vec![status("web-1", ReplicaState::Exited, two)]);
-    let events = replica_events(&store);
+    send(&store, vec![status("web-1", ReplicaState::Exited, two)]).await;
+    let events = replica_events(&store).await;
     assert_eq!(events.len(), 2);
     assert_eq!(events[1].event_type, EventType::Normal, "exit code 0");
 }
 
-#[test]
-fn oom_kills_and_back_offs_say_why_and_how_long() {
+#[tokio::test]
+async fn oom_kills_and_back_offs_say_why_and_how_long() {
     let mut r = replica("web-1", "shop", "web");
     r.spec.resources.memory_limit_bytes = Some(64 << 20);
-    let store = store_with(&[r]);
+    let store = store_with(&[r]).await;
     let oom = ExitRecord {
         oom: true,
         restarts: 2,
@@ -133,8 +142,9 @@ fn oom_kills_and_back_offs_say_why_and_how_long() {
     send(
         &store,
         vec![status("web-1", ReplicaState::Restarting, vec![oom])],
-    );
-    let events = replica_events(&store);
+    )
+    .await;
+    let events = replica_events(&store).await;
     let got: Vec<(&str, &str)> = events
         .iter()
         .map(|e| (e.reason.as_str(), e.message.as_str()))
@@ -154,9 +164,9 @@ fn oom_kills_and_back_offs_say_why_and_how_long() {
     );
 }
 
-#[test]
-fn an_exit_found_by_a_restarted_agent_is_not_recorded_twice() {
-    let store = store_with(&[replica("web-1", "shop", "web")]);
+#[tokio::test]
+async fn an_exit_found_by_a_restarted_agent_is_not_recorded_twice() {
+    let store = store_with(&[replica("web-1", "shop", "web")]).await;
     send(
         &store,
         vec![status(
@@ -164,7 +174,8 @@ fn an_exit_found_by_a_restarted_agent_is_not_recorded_twice() {
             ReplicaState::Exited,
             vec![exit(3, NOW - 50)],
         )],
-    );
+    )
+    .await;
     // The agent restarted: it finds the container stopped and reports it as a new exit.
     let found = ExitRecord {
         adopted: true,
@@ -173,25 +184,27 @@ fn an_exit_found_by_a_restarted_agent_is_not_recorded_twice() {
     send(
         &store,
         vec![status("web-1", ReplicaState::Exited, vec![found.clone()])],
-    );
-    assert_eq!(replica_events(&store).len(), 1);
+    )
+    .await;
+    assert_eq!(replica_events(&store).await.len(), 1);
     // The replica had been running when the old agent last reported: the exit is new.
-    let store = store_with(&[replica("web-1", "shop", "web")]);
-    send(&store, vec![status("web-1", ReplicaState::Running, vec![])]);
+    let store = store_with(&[replica("web-1", "shop", "web")]).await;
+    send(&store, vec![status("web-1", ReplicaState::Running, vec![])]).await;
     send(
         &store,
         vec![status("web-1", ReplicaState::Exited, vec![found])],
-    );
-    let events = replica_events(&store);
+    )
+    .await;
+    let events = replica_events(&store).await;
     assert_eq!(events.len(), 1);
     assert!(events[0]
         .message
         .ends_with("(found stopped when the agent started)"));
 }
 
-#[test]
-fn failures_are_recorded_once_per_attempt() {
-    let store = store_with(&[replica("web-1", "shop", "web")]);
+#[tokio::test]
+async fn failures_are_recorded_once_per_attempt() {
+    let store = store_with(&[replica("web-1", "shop", "web")]).await;
     let failed = |at| ObservedReplica {
         failure: Some(FailureRecord {
             message: "image not found: nope:1".into(),
@@ -201,25 +214,25 @@ fn failures_are_recorded_once_per_attempt() {
         }),
         ..status("web-1", ReplicaState::Failed, vec![])
     };
-    send(&store, vec![failed(NOW - 3)]);
-    send(&store, vec![failed(NOW - 3)]);
-    let events = replica_events(&store);
+    send(&store, vec![failed(NOW - 3)]).await;
+    send(&store, vec![failed(NOW - 3)]).await;
+    let events = replica_events(&store).await;
     assert_eq!(events.len(), 1);
     assert_eq!(
         events[0].message,
         "replica web-1 failed to start: image not found: nope:1 (attempt 2, retry in 2s)"
     );
     // The next attempt is a repeat: the one event counts it.
-    send(&store, vec![failed(NOW - 1)]);
-    let events = replica_events(&store);
+    send(&store, vec![failed(NOW - 1)]).await;
+    let events = replica_events(&store).await;
     assert_eq!(events.len(), 1);
     assert_eq!((events[0].count, events[0].first_time), (2, Some(NOW - 3)));
     assert_eq!(events[0].time, NOW - 1);
 }
 
-#[test]
-fn a_crash_loop_counts_up_one_event_per_reason() {
-    let store = store_with(&[replica("web-1", "shop", "web")]);
+#[tokio::test]
+async fn a_crash_loop_counts_up_one_event_per_reason() {
+    let store = store_with(&[replica("web-1", "shop", "web")]).await;
     let minute = 60_000;
     // Three exits with code 1 a minute apart, each reported on its own.
     let mut exits = Vec::new();
@@ -228,15 +241,17 @@ fn a_crash_loop_counts_up_one_event_per_reason() {
         send(
             &store,
             vec![status("web-1", ReplicaState::Restarting, exits.clone())],
-        );
+        )
+        .await;
     }
-    let by_reason = |store: &Store, reason: &str| -> Vec<Event> {
+    let by_reason = async |store: &Store, reason: &str| -> Vec<Event> {
         replica_events(store)
+            .await
             .into_iter()
             .filter(|e| e.reason == reason)
             .collect()
     };
-    let exited = by_reason(&store, reason::EXITED);
+    let exited = by_reason(&store, reason::EXITED).await;
     assert_eq!(exited.len(), 1, "{exited:?}");
     assert_eq!(exited[0].count, 3);
     assert_eq!(exited[0].first_time, Some(NOW - 3 * minute));
@@ -246,8 +261,9 @@ fn a_crash_loop_counts_up_one_event_per_reason() {
     send(
         &store,
         vec![status("web-1", ReplicaState::Restarting, exits.clone())],
-    );
-    assert_eq!(by_reason(&store, reason::EXITED).len(), 2);
+    )
+    .await;
+    assert_eq!(by_reason(&store, reason::EXITED).await.len(), 2);
     exits.push(exit(
         2,
         NOW + hivemind_types::event::AGGREGATE_WINDOW_MS + 1,
@@ -255,28 +271,31 @@ fn a_crash_loop_counts_up_one_event_per_reason() {
     send(
         &store,
         vec![status("web-1", ReplicaState::Restarting, exits.clone())],
-    );
-    assert_eq!(by_reason(&store, reason::EXITED).len(), 3);
+    )
+    .await;
+    assert_eq!(by_reason(&store, reason::EXITED).await.len(), 3);
 }
 
-#[test]
-fn nodes_are_ready_once_and_again_after_down() {
-    let store = store_with(&[]);
-    send(&store, vec![]);
-    send(&store, vec![]);
-    let ready = |store: &Store| {
+#[tokio::test]
+async fn nodes_are_ready_once_and_again_after_down() {
+    let store = store_with(&[]).await;
+    send(&store, vec![]).await;
+    send(&store, vec![]).await;
+    let ready = async |store: &Store| {
         store
             .list::<Event>(Kind::Event, "")
+            .await
             .unwrap()
             .iter()
             .filter(|e| e.reason == reason::READY)
             .count()
     };
-    assert_eq!(ready(&store), 1);
-    let mut node: Node = store.get(Kind::Node, "n1").unwrap().unwrap();
+    assert_eq!(ready(&store).await, 1);
+    let mut node: Node = store.get(Kind::Node, "n1").await.unwrap().unwrap();
     node.state = NodeState::Down;
     store
         .txn(vec![Op::put(Kind::Node, "n1", &node, Expect::Any)])
+        .await
         .unwrap();
     // A later time, so that the event gets its own key.
     let r = NodeReport {
@@ -287,13 +306,13 @@ fn nodes_are_ready_once_and_again_after_down() {
         generation: 0,
         replicas: vec![],
     };
-    report(&store, "n1", &r, NOW + 1).unwrap();
-    assert_eq!(ready(&store), 2);
+    report(&store, "n1", &r, NOW + 1).await.unwrap();
+    assert_eq!(ready(&store).await, 2);
 }
 
-#[test]
-fn node_problems_are_recorded_when_they_appear_and_when_they_go() {
-    let store = store_with(&[]);
+#[tokio::test]
+async fn node_problems_are_recorded_when_they_appear_and_when_they_go() {
+    let store = store_with(&[]).await;
     let problem = |port: u16| NodeProblem {
         reason: reason::PORT_UNAVAILABLE.to_string(),
         message: format!("published port {port} (shop/web) is not served: in use"),
@@ -306,9 +325,10 @@ fn node_problems_are_recorded_when_they_appear_and_when_they_go() {
         generation: 0,
         replicas: vec![],
     };
-    let reasons = |store: &Store| -> Vec<String> {
+    let reasons = async |store: &Store| -> Vec<String> {
         store
             .list::<Event>(Kind::Event, "")
+            .await
             .unwrap()
             .into_iter()
             .filter(|e| e.reason != reason::READY)
@@ -316,14 +336,25 @@ fn node_problems_are_recorded_when_they_appear_and_when_they_go() {
             .collect()
     };
     // Two at once get two events; the same report again adds none.
-    report(&store, "n1", &with(vec![problem(80), problem(81)]), NOW).unwrap();
-    report(&store, "n1", &with(vec![problem(80), problem(81)]), NOW + 1).unwrap();
-    assert_eq!(reasons(&store).len(), 2, "{:?}", reasons(&store));
-    let node: Node = store.get(Kind::Node, "n1").unwrap().unwrap();
+    report(&store, "n1", &with(vec![problem(80), problem(81)]), NOW)
+        .await
+        .unwrap();
+    report(&store, "n1", &with(vec![problem(80), problem(81)]), NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        reasons(&store).await.len(),
+        2,
+        "{:?}",
+        reasons(&store).await
+    );
+    let node: Node = store.get(Kind::Node, "n1").await.unwrap().unwrap();
     assert_eq!(node.problems, vec![problem(80), problem(81)]);
     // One goes: `Resolved` names it; the other stays without a new event.
-    report(&store, "n1", &with(vec![problem(81)]), NOW + 2).unwrap();
-    let all = reasons(&store);
+    report(&store, "n1", &with(vec![problem(81)]), NOW + 2)
+        .await
+        .unwrap();
+    let all = reasons(&store).await;
     assert_eq!(all.len(), 3, "{all:?}");
     assert!(
         all[2].starts_with("Resolved resolved: published port 80 "),
@@ -331,9 +362,9 @@ fn node_problems_are_recorded_when_they_appear_and_when_they_go() {
     );
 }
 
-#[test]
-fn retention_keeps_the_newest_and_drops_the_old() {
-    let store = store_with(&[replica("web-1", "shop", "web")]);
+#[tokio::test]
+async fn retention_keeps_the_newest_and_drops_the_old() {
+    let store = store_with(&[replica("web-1", "shop", "web")]).await;
     // Full, with the oldest ten past the age limit.
     let ops = (0..MAX_EVENTS as u64)
         .map(|i| {
@@ -342,12 +373,13 @@ fn retention_keeps_the_newest_and_drops_the_old() {
             Op::put(Kind::Event, e.id.clone(), &e, Expect::Any)
         })
         .collect();
-    store.txn(ops).unwrap();
+    store.txn(ops).await.unwrap();
     send(
         &store,
         vec![status("web-1", ReplicaState::Exited, vec![exit(1, NOW)])],
-    );
-    let keys = store.keys(Kind::Event, "").unwrap();
+    )
+    .await;
+    let keys = store.keys(Kind::Event, "").await.unwrap();
     // Ten too old went; the new exit and this node's first `Ready` came in.
     assert_eq!(keys.len(), MAX_EVENTS - 10 + 2);
     assert!(keys
@@ -360,7 +392,7 @@ fn retention_keeps_the_newest_and_drops_the_old() {
             Op::put(Kind::Event, e.id.clone(), &e, Expect::Any)
         })
         .collect();
-    store.txn(ops).unwrap();
+    store.txn(ops).await.unwrap();
     send(
         &store,
         vec![status(
@@ -368,19 +400,21 @@ fn retention_keeps_the_newest_and_drops_the_old() {
             ReplicaState::Exited,
             vec![exit(1, NOW), exit(2, NOW + 1)],
         )],
-    );
-    let keys = store.keys(Kind::Event, "").unwrap();
+    )
+    .await;
+    let keys = store.keys(Kind::Event, "").await.unwrap();
     assert_eq!(keys.len(), MAX_EVENTS);
     assert!(keys.last().unwrap().contains("web-1"));
 }
 
-#[test]
-fn listing_filters_by_object_type_and_limit() {
+#[tokio::test]
+async fn listing_filters_by_object_type_and_limit() {
     let store = store_with(&[
         replica("web-1", "shop", "web"),
         replica("web-2", "blog", "web"),
         replica("db-1", "shop", "db"),
-    ]);
+    ])
+    .await;
     send(
         &store,
         vec![
@@ -388,16 +422,18 @@ fn listing_filters_by_object_type_and_limit() {
             status("web-2", ReplicaState::Exited, vec![exit(0, NOW - 20)]),
             status("db-1", ReplicaState::Exited, vec![exit(2, NOW - 10)]),
         ],
-    );
-    let names = |filter: EventFilter| -> Vec<String> {
+    )
+    .await;
+    let names = async |filter: EventFilter| -> Vec<String> {
         list(&store, "default", &filter)
+            .await
             .unwrap()
             .into_iter()
             .map(|e| e.object.name)
             .collect()
     };
     assert_eq!(
-        names(EventFilter::default()),
+        names(EventFilter::default()).await,
         ["web-1", "web-2", "db-1", "n1"]
     );
     let only = |app: Option<&str>, service: Option<&str>, replica: Option<&str>| EventFilter {
@@ -406,27 +442,37 @@ fn listing_filters_by_object_type_and_limit() {
         replica: replica.map(String::from),
         ..Default::default()
     };
-    assert_eq!(names(only(Some("shop"), None, None)), ["web-1", "db-1"]);
-    assert_eq!(names(only(None, Some("web"), None)), ["web-1", "web-2"]);
-    assert_eq!(names(only(Some("shop"), Some("web"), None)), ["web-1"]);
-    assert_eq!(names(only(None, None, Some("db-1"))), ["db-1"]);
+    assert_eq!(
+        names(only(Some("shop"), None, None)).await,
+        ["web-1", "db-1"]
+    );
+    assert_eq!(
+        names(only(None, Some("web"), None)).await,
+        ["web-1", "web-2"]
+    );
+    assert_eq!(
+        names(only(Some("shop"), Some("web"), None)).await,
+        ["web-1"]
+    );
+    assert_eq!(names(only(None, None, Some("db-1"))).await, ["db-1"]);
     let warnings = EventFilter {
         event_type: Some(EventType::Warning),
         ..Default::default()
     };
-    assert_eq!(names(warnings), ["web-1", "db-1"]);
+    assert_eq!(names(warnings).await, ["web-1", "db-1"]);
     let newest = EventFilter {
         limit: Some(2),
         ..Default::default()
     };
-    assert_eq!(names(newest), ["db-1", "n1"]);
+    assert_eq!(names(newest).await, ["db-1", "n1"]);
     assert!(list(&store, "other", &only(Some("shop"), None, None))
+        .await
         .unwrap()
         .is_empty());
 }
 
-#[test]
-fn bad_filter_values_name_the_field() {
+#[tokio::test]
+async fn bad_filter_values_name_the_field() {
     assert_eq!(check_limit(0).unwrap_err().field(), Some("limit"));
     assert_eq!(check_limit(5_000).unwrap_err().field(), Some("limit"));
     assert_eq!(check_limit(7).unwrap(), 7);
@@ -434,8 +480,8 @@ fn bad_filter_values_name_the_field() {
     assert_eq!(parse_type("warning").unwrap(), EventType::Warning);
 }
 
-#[test]
-fn delays_read_as_people_write_them() {
+#[tokio::test]
+async fn delays_read_as_people_write_them() {
     assert_eq!(duration(800), "800ms");
     assert_eq!(duration(2_000), "2s");
     assert_eq!(duration(300_000), "5m");

@@ -14,9 +14,10 @@ fn replica(id: &str, service: &str, node: &str) -> Replica {
     crate::testing::replica(id, "shop", service, node)
 }
 
-fn put(store: &Store, r: &Replica) -> u64 {
+async fn put(store: &Store, r: &Replica) -> u64 {
     store
         .txn(vec![Op::put(Kind::Replica, r.id.clone(), r, Expect::Any)])
+        .await
         .unwrap()
 }
 
@@ -48,25 +49,25 @@ fn node_report(node: &str, replicas: Vec<ObservedReplica>) -> NodeReport {
     }
 }
 
-#[test]
-fn assignment_holds_only_the_nodes_replicas() {
+#[tokio::test]
+async fn assignment_holds_only_the_nodes_replicas() {
     let store = Store::open_in_memory().unwrap();
-    put(&store, &replica("web-1", "web", "n1"));
-    put(&store, &replica("web-2", "web", "n2"));
-    put(&store, &replica("db-1", "db", "n1"));
-    let a = assignment(&store, "n1").unwrap();
+    put(&store, &replica("web-1", "web", "n1")).await;
+    put(&store, &replica("web-2", "web", "n2")).await;
+    put(&store, &replica("db-1", "db", "n1")).await;
+    let a = assignment(&store, "n1").await.unwrap();
     assert_eq!(a.node, "n1");
     assert_eq!(a.generation, 3);
     let ids: Vec<_> = a.replicas.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["db-1", "web-1"]);
-    assert!(assignment(&store, "n9").unwrap().replicas.is_empty());
+    assert!(assignment(&store, "n9").await.unwrap().replicas.is_empty());
 }
 
 #[tokio::test]
 async fn long_poll_answers_at_once_when_a_past_change_touched_the_node() {
     let store = Store::open_in_memory().unwrap();
-    let gen = put(&store, &replica("web-1", "web", "n1"));
-    put(&store, &replica("web-2", "web", "n2"));
+    let gen = put(&store, &replica("web-1", "web", "n1")).await;
+    put(&store, &replica("web-2", "web", "n2")).await;
     // Only n2 changed since `gen`: n1 waits; n2 does not.
     let t = Instant::now();
     let a = wait_assignment(
@@ -108,7 +109,7 @@ async fn long_poll_answers_at_once_when_a_past_change_touched_the_node() {
 #[tokio::test]
 async fn long_poll_wakes_on_a_live_change_for_the_node_and_on_a_move_away() {
     let store = Store::open_in_memory().unwrap();
-    let gen = put(&store, &replica("web-1", "web", "n1"));
+    let gen = put(&store, &replica("web-1", "web", "n1")).await;
     let waiter = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -124,10 +125,10 @@ async fn long_poll_wakes_on_a_live_change_for_the_node_and_on_a_move_away() {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Unrelated writes do not wake it.
-    put(&store, &replica("web-9", "web", "n2"));
+    put(&store, &replica("web-9", "web", "n2")).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished());
-    let moved = put(&store, &replica("web-1", "web", "n3"));
+    let moved = put(&store, &replica("web-1", "web", "n3")).await;
     let a = tokio::time::timeout(Duration::from_secs(2), waiter)
         .await
         .unwrap()
@@ -137,25 +138,34 @@ async fn long_poll_wakes_on_a_live_change_for_the_node_and_on_a_move_away() {
     assert!(a.generation >= moved);
 }
 
-#[test]
-fn report_writes_only_changed_statuses_and_keeps_drain() {
+#[tokio::test]
+async fn report_writes_only_changed_statuses_and_keeps_drain() {
     let store = Store::open_in_memory().unwrap();
-    put(&store, &replica("web-1", "web", "n1"));
+    put(&store, &replica("web-1", "web", "n1")).await;
     let r = node_report("n1", vec![status("web-1", "n1", ReplicaState::Running)]);
-    report(&store, "n1", &r, 1000).unwrap();
-    let node: Node = store.get(Kind::Node, "n1").unwrap().unwrap();
+    report(&store, "n1", &r, 1000).await.unwrap();
+    let node: Node = store.get(Kind::Node, "n1").await.unwrap().unwrap();
     assert_eq!(
         (node.state, node.last_seen, node.address.as_str()),
         (NodeState::Ready, 1000, "10.0.0.1")
     );
-    let s1: ObservedReplica = store.get(Kind::ReplicaStatus, "web-1").unwrap().unwrap();
+    let s1: ObservedReplica = store
+        .get(Kind::ReplicaStatus, "web-1")
+        .await
+        .unwrap()
+        .unwrap();
 
     // Same status again: only the node's last_seen is written.
-    let rev = report(&store, "n1", &r, 2000).unwrap();
-    let s2: ObservedReplica = store.get(Kind::ReplicaStatus, "web-1").unwrap().unwrap();
+    let rev = report(&store, "n1", &r, 2000).await.unwrap();
+    let s2: ObservedReplica = store
+        .get(Kind::ReplicaStatus, "web-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s1.meta.revision, s2.meta.revision);
     let changed: Vec<_> = store
         .changes_since(rev - 1)
+        .await
         .unwrap()
         .into_iter()
         .map(|c| c.kind)
@@ -163,24 +173,29 @@ fn report_writes_only_changed_statuses_and_keeps_drain() {
     assert_eq!(changed, [Kind::Node]);
 
     // A drained node stays drained.
-    let mut drained = store.get::<Node>(Kind::Node, "n1").unwrap().unwrap();
+    let mut drained = store.get::<Node>(Kind::Node, "n1").await.unwrap().unwrap();
     drained.state = NodeState::Drained;
     store
         .txn(vec![Op::put(Kind::Node, "n1", &drained, Expect::Any)])
+        .await
         .unwrap();
     let r = node_report("n1", vec![status("web-1", "n1", ReplicaState::Exited)]);
-    report(&store, "n1", &r, 3000).unwrap();
-    let node: Node = store.get(Kind::Node, "n1").unwrap().unwrap();
+    report(&store, "n1", &r, 3000).await.unwrap();
+    let node: Node = store.get(Kind::Node, "n1").await.unwrap().unwrap();
     assert_eq!(node.state, NodeState::Drained);
-    let s3: ObservedReplica = store.get(Kind::ReplicaStatus, "web-1").unwrap().unwrap();
+    let s3: ObservedReplica = store
+        .get(Kind::ReplicaStatus, "web-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s3.state, ReplicaState::Exited);
 }
 
-#[test]
-fn unreported_statuses_go_only_when_their_replica_is_gone() {
+#[tokio::test]
+async fn unreported_statuses_go_only_when_their_replica_is_gone() {
     let store = Store::open_in_memory().unwrap();
-    put(&store, &replica("web-1", "web", "n1"));
-    put(&store, &replica("web-2", "web", "n1"));
+    put(&store, &replica("web-1", "web", "n1")).await;
+    put(&store, &replica("web-2", "web", "n1")).await;
     let r = node_report(
         "n1",
         vec![
@@ -190,7 +205,7 @@ fn unreported_statuses_go_only_when_their_replica_is_gone() {
             status("web-3", "n1", ReplicaState::Running),
         ],
     );
-    report(&store, "n1", &r, 1).unwrap();
+    report(&store, "n1", &r, 1).await.unwrap();
     // n2's status must never be touched by n1's reports.
     report(
         &store,
@@ -198,14 +213,19 @@ fn unreported_statuses_go_only_when_their_replica_is_gone() {
         &node_report("n2", vec![status("db-1", "n2", ReplicaState::Running)]),
         1,
     )
+    .await
     .unwrap();
 
     store
         .txn(vec![Op::delete(Kind::Replica, "web-2", Expect::Any)])
+        .await
         .unwrap();
-    report(&store, "n1", &node_report("n1", vec![]), 2).unwrap();
+    report(&store, "n1", &node_report("n1", vec![]), 2)
+        .await
+        .unwrap();
     let ids: Vec<String> = store
         .list::<ObservedReplica>(Kind::ReplicaStatus, "")
+        .await
         .unwrap()
         .into_iter()
         .map(|s| s.id)
@@ -213,10 +233,10 @@ fn unreported_statuses_go_only_when_their_replica_is_gone() {
     assert_eq!(ids, ["db-1", "web-1"]);
 }
 
-#[test]
-fn malformed_reports_write_nothing() {
+#[tokio::test]
+async fn malformed_reports_write_nothing() {
     let store = Store::open_in_memory().unwrap();
-    let rev = store.revision();
+    let rev = store.revision().await.unwrap();
     let twice = node_report(
         "n1",
         vec![
@@ -238,26 +258,29 @@ fn malformed_reports_write_nothing() {
         ("n1", no_address, 422, "address"),
     ];
     for (path_node, r, code, field) in cases {
-        let err = report(&store, path_node, &r, 1).unwrap_err();
+        let err = report(&store, path_node, &r, 1).await.unwrap_err();
         assert_eq!((err.status().as_u16(), err.field()), (code, Some(field)));
     }
-    assert_eq!(store.revision(), rev);
+    assert_eq!(store.revision().await.unwrap(), rev);
 }
 
-#[test]
-fn replica_views_join_statuses_and_filter() {
+#[tokio::test]
+async fn replica_views_join_statuses_and_filter() {
     let store = Store::open_in_memory().unwrap();
-    put(&store, &replica("web-1", "web", "n1"));
-    put(&store, &replica("web-2", "web", "n2"));
-    put(&store, &replica("db-1", "db", "n1"));
+    put(&store, &replica("web-1", "web", "n1")).await;
+    put(&store, &replica("web-2", "web", "n2")).await;
+    put(&store, &replica("db-1", "db", "n1")).await;
     report(
         &store,
         "n1",
         &node_report("n1", vec![status("web-1", "n1", ReplicaState::Running)]),
         1,
     )
+    .await
     .unwrap();
-    let all = replica_views(&store, "default", &ReplicaFilter::default()).unwrap();
+    let all = replica_views(&store, "default", &ReplicaFilter::default())
+        .await
+        .unwrap();
     assert_eq!(all.len(), 3);
     let web1 = all.iter().find(|v| v.replica.id == "web-1").unwrap();
     assert_eq!(web1.status.as_ref().unwrap().state, ReplicaState::Running);
@@ -272,17 +295,20 @@ fn replica_views_join_statuses_and_filter() {
         node: Some("n1".into()),
         ..Default::default()
     };
-    let some = replica_views(&store, "default", &filter).unwrap();
+    let some = replica_views(&store, "default", &filter).await.unwrap();
     assert_eq!(some.len(), 1);
     assert!(replica_views(&store, "other", &ReplicaFilter::default())
+        .await
         .unwrap()
         .is_empty());
 
     // Many replicas take the scanning path; the join must agree.
     for i in 0..70 {
-        put(&store, &replica(&format!("x-{i}"), "x", "n1"));
+        put(&store, &replica(&format!("x-{i}"), "x", "n1")).await;
     }
-    let many = replica_views(&store, "default", &ReplicaFilter::default()).unwrap();
+    let many = replica_views(&store, "default", &ReplicaFilter::default())
+        .await
+        .unwrap();
     assert_eq!(many.len(), 73);
     assert!(many
         .iter()

@@ -52,8 +52,8 @@ fn exit_report(generation: u64) -> NodeReport {
 #[tokio::test]
 async fn exits_become_recorded_events_once() {
     let s = TestServer::start().await;
-    put_replica(&s.store, &replica("web-11111", "n1"));
-    let report = exit_report(s.store.revision());
+    put_replica(&s.store, &replica("web-11111", "n1")).await;
+    let report = exit_report(s.store.revision().await.unwrap());
     s.client.report(&report).await.unwrap();
     // A retried report records nothing new.
     s.client.report(&report).await.unwrap();
@@ -133,8 +133,8 @@ where
 #[tokio::test]
 async fn events_deliver_the_backlog_then_live_changes() {
     let s = TestServer::start().await;
-    let first = put_replica(&s.store, &replica("web-11111", "n1"));
-    put_replica(&s.store, &replica("web-22222", "n1"));
+    let first = put_replica(&s.store, &replica("web-11111", "n1")).await;
+    put_replica(&s.store, &replica("web-22222", "n1")).await;
     let mut events = Box::pin(s.client.events(Some(first - 1)).await.unwrap());
     let a = next_change(&mut events).await;
     let b = next_change(&mut events).await;
@@ -143,6 +143,7 @@ async fn events_deliver_the_backlog_then_live_changes() {
 
     s.store
         .txn(vec![Op::delete(Kind::Replica, "web-11111", Expect::Any)])
+        .await
         .unwrap();
     s.client.deploy(&deploy_req(SHOP)).await.unwrap();
     let c = next_change(&mut events).await;
@@ -164,9 +165,9 @@ async fn events_deliver_the_backlog_then_live_changes() {
 #[tokio::test]
 async fn events_reset_when_history_was_compacted() {
     let s = TestServer::start().await;
-    put_replica(&s.store, &replica("web-11111", "n1"));
-    let rev = put_replica(&s.store, &replica("web-22222", "n1"));
-    s.store.compact(rev).unwrap();
+    put_replica(&s.store, &replica("web-11111", "n1")).await;
+    let rev = put_replica(&s.store, &replica("web-22222", "n1")).await;
+    s.store.compact(rev).await.unwrap();
     let mut events = Box::pin(s.client.events(Some(0)).await.unwrap());
     let first = tokio::time::timeout(Duration::from_secs(5), events.next())
         .await

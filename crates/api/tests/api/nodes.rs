@@ -43,11 +43,11 @@ async fn assignment_long_poll_wakes_on_the_nodes_replicas_and_times_out_otherwis
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    put_replica(&s.store, &replica("web-22222", "n2"));
+    put_replica(&s.store, &replica("web-22222", "n2")).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!poll.is_finished(), "a write for n2 must not wake n1");
     let t = Instant::now();
-    let written = put_replica(&s.store, &replica("web-11111", "n1"));
+    let written = put_replica(&s.store, &replica("web-11111", "n1")).await;
     let a = tokio::time::timeout(Duration::from_secs(5), poll)
         .await
         .unwrap()
@@ -62,13 +62,13 @@ async fn assignment_long_poll_wakes_on_the_nodes_replicas_and_times_out_otherwis
 #[tokio::test]
 async fn reports_show_up_in_nodes_and_replica_views() {
     let s = TestServer::start().await;
-    put_replica(&s.store, &replica("web-11111", "n1"));
+    put_replica(&s.store, &replica("web-11111", "n1")).await;
     let report = NodeReport {
         node: "n1".into(),
         address: "10.0.0.1".into(),
         agent_url: None,
         problems: Vec::new(),
-        generation: s.store.revision(),
+        generation: s.store.revision().await.unwrap(),
         replicas: vec![ObservedReplica {
             id: "web-11111".into(),
             node: "n1".into(),
@@ -113,13 +113,13 @@ async fn logs_and_exec_are_proxied_only_to_reachable_agents() {
         )
         .await;
     assert_eq!(status, 404);
-    put_replica(&s.store, &replica("web-11111", "n1"));
+    put_replica(&s.store, &replica("web-11111", "n1")).await;
     let mut report = NodeReport {
         node: "n1".into(),
         address: "10.0.0.1".into(),
         agent_url: None,
         problems: Vec::new(),
-        generation: s.store.revision(),
+        generation: s.store.revision().await.unwrap(),
         replicas: Vec::new(),
     };
     s.client.report(&report).await.unwrap();

@@ -13,7 +13,7 @@ async fn deploy_list_redeploy_scale_and_delete() {
     s.client.healthz().await.unwrap();
     let out = s.client.deploy(&deploy_req(SHOP)).await.unwrap();
     assert_eq!(out.app.services, ["web", "db", "agent"]);
-    assert_eq!(out.revision, s.store.revision());
+    assert_eq!(out.revision, s.store.revision().await.unwrap());
 
     let apps = s.client.apps().await.unwrap();
     assert_eq!(apps.len(), 1);
@@ -35,7 +35,8 @@ async fn deploy_list_redeploy_scale_and_delete() {
             service: "db".into(),
             ..replica("db-aaaaa", "n1")
         },
-    );
+    )
+    .await;
     let v2 = SHOP
         .replace("busybox:1", "busybox:9")
         .replace("  db:\n    image: busybox:2\n", "");
@@ -54,6 +55,7 @@ async fn deploy_list_redeploy_scale_and_delete() {
     assert!(s
         .store
         .get::<Replica>(Kind::Replica, "db-aaaaa")
+        .await
         .unwrap()
         .is_none());
 
@@ -64,7 +66,7 @@ async fn deploy_list_redeploy_scale_and_delete() {
     assert_eq!(web.spec.replicas, 4);
 
     // Stale revisions: 409, nothing written.
-    let rev = s.store.revision();
+    let rev = s.store.revision().await.unwrap();
     let err = s
         .client
         .scale_at("shop", "web", 5, Some(web.meta.revision - 1))
@@ -75,7 +77,7 @@ async fn deploy_list_redeploy_scale_and_delete() {
     let mut stale = deploy_req(SHOP);
     stale.revision = Some(1);
     assert!(s.client.deploy(&stale).await.unwrap_err().is_conflict());
-    assert_eq!(s.store.revision(), rev);
+    assert_eq!(s.store.revision().await.unwrap(), rev);
 
     // A bare name in two apps is ambiguous.
     let mut other = deploy_req(SHOP);
@@ -148,7 +150,7 @@ async fn malformed_requests_name_the_field_and_write_nothing() {
     use reqwest::Method;
     let s = TestServer::start().await;
     s.client.deploy(&deploy_req(SHOP)).await.unwrap();
-    let rev = s.store.revision();
+    let rev = s.store.revision().await.unwrap();
 
     let scale = "/api/v1/services/shop/web/scale";
     let good = serde_json::to_string(SHOP).unwrap();
@@ -209,7 +211,7 @@ async fn malformed_requests_name_the_field_and_write_nothing() {
         }
         assert!(err.error.fix.is_some(), "{method} {path}: {err:?}");
         assert_eq!(
-            s.store.revision(),
+            s.store.revision().await.unwrap(),
             rev,
             "{method} {path} wrote to the store"
         );
@@ -221,7 +223,7 @@ async fn odd_bodies_never_cause_a_server_error() {
     use reqwest::Method;
     let s = TestServer::start().await;
     s.client.deploy(&deploy_req(SHOP)).await.unwrap();
-    let rev = s.store.revision();
+    let rev = s.store.revision().await.unwrap();
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let deep_obj = format!(
         r#"{{"compose": {}"x"{}}}"#,
@@ -267,5 +269,5 @@ async fn odd_bodies_never_cause_a_server_error() {
             assert!(err.is_some(), "{method} {path} {shown:?}: no error body");
         }
     }
-    assert_eq!(s.store.revision(), rev);
+    assert_eq!(s.store.revision().await.unwrap(), rev);
 }

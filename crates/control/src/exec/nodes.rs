@@ -23,8 +23,8 @@ impl NodeLivenessController {
         NodeLivenessController { store, timeout }
     }
 
-    fn run(&self) -> Result<serde_json::Value, ControlError> {
-        let nodes: Vec<Node> = self.store.list(Kind::Node, "")?;
+    async fn run(&self) -> Result<serde_json::Value, ControlError> {
+        let nodes: Vec<Node> = self.store.list(Kind::Node, "").await?;
         let now = now_millis();
         let down = plan_node_liveness(&nodes, now, self.timeout.as_millis() as u64);
         let mut ops: Vec<Op> = down
@@ -40,21 +40,21 @@ impl NodeLivenessController {
             })
             .collect();
         if !down.is_empty() {
-            ops.extend(down_events(&self.store, &down, now)?);
+            ops.extend(down_events(&self.store, &down, now).await?);
         }
-        self.store.txn(ops)?;
+        self.store.txn(ops).await?;
         Ok(json!({ "nodes": nodes.len(), "marked_down": down.len() }))
     }
 }
 
 /// A `Down` event per node, with the pruning that keeps events bounded (the same rule the API
 /// applies when it records events from reports).
-fn down_events(store: &Store, down: &[Node], now: u64) -> Result<Vec<Op>, ControlError> {
+async fn down_events(store: &Store, down: &[Node], now: u64) -> Result<Vec<Op>, ControlError> {
     let events: Vec<Event> = down
         .iter()
         .map(|n| Event::about_node(&n.name, false, now))
         .collect();
-    let keys = store.keys(Kind::Event, "")?;
+    let keys = store.keys(Kind::Event, "").await?;
     let mut ops: Vec<Op> = expired_keys(&keys, events.len(), now)
         .into_iter()
         .filter(|key| !events.iter().any(|e| e.id == *key))
@@ -68,6 +68,7 @@ fn down_events(store: &Store, down: &[Node], now: u64) -> Result<Vec<Op>, Contro
     Ok(ops)
 }
 
+#[async_trait::async_trait]
 impl BackgroundTask for NodeLivenessController {
     fn name(&self) -> &'static str {
         "node-liveness"
@@ -81,7 +82,7 @@ impl BackgroundTask for NodeLivenessController {
         Duration::from_secs(2)
     }
 
-    fn activate(&mut self) -> Result<serde_json::Value, String> {
-        self.run().map_err(|e| error_chain(&e))
+    async fn activate(&mut self) -> Result<serde_json::Value, String> {
+        self.run().await.map_err(|e| error_chain(&e))
     }
 }

@@ -21,13 +21,14 @@ impl ServiceController {
         ServiceController { store }
     }
 
-    fn run(&self) -> Result<serde_json::Value, ControlError> {
-        let services: Vec<Service> = self.store.list(Kind::Service, "")?;
-        let replicas: Vec<Replica> = self.store.list(Kind::Replica, "")?;
-        let nodes: Vec<Node> = self.store.list(Kind::Node, "")?;
+    async fn run(&self) -> Result<serde_json::Value, ControlError> {
+        let services: Vec<Service> = self.store.list(Kind::Service, "").await?;
+        let replicas: Vec<Replica> = self.store.list(Kind::Replica, "").await?;
+        let nodes: Vec<Node> = self.store.list(Kind::Node, "").await?;
         let statuses: BTreeMap<String, ObservedReplica> = self
             .store
-            .list::<ObservedReplica>(Kind::ReplicaStatus, "")?
+            .list::<ObservedReplica>(Kind::ReplicaStatus, "")
+            .await?
             .into_iter()
             .map(|s| (s.id.clone(), s))
             .collect();
@@ -57,7 +58,7 @@ impl ServiceController {
                     Expect::Revision(r.meta.revision),
                 ));
             }
-            self.store.txn(ops)?;
+            self.store.txn(ops).await?;
         }
         Ok(json!({
             "services": services.len(),
@@ -68,6 +69,7 @@ impl ServiceController {
     }
 }
 
+#[async_trait::async_trait]
 impl BackgroundTask for ServiceController {
     fn name(&self) -> &'static str {
         "service-controller"
@@ -77,8 +79,8 @@ impl BackgroundTask for ServiceController {
         matches!(kind, Kind::Service | Kind::Replica | Kind::Node)
     }
 
-    fn activate(&mut self) -> Result<serde_json::Value, String> {
-        self.run().map_err(|e| error_chain(&e))
+    async fn activate(&mut self) -> Result<serde_json::Value, String> {
+        self.run().await.map_err(|e| error_chain(&e))
     }
 }
 

@@ -18,6 +18,7 @@ use crate::exec::nodes::NodeLivenessController;
 use crate::exec::now_millis;
 use crate::exec::replicas::ServiceController;
 
+#[async_trait::async_trait]
 pub trait BackgroundTask: Send + 'static {
     fn name(&self) -> &'static str;
     /// Whether a change to an object of `kind` should wake the task.
@@ -27,7 +28,7 @@ pub trait BackgroundTask: Send + 'static {
         Duration::from_secs(5)
     }
     /// One run: read, plan, write. Returns a status summary or an error message.
-    fn activate(&mut self) -> Result<serde_json::Value, String>;
+    async fn activate(&mut self) -> Result<serde_json::Value, String>;
 }
 
 /// The last outcome of one task, as the API shows it.
@@ -137,7 +138,7 @@ async fn drive(
         // Coalesce a burst of changes (one transaction writes many objects) into one run.
         while changes.try_recv().is_ok() {}
         let started = Instant::now();
-        let result = task.activate();
+        let result = task.activate().await;
         let elapsed = started.elapsed();
         match &result {
             Ok(summary) => debug!(task = task.name(), ?elapsed, %summary, "controller ran"),

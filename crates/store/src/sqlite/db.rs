@@ -1,0 +1,332 @@
+//! The SQLite schema and queries. Nothing outside `sqlite/` writes SQL.
+//!
+//! Durability: WAL journal with `synchronous=FULL`, so a transaction that returned is on disk and
+//! survives `kill -9` and power loss. Each store transaction is one SQLite savepoint inside the
+//! writer's batch transaction: either every object and change row of it is written, or none is.
+//!
+//! These are plain functions over a `Connection`; which thread runs them is `sqlite/mod.rs`'s
+//! business.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hivemind_types::Kind;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::{Change, ChangeOp, Expect, Op, StoreError};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: objects, change log, counters.
+    "CREATE TABLE objects (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (kind, key)
+     ) WITHOUT ROWID;
+     CREATE TABLE changes (
+        revision INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        op TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (revision, seq)
+     ) WITHOUT ROWID;
+     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+     INSERT INTO counters VALUES ('revision', 0), ('compacted', 0);",
+];
+
+/// Opens the writer's connection at `path`, creating and migrating the schema.
+pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    migrate(conn)
+}
+
+/// Opens a reader's connection to a store `open_writer` already migrated. WAL lets readers see
+/// the last committed state while the writer writes, without waiting for it.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // A reader never writes; make a slip an error instead of a second writer.
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+pub(crate) fn open_in_memory() -> Result<Connection, StoreError> {
+    migrate(Connection::open_in_memory()?)
+}
+
+fn migrate(mut conn: Connection) -> Result<Connection, StoreError> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as u32;
+    if version > known {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            known,
+        });
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    for migration in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    tx.commit()?;
+    Ok(conn)
+}
+
+fn counter(conn: &Connection, name: &str) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT value FROM counters WHERE name = ?1")?;
+    Ok(stmt.query_row([name], |r| r.get::<_, i64>(0))? as u64)
+}
+
+pub(crate) fn revision(conn: &Connection) -> Result<u64, StoreError> {
+    counter(conn, "revision")
+}
+
+pub(crate) fn get(conn: &Connection, kind: Kind, key: &str) -> Result<Option<String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT value FROM objects WHERE kind = ?1 AND key = ?2")?;
+    Ok(stmt
+        .query_row(params![kind.as_str(), key], |r| r.get(0))
+        .optional()?)
+}
+
+/// `(key, JSON text)` of every object of `kind` whose key starts with `prefix`, ordered by key.
+pub(crate) fn list(
+    conn: &Connection,
+    kind: Kind,
+    prefix: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    // Range scan on the primary key instead of LIKE, so that `%` and `_` in keys are literal.
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, value FROM objects WHERE kind = ?1 AND key >= ?2 ORDER BY key",
+    )?;
+    let rows = stmt.query_map(params![kind.as_str(), prefix], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, text) = row?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        out.push((key, text));
+    }
+    Ok(out)
+}
+
+pub(crate) fn keys(conn: &Connection, kind: Kind, prefix: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT key FROM objects WHERE kind = ?1 AND key >= ?2 ORDER BY key")?;
+    let rows = stmt.query_map(params![kind.as_str(), prefix], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for key in rows {
+        let key = key?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        out.push(key);
+    }
+    Ok(out)
+}
+
+/// Applies `ops` as revision `revision` on `conn` (the caller's savepoint) and returns the
+/// changes. An empty result means nothing changed (only deletes of absent objects); the caller
+/// then rolls back and keeps the revision.
+pub(crate) fn apply(
+    conn: &Connection,
+    revision: u64,
+    ops: Vec<Op>,
+    now: u64,
+) -> Result<Vec<Change>, StoreError> {
+    // Cached statements: a 100,000-op transaction must not prepare 300,000 statements.
+    let mut read =
+        conn.prepare_cached("SELECT revision, value FROM objects WHERE kind = ?1 AND key = ?2")?;
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO objects (kind, key, revision, value) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (kind, key) DO UPDATE SET revision = ?3, value = ?4",
+    )?;
+    let mut delete = conn.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND key = ?2")?;
+    let mut log = conn.prepare_cached(
+        "INSERT INTO changes (revision, seq, kind, key, op, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut changes = Vec::with_capacity(ops.len());
+    for (seq, op) in ops.into_iter().enumerate() {
+        let (kind, key, expect) = match &op {
+            Op::Put {
+                kind, key, expect, ..
+            }
+            | Op::Delete { kind, key, expect } => (*kind, key.clone(), *expect),
+        };
+        let current: Option<(u64, String)> = read
+            .query_row(params![kind.as_str(), key], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()?;
+        check(kind, &key, expect, current.as_ref().map(|c| c.0))?;
+        let (change_op, value, text) = match op {
+            Op::Put { mut value, .. } => {
+                let created_at = match &current {
+                    Some((_, text)) => parse(kind, &key, text)?
+                        .pointer("/meta/created_at")
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(now),
+                    None => now,
+                };
+                let obj = value.as_object_mut().ok_or(StoreError::NotAnObject {
+                    kind: kind.as_str(),
+                    key: key.clone(),
+                })?;
+                obj.insert(
+                    "meta".into(),
+                    serde_json::json!({
+                        "revision": revision,
+                        "created_at": created_at,
+                        "updated_at": now,
+                    }),
+                );
+                let text = value.to_string();
+                upsert.execute(params![kind.as_str(), key, revision as i64, text])?;
+                (ChangeOp::Put, value, text)
+            }
+            Op::Delete { .. } => {
+                let Some((_, text)) = current else {
+                    // Deleting something absent under `Expect::Any` is a no-op, not a change.
+                    continue;
+                };
+                delete.execute(params![kind.as_str(), key])?;
+                (ChangeOp::Delete, parse(kind, &key, &text)?, text)
+            }
+        };
+        log.execute(params![
+            revision as i64,
+            seq as i64,
+            kind.as_str(),
+            key,
+            op_name(change_op),
+            text
+        ])?;
+        changes.push(Change {
+            revision,
+            kind,
+            key,
+            op: change_op,
+            value,
+        });
+    }
+    Ok(changes)
+}
+
+pub(crate) fn set_revision(conn: &Connection, revision: u64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE counters SET value = ?1 WHERE name = 'revision'")?
+        .execute([revision as i64])?;
+    Ok(())
+}
+
+pub(crate) fn compacted(conn: &Connection) -> Result<u64, StoreError> {
+    counter(conn, "compacted")
+}
+
+/// Changes with a revision greater than `since`, oldest first.
+pub(crate) fn changes_since(conn: &Connection, since: u64) -> Result<Vec<Change>, StoreError> {
+    let compacted = compacted(conn)?;
+    if since < compacted {
+        return Err(StoreError::Compacted { compacted });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT revision, kind, key, op, value FROM changes WHERE revision > ?1 ORDER BY revision, seq",
+    )?;
+    let rows = stmt.query_map([since as i64], change_row)?;
+    collect_changes(rows)
+}
+
+type ChangeRow = (u64, String, String, String, String);
+
+fn change_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChangeRow> {
+    Ok((
+        r.get::<_, i64>(0)? as u64,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+    ))
+}
+
+fn collect_changes(
+    rows: impl Iterator<Item = rusqlite::Result<ChangeRow>>,
+) -> Result<Vec<Change>, StoreError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (revision, kind, key, op, text) = row?;
+        // Rows are written only by `apply`, so unknown words mean a newer binary wrote them.
+        let Some(kind) = Kind::parse(&kind) else {
+            continue;
+        };
+        let op = if op == "delete" {
+            ChangeOp::Delete
+        } else {
+            ChangeOp::Put
+        };
+        let value = parse(kind, &key, &text)?;
+        out.push(Change {
+            revision,
+            kind,
+            key,
+            op,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn compact(conn: &mut Connection, revision: u64) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "DELETE FROM changes WHERE revision <= ?1",
+        [revision as i64],
+    )?;
+    tx.execute(
+        "UPDATE counters SET value = MAX(value, ?1) WHERE name = 'compacted'",
+        [revision as i64],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn op_name(op: ChangeOp) -> &'static str {
+    match op {
+        ChangeOp::Put => "put",
+        ChangeOp::Delete => "delete",
+    }
+}
+
+fn check(kind: Kind, key: &str, expect: Expect, current: Option<u64>) -> Result<(), StoreError> {
+    let reason = match (expect, current) {
+        (Expect::Any, _) => return Ok(()),
+        (Expect::Absent, None) => return Ok(()),
+        (Expect::Absent, Some(rev)) => format!("already exists at revision {rev}"),
+        (Expect::Present, Some(_)) => return Ok(()),
+        (Expect::Present, None) | (Expect::Revision(_), None) => "does not exist".to_string(),
+        (Expect::Revision(want), Some(rev)) if want == rev => return Ok(()),
+        (Expect::Revision(want), Some(rev)) => {
+            format!("expected revision {want}, found {rev}: re-read it and retry")
+        }
+    };
+    Err(StoreError::Conflict {
+        kind: kind.as_str(),
+        key: key.to_string(),
+        reason,
+    })
+}
+
+fn parse(kind: Kind, key: &str, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Decode {
+        kind: kind.as_str(),
+        key: key.to_string(),
+        source,
+    })
+}
