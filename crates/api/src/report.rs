@@ -7,11 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use hivemind_client::wire::{ReplicaFilter, ReplicaView};
-use hivemind_store::{Change, Expect, Op, Store, StoreError};
+use hivemind_store::{Change, Expect, Op, Store, WatchEvent};
 use hivemind_types::{
     Assignment, Kind, Meta, Node, NodeReport, NodeState, ObservedReplica, Replica,
 };
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
 use crate::network::ClusterNetwork;
@@ -88,43 +87,36 @@ pub async fn wait_assignment_in(
     let Some(after) = after else {
         return assignment_in(store, net, node).await;
     };
-    // Subscribe before reading, so that no change falls between the read and the wait.
-    let mut live = store.subscribe();
     let current = assignment_in(store, net, node).await?;
-    if current.generation > after {
-        if current.generation - after > MAX_SCAN {
-            return Ok(current);
-        }
-        match store.changes_since(after).await {
-            Ok(changes) => {
-                if changes.iter().any(|c| touches_since(c, node, &current)) {
-                    return Ok(current);
-                }
-            }
-            // History the agent asks about is gone: it cannot know what it missed.
-            Err(StoreError::Compacted { .. }) => return Ok(current),
-            Err(e) => return Err(e.into()),
-        }
+    if current.generation > after && current.generation - after > MAX_SCAN {
+        return Ok(current);
     }
+    // Watching from `after` covers both what happened since the agent's copy (up to
+    // `current.generation`, already in `current`) and what happens next, with no gap between.
+    let mut watch = store.watch(after.min(current.generation));
     let deadline = tokio::time::Instant::now() + timeout.min(MAX_POLL);
     tokio::pin!(stopping);
     loop {
         let next = tokio::select! {
-            next = tokio::time::timeout_at(deadline, live.recv()) => next,
+            next = tokio::time::timeout_at(deadline, watch.next()) => next,
             // Answer as on a timeout: the agent polls again, reaching the restarted server.
             () = &mut stopping => return Ok(current),
         };
         match next {
             Err(_elapsed) => return Ok(current),
-            Ok(Ok(change)) => {
-                if touches(&change, node, &current) {
+            Ok(Some(WatchEvent::Txn { revision, changes })) => {
+                if revision <= current.generation {
+                    if changes.iter().any(|c| touches_since(c, node, &current)) {
+                        return Ok(current);
+                    }
+                } else if changes.iter().any(|c| touches(c, node, &current)) {
                     return assignment_in(store, net, node).await;
                 }
             }
-            // Missed changes may have concerned this node; answering is always safe.
-            Ok(Err(RecvError::Lagged(_) | RecvError::Closed)) => {
-                return assignment_in(store, net, node).await
-            }
+            // History the agent asks about is gone: it cannot know what it missed.
+            Ok(Some(WatchEvent::Compacted { .. })) => return Ok(current),
+            // The store closed: answering is always safe.
+            Ok(None) => return assignment_in(store, net, node).await,
         }
     }
 }
@@ -138,7 +130,7 @@ fn touches_since(change: &Change, node: &str, current: &Assignment) -> bool {
             Kind::Service | Kind::ReplicaStatus => true,
             Kind::Node => change.key == node,
             Kind::Replica => change.op == hivemind_store::ChangeOp::Delete,
-            Kind::App | Kind::Event => false,
+            Kind::App | Kind::Event | Kind::Endpoints | Kind::Address => false,
         }
 }
 

@@ -10,9 +10,8 @@
 
 use async_trait::async_trait;
 use hivemind_types::Kind;
-use tokio::sync::broadcast;
 
-use crate::{Change, Op, StoreError};
+use crate::{Op, StoreError, Watch};
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -23,10 +22,39 @@ pub trait Backend: Send + Sync + 'static {
     /// `(key, JSON text)` of the objects of `kind` whose key starts with `prefix`, by key.
     async fn list(&self, kind: Kind, prefix: &str) -> Result<Vec<(String, String)>, StoreError>;
     async fn keys(&self, kind: Kind, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// `(key, JSON text)` of the objects `index` selects, by key, without a full scan.
+    async fn list_indexed(&self, index: Index) -> Result<Vec<(String, String)>, StoreError>;
     /// Applies non-empty `ops` (no key twice) atomically; returns the new revision, or the
     /// current one when nothing changed (only deletes of absent objects).
     async fn txn(&self, ops: Vec<Op>) -> Result<u64, StoreError>;
-    async fn changes_since(&self, since: u64) -> Result<Vec<Change>, StoreError>;
-    fn subscribe(&self) -> broadcast::Receiver<Change>;
+    /// Every transaction committed after `from`, then live ones, as `Store::watch` documents:
+    /// history in bounded pages, lag repaired from the backend's own log, `Compacted` last when
+    /// `from` is older than the kept history.
+    fn watch(&self, from: u64) -> Watch;
     async fn compact(&self, revision: u64) -> Result<(), StoreError>;
+}
+
+/// The secondary indexes every backend keeps: the only object fields the store knows about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Index {
+    /// Replicas whose `node` is this.
+    ReplicasByNode { node: String },
+    /// Replicas of one service.
+    ReplicasByService {
+        namespace: String,
+        app: String,
+        service: String,
+    },
+    /// Replica statuses whose `node` is this.
+    StatusesByNode { node: String },
+}
+
+impl Index {
+    /// The kind of the objects the index selects.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Index::ReplicasByNode { .. } | Index::ReplicasByService { .. } => Kind::Replica,
+            Index::StatusesByNode { .. } => Kind::ReplicaStatus,
+        }
+    }
 }

@@ -15,10 +15,12 @@
 //! store.revision().await?                                  // -> u64, current global revision
 //! store.get::<App>(Kind::App, "default/hello").await?      // -> Option<App>
 //! store.list::<Replica>(Kind::Replica, "").await?          // all; prefix filter on key
+//! store.replica_list_by_node("n1").await?                  // indexed; also _by_service,
+//!                                                          // status_list_by_node
 //! store.txn(vec![Op::put(Kind::App, app.key(), &app, Expect::Absent),
 //!                Op::delete(Kind::Replica, id, Expect::Any)]).await?   // -> u64 new revision
-//! store.changes_since(rev).await?                          // -> Vec<Change> with revision > rev
-//! store.subscribe()                                        // -> broadcast::Receiver<Change>
+//! store.watch(rev)                                         // -> Watch: Stream<Item = WatchEvent>
+//! store.compact(rev).await?                                // drop change log up to rev
 //! ```
 //! `txn` sets `meta.revision`, `meta.created_at` (kept from the previous version) and
 //! `meta.updated_at` in the stored JSON. A failed precondition fails the whole transaction with
@@ -27,18 +29,19 @@
 mod backend;
 mod error;
 mod sqlite;
+mod watch;
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use hivemind_types::Kind;
+use hivemind_types::{Kind, ObservedReplica, Replica};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
-pub use backend::Backend;
+pub use backend::{Backend, Index};
 pub use error::StoreError;
+pub use watch::{Watch, WatchEvent};
 
 /// Precondition on the current version of an object, checked inside the transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +179,50 @@ impl Store {
         self.backend.keys(kind, prefix).await
     }
 
+    /// The replicas placed on `node`, by id (indexed: no scan of other nodes' replicas).
+    pub async fn replica_list_by_node(&self, node: &str) -> Result<Vec<Replica>, StoreError> {
+        self.list_indexed(Index::ReplicasByNode {
+            node: node.to_string(),
+        })
+        .await
+    }
+
+    /// The replicas of one service, by id (indexed).
+    pub async fn replica_list_by_service(
+        &self,
+        namespace: &str,
+        app: &str,
+        service: &str,
+    ) -> Result<Vec<Replica>, StoreError> {
+        self.list_indexed(Index::ReplicasByService {
+            namespace: namespace.to_string(),
+            app: app.to_string(),
+            service: service.to_string(),
+        })
+        .await
+    }
+
+    /// The replica statuses `node` reported, by id (indexed).
+    pub async fn status_list_by_node(
+        &self,
+        node: &str,
+    ) -> Result<Vec<ObservedReplica>, StoreError> {
+        self.list_indexed(Index::StatusesByNode {
+            node: node.to_string(),
+        })
+        .await
+    }
+
+    async fn list_indexed<T: DeserializeOwned>(&self, index: Index) -> Result<Vec<T>, StoreError> {
+        let kind = index.kind();
+        self.backend
+            .list_indexed(index)
+            .await?
+            .into_iter()
+            .map(|(key, text)| decode(kind, &key, &text))
+            .collect()
+    }
+
     /// Applies `ops` atomically and returns the new revision. Nothing is written when any
     /// precondition fails. An empty transaction writes nothing and returns the current revision.
     pub async fn txn(&self, ops: Vec<Op>) -> Result<u64, StoreError> {
@@ -196,19 +243,17 @@ impl Store {
         self.backend.txn(ops).await
     }
 
-    /// Changes with a revision greater than `since`, oldest first.
-    pub async fn changes_since(&self, since: u64) -> Result<Vec<Change>, StoreError> {
-        self.backend.changes_since(since).await
-    }
-
-    /// Live changes from now on. Pair with `changes_since` to watch from a past revision:
-    /// subscribe first, then read the backlog, then skip live changes at or below its last revision.
-    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.backend.subscribe()
+    /// Every transaction committed after `from`, in order, one item per transaction, then live
+    /// ones; produced by the backend (history read from the change log in bounded pages, a
+    /// watcher that falls behind the live buffer catches up from the log instead of losing
+    /// anything). Ends with `WatchEvent::Compacted` when `from` is older than the compacted
+    /// history: the watcher must re-list and watch from the current revision.
+    pub fn watch(&self, from: u64) -> Watch {
+        self.backend.watch(from)
     }
 
     /// Drops change-log entries at or below `revision`, keeping objects. Watchers that ask for
-    /// older revisions get `StoreError::Compacted` and must re-list.
+    /// older revisions get `WatchEvent::Compacted` and must re-list.
     pub async fn compact(&self, revision: u64) -> Result<(), StoreError> {
         self.backend.compact(revision).await
     }

@@ -7,10 +7,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hivemind_store::Store;
+use futures::FutureExt;
+use hivemind_store::{Store, WatchEvent};
 use hivemind_types::Kind;
 use serde::Serialize;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -97,7 +98,7 @@ pub fn spawn_controllers(store: Store, shutdown: watch::Receiver<bool>) -> Contr
             });
         let handle = tokio::spawn(drive(
             task,
-            store.subscribe(),
+            store.clone(),
             shutdown.clone(),
             controllers.statuses.clone(),
             index,
@@ -113,30 +114,37 @@ pub fn spawn_controllers(store: Store, shutdown: watch::Receiver<bool>) -> Contr
 
 async fn drive(
     mut task: Box<dyn BackgroundTask>,
-    mut changes: broadcast::Receiver<hivemind_store::Change>,
+    store: Store,
     mut shutdown: watch::Receiver<bool>,
     statuses: Arc<Mutex<Vec<ControllerStatus>>>,
     index: usize,
 ) {
+    let mut feed = watch_from_now(&store).await;
     let mut timer = tokio::time::interval(task.period());
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = timer.tick() => {}
-            changed = changes.recv() => match changed {
-                Ok(change) if task.watches(change.kind) => {}
-                Ok(_) => continue,
+            changed = feed.next() => match changed {
+                Some(WatchEvent::Txn { changes, .. })
+                    if changes.iter().any(|c| task.watches(c.kind)) => {}
+                Some(WatchEvent::Txn { .. }) => continue,
                 // Missed changes are fine: the run reads everything afresh.
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(WatchEvent::Compacted { .. }) => feed = watch_from_now(&store).await,
+                None => return,
             },
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {
             return;
         }
-        // Coalesce a burst of changes (one transaction writes many objects) into one run.
-        while changes.try_recv().is_ok() {}
+        // Coalesce a burst of transactions into one run.
+        while let Some(Some(event)) = feed.next().now_or_never() {
+            if let WatchEvent::Compacted { .. } = event {
+                feed = watch_from_now(&store).await;
+                break;
+            }
+        }
         let started = Instant::now();
         let result = task.activate().await;
         let elapsed = started.elapsed();
@@ -153,4 +161,11 @@ async fn drive(
         status.last_duration_us = elapsed.as_micros() as u64;
         status.last_result = result;
     }
+}
+
+/// A watch of what commits from now on (runs read the current state themselves).
+async fn watch_from_now(store: &Store) -> hivemind_store::Watch {
+    // The SQLite backend's revision cannot fail; were it to, watching from 0 only costs a
+    // replay of the kept history, in bounded pages.
+    store.watch(store.revision().await.unwrap_or_default())
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use hivemind_types::Kind;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use crate::backend::Index;
 use crate::{Change, ChangeOp, Expect, Op, StoreError};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -36,6 +37,18 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
      INSERT INTO counters VALUES ('revision', 0), ('compacted', 0);",
+    // 2: resource-first reads without full scans: replicas by node and by service, statuses by
+    // node. Partial expression indexes, so that writes of other kinds pay nothing for them; the
+    // queries in `list_indexed` repeat the `kind = '...'` literals so SQLite can use them.
+    "CREATE INDEX replicas_by_node ON objects (json_extract(value, '$.node'))
+        WHERE kind = 'replica';
+     CREATE INDEX replicas_by_service ON objects (
+        json_extract(value, '$.namespace'),
+        json_extract(value, '$.app'),
+        json_extract(value, '$.service')
+     ) WHERE kind = 'replica';
+     CREATE INDEX statuses_by_node ON objects (json_extract(value, '$.node'))
+        WHERE kind = 'replica_status';",
 ];
 
 /// Opens the writer's connection at `path`, creating and migrating the schema.
@@ -132,6 +145,47 @@ pub(crate) fn keys(conn: &Connection, kind: Kind, prefix: &str) -> Result<Vec<St
         out.push(key);
     }
     Ok(out)
+}
+
+/// The SQL of each indexed read; each must use its index (a test checks the query plans).
+pub(crate) fn index_sql(index: &Index) -> &'static str {
+    match index {
+        Index::ReplicasByNode { .. } => {
+            "SELECT key, value FROM objects WHERE kind = 'replica'
+             AND json_extract(value, '$.node') = ?1 ORDER BY key"
+        }
+        Index::ReplicasByService { .. } => {
+            "SELECT key, value FROM objects WHERE kind = 'replica'
+             AND json_extract(value, '$.namespace') = ?1 AND json_extract(value, '$.app') = ?2
+             AND json_extract(value, '$.service') = ?3 ORDER BY key"
+        }
+        Index::StatusesByNode { .. } => {
+            "SELECT key, value FROM objects WHERE kind = 'replica_status'
+             AND json_extract(value, '$.node') = ?1 ORDER BY key"
+        }
+    }
+}
+
+/// `(key, JSON text)` of the objects `index` selects, ordered by key.
+pub(crate) fn list_indexed(
+    conn: &Connection,
+    index: &Index,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(index_sql(index))?;
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?));
+    let rows = match index {
+        Index::ReplicasByNode { node } | Index::StatusesByNode { node } => {
+            stmt.query_map([node], row)?.collect::<Result<_, _>>()?
+        }
+        Index::ReplicasByService {
+            namespace,
+            app,
+            service,
+        } => stmt
+            .query_map([namespace, app, service], row)?
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(rows)
 }
 
 /// Applies `ops` as revision `revision` on `conn` (the caller's savepoint) and returns the
@@ -231,17 +285,60 @@ pub(crate) fn compacted(conn: &Connection) -> Result<u64, StoreError> {
     counter(conn, "compacted")
 }
 
-/// Changes with a revision greater than `since`, oldest first.
-pub(crate) fn changes_since(conn: &Connection, since: u64) -> Result<Vec<Change>, StoreError> {
-    let compacted = compacted(conn)?;
-    if since < compacted {
+/// One page of the change log for a watcher.
+pub(crate) struct Page {
+    /// The last revision read, `None` when there was nothing after `after`. Rows of kinds this
+    /// binary does not know are skipped but still count as read.
+    pub(crate) last: Option<u64>,
+    /// Whole transactions, oldest first.
+    pub(crate) txns: Vec<(u64, Vec<Change>)>,
+}
+
+/// The transactions after `after`, about `max_rows` change rows of them: whole transactions
+/// only, except that one transaction bigger than a page comes whole on its own. Fails with
+/// `Compacted` when history after `after` is gone.
+pub(crate) fn page(conn: &Connection, after: u64, max_rows: usize) -> Result<Page, StoreError> {
+    // One read transaction, so that the compaction mark and the rows agree.
+    let tx = conn.unchecked_transaction()?;
+    let compacted = compacted(&tx)?;
+    if after < compacted {
         return Err(StoreError::Compacted { compacted });
     }
-    let mut stmt = conn.prepare_cached(
-        "SELECT revision, kind, key, op, value FROM changes WHERE revision > ?1 ORDER BY revision, seq",
+    let mut stmt = tx.prepare_cached(
+        "SELECT revision, kind, key, op, value FROM changes WHERE revision > ?1
+         ORDER BY revision, seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map([since as i64], change_row)?;
-    collect_changes(rows)
+    let mut rows: Vec<ChangeRow> = stmt
+        .query_map(params![after as i64, max_rows as i64], change_row)?
+        .collect::<Result<_, _>>()?;
+    drop(stmt);
+    if rows.len() == max_rows {
+        let first = rows[0].0;
+        let last = rows[max_rows - 1].0;
+        if first == last {
+            // One transaction fills the page: deliver it whole, it is one item to the watcher.
+            let mut stmt = tx.prepare_cached(
+                "SELECT revision, kind, key, op, value FROM changes WHERE revision = ?1
+                 ORDER BY seq",
+            )?;
+            rows = stmt
+                .query_map([last as i64], change_row)?
+                .collect::<Result<_, _>>()?;
+        } else {
+            // The last transaction may go on past the page: it comes whole with the next one.
+            rows.retain(|r| r.0 != last);
+        }
+    }
+    let last = rows.last().map(|r| r.0);
+    let mut txns: Vec<(u64, Vec<Change>)> = Vec::new();
+    for change in collect_changes(rows.into_iter().map(Ok))? {
+        match txns.last_mut() {
+            Some((revision, changes)) if *revision == change.revision => changes.push(change),
+            _ => txns.push((change.revision, vec![change])),
+        }
+    }
+    tx.commit()?;
+    Ok(Page { last, txns })
 }
 
 type ChangeRow = (u64, String, String, String, String);

@@ -20,6 +20,7 @@
 //! close), finishing what is queued first.
 
 mod db;
+mod watch;
 mod writer;
 
 use std::path::Path;
@@ -31,23 +32,20 @@ use hivemind_types::Kind;
 use rusqlite::Connection;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::backend::Backend;
-use crate::{Change, Op, StoreError};
+use crate::backend::{Backend, Index};
+use crate::{Op, StoreError, Watch};
 use writer::WriterMsg;
 
 /// Read threads of a file store: two lets one long list (a full replica scan) run while point
 /// reads go on, without competing with the writer for the machine's two cores.
 const READERS: usize = 2;
 
-/// Live changes kept for subscribers that fall behind.
-const LIVE_BUFFER: usize = 4096;
-
 /// Work for a thread that owns a connection.
 pub(crate) type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// Where read jobs go: the reader pool, or (in memory) the writer's queue.
 #[derive(Clone)]
-enum Readers {
+pub(crate) enum Readers {
     Pool(mpsc::Sender<Job>),
     Writer(mpsc::Sender<WriterMsg>),
 }
@@ -62,7 +60,7 @@ impl Readers {
     }
 
     /// Runs `f` on a read connection and returns its result.
-    async fn read<R: Send + 'static>(
+    pub(crate) async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
@@ -79,7 +77,7 @@ impl Readers {
 pub(crate) struct Shared {
     /// The revision of the last durable commit; read without a round trip.
     pub(crate) revision: AtomicU64,
-    pub(crate) live: broadcast::Sender<Change>,
+    pub(crate) live: broadcast::Sender<Arc<watch::Committed>>,
 }
 
 pub(crate) struct SqliteBackend {
@@ -117,7 +115,7 @@ impl SqliteBackend {
         conn: Connection,
         readers: impl FnOnce(&mpsc::Sender<WriterMsg>) -> Readers,
     ) -> Result<SqliteBackend, StoreError> {
-        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        let (live, _) = broadcast::channel(watch::LIVE_BUFFER);
         let shared = Arc::new(Shared {
             revision: AtomicU64::new(db::revision(&conn)?),
             live,
@@ -170,6 +168,12 @@ impl Backend for SqliteBackend {
         self.readers.read(move |c| db::keys(c, kind, &prefix)).await
     }
 
+    async fn list_indexed(&self, index: Index) -> Result<Vec<(String, String)>, StoreError> {
+        self.readers
+            .read(move |c| db::list_indexed(c, &index))
+            .await
+    }
+
     async fn txn(&self, ops: Vec<Op>) -> Result<u64, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
@@ -178,20 +182,9 @@ impl Backend for SqliteBackend {
         rx.await.map_err(|_| StoreError::closed())?
     }
 
-    async fn changes_since(&self, since: u64) -> Result<Vec<Change>, StoreError> {
-        self.readers
-            .read(move |c| {
-                // One read transaction, so the compaction mark and the rows agree.
-                let tx = c.unchecked_transaction()?;
-                let changes = db::changes_since(&tx, since)?;
-                tx.commit()?;
-                Ok(changes)
-            })
-            .await
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.shared.live.subscribe()
+    fn watch(&self, from: u64) -> Watch {
+        // Subscribed before the first page is read, so no commit falls in between.
+        watch::watch(self.readers.clone(), self.shared.live.subscribe(), from)
     }
 
     async fn compact(&self, revision: u64) -> Result<(), StoreError> {

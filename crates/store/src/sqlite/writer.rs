@@ -7,11 +7,12 @@
 //! the commit is durable, and subscribers see each revision after it is.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use super::watch::{Committed, LARGE_TXN};
 use super::{db, Job, Shared};
 use crate::{Change, Op, StoreError};
 
@@ -84,10 +85,9 @@ fn commit_batch(conn: &mut Connection, batch: Vec<TxnRequest>, shared: &Shared) 
                 let result = match outcome {
                     Outcome::Committed(changes) => {
                         revision += 1;
-                        for change in changes {
-                            // No receivers is fine: nobody is watching.
-                            let _ = shared.live.send(change);
-                        }
+                        let changes = (changes.len() <= LARGE_TXN).then_some(changes);
+                        // No receivers is fine: nobody is watching.
+                        let _ = shared.live.send(Arc::new(Committed { revision, changes }));
                         Ok(revision)
                     }
                     // The revision at this point of the batch, as if it ran alone.
