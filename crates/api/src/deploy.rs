@@ -166,7 +166,7 @@ pub async fn deploy_in(
             ));
         }
         let gone: BTreeSet<&str> = removed.iter().map(|s| s.name.as_str()).collect();
-        ops.extend(replica_deletes(store, namespace, &name, |svc| gone.contains(svc)).await?);
+        ops.extend(replica_deletes(store, namespace, &name, gone).await?);
     }
     if !ops.is_empty() && !app_changed {
         // Guard the service writes with the app's revision even when the app itself is
@@ -205,17 +205,20 @@ pub async fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<Ap
         app_key.clone(),
         Expect::Revision(app.meta.revision),
     )];
-    for s in store
-        .list::<Service>(Kind::Service, &format!("{app_key}/"))
-        .await?
-    {
+    let services: Vec<Service> = store.list(Kind::Service, &format!("{app_key}/")).await?;
+    for s in &services {
         ops.push(Op::delete(
             Kind::Service,
             s.key(),
             Expect::Revision(s.meta.revision),
         ));
     }
-    ops.extend(replica_deletes(store, namespace, name, |_| true).await?);
+    // The services stored and those the app names: replicas of either go.
+    let names = services
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(app.services.iter().map(String::as_str));
+    ops.extend(replica_deletes(store, namespace, name, names).await?);
     store.txn(ops).await?;
     Ok(app)
 }
@@ -241,21 +244,25 @@ pub(crate) fn app_not_found(namespace: &str, name: &str) -> ApiError {
     )
 }
 
-/// Deletes of the app's replicas whose service matches `which`. Replicas are keyed by id alone,
-/// so this scans them; deploys and deletes are rare next to reads.
+/// Deletes of the app's replicas of `services`, read through the by-service index.
 async fn replica_deletes(
     store: &Store,
     namespace: &str,
     app: &str,
-    which: impl Fn(&str) -> bool,
+    services: impl IntoIterator<Item = &str>,
 ) -> Result<Vec<Op>, ApiError> {
-    Ok(store
-        .list::<Replica>(Kind::Replica, "")
-        .await?
-        .into_iter()
-        .filter(|r| r.namespace == namespace && r.app == app && which(&r.service))
-        .map(|r| Op::delete(Kind::Replica, r.id, Expect::Any))
-        .collect())
+    let mut ops = Vec::new();
+    for service in services.into_iter().collect::<BTreeSet<_>>() {
+        let replicas: Vec<Replica> = store
+            .replica_list_by_service(namespace, app, service)
+            .await?;
+        ops.extend(
+            replicas
+                .into_iter()
+                .map(|r| Op::delete(Kind::Replica, r.id, Expect::Any)),
+        );
+    }
+    Ok(ops)
 }
 
 /// One 422 for the whole Compose file: every problem in the message, the first one's key path as

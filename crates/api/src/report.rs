@@ -3,7 +3,7 @@
 //! Agents write only `Node` and `ReplicaStatus` objects, never `Replica`s, so their writes never
 //! conflict with the control plane's (see `ObservedReplica`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use hivemind_client::wire::{ReplicaFilter, ReplicaView};
@@ -37,12 +37,7 @@ pub async fn assignment_in(
     node: &str,
 ) -> Result<Assignment, ApiError> {
     let generation = store.revision().await?;
-    let replicas = store
-        .list::<Replica>(Kind::Replica, "")
-        .await?
-        .into_iter()
-        .filter(|r| r.node == node)
-        .collect();
+    let replicas = store.replica_list_by_node(node).await?;
     Ok(Assignment {
         node: node.to_string(),
         generation,
@@ -247,12 +242,17 @@ pub async fn report_in(
         now_ms,
     ));
 
-    let old: Vec<ObservedReplica> = store.list(Kind::ReplicaStatus, "").await?;
-    let old: HashMap<&str, &ObservedReplica> = old
-        .iter()
-        .filter(|s| s.node == node || reported.contains_key(s.id.as_str()))
-        .map(|s| (s.id.as_str(), s))
-        .collect();
+    // This node's statuses, and those of reported replicas last reported by another node.
+    let mut old: Vec<ObservedReplica> = store.status_list_by_node(node).await?;
+    let on_node: HashSet<String> = old.iter().map(|s| s.id.clone()).collect();
+    for id in reported.keys() {
+        if !on_node.contains(*id) {
+            if let Some(s) = store.get(Kind::ReplicaStatus, id).await? {
+                old.push(s);
+            }
+        }
+    }
+    let old: HashMap<&str, &ObservedReplica> = old.iter().map(|s| (s.id.as_str(), s)).collect();
     for (id, status) in &reported {
         let previous = old.get(id).copied();
         let stored = recorded::stored_form(status);
@@ -292,9 +292,17 @@ pub async fn replica_views(
     filter: &ReplicaFilter,
 ) -> Result<Vec<ReplicaView>, ApiError> {
     let matches = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-    let replicas: Vec<Replica> = store
-        .list::<Replica>(Kind::Replica, "")
-        .await?
+    // The narrowest index the filter allows; the filter below still applies in full.
+    let candidates: Vec<Replica> = match (&filter.node, &filter.app, &filter.service) {
+        (Some(node), _, _) => store.replica_list_by_node(node).await?,
+        (None, Some(app), Some(service)) => {
+            store
+                .replica_list_by_service(namespace, app, service)
+                .await?
+        }
+        _ => store.list(Kind::Replica, "").await?,
+    };
+    let replicas: Vec<Replica> = candidates
         .into_iter()
         .filter(|r| {
             r.namespace == namespace
@@ -315,12 +323,11 @@ pub async fn replica_views(
             }
         }
     } else {
-        statuses = store
-            .list::<ObservedReplica>(Kind::ReplicaStatus, "")
-            .await?
-            .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect();
+        let all = match &filter.node {
+            Some(node) => store.status_list_by_node(node).await?,
+            None => store.list(Kind::ReplicaStatus, "").await?,
+        };
+        statuses = all.into_iter().map(|s| (s.id.clone(), s)).collect();
     }
     Ok(replicas
         .into_iter()

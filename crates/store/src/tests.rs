@@ -412,3 +412,113 @@ async fn concurrent_txns_commit_in_batches_with_their_own_outcomes() {
     assert_eq!(store.revision().await.unwrap(), 33);
     assert_eq!(store.keys(Kind::Node, "").await.unwrap().len(), 33);
 }
+
+fn replica(id: &str, app: &str, service: &str, node: &str) -> hivemind_types::Replica {
+    hivemind_types::Replica {
+        id: id.into(),
+        namespace: "default".into(),
+        app: app.into(),
+        service: service.into(),
+        node: node.into(),
+        spec: Default::default(),
+        revision_hash: String::new(),
+        meta: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn indexed_reads_select_by_node_and_service() {
+    let store = Store::open_in_memory().unwrap();
+    let mut ops = Vec::new();
+    for (id, app, service, node) in [
+        ("web-1", "shop", "web", "n1"),
+        ("web-2", "shop", "web", "n2"),
+        ("db-1", "shop", "db", "n1"),
+        ("web-3", "blog", "web", "n1"),
+    ] {
+        ops.push(Op::put(
+            Kind::Replica,
+            id,
+            &replica(id, app, service, node),
+            Expect::Absent,
+        ));
+        let status = json!({ "id": id, "node": node, "state": "running", "restarts": 0 });
+        ops.push(Op::put(Kind::ReplicaStatus, id, &status, Expect::Absent));
+    }
+    // Another kind with a `node` field is not a replica.
+    ops.push(Op::put(Kind::Event, "e", &json!({ "node": "n1" }), Expect::Any));
+    store.txn(ops).await.unwrap();
+    let ids = |rs: Vec<hivemind_types::Replica>| rs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.replica_list_by_node("n1").await.unwrap()),
+        ["db-1", "web-1", "web-3"]
+    );
+    assert_eq!(
+        ids(store
+            .replica_list_by_service("default", "shop", "web")
+            .await
+            .unwrap()),
+        ["web-1", "web-2"]
+    );
+    assert!(store
+        .replica_list_by_service("other", "shop", "web")
+        .await
+        .unwrap()
+        .is_empty());
+    let statuses = store.status_list_by_node("n2").await.unwrap();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].id, "web-2");
+    // A replica moved to another node leaves the old node's index.
+    store
+        .txn(vec![Op::put(
+            Kind::Replica,
+            "web-1",
+            &replica("web-1", "shop", "web", "n2"),
+            Expect::Any,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(store.replica_list_by_node("n2").await.unwrap()),
+        ["web-1", "web-2"]
+    );
+}
+
+/// "No full scans": each indexed read's query plan searches its index.
+#[test]
+fn indexed_reads_use_their_indexes() {
+    use crate::backend::Index;
+    let conn = crate::sqlite::db_for_tests();
+    for (index, name) in [
+        (
+            Index::ReplicasByNode { node: "n".into() },
+            "replicas_by_node",
+        ),
+        (
+            Index::ReplicasByService {
+                namespace: "d".into(),
+                app: "a".into(),
+                service: "s".into(),
+            },
+            "replicas_by_service",
+        ),
+        (
+            Index::StatusesByNode { node: "n".into() },
+            "statuses_by_node",
+        ),
+    ] {
+        let sql = format!("EXPLAIN QUERY PLAN {}", crate::sqlite::index_sql(&index));
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let n = stmt.parameter_count();
+        let params: Vec<String> = (0..n).map(|_| "x".to_string()).collect();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(
+            plan.iter().any(|p| p.contains(&format!("USING INDEX {name}"))),
+            "{index:?}: {plan:?}"
+        );
+    }
+}

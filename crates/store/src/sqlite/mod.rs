@@ -36,6 +36,15 @@ use crate::backend::{Backend, Index};
 use crate::{Op, StoreError, Watch};
 use writer::WriterMsg;
 
+#[cfg(test)]
+pub(crate) use db::index_sql;
+
+/// A migrated in-memory connection, for tests of the SQL itself.
+#[cfg(test)]
+pub(crate) fn db_for_tests() -> Connection {
+    db::open_in_memory().expect("an in-memory database opens")
+}
+
 /// Read threads of a file store: two lets one long list (a full replica scan) run while point
 /// reads go on, without competing with the writer for the machine's two cores.
 const READERS: usize = 2;
