@@ -1,5 +1,6 @@
 //! Effects: each controller's executor (plan → one store transaction) and the runner.
 
+pub mod compaction;
 pub mod nodes;
 pub mod replicas;
 pub mod runner;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::exec::compaction::{CompactionTask, Retention};
 use crate::exec::nodes::NodeLivenessController;
 use crate::exec::now_millis;
 use crate::exec::replicas::ServiceController;
@@ -83,6 +84,7 @@ pub fn spawn_controllers(store: Store, shutdown: watch::Receiver<bool>) -> Contr
             store.clone(),
             Duration::from_secs(15),
         )),
+        Box::new(CompactionTask::new(store.clone(), Retention::DEFAULT)),
     ];
     for (index, task) in tasks.into_iter().enumerate() {
         controllers
