@@ -274,5 +274,7 @@ pub(crate) fn now_millis() -> u64 {
         .unwrap_or_default()
 }
 
+#[cfg(any(test, feature = "suite"))]
+pub mod suite;
 #[cfg(test)]
 mod tests;
