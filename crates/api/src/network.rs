@@ -217,7 +217,7 @@ pub fn touches_network(change: &Change, node: &str, current: &Assignment) -> boo
                 && change.value.get("subnet").and_then(|v| v.as_str())
                     != current.network.subnet.as_deref()
         }
-        Kind::App | Kind::Event => false,
+        Kind::App | Kind::Event | Kind::Endpoints | Kind::Address => false,
     }
 }
 

@@ -4,12 +4,14 @@
 //! crate speaks in these types; a change here is an API change for all of them.
 
 pub mod compose;
+pub mod endpoints;
 pub mod event;
 pub mod id;
 pub mod limits;
 pub mod object;
 pub mod spec;
 
+pub use endpoints::{AddressClaim, AddressPool, EndpointReplica, Endpoints};
 pub use event::{Event, EventObject, EventType};
 pub use limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
 pub use object::{

@@ -20,16 +20,23 @@ pub enum Kind {
     /// A recorded event (`crate::event::Event`): an exit, an OOM kill, a back-off, a node
     /// coming or going.
     Event,
+    /// A service's endpoints as the data plane needs them (`crate::endpoints::Endpoints`),
+    /// written by the endpoints controller.
+    Endpoints,
+    /// An allocated VIP or node subnet (`crate::endpoints::AddressClaim`).
+    Address,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::App,
         Kind::Service,
         Kind::Replica,
         Kind::ReplicaStatus,
         Kind::Node,
         Kind::Event,
+        Kind::Endpoints,
+        Kind::Address,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +47,8 @@ impl Kind {
             Kind::ReplicaStatus => "replica_status",
             Kind::Node => "node",
             Kind::Event => "event",
+            Kind::Endpoints => "endpoints",
+            Kind::Address => "address",
         }
     }
 
