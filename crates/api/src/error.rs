@@ -37,6 +37,12 @@ pub enum ApiError {
     /// A node the request must reach cannot be reached (503).
     #[error("{message}")]
     Unavailable { message: String, fix: String },
+    /// A node the request must reach did not answer in time (504).
+    #[error("{message}")]
+    Timeout { message: String, fix: String },
+    /// A handler panicked; caught by the last guard (500). The cause is in the server's log.
+    #[error("the server failed while handling this request")]
+    Internal,
     /// The body is larger than the server accepts (413).
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
@@ -109,7 +115,8 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Store(_) | ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -122,7 +129,8 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::Unavailable { .. } => "unavailable",
-            ApiError::Store(_) => "internal",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::Store(_) | ApiError::Internal => "internal",
         }
     }
 
@@ -141,6 +149,7 @@ impl ApiError {
             | ApiError::NotFound { fix, .. }
             | ApiError::Conflict { fix, .. }
             | ApiError::Unavailable { fix, .. }
+            | ApiError::Timeout { fix, .. }
             | ApiError::Invalid { fix, .. } => Some(fix.clone()),
             ApiError::Unauthorized => Some(
                 "send `Authorization: Bearer TOKEN`; the admin token is in the server's \
@@ -152,6 +161,10 @@ impl ApiError {
                     .to_string(),
             ),
             ApiError::Store(_) => Some("retry; if it persists, check the server's log".to_string()),
+            ApiError::Internal => Some(
+                "retry; if it persists, report a bug with the server's log (it names the cause)"
+                    .to_string(),
+            ),
         }
     }
 
@@ -179,5 +192,52 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+/// The answer of the catch-panic layer: the panic is logged with its message, the client gets
+/// the usual error body (500, `internal`) instead of a connection closed without an answer.
+pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a request handler panicked");
+    ApiError::Internal.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn no_catch_panic_layer_a_panicking_handler_answers_500_with_the_error_body() {
+        let routes = crate::guard(Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("handler bug");
+                }
+                "never"
+            }),
+        ));
+        let resp = routes
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body.error.code, "internal");
+        assert!(body.error.fix.is_some());
     }
 }

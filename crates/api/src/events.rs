@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
+use futures::future;
 use futures::stream::{self, Stream, StreamExt};
 use hivemind_client::wire::event_name;
 use hivemind_store::{Change, Store, WatchEvent};
@@ -27,19 +28,32 @@ pub(crate) async fn change_stream(
     since: Option<u64>,
     shutdown: Option<Shutdown>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let current = store.revision().await?;
     let since = match since {
+        // A revision the store has not reached is a client error, not "everything": it used to
+        // wrap to -1 inside the store and replay the whole log.
+        Some(since) if since > current => {
+            return Err(ApiError::bad_request(
+                "since",
+                format!("since: revision {since} is after the store's current revision {current}"),
+                "pass the id of the last event you received, or leave since out for new \
+                 changes only",
+            ))
+        }
         Some(since) => since,
-        None => store.revision().await?,
+        None => current,
     };
     // The store's watch pages through history and recovers from lag itself; only compaction
-    // ends it, and the watcher re-lists.
-    let body = store.watch(since).flat_map(|event| {
-        stream::iter(match event {
-            WatchEvent::Txn { changes, .. } => {
-                changes.iter().map(|c| Ok(change_event(c))).collect()
-            }
-            WatchEvent::Compacted { .. } => vec![Ok(reset_event("compacted"))],
-        })
+    // ends it, and the watcher re-lists. Each transaction's changes become events one at a
+    // time, as the client takes them: a watcher holds at most the transaction being sent, and a
+    // slow client slows its own stream down instead of piling events up here.
+    let body = store.watch(since).flat_map(|event| match event {
+        WatchEvent::Txn { changes, .. } => stream::iter(changes)
+            .map(|c| Ok(change_event(&c)))
+            .left_stream(),
+        WatchEvent::Compacted { .. } => {
+            stream::once(future::ready(Ok(reset_event("compacted")))).right_stream()
+        }
     });
     // On shutdown the stream just ends; watchers reconnect from their last revision.
     let body: Events = Box::pin(body.take_until(stopped(shutdown)));

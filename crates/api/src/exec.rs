@@ -26,7 +26,7 @@ use tracing::{debug, Instrument};
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params};
-use crate::logs::{agent_error, agent_for, replica, AgentToken};
+use crate::logs::{agent_error, agent_for, replica, AgentTimeout, AgentToken};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -57,6 +57,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeUpgrade {
 pub(crate) async fn replica_exec(
     State(store): State<Store>,
     Extension(token): Extension<AgentToken>,
+    timeout: Option<Extension<AgentTimeout>>,
     params: Params,
     Path(id): Path<String>,
     MaybeUpgrade(on_upgrade): MaybeUpgrade,
@@ -64,7 +65,7 @@ pub(crate) async fn replica_exec(
 ) -> ApiResult<Response> {
     check(&request, on_upgrade.is_some())?;
     let replica = replica(&store, &params.namespace()?, &id).await?;
-    let agent = agent_for(&store, &replica, &token).await?;
+    let agent = agent_for(&store, &replica, &token, timeout.map(|t| t.0)).await?;
     let Some(on_upgrade) = on_upgrade else {
         let frames = agent
             .exec(&replica.id, request.cmd)

@@ -6,7 +6,9 @@
 //! plain functions over `&Store` that tests call without HTTP. The wire types live in
 //! `hivemind_client::wire` so that both sides share one definition.
 
+pub mod admission;
 mod auth;
+pub mod connections;
 pub mod deploy;
 mod error;
 mod events;
@@ -24,7 +26,7 @@ mod shutdown;
 #[cfg(test)]
 mod testing;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,9 +36,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use hivemind_store::Store;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+pub use connections::ServeConfig;
 pub use error::ApiError;
+pub use logs::AgentTimeout;
 use shutdown::Shutdown;
 
 /// How long in-flight requests (long polls, event streams) may run on after shutdown begins.
@@ -91,49 +96,55 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .layer(axum::Extension(config.network))
         .layer(axum::Extension(agent_token))
         .with_state(store);
-    Router::new()
+    let root = Router::new()
         .route("/healthz", get(routes::healthz))
         .nest("/api/v1", api)
-        .fallback(auth::unknown_route)
-        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .layer(TraceLayer::new_for_http())
+        .fallback(auth::unknown_route);
+    guard(root)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish
-/// for a short grace period. Event streams end and long polls answer at once when shutdown
-/// begins (they would otherwise hold it open for minutes); that is safe because clients
-/// reconnect and resume from a revision.
+/// The layers every route gets: the body limit, request tracing and, outermost as the last
+/// guard, catching a handler's panic (logged; the client gets a 500 with the usual error body
+/// instead of a connection closed without an answer).
+pub(crate) fn guard(routes: Router) -> Router {
+    routes
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(error::panic_response))
+}
+
+/// Serves `router` on `listener` with the default [`ServeConfig`] until `shutdown` resolves;
+/// see [`serve_with`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<()>();
+    serve_with(listener, router, ServeConfig::default(), shutdown).await
+}
+
+/// Serves `router` on `listener` (connection cap and header timeout from `config`, see
+/// `connections`) until `shutdown` resolves, then lets in-flight requests finish for a short
+/// grace period. Event streams end and long polls answer at once when shutdown begins (they
+/// would otherwise hold it open for minutes); that is safe because clients reconnect and resume
+/// from a revision.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let (stopping, stop_signal) = Shutdown::channel();
-    // Connections run in their own tasks, which outlive this future; event streams and long
-    // polls watch this signal so that they end instead of holding those tasks open.
+    let stopped = stopping.subscribe();
+    // Connections run in their own tasks; event streams and long polls watch this signal so
+    // that they end instead of holding those tasks open.
     let router = router.layer(axum::Extension(stop_signal));
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    tokio::spawn(async move {
         shutdown.await;
         let _ = stopping.send(true);
-        let _ = begun_tx.send(());
     });
-    let server = server.into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result,
-        () = async {
-            // A dropped sender (the server ended on its own) must not count as shutdown.
-            if begun_rx.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            // Connection tasks still running end with the runtime; nothing here waits for them.
-            tracing::info!("shutdown grace period over; not waiting for remaining requests");
-            Ok(())
-        }
-    }
+    connections::run(listener, router, config, stopped, SHUTDOWN_GRACE).await;
+    Ok(())
 }
 
 /// The admin token in `{data_dir}/admin.token`, created (32 random bytes, hex, mode 0600) on

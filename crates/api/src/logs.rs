@@ -27,6 +27,12 @@ use crate::{report, scale};
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AgentToken(pub(crate) String);
 
+/// How long the server waits for a node agent's response head (default
+/// [`hivemind_client::AGENT_RESPONSE_TIMEOUT`]); layer it onto the router as an
+/// extension to change it.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentTimeout(pub std::time::Duration);
+
 type ApiResult<T> = Result<T, ApiError>;
 
 #[utoipa::path(
@@ -48,12 +54,13 @@ type ApiResult<T> = Result<T, ApiError>;
 pub(crate) async fn replica_logs(
     State(store): State<Store>,
     Extension(token): Extension<AgentToken>,
+    timeout: Option<Extension<AgentTimeout>>,
     params: Params,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let query = log_query(&params)?;
     let replica = replica(&store, &params.namespace()?, &id).await?;
-    let agent = agent_for(&store, &replica, &token).await?;
+    let agent = agent_for(&store, &replica, &token, timeout.map(|t| t.0)).await?;
     let lines = agent
         .logs(&replica.id, &query)
         .await
@@ -80,6 +87,7 @@ pub(crate) async fn replica_logs(
 pub(crate) async fn service_logs(
     State(store): State<Store>,
     Extension(token): Extension<AgentToken>,
+    timeout: Option<Extension<AgentTimeout>>,
     params: Params,
     Path((app, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
@@ -95,7 +103,7 @@ pub(crate) async fn service_logs(
     let mut last_error = None;
     for view in report::replica_views(&store, &namespace, &filter).await? {
         let replica = view.replica;
-        let opened = match agent_for(&store, &replica, &token).await {
+        let opened = match agent_for(&store, &replica, &token, timeout.map(|t| t.0)).await {
             Ok(agent) => agent
                 .logs(&replica.id, &query)
                 .await
@@ -270,6 +278,7 @@ pub(crate) async fn agent_for(
     store: &Store,
     replica: &Replica,
     token: &AgentToken,
+    timeout: Option<AgentTimeout>,
 ) -> ApiResult<AgentClient> {
     let node: Option<Node> = store.get(Kind::Node, &replica.node).await?;
     let url = node
@@ -282,7 +291,11 @@ pub(crate) async fn agent_for(
             fix: "run the node's agent with --agent-addr (and a version that serves logs)"
                 .to_string(),
         })?;
-    Ok(AgentClient::new(url, token.0.clone()))
+    let client = AgentClient::new(url, token.0.clone());
+    Ok(match timeout {
+        Some(AgentTimeout(t)) => client.with_response_timeout(t),
+        None => client,
+    })
 }
 
 /// The agent's refusal as this API's error: its 404 stays a 404, the rest is "unavailable".
@@ -300,6 +313,18 @@ pub(crate) fn agent_error(replica: &Replica, e: ClientError) -> ApiError {
                 fix: fix.unwrap_or_default(),
             }
         }
+        ClientError::Timeout { after, .. } => ApiError::Timeout {
+            message: format!(
+                "the agent of node {} (replica {}) did not answer within {}s",
+                replica.node,
+                replica.id,
+                after.as_secs_f64()
+            ),
+            fix: format!(
+                "check the agent on node {}: it accepts connections but does not answer",
+                replica.node
+            ),
+        },
         other => ApiError::Unavailable {
             message: format!(
                 "cannot reach the agent of node {} (replica {}): {}",

@@ -4,51 +4,79 @@
 //! one service cluster-wide. The exception is HTTP ingress: services marked `x-hivemind.ingress`
 //! may share a port, told apart by host and path.
 
-use hivemind_types::{PortProtocol, Service, ServiceSpec};
+use std::collections::HashMap;
 
+use hivemind_types::{Service, ServiceSpec};
+
+use crate::admission::{port_key, PortKey};
 use crate::error::ApiError;
 
+/// Who holds a published port: the first owner's label, and whether every owner serves it as
+/// HTTP ingress (then more ingress services may share it).
+struct Holder {
+    owner: String,
+    shared: bool,
+}
+
 /// Checks the services about to be deployed as app `app` against each other and against every
-/// other app's services.
+/// other app's services, and the admission caps on ports and services
+/// ([`crate::admission::check_app`]). One map lookup per port: a deploy publishing thousands of
+/// ports must not cost their square.
 pub(crate) fn check_published_ports(
     new: &[(String, ServiceSpec)],
     existing: &[Service],
     namespace: &str,
     app: &str,
 ) -> Result<(), ApiError> {
-    // (port, protocol) -> (owner label, shares via ingress)
-    let mut taken: Vec<(u16, PortProtocol, String, bool)> = existing
+    let mut taken: HashMap<PortKey, Holder> = HashMap::new();
+    for s in existing
         .iter()
         .filter(|s| !(s.namespace == namespace && s.app == app))
-        .flat_map(|s| {
-            let label = format!("{}/{} (namespace {})", s.app, s.name, s.namespace);
-            let http = s.spec.hivemind.ingress.is_some();
-            s.spec
-                .ports
-                .iter()
-                .filter_map(move |p| Some((p.published?, p.protocol, label.clone(), http)))
-        })
-        .collect();
+    {
+        let http = s.spec.hivemind.ingress.is_some();
+        for p in &s.spec.ports {
+            let Some(published) = p.published else {
+                continue;
+            };
+            taken
+                .entry(port_key(published, p.protocol))
+                .and_modify(|h| h.shared &= http)
+                .or_insert_with(|| Holder {
+                    owner: format!("{}/{} (namespace {})", s.app, s.name, s.namespace),
+                    shared: http,
+                });
+        }
+    }
+    crate::admission::check_app(new, taken.len())?;
     for (service, spec) in new {
         let http = spec.hivemind.ingress.is_some();
         for (i, port) in spec.ports.iter().enumerate() {
             let Some(published) = port.published else {
                 continue;
             };
-            let clash = taken.iter().find(|(p, proto, _, shares)| {
-                *p == published && *proto == port.protocol && !(http && *shares)
-            });
-            if let Some((_, _, owner, _)) = clash {
-                return Err(ApiError::invalid(
-                    format!("services.{service}.ports[{i}]"),
-                    format!(
-                        "services.{service}.ports[{i}]: port {published} is already published by {owner}"
-                    ),
-                    "publish another port, remove the other service, or give both services \
-                     `x-hivemind.ingress` rules to share it by host and path",
-                ));
+            match taken.get_mut(&port_key(published, port.protocol)) {
+                Some(holder) if http && holder.shared => {}
+                Some(holder) => {
+                    return Err(ApiError::invalid(
+                        format!("services.{service}.ports[{i}]"),
+                        format!(
+                            "services.{service}.ports[{i}]: port {published} is already published by {}",
+                            holder.owner
+                        ),
+                        "publish another port, remove the other service, or give both services \
+                         `x-hivemind.ingress` rules to share it by host and path",
+                    ));
+                }
+                None => {
+                    taken.insert(
+                        port_key(published, port.protocol),
+                        Holder {
+                            owner: format!("{app}/{service}"),
+                            shared: http,
+                        },
+                    );
+                }
             }
-            taken.push((published, port.protocol, format!("{app}/{service}"), http));
         }
     }
     Ok(())
@@ -57,7 +85,7 @@ pub(crate) fn check_published_ports(
 #[cfg(test)]
 mod tests {
     use hivemind_types::spec::IngressRule;
-    use hivemind_types::{Meta, PortSpec};
+    use hivemind_types::{Meta, PortProtocol, PortSpec};
 
     use super::*;
 

@@ -239,6 +239,7 @@ pub(crate) async fn put_report(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    crate::admission::check_report(&body)?;
     report::report_in(&store, &net, &node, &body, now).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,6 +23,10 @@ mod nodes;
 #[path = "api/events.rs"]
 mod events;
 
+/// Misuse that must not wedge the server: floods, hung agents, requests over the caps.
+#[path = "api/misuse.rs"]
+mod misuse;
+
 const TOKEN: &str = "test-token-0123456789";
 
 const SHOP: &str = "name: shop

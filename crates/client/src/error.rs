@@ -22,6 +22,12 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// A peer accepted the connection but sent no response head in time (a hung agent).
+    #[error("no answer from {url} within {}s", .after.as_secs_f64())]
+    Timeout {
+        url: String,
+        after: std::time::Duration,
+    },
     /// The server answered 2xx with a body this client does not understand.
     #[error("unexpected response from {url}")]
     Decode {
@@ -50,6 +56,9 @@ impl ClientError {
                 "check that the server runs (`hivemind up` or `hivemind server`) and that --server \
                  points at it"
                     .to_string(),
+            ),
+            ClientError::Timeout { .. } => Some(
+                "check that the process at that address runs and is not stuck".to_string(),
             ),
             ClientError::Decode { .. } | ClientError::Protocol { .. } => {
                 Some("use a client of the same version as the server".to_string())

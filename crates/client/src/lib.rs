@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use error::ClientError;
-pub use remote::{AgentClient, LogTarget};
+pub use remote::{AgentClient, LogTarget, AGENT_CONNECT_TIMEOUT, AGENT_RESPONSE_TIMEOUT};
 use wire::{
     event_name, ChangeEvent, DeployRequest, DeployResponse, ErrorBody, ErrorDetail, EventFilter,
     ReplicaFilter, ReplicaView, ScaleRequest,

@@ -70,25 +70,51 @@ impl Client {
     }
 }
 
-/// A node agent's own endpoint, as the server reaches it.
+/// How long the server waits for a node agent to accept a connection.
+pub const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the server waits for an agent's response head once the request is sent. Logs answer
+/// at once and exec once the process starts; a hung agent (accepting, never answering) used to
+/// hang the proxied API call forever.
+pub const AGENT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keep-alive on agent connections: a streamed body (a followed log, an exec session) may
+/// stay open for hours, but a peer that died (host gone, cable pulled) is noticed within about
+/// 10 s + 3 x 5 s.
+const AGENT_KEEPALIVE: Duration = Duration::from_secs(10);
+const AGENT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const AGENT_KEEPALIVE_RETRIES: u32 = 3;
+
+/// A node agent's own endpoint, as the server reaches it. Every call is bounded: connecting by
+/// [`AGENT_CONNECT_TIMEOUT`], the response head by [`AGENT_RESPONSE_TIMEOUT`] (or
+/// [`AgentClient::with_response_timeout`]), a streamed body by TCP keep-alive.
 #[derive(Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
     base: String,
     token: String,
+    response_timeout: Duration,
 }
 
 impl AgentClient {
     pub fn new(base_url: impl Into<String>, token: impl Into<String>) -> AgentClient {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
+            .connect_timeout(AGENT_CONNECT_TIMEOUT)
+            .tcp_keepalive(AGENT_KEEPALIVE)
+            .tcp_keepalive_interval(AGENT_KEEPALIVE_INTERVAL)
+            .tcp_keepalive_retries(AGENT_KEEPALIVE_RETRIES)
             .build()
             .unwrap_or_default();
         AgentClient {
             http,
             base: base_url.into().trim_end_matches('/').to_string(),
             token: token.into(),
+            response_timeout: AGENT_RESPONSE_TIMEOUT,
         }
+    }
+
+    /// The same client with another response-head timeout.
+    pub fn with_response_timeout(mut self, timeout: Duration) -> AgentClient {
+        self.response_timeout = timeout;
+        self
     }
 
     /// `GET /v1/replicas/{id}/logs`: records without the replica name.
@@ -103,7 +129,7 @@ impl AgentClient {
             .get(&url)
             .bearer_auth(&self.token)
             .query(&query.to_pairs());
-        let resp = check(send(req, &url).await?, &url).await?;
+        let resp = check(self.send(req, &url).await?, &url).await?;
         Ok(log_lines(body_lines(resp, &url), &url))
     }
 
@@ -119,7 +145,7 @@ impl AgentClient {
             .post(&url)
             .bearer_auth(&self.token)
             .json(&ExecRequest::command(cmd));
-        let resp = check(send(req, &url).await?, &url).await?;
+        let resp = check(self.send(req, &url).await?, &url).await?;
         Ok(exec_frames(body_lines(resp, &url), &url))
     }
 
@@ -131,8 +157,26 @@ impl AgentClient {
     ) -> Result<reqwest::Upgraded> {
         let url = format!("{}/v1/replicas/{}/exec", self.base, seg(replica));
         let req = self.http.post(&url).bearer_auth(&self.token).json(request);
-        upgrade(req, &url).await
+        bounded(self.response_timeout, &url, upgrade(req, &url)).await
     }
+
+    async fn send(&self, req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response> {
+        bounded(self.response_timeout, url, send(req, url)).await
+    }
+}
+
+/// `call`, or [`ClientError::Timeout`] when it takes longer than `after`.
+async fn bounded<T>(
+    after: Duration,
+    url: &str,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(after, call).await.unwrap_or_else(|_| {
+        Err(ClientError::Timeout {
+            url: url.to_string(),
+            after,
+        })
+    })
 }
 
 /// Sends `req` asking to switch to the exec protocol; a refusal becomes [`ClientError::Api`].
