@@ -1,6 +1,8 @@
 //! Effects: each controller's executor (plan → one store transaction) and the runner.
 
+pub mod allocate;
 pub mod compaction;
+pub mod endpoints;
 pub mod nodes;
 pub mod replicas;
 pub mod runner;

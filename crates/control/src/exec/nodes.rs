@@ -1,59 +1,88 @@
-//! The node liveness executor: marks silent nodes down.
+//! The node health executor: marks nodes whose lease expired down and nodes that renew again
+//! ready, each with its `Down`/`Ready` event, in one transaction per run.
 
 use std::time::Duration;
 
 use hivemind_store::{Expect, Op, Store};
 use hivemind_types::event::expired_keys;
-use hivemind_types::{Event, Kind, Node};
+use hivemind_types::{Event, Kind, Node, NodeState};
 use serde_json::json;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::exec::replicas::error_chain;
 use crate::exec::runner::BackgroundTask;
 use crate::exec::{now_millis, ControlError};
-use crate::plan::nodes::plan_node_liveness;
+use crate::lease::Leases;
+use crate::plan::nodes::{plan_node_health, Health};
 
 pub struct NodeLivenessController {
     store: Store,
+    leases: Leases,
     timeout: Duration,
+    started_at: u64,
 }
 
 impl NodeLivenessController {
+    /// Node health without leases: a node is alive while it reports (tests, tools).
     pub fn new(store: Store, timeout: Duration) -> NodeLivenessController {
-        NodeLivenessController { store, timeout }
+        NodeLivenessController {
+            store,
+            leases: Leases::new(),
+            timeout,
+            // No lease table is renewed here, so there is no restart to bridge: a node's last
+            // report alone decides.
+            started_at: 0,
+        }
+    }
+
+    /// Node health reading `leases`, the table the API's lease route renews.
+    pub fn with_leases(store: Store, leases: Leases, timeout: Duration) -> NodeLivenessController {
+        NodeLivenessController {
+            store,
+            leases,
+            timeout,
+            started_at: now_millis(),
+        }
     }
 
     async fn run(&self) -> Result<serde_json::Value, ControlError> {
         let nodes: Vec<Node> = self.store.list(Kind::Node, "").await?;
         let now = now_millis();
-        let down = plan_node_liveness(&nodes, now, self.timeout.as_millis() as u64);
-        let mut ops: Vec<Op> = down
-            .iter()
-            .map(|n| {
-                warn!(node = %n.name, "node stopped reporting; marking it down");
-                Op::put(
-                    Kind::Node,
-                    n.name.clone(),
-                    n,
-                    Expect::Revision(n.meta.revision),
-                )
-            })
-            .collect();
-        if !down.is_empty() {
-            ops.extend(down_events(&self.store, &down, now).await?);
+        let health = Health {
+            now,
+            timeout_ms: self.timeout.as_millis() as u64,
+            started_at: self.started_at,
+        };
+        let changed = plan_node_health(&nodes, |n| self.leases.renewed_at(n), health);
+        if changed.is_empty() {
+            return Ok(json!({ "nodes": nodes.len(), "changed": 0 }));
         }
+        let mut ops = Vec::new();
+        let mut events = Vec::new();
+        for n in &changed {
+            let ready = n.state == NodeState::Ready;
+            if ready {
+                info!(node = %n.name, "node renewed its lease; marking it ready");
+            } else {
+                warn!(node = %n.name, "node stopped renewing its lease; marking it down");
+            }
+            events.push(Event::about_node(&n.name, ready, now));
+            ops.push(Op::put(
+                Kind::Node,
+                n.name.clone(),
+                n,
+                Expect::Revision(n.meta.revision),
+            ));
+        }
+        ops.extend(event_ops(&self.store, events, now).await?);
         self.store.txn(ops).await?;
-        Ok(json!({ "nodes": nodes.len(), "marked_down": down.len() }))
+        Ok(json!({ "nodes": nodes.len(), "changed": changed.len() }))
     }
 }
 
-/// A `Down` event per node, with the pruning that keeps events bounded (the same rule the API
+/// The writes of `events`, with the pruning that keeps events bounded (the same rule the API
 /// applies when it records events from reports).
-async fn down_events(store: &Store, down: &[Node], now: u64) -> Result<Vec<Op>, ControlError> {
-    let events: Vec<Event> = down
-        .iter()
-        .map(|n| Event::about_node(&n.name, false, now))
-        .collect();
+async fn event_ops(store: &Store, events: Vec<Event>, now: u64) -> Result<Vec<Op>, ControlError> {
     let keys = store.keys(Kind::Event, "").await?;
     let mut ops: Vec<Op> = expired_keys(&keys, events.len(), now)
         .into_iter()
@@ -78,8 +107,10 @@ impl BackgroundTask for NodeLivenessController {
         false
     }
 
+    /// Often enough that a node that renews again is ready within a second; a run that
+    /// changes nothing reads the node list and writes nothing.
     fn period(&self) -> Duration {
-        Duration::from_secs(2)
+        Duration::from_secs(1)
     }
 
     async fn activate(&mut self) -> Result<serde_json::Value, String> {

@@ -1,5 +1,7 @@
 //! Pure planners. Each takes the desired and observed objects and returns what to write.
 
+pub mod allocate;
+pub mod endpoints;
 pub mod nodes;
 pub mod replicas;
 pub mod schedule;

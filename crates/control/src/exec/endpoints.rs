@@ -1,0 +1,338 @@
+//! The endpoints controller: keeps one `Endpoints` object per service (key `ns/app/service`)
+//! equal to what its service, replicas and their reported statuses say.
+//!
+//! It works like a Kubernetes informer: one list of services, replicas, statuses and endpoints
+//! at start (and after the watch reports compacted history), then the store's watch keeps an
+//! in-memory cache current. Each committed change marks the one service it concerns; only
+//! marked services are planned (`plan::endpoints`) and only changed objects written, in bounded
+//! transactions. A status report from one node therefore costs the services of its replicas,
+//! never a pass over the cluster.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures::FutureExt;
+use hivemind_store::{Change, ChangeOp, Expect, Op, Store, WatchEvent};
+use hivemind_types::{Endpoints, Kind, ObservedReplica, Replica, ReplicaState, Service};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::exec::replicas::error_chain;
+use crate::exec::ControlError;
+use crate::plan::endpoints::{member, plan_endpoints, EndpointsChange};
+
+/// Endpoints objects written per transaction.
+const BATCH: usize = 500;
+
+/// Committed transactions applied before the marked services are planned.
+const MAX_COALESCE: usize = 1_000;
+
+/// What the cache keeps of a replica.
+#[derive(Debug, Clone)]
+struct ReplicaEntry {
+    service: String,
+    node: String,
+    revision_hash: String,
+}
+
+/// The part of a replica's JSON the cache needs (the spec is skipped, not copied).
+#[derive(Deserialize)]
+struct ReplicaHead {
+    id: String,
+    namespace: String,
+    app: String,
+    service: String,
+    node: String,
+    revision_hash: String,
+}
+
+#[derive(Deserialize)]
+struct StatusHead {
+    state: ReplicaState,
+    #[serde(default)]
+    ip: Option<String>,
+}
+
+/// The controller's view of the store, and the services whose endpoints may be stale.
+#[derive(Debug, Default)]
+pub struct Cache {
+    services: HashMap<String, Service>,
+    replicas: HashMap<String, ReplicaEntry>,
+    by_service: HashMap<String, BTreeSet<String>>,
+    statuses: HashMap<String, (ReplicaState, Option<String>)>,
+    endpoints: HashMap<String, Endpoints>,
+    dirty: BTreeSet<String>,
+}
+
+impl Cache {
+    /// A cache of everything listed, every service marked.
+    pub fn from_lists(
+        services: Vec<Service>,
+        replicas: Vec<Replica>,
+        statuses: Vec<ObservedReplica>,
+        endpoints: Vec<Endpoints>,
+    ) -> Cache {
+        let mut cache = Cache::default();
+        for s in services {
+            cache.dirty.insert(s.key());
+            cache.services.insert(s.key(), s);
+        }
+        for r in replicas {
+            cache.put_replica(ReplicaHead {
+                id: r.id,
+                namespace: r.namespace,
+                app: r.app,
+                service: r.service,
+                node: r.node,
+                revision_hash: r.revision_hash,
+            });
+        }
+        for s in statuses {
+            cache.statuses.insert(s.id, (s.state, s.ip));
+        }
+        for e in endpoints {
+            cache.dirty.insert(e.key());
+            cache.endpoints.insert(e.key(), e);
+        }
+        cache
+    }
+
+    fn put_replica(&mut self, r: ReplicaHead) {
+        let service = format!("{}/{}/{}", r.namespace, r.app, r.service);
+        self.dirty.insert(service.clone());
+        self.by_service
+            .entry(service.clone())
+            .or_default()
+            .insert(r.id.clone());
+        self.replicas.insert(
+            r.id,
+            ReplicaEntry {
+                service,
+                node: r.node,
+                revision_hash: r.revision_hash,
+            },
+        );
+    }
+
+    fn remove_replica(&mut self, id: &str) {
+        if let Some(old) = self.replicas.remove(id) {
+            if let Some(ids) = self.by_service.get_mut(&old.service) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_service.remove(&old.service);
+                }
+            }
+            self.dirty.insert(old.service);
+        }
+    }
+
+    /// Applies one committed change, marking the service it concerns.
+    pub fn apply(&mut self, change: &Change) {
+        let put = change.op == ChangeOp::Put;
+        match change.kind {
+            Kind::Service => {
+                self.dirty.insert(change.key.clone());
+                match put.then(|| Service::deserialize(&change.value)) {
+                    Some(Ok(s)) => {
+                        self.services.insert(change.key.clone(), s);
+                    }
+                    Some(Err(e)) => warn!(key = %change.key, error = %e, "unreadable service"),
+                    None => {
+                        self.services.remove(&change.key);
+                    }
+                }
+            }
+            Kind::Replica => {
+                // A replica whose service or node changed is a removal and an addition.
+                self.remove_replica(&change.key);
+                if put {
+                    match ReplicaHead::deserialize(&change.value) {
+                        Ok(r) => self.put_replica(r),
+                        Err(e) => warn!(key = %change.key, error = %e, "unreadable replica"),
+                    }
+                }
+            }
+            Kind::ReplicaStatus => {
+                let status = put
+                    .then(|| StatusHead::deserialize(&change.value).ok())
+                    .flatten();
+                let new = status.map(|s| (s.state, s.ip));
+                let old = match &new {
+                    Some(new) => self.statuses.insert(change.key.clone(), new.clone()),
+                    None => self.statuses.remove(&change.key),
+                };
+                // Restart counts, exits and messages change statuses too; only readiness and
+                // the address matter here.
+                if old != new {
+                    if let Some(r) = self.replicas.get(&change.key) {
+                        self.dirty.insert(r.service.clone());
+                    }
+                }
+            }
+            Kind::Endpoints => {
+                // Someone else's write (or our own echo): plan again; equal content is kept.
+                self.dirty.insert(change.key.clone());
+                match put.then(|| Endpoints::deserialize(&change.value)) {
+                    Some(Ok(e)) => {
+                        self.endpoints.insert(change.key.clone(), e);
+                    }
+                    Some(Err(e)) => warn!(key = %change.key, error = %e, "unreadable endpoints"),
+                    None => {
+                        self.endpoints.remove(&change.key);
+                    }
+                }
+            }
+            Kind::App | Kind::Node | Kind::Event | Kind::Address => {}
+        }
+    }
+
+    /// Plans the marked services (at most `limit` of them), unmarking them.
+    pub fn plan_dirty(&mut self, limit: usize) -> Vec<(String, EndpointsChange)> {
+        let keys: Vec<String> = self.dirty.iter().take(limit).cloned().collect();
+        keys.into_iter()
+            .map(|key| {
+                self.dirty.remove(&key);
+                let members = self
+                    .by_service
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| {
+                        let r = self.replicas.get(id)?;
+                        let status = self.statuses.get(id);
+                        Some(member(
+                            id,
+                            &r.node,
+                            &r.revision_hash,
+                            status.map(|s| s.0),
+                            status.and_then(|s| s.1.as_deref()),
+                        ))
+                    })
+                    .collect();
+                let change =
+                    plan_endpoints(self.services.get(&key), members, self.endpoints.get(&key));
+                (key, change)
+            })
+            .filter(|(_, change)| *change != EndpointsChange::Keep)
+            .collect()
+    }
+
+    /// Records what a committed plan wrote, so that later plans compare against it.
+    fn committed(&mut self, planned: Vec<(String, EndpointsChange)>) {
+        for (key, change) in planned {
+            match change {
+                EndpointsChange::Put(e) => {
+                    self.endpoints.insert(key, *e);
+                }
+                EndpointsChange::Delete => {
+                    self.endpoints.remove(&key);
+                }
+                EndpointsChange::Keep => {}
+            }
+        }
+    }
+
+    fn mark(&mut self, keys: impl IntoIterator<Item = String>) {
+        self.dirty.extend(keys);
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+}
+
+/// The write of a plan. Last writer wins (`Expect::Any`): every writer computes the same
+/// content from the same committed state, and a stale one is corrected by the next change.
+fn ops(planned: &[(String, EndpointsChange)]) -> Vec<Op> {
+    planned
+        .iter()
+        .filter_map(|(key, change)| match change {
+            EndpointsChange::Put(e) => Some(Op::put(Kind::Endpoints, key.clone(), e, Expect::Any)),
+            EndpointsChange::Delete => Some(Op::delete(Kind::Endpoints, key.clone(), Expect::Any)),
+            EndpointsChange::Keep => None,
+        })
+        .collect()
+}
+
+async fn relist(store: &Store) -> Result<(u64, Cache), ControlError> {
+    let revision = store.revision().await?;
+    let cache = Cache::from_lists(
+        store.list(Kind::Service, "").await?,
+        store.list(Kind::Replica, "").await?,
+        store.list(Kind::ReplicaStatus, "").await?,
+        store.list(Kind::Endpoints, "").await?,
+    );
+    Ok((revision, cache))
+}
+
+/// Runs the endpoints controller until `shutdown` turns true.
+pub async fn run_endpoints(store: Store, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (revision, mut cache) = match relist(&store).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                warn!(error = %error_chain(&e), "endpoints: cannot list; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        let mut watch = store.watch(revision);
+        loop {
+            while cache.has_dirty() {
+                let planned = cache.plan_dirty(BATCH);
+                let count = planned.len();
+                match store.txn(ops(&planned)).await {
+                    Ok(revision) => {
+                        debug!(written = count, revision, "endpoints written");
+                        cache.committed(planned);
+                    }
+                    Err(e) => {
+                        warn!(error = %error_chain(&e), "endpoints: write failed; retrying");
+                        cache.mark(planned.into_iter().map(|(key, _)| key));
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                }
+            }
+            let event = tokio::select! {
+                event = watch.next() => event,
+                _ = shutdown.changed() => return,
+            };
+            // Everything already committed is applied before planning, so that a burst of
+            // reports about one service costs one write of its endpoints.
+            let mut event = event;
+            let mut relisted = false;
+            for _ in 0..MAX_COALESCE {
+                match event {
+                    Some(WatchEvent::Txn { changes, .. }) => {
+                        changes.iter().for_each(|c| cache.apply(c));
+                    }
+                    // History is gone: start over from a fresh list.
+                    Some(WatchEvent::Compacted { .. }) => {
+                        relisted = true;
+                        break;
+                    }
+                    None => return,
+                }
+                match watch.next().now_or_never() {
+                    Some(next) => event = next,
+                    None => break,
+                }
+            }
+            if relisted {
+                break;
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
