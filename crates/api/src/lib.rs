@@ -7,6 +7,7 @@
 //! `hivemind_client::wire` so that both sides share one definition.
 
 pub mod admission;
+pub mod assignments;
 mod auth;
 pub mod connections;
 pub mod deploy;

@@ -1,0 +1,449 @@
+//! Node assignments: what one node must run and route, and the hub that wakes its long poll.
+//!
+//! A node's assignment is O(node): its own replicas, the `Endpoints` of the services its data
+//! plane needs (every service of an app with a replica on the node, plus every public service —
+//! published ports or ingress — since every node proxies those) and its subnet. The [`Hub`] is
+//! one watch of the store per server process that routes each committed change to exactly the
+//! nodes whose assignment it touches, through one wake channel per node: a replica to its node,
+//! an endpoints object to the nodes of its app (or to all for a public service), a node's
+//! subnet to that node. Status reports, events and everything else wake nobody: the endpoints
+//! controller turns the reports that matter into endpoints changes.
+//!
+//! Generations: an assignment's generation is the hub's processed revision, read before the
+//! objects, so the objects are at least as new as it claims; every change after it is still
+//! to be routed and will wake the node. An agent therefore never believes it saw a change it
+//! has not.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hivemind_store::{Change, ChangeOp, Store, WatchEvent};
+use hivemind_types::spec::{IngressRule, PortSpec};
+use hivemind_types::{Assignment, Endpoints, Kind, Node, NodeNetwork, Replica};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::error::ApiError;
+use crate::network::ClusterNetwork;
+
+/// Who must hear of one change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    None,
+    Nodes(BTreeSet<String>),
+    All,
+}
+
+/// The routing state: which node each replica is on, which nodes run each app, which services
+/// are public, each node's subnet, and each node's last touching revision.
+#[derive(Debug, Default)]
+pub struct Routes {
+    /// Every node counts as touched at this revision (the last relist or all-nodes change).
+    floor: u64,
+    processed: u64,
+    touched: HashMap<String, u64>,
+    waiters: HashMap<String, watch::Sender<u64>>,
+    replicas: HashMap<String, (String, String)>,
+    app_nodes: HashMap<String, HashMap<String, usize>>,
+    public: BTreeSet<String>,
+    subnets: HashMap<String, Option<String>>,
+}
+
+/// The routing-relevant part of an endpoints object (its replicas are skipped, not copied).
+#[derive(Deserialize)]
+struct RoutingHead {
+    #[serde(default)]
+    ports: Vec<PortSpec>,
+    #[serde(default)]
+    ingress: Option<IngressRule>,
+}
+
+#[derive(Deserialize)]
+struct ReplicaHead {
+    namespace: String,
+    app: String,
+    node: String,
+}
+
+#[derive(Deserialize)]
+struct NodeHead {
+    #[serde(default)]
+    subnet: Option<String>,
+}
+
+fn is_public(head: &RoutingHead) -> bool {
+    head.ingress.is_some() || head.ports.iter().any(|p| p.published.is_some())
+}
+
+/// `ns/app` of an endpoints key `ns/app/service`.
+fn app_of(key: &str) -> &str {
+    key.rsplit_once('/').map_or(key, |(app, _)| app)
+}
+
+impl Routes {
+    /// Starts over from listed objects at `revision`: every node counts as touched.
+    pub fn relist(
+        &mut self,
+        revision: u64,
+        replicas: &[Replica],
+        endpoints: &[Endpoints],
+        nodes: &[Node],
+    ) {
+        self.replicas.clear();
+        self.app_nodes.clear();
+        for r in replicas {
+            self.add_replica(&r.id, &r.node, &format!("{}/{}", r.namespace, r.app));
+        }
+        self.public = endpoints
+            .iter()
+            .filter(|e| e.is_public())
+            .map(|e| e.key())
+            .collect();
+        self.subnets = nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.subnet.clone()))
+            .collect();
+        self.touched.clear();
+        self.processed = revision;
+        self.touch_all(revision);
+    }
+
+    fn add_replica(&mut self, id: &str, node: &str, app: &str) {
+        *self
+            .app_nodes
+            .entry(app.to_string())
+            .or_default()
+            .entry(node.to_string())
+            .or_default() += 1;
+        self.replicas
+            .insert(id.to_string(), (node.to_string(), app.to_string()));
+    }
+
+    fn remove_replica(&mut self, id: &str) -> Option<String> {
+        let (node, app) = self.replicas.remove(id)?;
+        if let Some(nodes) = self.app_nodes.get_mut(&app) {
+            if let Some(count) = nodes.get_mut(&node) {
+                *count -= 1;
+                if *count == 0 {
+                    nodes.remove(&node);
+                }
+            }
+            if nodes.is_empty() {
+                self.app_nodes.remove(&app);
+            }
+        }
+        Some(node)
+    }
+
+    /// Updates the routing state with `change` and says whom it concerns.
+    pub fn route(&mut self, change: &Change) -> Targets {
+        let put = change.op == ChangeOp::Put;
+        match change.kind {
+            Kind::Replica => {
+                let mut nodes = BTreeSet::new();
+                // Its old node (a move or a delete) and its new one.
+                nodes.extend(self.remove_replica(&change.key));
+                if put {
+                    match ReplicaHead::deserialize(&change.value) {
+                        Ok(r) => {
+                            self.add_replica(
+                                &change.key,
+                                &r.node,
+                                &format!("{}/{}", r.namespace, r.app),
+                            );
+                            nodes.insert(r.node);
+                        }
+                        Err(e) => warn!(key = %change.key, error = %e, "hub: unreadable replica"),
+                    }
+                }
+                Targets::Nodes(nodes)
+            }
+            Kind::Endpoints => {
+                let was_public = self.public.contains(&change.key);
+                let now_public =
+                    put && RoutingHead::deserialize(&change.value).is_ok_and(|h| is_public(&h));
+                if now_public {
+                    self.public.insert(change.key.clone());
+                } else {
+                    self.public.remove(&change.key);
+                }
+                if was_public || now_public {
+                    return Targets::All;
+                }
+                let nodes = self
+                    .app_nodes
+                    .get(app_of(&change.key))
+                    .map(|nodes| nodes.keys().cloned().collect())
+                    .unwrap_or_default();
+                Targets::Nodes(nodes)
+            }
+            Kind::Node => {
+                let subnet = if put {
+                    NodeHead::deserialize(&change.value)
+                        .ok()
+                        .and_then(|n| n.subnet)
+                } else {
+                    None
+                };
+                let old = self.subnets.insert(change.key.clone(), subnet.clone());
+                if old.flatten() == subnet {
+                    Targets::None
+                } else {
+                    Targets::Nodes(BTreeSet::from([change.key.clone()]))
+                }
+            }
+            Kind::App | Kind::Service | Kind::ReplicaStatus | Kind::Event | Kind::Address => {
+                Targets::None
+            }
+        }
+    }
+
+    /// Routes one committed transaction, waking each concerned node once.
+    pub fn apply(&mut self, revision: u64, changes: &[Change]) {
+        let mut nodes = BTreeSet::new();
+        let mut all = false;
+        for change in changes {
+            match self.route(change) {
+                Targets::None => {}
+                Targets::Nodes(n) => nodes.extend(n),
+                Targets::All => all = true,
+            }
+        }
+        if all {
+            self.touch_all(revision);
+        } else {
+            for node in nodes {
+                self.touch(&node, revision);
+            }
+        }
+        self.processed = self.processed.max(revision);
+    }
+
+    fn touch(&mut self, node: &str, revision: u64) {
+        self.touched.insert(node.to_string(), revision);
+        if let Some(waiter) = self.waiters.get(node) {
+            waiter.send_replace(revision);
+        }
+    }
+
+    fn touch_all(&mut self, revision: u64) {
+        self.floor = revision;
+        for waiter in self.waiters.values() {
+            waiter.send_replace(revision);
+        }
+    }
+
+    /// The last revision that touched `node`'s assignment.
+    pub fn touched(&self, node: &str) -> u64 {
+        self.touched.get(node).copied().unwrap_or(0).max(self.floor)
+    }
+
+    /// `node`'s wake channel: its value is [`Routes::touched`].
+    pub fn subscribe(&mut self, node: &str) -> watch::Receiver<u64> {
+        let touched = self.touched(node);
+        self.waiters
+            .entry(node.to_string())
+            .or_insert_with(|| watch::channel(touched).0)
+            .subscribe()
+    }
+
+    pub fn processed(&self) -> u64 {
+        self.processed
+    }
+
+    pub fn public(&self) -> Vec<String> {
+        self.public.iter().cloned().collect()
+    }
+}
+
+/// The server's assignment hub: [`Routes`] kept current by one watch task. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    routes: Arc<Mutex<Routes>>,
+    ready: watch::Receiver<bool>,
+    /// Dropped with the last handle, which ends the watch task.
+    _alive: Arc<watch::Sender<()>>,
+}
+
+impl Hub {
+    /// Starts the hub's watch of `store` (on the current tokio runtime).
+    pub fn spawn(store: Store) -> Hub {
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let (ready_tx, ready) = watch::channel(false);
+        let (alive, mut alive_rx) = watch::channel(());
+        let task_routes = routes.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = follow(store, task_routes, ready_tx) => {}
+                _ = alive_rx.changed() => {}
+            }
+        });
+        Hub {
+            routes,
+            ready,
+            _alive: Arc::new(alive),
+        }
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        // Updates are plain map edits: a poisoned lock still holds whole routes.
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves once the hub has listed the store (at start, so within a moment).
+    async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
+    /// Waits until a change after `after` touches `node`, `timeout` passes or `stopping`
+    /// resolves, whichever is first.
+    pub async fn wait(
+        &self,
+        node: &str,
+        after: u64,
+        timeout: Duration,
+        stopping: impl std::future::Future<Output = ()>,
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        tokio::pin!(stopping);
+        tokio::select! {
+            () = self.ready() => {}
+            () = tokio::time::sleep_until(deadline) => return,
+            () = &mut stopping => return,
+        }
+        let mut touched = self.routes().subscribe(node);
+        tokio::select! {
+            _ = touched.wait_for(|t| *t > after) => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            () = &mut stopping => {}
+        }
+    }
+
+    /// `node`'s assignment, with the hub's processed revision as its generation.
+    pub async fn assignment(
+        &self,
+        store: &Store,
+        net: &ClusterNetwork,
+        node: &str,
+    ) -> Result<Assignment, ApiError> {
+        self.ready().await;
+        let (generation, public) = {
+            let routes = self.routes();
+            (routes.processed(), routes.public())
+        };
+        read_assignment(store, net, node, generation, Some(public)).await
+    }
+}
+
+async fn follow(store: Store, routes: Arc<Mutex<Routes>>, ready: watch::Sender<bool>) {
+    loop {
+        let listed = async {
+            let revision = store.revision().await?;
+            let replicas: Vec<Replica> = store.list(Kind::Replica, "").await?;
+            let endpoints: Vec<Endpoints> = store.list(Kind::Endpoints, "").await?;
+            let nodes: Vec<Node> = store.list(Kind::Node, "").await?;
+            Ok::<_, hivemind_store::StoreError>((revision, replicas, endpoints, nodes))
+        };
+        let revision = match listed.await {
+            Ok((revision, replicas, endpoints, nodes)) => {
+                let mut r = routes.lock().unwrap_or_else(|p| p.into_inner());
+                r.relist(revision, &replicas, &endpoints, &nodes);
+                revision
+            }
+            Err(error) => {
+                warn!(%error, "assignment hub: cannot list the store; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        ready.send_replace(true);
+        let mut watch = store.watch(revision);
+        loop {
+            match watch.next().await {
+                Some(WatchEvent::Txn { revision, changes }) => routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(revision, &changes),
+                // History is gone: list again, which wakes every node (it may have missed
+                // something).
+                Some(WatchEvent::Compacted { .. }) => break,
+                None => return,
+            }
+        }
+    }
+}
+
+/// The replicas placed on `node`.
+async fn replicas_on(store: &Store, node: &str) -> Result<Vec<Replica>, ApiError> {
+    Ok(store
+        .list::<Replica>(Kind::Replica, "")
+        .await?
+        .into_iter()
+        .filter(|r| r.node == node)
+        .collect())
+}
+
+/// Reads `node`'s assignment claiming `generation`. `public` names the public services' keys
+/// (the hub knows them); without it every endpoints object is read to find them.
+pub(crate) async fn read_assignment(
+    store: &Store,
+    net: &ClusterNetwork,
+    node: &str,
+    generation: u64,
+    public: Option<Vec<String>>,
+) -> Result<Assignment, ApiError> {
+    let replicas = replicas_on(store, node).await?;
+    let subnet = store
+        .get::<Node>(Kind::Node, node)
+        .await?
+        .and_then(|n| n.subnet);
+    let apps: BTreeSet<String> = replicas
+        .iter()
+        .map(|r| format!("{}/{}/", r.namespace, r.app))
+        .collect();
+    let mut needed: BTreeMap<String, Endpoints> = BTreeMap::new();
+    for app in &apps {
+        for e in store.list::<Endpoints>(Kind::Endpoints, app).await? {
+            needed.insert(e.key(), e);
+        }
+    }
+    match public {
+        Some(keys) => {
+            for key in keys {
+                if needed.contains_key(&key) {
+                    continue;
+                }
+                if let Some(e) = store.get::<Endpoints>(Kind::Endpoints, &key).await? {
+                    needed.insert(key, e);
+                }
+            }
+        }
+        None => {
+            for e in store.list::<Endpoints>(Kind::Endpoints, "").await? {
+                if e.is_public() {
+                    needed.insert(e.key(), e);
+                }
+            }
+        }
+    }
+    Ok(Assignment {
+        node: node.to_string(),
+        generation,
+        replicas,
+        network: NodeNetwork {
+            subnet,
+            cluster_cidr: Some(net.cluster_cidr_string()),
+            service_cidr: Some(net.service_cidr_string()),
+            services: needed
+                .values()
+                .map(Endpoints::to_service_endpoints)
+                .collect(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;
