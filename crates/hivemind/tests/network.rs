@@ -69,20 +69,30 @@ fn services_find_each_other_by_name_and_vip() {
     });
     let client = node.replica_of("client");
 
-    // `web` is the VIP; over 30 requests it spreads over all 3 replicas.
-    let out = node.exec(
-        &client,
-        &[
-            "loop",
-            "--url",
-            "http://web/",
-            "--count",
-            "30",
-            "--interval",
-            "10ms",
-        ],
+    // `web` is the VIP; over 30 requests it spreads over all 3 replicas. A replica's address is
+    // in the API as soon as it reports, and in the node's VIP set one assignment later, so wait
+    // for the data plane to have all three before counting.
+    let spread = || {
+        let out = node.exec(
+            &client,
+            &[
+                "loop",
+                "--url",
+                "http://web/",
+                "--count",
+                "30",
+                "--interval",
+                "10ms",
+            ],
+        );
+        summary(&out)
+    };
+    node.wait_for(
+        "the VIP spread over 3 replicas",
+        Duration::from_secs(10),
+        || spread()["by_body"].as_object().map(|b| b.len()) == Some(3),
     );
-    let s = summary(&out);
+    let s = spread();
     assert_eq!(s["failed"], 0, "{s}");
     assert_eq!(s["by_body"].as_object().unwrap().len(), 3, "{s}");
 
