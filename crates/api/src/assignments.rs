@@ -20,13 +20,33 @@ use std::time::Duration;
 
 use hivemind_store::{Change, ChangeOp, Store, WatchEvent};
 use hivemind_types::spec::{IngressRule, PortSpec};
-use hivemind_types::{Assignment, Endpoints, Kind, Node, NodeNetwork, Replica};
+use hivemind_types::{Assignment, ClusterNetwork, Endpoints, Kind, Node, NodeNetwork, Replica};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::warn;
 
 use crate::error::ApiError;
-use crate::network::ClusterNetwork;
+
+/// The longest a long poll may be held; longer requests are cut to this, so that proxies and
+/// the client's own timeout do not fire first.
+pub const MAX_POLL: Duration = Duration::from_secs(120);
+
+/// `node`'s assignment once a change after generation `after` touches it, or when `timeout`
+/// passes or `stopping` resolves (server shutdown); at once without `after`.
+pub async fn wait_assignment(
+    hub: &Hub,
+    store: &Store,
+    net: &ClusterNetwork,
+    node: &str,
+    after: Option<u64>,
+    timeout: Duration,
+    stopping: impl std::future::Future<Output = ()>,
+) -> Result<Assignment, ApiError> {
+    if let Some(after) = after {
+        hub.wait(node, after, timeout.min(MAX_POLL), stopping).await;
+    }
+    hub.assignment(store, net, node).await
+}
 
 /// Who must hear of one change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,16 +396,6 @@ async fn follow(store: Store, routes: Arc<Mutex<Routes>>, ready: watch::Sender<b
     }
 }
 
-/// The replicas placed on `node`.
-async fn replicas_on(store: &Store, node: &str) -> Result<Vec<Replica>, ApiError> {
-    Ok(store
-        .list::<Replica>(Kind::Replica, "")
-        .await?
-        .into_iter()
-        .filter(|r| r.node == node)
-        .collect())
-}
-
 /// Reads `node`'s assignment claiming `generation`. `public` names the public services' keys
 /// (the hub knows them); without it every endpoints object is read to find them.
 pub(crate) async fn read_assignment(
@@ -395,7 +405,7 @@ pub(crate) async fn read_assignment(
     generation: u64,
     public: Option<Vec<String>>,
 ) -> Result<Assignment, ApiError> {
-    let replicas = replicas_on(store, node).await?;
+    let replicas = store.replica_list_by_node(node).await?;
     let subnet = store
         .get::<Node>(Kind::Node, node)
         .await?

@@ -14,7 +14,6 @@ use hivemind_types::{App, Kind, Meta, Replica, Service};
 
 use crate::error::ApiError;
 use crate::extract::check_label;
-use crate::network::ClusterNetwork;
 
 /// What a deploy did.
 #[derive(Debug)]
@@ -25,19 +24,10 @@ pub struct DeployOutcome {
 }
 
 /// Creates or updates the app described by `req` in `namespace` (the query's; the body's
-/// `namespace`, when set, wins).
+/// `namespace`, when set, wins). New services get their VIP from the allocator (`control`), a
+/// moment after they are written; a service keeps its VIP for life.
 pub async fn deploy(
     store: &Store,
-    namespace: &str,
-    req: &DeployRequest,
-) -> Result<DeployOutcome, ApiError> {
-    deploy_in(store, &ClusterNetwork::default(), namespace, req).await
-}
-
-/// [`deploy`] for a cluster with the address plan `net` (new services get VIPs from it).
-pub async fn deploy_in(
-    store: &Store,
-    net: &ClusterNetwork,
     namespace: &str,
     req: &DeployRequest,
 ) -> Result<DeployOutcome, ApiError> {
@@ -117,37 +107,21 @@ pub async fn deploy_in(
 
     let prefix = format!("{app_key}/");
     let old_services: Vec<Service> = store.list(Kind::Service, &prefix).await?;
-    let _allocation = crate::network::ALLOCATION.lock().await;
     let all_services: Vec<Service> = store.list(Kind::Service, "").await?;
     crate::ports::check_published_ports(&parsed.services, &all_services, namespace, &name)?;
-    let mut used_vips: BTreeSet<String> =
-        all_services.iter().filter_map(|s| s.vip.clone()).collect();
     for (service_name, spec) in &parsed.services {
         let old = old_services.iter().find(|s| &s.name == service_name);
-        // A service keeps its VIP for life, so clients' cached addresses stay right.
-        let vip = match old.and_then(|s| s.vip.clone()) {
-            Some(vip) => vip,
-            None => {
-                let vip = crate::network::allocate_vip(net, &used_vips).ok_or_else(|| {
-                    ApiError::invalid(
-                        format!("services.{service_name}"),
-                        "the service VIP range 10.43.0.0/16 is exhausted",
-                        "remove unused apps",
-                    )
-                })?;
-                used_vips.insert(vip.clone());
-                vip
-            }
-        };
-        if old.is_some_and(|s| &s.spec == spec && s.vip.as_deref() == Some(vip.as_str())) {
+        if old.is_some_and(|s| &s.spec == spec) {
             continue;
         }
+        // A service keeps its VIP for life, so clients' cached addresses stay right.
+        let vip = old.and_then(|s| s.vip.clone());
         let service = Service {
             namespace: namespace.to_string(),
             app: name.clone(),
             name: service_name.clone(),
             spec: spec.clone(),
-            vip: Some(vip),
+            vip,
             meta: Meta::default(),
         };
         let expect = old.map_or(Expect::Absent, |s| Expect::Revision(s.meta.revision));

@@ -16,7 +16,6 @@ mod events;
 mod exec;
 mod extract;
 mod logs;
-pub mod network;
 mod openapi;
 mod ports;
 pub mod recorded;
@@ -54,15 +53,18 @@ pub struct ApiConfig {
     /// Bearer tokens accepted on every route but `/healthz` and `/metrics`. Empty means no
     /// request is authorized, never that all are.
     pub tokens: Vec<String>,
-    /// The cluster's address plan: node subnets and service VIPs come from it.
-    pub network: network::ClusterNetwork,
+    /// The cluster's address plan, which assignments carry (the allocator in `control` hands
+    /// out node subnets and service VIPs from it).
+    pub network: hivemind_types::ClusterNetwork,
     /// The bearer token presented to node agents when proxying logs and exec; `None` uses the
     /// first of `tokens` (in `hivemind up`, the token the agent itself uses).
     pub agent_token: Option<String>,
 }
 
-/// All routes, with authentication, the body limit and request tracing applied.
+/// All routes, with authentication, the body limit and request tracing applied. Starts the
+/// assignment hub's watch of `store`, so it must be called within a tokio runtime.
 pub fn router(store: Store, config: ApiConfig) -> Router {
+    let hub = assignments::Hub::spawn(store.clone());
     let agent_token = logs::AgentToken(
         config
             .agent_token
@@ -87,6 +89,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .route("/nodes", get(routes::list_nodes))
         .route("/nodes/{node}/assignment", get(routes::get_assignment))
         .route("/nodes/{node}/report", put(routes::put_report))
+        .route("/nodes/{node}/lease", put(routes::put_lease))
         .route("/events", get(routes::get_events))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(auth::unknown_route)
@@ -95,6 +98,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
             auth::require_token,
         ))
         .layer(axum::Extension(config.network))
+        .layer(axum::Extension(hub))
         .layer(axum::Extension(agent_token))
         .with_state(store);
     let root = Router::new()

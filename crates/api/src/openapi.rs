@@ -22,6 +22,7 @@ use crate::{exec, logs, routes};
         routes::list_nodes,
         routes::get_assignment,
         routes::put_report,
+        routes::put_lease,
         routes::get_events,
         logs::replica_logs,
         logs::service_logs,

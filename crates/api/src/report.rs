@@ -1,159 +1,28 @@
-//! The agent's side of the API: what a node must run (its assignment) and what it reports back.
+//! The agent's side of the API: what a node reports back (its assignment is in `assignments`).
 //!
 //! Agents write only `Node` and `ReplicaStatus` objects, never `Replica`s, so their writes never
-//! conflict with the control plane's (see `ObservedReplica`).
+//! conflict with the control plane's (see `ObservedReplica`). Liveness is not a report: a node
+//! renews its lease (`lease`), which writes nothing; a report is sent when what the node
+//! observes changed, and writes only what differs from the store.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
 
 use hivemind_client::wire::{ReplicaFilter, ReplicaView};
-use hivemind_store::{Change, Expect, Op, Store, WatchEvent};
-use hivemind_types::{
-    Assignment, Kind, Meta, Node, NodeReport, NodeState, ObservedReplica, Replica,
-};
+use hivemind_store::{Expect, Op, Store};
+use hivemind_types::{Kind, Meta, Node, NodeReport, NodeState, ObservedReplica, Replica};
 
 use crate::error::ApiError;
-use crate::network::ClusterNetwork;
 use crate::recorded;
 
-/// The longest a long poll may be held; longer requests are cut to this, so that proxies and
-/// the client's own timeout do not fire first.
-pub const MAX_POLL: Duration = Duration::from_secs(120);
-
-/// A client whose `after` is further behind than this gets its assignment at once instead of
-/// having the change log scanned for relevant changes.
-const MAX_SCAN: u64 = 10_000;
-
-/// All replicas placed on `node`. The generation is read *before* the replicas, so the set is at
-/// least as new as the generation claims; an agent never believes it has seen a change it has not.
-pub async fn assignment(store: &Store, node: &str) -> Result<Assignment, ApiError> {
-    assignment_in(store, &ClusterNetwork::default(), node).await
-}
-
-/// [`assignment`] for a cluster with the address plan `net`.
-pub async fn assignment_in(
-    store: &Store,
-    net: &ClusterNetwork,
-    node: &str,
-) -> Result<Assignment, ApiError> {
-    let generation = store.revision().await?;
-    let replicas = store.replica_list_by_node(node).await?;
-    Ok(Assignment {
-        node: node.to_string(),
-        generation,
-        replicas,
-        network: crate::network::node_network(store, net, node).await?,
-    })
-}
-
-/// The assignment once it may differ from the one at generation `after`, or when `timeout` passes
-/// or `stopping` resolves (server shutdown).
+/// Registers or updates the node and writes the statuses that changed, with the events they
+/// bring (new exits and failures, node problems; see `recorded`), in one transaction, and
+/// renews the node's lease. Returns the store revision the report is reflected in.
 ///
-/// Other nodes' writes bump the store revision all the time, so "revision > after" alone would
-/// wake every agent on every report; only changes to replicas placed on (or just moved off) this
-/// node count.
-pub async fn wait_assignment(
-    store: &Store,
-    node: &str,
-    after: Option<u64>,
-    timeout: Duration,
-    stopping: impl std::future::Future<Output = ()>,
-) -> Result<Assignment, ApiError> {
-    wait_assignment_in(
-        store,
-        &ClusterNetwork::default(),
-        node,
-        after,
-        timeout,
-        stopping,
-    )
-    .await
-}
-
-/// [`wait_assignment`] for a cluster with the address plan `net`.
-pub async fn wait_assignment_in(
-    store: &Store,
-    net: &ClusterNetwork,
-    node: &str,
-    after: Option<u64>,
-    timeout: Duration,
-    stopping: impl std::future::Future<Output = ()>,
-) -> Result<Assignment, ApiError> {
-    let Some(after) = after else {
-        return assignment_in(store, net, node).await;
-    };
-    let current = assignment_in(store, net, node).await?;
-    if current.generation > after && current.generation - after > MAX_SCAN {
-        return Ok(current);
-    }
-    // Watching from `after` covers both what happened since the agent's copy (up to
-    // `current.generation`, already in `current`) and what happens next, with no gap between.
-    let mut watch = store.watch(after.min(current.generation));
-    let deadline = tokio::time::Instant::now() + timeout.min(MAX_POLL);
-    tokio::pin!(stopping);
-    loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout_at(deadline, watch.next()) => next,
-            // Answer as on a timeout: the agent polls again, reaching the restarted server.
-            () = &mut stopping => return Ok(current),
-        };
-        match next {
-            Err(_elapsed) => return Ok(current),
-            Ok(Some(WatchEvent::Txn { revision, changes })) => {
-                if revision <= current.generation {
-                    if changes.iter().any(|c| touches_since(c, node, &current)) {
-                        return Ok(current);
-                    }
-                } else if changes.iter().any(|c| touches(c, node, &current)) {
-                    return assignment_in(store, net, node).await;
-                }
-            }
-            // History the agent asks about is gone: it cannot know what it missed.
-            Ok(Some(WatchEvent::Compacted { .. })) => return Ok(current),
-            // The store closed: answering is always safe.
-            Ok(None) => return assignment_in(store, net, node).await,
-        }
-    }
-}
-
-/// Like [`touches`], for changes already applied to `current`: the agent's copy predates them,
-/// so comparing with `current` would hide them (a new subnet equals the current subnet). Any
-/// change that can alter the network counts.
-fn touches_since(change: &Change, node: &str, current: &Assignment) -> bool {
-    touches(change, node, current)
-        || match change.kind {
-            Kind::Service | Kind::ReplicaStatus => true,
-            Kind::Node => change.key == node,
-            Kind::Replica => change.op == hivemind_store::ChangeOp::Delete,
-            Kind::App | Kind::Event | Kind::Endpoints | Kind::Address => false,
-        }
-}
-
-/// Whether `change` may alter `node`'s assignment: a replica written or deleted on this node, one
-/// of its current replicas written elsewhere (moved away), or a change to the network it serves.
-fn touches(change: &Change, node: &str, current: &Assignment) -> bool {
-    let replica_change = change.kind == Kind::Replica
-        && (change.value.get("node").and_then(|n| n.as_str()) == Some(node)
-            || current.replicas.iter().any(|r| r.id == change.key));
-    replica_change || crate::network::touches_network(change, node, current)
-}
-
-/// Upserts the node and writes the statuses that changed, with the events they bring (new exits
-/// and failures, a node becoming ready; see `recorded`), in one transaction. Returns the new
-/// store revision.
+/// A new node is written `Down` until node health (`control`) sees its lease and marks it
+/// ready; its subnet comes from the allocator. The Node object is rewritten only when its
+/// address, agent URL or problems changed, so that steady reports cost no node write.
 pub async fn report(
     store: &Store,
-    node: &str,
-    report: &NodeReport,
-    now_ms: u64,
-) -> Result<u64, ApiError> {
-    report_in(store, &ClusterNetwork::default(), node, report, now_ms).await
-}
-
-/// [`report`] for a cluster with the address plan `net` (new nodes get a subnet from it).
-pub async fn report_in(
-    store: &Store,
-    net: &ClusterNetwork,
     node: &str,
     report: &NodeReport,
     now_ms: u64,
@@ -196,51 +65,72 @@ pub async fn report_in(
         }
     }
 
-    let _allocation = crate::network::ALLOCATION.lock().await;
+    // Node health, the allocator and a drain write the Node too: every write here is
+    // conditioned on the revision read, and a lost race is planned again from fresh state.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let ops = report_ops(store, node, report, &reported, now_ms).await?;
+        let revision = if ops.is_empty() {
+            store.revision().await?
+        } else {
+            match store.txn(ops).await {
+                Ok(revision) => revision,
+                Err(e) if e.is_conflict() && attempt < 3 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        store.leases().renew(node, now_ms);
+        return Ok(revision);
+    }
+}
+
+async fn report_ops(
+    store: &Store,
+    node: &str,
+    report: &NodeReport,
+    reported: &BTreeMap<&str, &ObservedReplica>,
+    now_ms: u64,
+) -> Result<Vec<Op>, ApiError> {
     let mut ops = Vec::new();
     let old_node: Option<Node> = store.get(Kind::Node, node).await?;
-    let state = match &old_node {
-        // Drain is the operator's decision; a report must not undo it.
-        Some(n) if n.state == NodeState::Drained => NodeState::Drained,
-        _ => NodeState::Ready,
-    };
-    // A node keeps its subnet for life; a new node gets the lowest free one.
-    let (subnet, node_expect) = match &old_node {
-        Some(n) if n.subnet.is_some() => (n.subnet.clone(), Expect::Any),
-        Some(n) => (
-            crate::network::allocate_subnet(net, &store.list(Kind::Node, "").await?),
-            Expect::Revision(n.meta.revision),
-        ),
-        None => (
-            crate::network::allocate_subnet(net, &store.list(Kind::Node, "").await?),
+    let node_write = match &old_node {
+        None => Some((
+            Node {
+                name: node.to_string(),
+                address: report.address.clone(),
+                state: NodeState::Down,
+                last_seen: now_ms,
+                subnet: None,
+                agent_url: report.agent_url.clone(),
+                problems: report.problems.clone(),
+                meta: Meta::default(),
+            },
             Expect::Absent,
-        ),
+        )),
+        Some(n)
+            if n.address != report.address
+                || n.agent_url != report.agent_url
+                || n.problems != report.problems =>
+        {
+            Some((
+                Node {
+                    address: report.address.clone(),
+                    agent_url: report.agent_url.clone(),
+                    problems: report.problems.clone(),
+                    last_seen: now_ms,
+                    ..n.clone()
+                },
+                Expect::Revision(n.meta.revision),
+            ))
+        }
+        Some(_) => None,
     };
-    let node_obj = Node {
-        name: node.to_string(),
-        address: report.address.clone(),
-        state,
-        last_seen: now_ms,
-        subnet,
-        agent_url: report.agent_url.clone(),
-        problems: report.problems.clone(),
-        meta: Meta::default(),
-    };
-    ops.push(Op::put(Kind::Node, node, &node_obj, node_expect));
-    let mut events = Vec::new();
-    let was_ready = old_node
-        .as_ref()
-        .is_some_and(|n| n.state != NodeState::Down);
-    if !was_ready && state == NodeState::Ready {
-        events.push(hivemind_types::Event::about_node(node, true, now_ms));
+    if let Some((node_obj, expect)) = node_write {
+        ops.push(Op::put(Kind::Node, node, &node_obj, expect));
     }
     let old_problems = old_node.as_ref().map_or(&[][..], |n| &n.problems[..]);
-    events.extend(recorded::node_problem_events(
-        node,
-        old_problems,
-        &report.problems,
-        now_ms,
-    ));
+    let mut events = recorded::node_problem_events(node, old_problems, &report.problems, now_ms);
 
     // This node's statuses, and those of reported replicas last reported by another node.
     let mut old: Vec<ObservedReplica> = store.status_list_by_node(node).await?;
@@ -253,14 +143,15 @@ pub async fn report_in(
         }
     }
     let old: HashMap<&str, &ObservedReplica> = old.iter().map(|s| (s.id.as_str(), s)).collect();
-    for (id, status) in &reported {
+    for (id, status) in reported {
         let previous = old.get(id).copied();
         let stored = recorded::stored_form(status);
         if previous.is_some_and(|o| same_content(o, &stored)) {
             continue;
         }
         events.extend(recorded::replica_events(store, previous, status).await?);
-        ops.push(Op::put(Kind::ReplicaStatus, *id, &stored, Expect::Any));
+        let expect = previous.map_or(Expect::Absent, |p| Expect::Revision(p.meta.revision));
+        ops.push(Op::put(Kind::ReplicaStatus, *id, &stored, expect));
     }
     for (id, status) in &old {
         if status.node != node || reported.contains_key(id) {
@@ -269,11 +160,17 @@ pub async fn report_in(
         // A status whose replica still exists stays: the agent may be restarting and the
         // scheduler still wants to see the last known state.
         if store.get::<Replica>(Kind::Replica, id).await?.is_none() {
-            ops.push(Op::delete(Kind::ReplicaStatus, *id, Expect::Any));
+            ops.push(Op::delete(
+                Kind::ReplicaStatus,
+                *id,
+                Expect::Revision(status.meta.revision),
+            ));
         }
     }
-    ops.extend(recorded::write_ops(store, events, now_ms).await?);
-    Ok(store.txn(ops).await?)
+    if !events.is_empty() {
+        ops.extend(recorded::write_ops(store, events, now_ms).await?);
+    }
+    Ok(ops)
 }
 
 /// Equal apart from `meta`, which the store rewrites on every put.
@@ -338,8 +235,29 @@ pub async fn replica_views(
         .collect())
 }
 
+/// Every node, with `last_seen` brought up to its last lease renewal (renewals are not
+/// written to the store).
 pub async fn nodes(store: &Store) -> Result<Vec<Node>, ApiError> {
-    Ok(store.list(Kind::Node, "").await?)
+    let mut nodes: Vec<Node> = store.list(Kind::Node, "").await?;
+    for n in &mut nodes {
+        if let Some(renewed) = store.leases().renewed_at(&n.name) {
+            n.last_seen = n.last_seen.max(renewed);
+        }
+    }
+    Ok(nodes)
+}
+
+/// Renews `node`'s lease at `now_ms`: the heartbeat, which writes nothing. A node renews only
+/// after it has registered with a report.
+pub async fn renew_lease(store: &Store, node: &str, now_ms: u64) -> Result<(), ApiError> {
+    if !store.leases().knows(node) && store.get::<Node>(Kind::Node, node).await?.is_none() {
+        return Err(ApiError::not_found(
+            format!("node {node:?} (not registered)"),
+            "a node registers with its first report (PUT /api/v1/nodes/{node}/report)",
+        ));
+    }
+    store.leases().renew(node, now_ms);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,11 +14,11 @@ use hivemind_client::wire::{
     DeployRequest, DeployResponse, ErrorBody, EventFilter, ReplicaFilter, ReplicaView, ScaleRequest,
 };
 use hivemind_store::Store;
-use hivemind_types::{App, Assignment, Kind, Node, NodeReport, Service};
+use hivemind_types::{App, Assignment, ClusterNetwork, Kind, Node, NodeReport, Service};
 
+use crate::assignments::{self, Hub};
 use crate::error::ApiError;
 use crate::extract::{check_label, JsonBody, Params};
-use crate::network::ClusterNetwork;
 use crate::shutdown::{stopped, Shutdown};
 use crate::{deploy, events, recorded, report, scale};
 
@@ -45,12 +45,11 @@ pub(crate) async fn healthz() -> &'static str {
 )]
 pub(crate) async fn deploy_app(
     State(store): State<Store>,
-    Extension(net): Extension<ClusterNetwork>,
     params: Params,
     JsonBody(req): JsonBody<DeployRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let namespace = params.namespace()?;
-    let outcome = deploy::deploy_in(&store, &net, &namespace, &req).await?;
+    let outcome = deploy::deploy(&store, &namespace, &req).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -204,6 +203,7 @@ pub(crate) async fn list_nodes(State(store): State<Store>) -> ApiResult<Json<Vec
 pub(crate) async fn get_assignment(
     State(store): State<Store>,
     Extension(net): Extension<ClusterNetwork>,
+    Extension(hub): Extension<Hub>,
     shutdown: Option<Extension<Shutdown>>,
     params: Params,
     Path(node): Path<String>,
@@ -213,7 +213,8 @@ pub(crate) async fn get_assignment(
         .u64("timeout_ms")?
         .map_or(DEFAULT_POLL, Duration::from_millis);
     Ok(Json(
-        report::wait_assignment_in(
+        assignments::wait_assignment(
+            &hub,
             &store,
             &net,
             &node,
@@ -232,16 +233,32 @@ pub(crate) async fn get_assignment(
 )]
 pub(crate) async fn put_report(
     State(store): State<Store>,
-    Extension(net): Extension<ClusterNetwork>,
     Path(node): Path<String>,
     JsonBody(body): JsonBody<NodeReport>,
 ) -> ApiResult<StatusCode> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     crate::admission::check_report(&body)?;
-    report::report_in(&store, &net, &node, &body, now).await?;
+    report::report(&store, &node, &body, now_millis()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    put, path = "/api/v1/nodes/{node}/lease",
+    description = "The node's heartbeat: renews its lease, writes nothing. A node whose lease is not renewed within the node timeout (15 s) is marked down.",
+    params(("node" = String, Path,)),
+    responses((status = 204, description = "renewed"), (status = 404, description = "the node has not registered (sent a report) yet", body = ErrorBody))
+)]
+pub(crate) async fn put_lease(
+    State(store): State<Store>,
+    Path(node): Path<String>,
+) -> ApiResult<StatusCode> {
+    report::renew_lease(&store, &node, now_millis()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[utoipa::path(

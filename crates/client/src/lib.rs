@@ -244,6 +244,14 @@ impl Client {
         check(self.send(req, &url).await?, &url).await.map(drop)
     }
 
+    /// Renews `node`'s lease: the cheap heartbeat, which the server keeps in memory. Fails
+    /// with 404 until the node has registered with its first [`Client::report`].
+    pub async fn renew_lease(&self, node: &str) -> Result<()> {
+        let url = self.url(&format!("/nodes/{}/lease", seg(node)));
+        let req = self.authed(self.http.put(&url));
+        check(self.send(req, &url).await?, &url).await.map(drop)
+    }
+
     /// Changes after revision `since` (or from now), then live ones, until the server ends the
     /// stream. A [`Event::Reset`] means the watcher must re-list.
     pub async fn events(

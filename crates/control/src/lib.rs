@@ -11,7 +11,6 @@
 //! failed or skipped run is simply repaired by the next one.
 
 pub mod exec;
-pub mod lease;
 pub mod plan;
 
-pub use exec::runner::{spawn_controllers, ControllerStatus, Controllers};
+pub use exec::runner::{spawn_controllers, ControlConfig, ControllerStatus, Controllers};

@@ -55,7 +55,8 @@ fn now() -> u64 {
 async fn service_changes_wake_the_controller() {
     let store = Store::open_in_memory().unwrap();
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let controllers = hivemind_control::spawn_controllers(store.clone(), shutdown);
+    let controllers =
+        hivemind_control::spawn_controllers(store.clone(), Default::default(), shutdown);
     store
         .txn(vec![Op::put(
             Kind::Node,
@@ -98,7 +99,11 @@ async fn service_changes_wake_the_controller() {
 async fn silent_nodes_are_marked_down() {
     let store = Store::open_in_memory().unwrap();
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let controllers = hivemind_control::spawn_controllers(store.clone(), shutdown);
+    let config = hivemind_control::ControlConfig {
+        node_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let controllers = hivemind_control::spawn_controllers(store.clone(), config, shutdown);
     store
         .txn(vec![Op::put(
             Kind::Node,
@@ -124,4 +129,43 @@ async fn silent_nodes_are_marked_down() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("node never marked down");
+}
+
+#[tokio::test]
+async fn a_registered_node_that_renews_its_lease_turns_ready_with_an_event() {
+    let store = Store::open_in_memory().unwrap();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let controllers =
+        hivemind_control::spawn_controllers(store.clone(), Default::default(), shutdown);
+    // As the API registers a node: down until node health sees it alive.
+    let mut new = node("new", now());
+    new.state = NodeState::Down;
+    store.leases().renew("new", now());
+    store
+        .txn(vec![Op::put(Kind::Node, "new", &new, Expect::Absent)])
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        let n: Node = store.get(Kind::Node, "new").await.unwrap().unwrap();
+        if n.state == NodeState::Ready {
+            let events: Vec<hivemind_types::Event> = store.list(Kind::Event, "").await.unwrap();
+            assert_eq!(events.len(), 1, "{events:?}");
+            assert_eq!(
+                (events[0].reason.as_str(), events[0].object.name.as_str()),
+                ("Ready", "new")
+            );
+            // The allocator gave it a subnet.
+            for _ in 0..300 {
+                let n: Node = store.get(Kind::Node, "new").await.unwrap().unwrap();
+                if n.subnet.is_some() {
+                    controllers.abort();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("node never got a subnet");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("node never marked ready");
 }

@@ -28,6 +28,7 @@
 
 mod backend;
 mod error;
+mod lease;
 mod sqlite;
 mod watch;
 
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub use backend::{Backend, Index};
 pub use error::StoreError;
+pub use lease::Leases;
 pub use watch::{Watch, WatchEvent};
 
 /// Precondition on the current version of an object, checked inside the transaction.
@@ -123,6 +125,7 @@ pub struct Change {
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+    leases: Leases,
 }
 
 impl Store {
@@ -140,7 +143,14 @@ impl Store {
     pub fn with_backend(backend: impl Backend) -> Store {
         Store {
             backend: Arc::new(backend),
+            leases: Leases::new(),
         }
+    }
+
+    /// The node lease table that goes with this store (see [`Leases`]): renewals write
+    /// nothing, only node health reads it.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// The current global revision: that of the last committed transaction (0 when empty).

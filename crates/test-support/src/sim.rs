@@ -96,7 +96,7 @@ fn host_address(base: Ipv4Addr, n: u32) -> String {
 /// How a simulated node behaves.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// A report is sent at least this often even when nothing changed (the agent's heartbeat).
+    /// The lease is renewed this often (the agent's heartbeat).
     pub heartbeat: Duration,
     /// How long each assignment long poll may be held by the server.
     pub poll: Duration,
@@ -119,8 +119,9 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
     let mut last_report = tokio::time::Instant::now() - config.heartbeat;
     let mut registered = false;
     loop {
-        // Register (or renew liveness) before asking for work, as the agent does on start.
-        if !registered || last_report.elapsed() >= config.heartbeat {
+        // Register before asking for work, as the agent does on start; then the heartbeat is a
+        // lease renewal, which writes nothing on the server.
+        if !registered {
             let report = NodeReport {
                 node: node.clone(),
                 address: address.clone(),
@@ -137,6 +138,15 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
                 Err(error) => {
                     tracing::warn!(%node, %error, "report failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        } else if last_report.elapsed() >= config.heartbeat {
+            match client.renew_lease(&node).await {
+                Ok(()) => last_report = tokio::time::Instant::now(),
+                Err(error) => {
+                    tracing::warn!(%node, %error, "lease renewal failed; registering again");
+                    registered = false;
                     continue;
                 }
             }

@@ -8,12 +8,14 @@ pub mod endpoints;
 pub mod event;
 pub mod id;
 pub mod limits;
+pub mod network;
 pub mod object;
 pub mod spec;
 
 pub use endpoints::{AddressClaim, AddressPool, EndpointReplica, Endpoints};
 pub use event::{Event, EventObject, EventType};
 pub use limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
+pub use network::ClusterNetwork;
 pub use object::{
     App, Assignment, Endpoint, ExitRecord, FailureRecord, Kind, Meta, Node, NodeNetwork,
     NodeProblem, NodeReport, NodeState, ObservedReplica, Replica, ReplicaState, Service,

@@ -462,8 +462,8 @@ async fn send_reports<R: ContainerRuntime>(
     let mut last_sent: Option<NodeReport> = None;
     let mut heartbeat = tokio::time::interval(shared.config.report_interval);
     loop {
-        // The heartbeat always sends (it keeps the node alive); a change sends only when the
-        // report differs from the last one sent, since passes run often and mostly change nothing.
+        // The heartbeat keeps the node alive; a report is sent only when it differs from the
+        // last one sent, since passes run often and mostly change nothing.
         let beat = tokio::select! {
             _ = heartbeat.tick() => true,
             changed = latest.changed() => {
@@ -485,8 +485,16 @@ async fn send_reports<R: ContainerRuntime>(
                 replicas: Vec::new(),
                 problems: Vec::new(),
             });
-        if !beat && last_sent.as_ref() == Some(&report) {
-            continue;
+        if last_sent.as_ref() == Some(&report) {
+            if !beat {
+                continue;
+            }
+            // Nothing changed: the heartbeat is a lease renewal, which writes nothing on the
+            // server. A refused renewal (the node is unknown to it) falls back to a report.
+            match shared.client.renew_lease(&shared.config.node).await {
+                Ok(()) => continue,
+                Err(error) => debug!(%error, "lease renewal refused; reporting instead"),
+            }
         }
         match shared.client.report(&report).await {
             Ok(()) => last_sent = Some(report),

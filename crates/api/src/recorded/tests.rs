@@ -5,7 +5,7 @@ use hivemind_store::{Expect, Op, Store};
 use hivemind_types::event::{reason, MAX_AGE_MS, MAX_EVENTS};
 use hivemind_types::{
     Event, EventType, ExitRecord, FailureRecord, Kind, Meta, Node, NodeProblem, NodeReport,
-    NodeState, ObservedReplica, Replica, ReplicaState,
+    ObservedReplica, Replica, ReplicaState,
 };
 
 use super::*;
@@ -277,40 +277,6 @@ async fn a_crash_loop_counts_up_one_event_per_reason() {
 }
 
 #[tokio::test]
-async fn nodes_are_ready_once_and_again_after_down() {
-    let store = store_with(&[]).await;
-    send(&store, vec![]).await;
-    send(&store, vec![]).await;
-    let ready = async |store: &Store| {
-        store
-            .list::<Event>(Kind::Event, "")
-            .await
-            .unwrap()
-            .iter()
-            .filter(|e| e.reason == reason::READY)
-            .count()
-    };
-    assert_eq!(ready(&store).await, 1);
-    let mut node: Node = store.get(Kind::Node, "n1").await.unwrap().unwrap();
-    node.state = NodeState::Down;
-    store
-        .txn(vec![Op::put(Kind::Node, "n1", &node, Expect::Any)])
-        .await
-        .unwrap();
-    // A later time, so that the event gets its own key.
-    let r = NodeReport {
-        node: "n1".into(),
-        address: "10.0.0.1".into(),
-        agent_url: None,
-        problems: Vec::new(),
-        generation: 0,
-        replicas: vec![],
-    };
-    report(&store, "n1", &r, NOW + 1).await.unwrap();
-    assert_eq!(ready(&store).await, 2);
-}
-
-#[tokio::test]
 async fn node_problems_are_recorded_when_they_appear_and_when_they_go() {
     let store = store_with(&[]).await;
     let problem = |port: u16| NodeProblem {
@@ -380,8 +346,8 @@ async fn retention_keeps_the_newest_and_drops_the_old() {
     )
     .await;
     let keys = store.keys(Kind::Event, "").await.unwrap();
-    // Ten too old went; the new exit and this node's first `Ready` came in.
-    assert_eq!(keys.len(), MAX_EVENTS - 10 + 2);
+    // Ten too old went; the new exit came in.
+    assert_eq!(keys.len(), MAX_EVENTS - 10 + 1);
     assert!(keys
         .iter()
         .all(|k| hivemind_types::event::key_time(k).unwrap() >= NOW - MAX_AGE_MS));
@@ -434,7 +400,7 @@ async fn listing_filters_by_object_type_and_limit() {
     };
     assert_eq!(
         names(EventFilter::default()).await,
-        ["web-1", "web-2", "db-1", "n1"]
+        ["web-1", "web-2", "db-1"]
     );
     let only = |app: Option<&str>, service: Option<&str>, replica: Option<&str>| EventFilter {
         app: app.map(String::from),
@@ -464,7 +430,7 @@ async fn listing_filters_by_object_type_and_limit() {
         limit: Some(2),
         ..Default::default()
     };
-    assert_eq!(names(newest).await, ["db-1", "n1"]);
+    assert_eq!(names(newest).await, ["web-2", "db-1"]);
     assert!(list(&store, "other", &only(Some("shop"), None, None))
         .await
         .unwrap()

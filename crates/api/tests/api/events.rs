@@ -66,9 +66,6 @@ async fn exits_become_recorded_events_once() {
     assert_eq!(exits.len(), 1, "{all:?}");
     assert_eq!(exits[0].exit_code, Some(3));
     assert_eq!(exits[0].last_lines, ["hello"]);
-    assert!(all
-        .iter()
-        .any(|e| e.reason == "Ready" && e.object.name == "n1"));
 
     let only = EventFilter {
         replica: Some("web-11111".into()),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hivemind_store::{Expect, Op, Store};
+use hivemind_store::{Expect, Leases, Op, Store};
 use hivemind_types::event::expired_keys;
 use hivemind_types::{Event, Kind, Node, NodeState};
 use serde_json::json;
@@ -12,7 +12,6 @@ use tracing::{info, warn};
 use crate::exec::replicas::error_chain;
 use crate::exec::runner::BackgroundTask;
 use crate::exec::{now_millis, ControlError};
-use crate::lease::Leases;
 use crate::plan::nodes::{plan_node_health, Health};
 
 pub struct NodeLivenessController {
@@ -23,23 +22,12 @@ pub struct NodeLivenessController {
 }
 
 impl NodeLivenessController {
-    /// Node health without leases: a node is alive while it reports (tests, tools).
+    /// Node health reading the store's lease table (see `hivemind_store::Leases`), which the
+    /// API's lease route renews. Nodes not heard from since now get one `timeout` of grace.
     pub fn new(store: Store, timeout: Duration) -> NodeLivenessController {
         NodeLivenessController {
+            leases: store.leases().clone(),
             store,
-            leases: Leases::new(),
-            timeout,
-            // No lease table is renewed here, so there is no restart to bridge: a node's last
-            // report alone decides.
-            started_at: 0,
-        }
-    }
-
-    /// Node health reading `leases`, the table the API's lease route renews.
-    pub fn with_leases(store: Store, leases: Leases, timeout: Duration) -> NodeLivenessController {
-        NodeLivenessController {
-            store,
-            leases,
             timeout,
             started_at: now_millis(),
         }
@@ -103,8 +91,10 @@ impl BackgroundTask for NodeLivenessController {
         "node-liveness"
     }
 
-    fn watches(&self, _kind: Kind) -> bool {
-        false
+    /// Node writes are rare (registration, a changed address or problem list, a subnet), and a
+    /// newly registered node must turn ready at once, not on the next tick.
+    fn watches(&self, kind: Kind) -> bool {
+        kind == Kind::Node
     }
 
     /// Often enough that a node that renews again is ready within a second; a run that

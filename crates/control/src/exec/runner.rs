@@ -15,10 +15,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::exec::allocate::AllocatorController;
 use crate::exec::compaction::{CompactionTask, Retention};
+use crate::exec::endpoints::run_endpoints;
 use crate::exec::nodes::NodeLivenessController;
 use crate::exec::now_millis;
 use crate::exec::replicas::ServiceController;
+use crate::plan::allocate::ClusterNetwork;
 
 #[async_trait::async_trait]
 pub trait BackgroundTask: Send + 'static {
@@ -72,17 +75,42 @@ impl Controllers {
     }
 }
 
-/// Starts the control plane's controllers on `store` until `shutdown` turns true.
-pub fn spawn_controllers(store: Store, shutdown: watch::Receiver<bool>) -> Controllers {
+/// Settings of the control plane.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlConfig {
+    /// The address plan node subnets and service VIPs are allocated from.
+    pub network: ClusterNetwork,
+    /// A node whose lease is not renewed for this long is marked down.
+    pub node_timeout: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            network: ClusterNetwork::default(),
+            node_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Starts the control plane's controllers on `store` until `shutdown` turns true: the background
+/// tasks below, and the endpoints controller, which follows the watch itself (it works per
+/// changed service, so it needs the changes, not just a wake-up).
+pub fn spawn_controllers(
+    store: Store,
+    config: ControlConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Controllers {
     let controllers = Controllers {
         statuses: Arc::default(),
         tasks: Arc::default(),
     };
     let tasks: Vec<Box<dyn BackgroundTask>> = vec![
         Box::new(ServiceController::new(store.clone())),
+        Box::new(AllocatorController::new(store.clone(), config.network)),
         Box::new(NodeLivenessController::new(
             store.clone(),
-            Duration::from_secs(15),
+            config.node_timeout,
         )),
         Box::new(CompactionTask::new(store.clone(), Retention::DEFAULT)),
     ];
@@ -111,6 +139,12 @@ pub fn spawn_controllers(store: Store, shutdown: watch::Receiver<bool>) -> Contr
             .unwrap_or_else(|p| p.into_inner())
             .push(handle);
     }
+    let endpoints = tokio::spawn(run_endpoints(store, shutdown));
+    controllers
+        .tasks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(endpoints);
     controllers
 }
 

@@ -100,10 +100,16 @@ async fn start_server(
             )
         })?;
     let addr = listener.local_addr()?;
-    let network =
-        hivemind_api::network::ClusterNetwork::parse(&args.cluster_cidr, &args.service_cidr)
-            .map_err(|e| anyhow::anyhow!("{e}: fix --cluster-cidr / --service-cidr"))?;
-    let _controllers = hivemind_control::spawn_controllers(store.clone(), shutdown.clone());
+    let network = hivemind_types::ClusterNetwork::parse(&args.cluster_cidr, &args.service_cidr)
+        .map_err(|e| anyhow::anyhow!("{e}: fix --cluster-cidr / --service-cidr"))?;
+    let _controllers = hivemind_control::spawn_controllers(
+        store.clone(),
+        hivemind_control::ControlConfig {
+            network,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    );
     let router = hivemind_api::router(
         store,
         ApiConfig {

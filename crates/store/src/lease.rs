@@ -4,7 +4,8 @@
 //!
 //! A renewal writes nothing to the store: the table lives in the server process's memory, so
 //! idle nodes cost no transaction, fsync or watch event. A restarted server starts with an empty
-//! table and gives every node one timeout to renew (see `plan::nodes`). With the etcd backend the
+//! table and gives every node one timeout to renew (see `hivemind_control::plan::nodes`). It lives beside the store because it is cluster state
+//! that, like the store, every server process must share: with the etcd backend the
 //! table becomes etcd leases (`LeaseGrant` with a TTL, `LeaseKeepAlive` per node, the node's
 //! liveness key attached to it), so that every server process sees the same expiries.
 
