@@ -83,3 +83,7 @@ while :; do
 done
 echo "0 -> $REPLICAS replicas running: $(( $(now_ms) - t0 )) ms (budget 30000 ms)"
 echo "server RSS:                 $(( $(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status) / 1024 )) MB"
+
+# 3. One replica stops, then runs again: time until every node routing to it has the change.
+"$SIM" --server "http://127.0.0.1:$PORT" --token "$TOKEN" --probe bench/web --rounds "${ROUNDS:-5}"
+echo "server RSS:                 $(( $(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status) / 1024 )) MB"

@@ -4,9 +4,11 @@
 //!   archives or OCI layout tarballs, so tests never need a registry or the internet.
 //! - [`registry`]: a real local registry (`docker-registry`) to push them to and pull from.
 //! - [`sim`]: simulated nodes that load a real server like a cluster (`hivemind-sim`).
+//! - [`probe`]: the time one replica's change takes to reach every node (`hivemind-sim --probe`).
 //! - [`containerd`]: `ctr` listings and the emptying of a test's containerd namespace.
 
 pub mod containerd;
 pub mod image;
+pub mod probe;
 pub mod registry;
 pub mod sim;

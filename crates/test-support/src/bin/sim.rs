@@ -2,15 +2,23 @@
 //! simulated nodes with a real server and keeps them alive, each fetching its assignment and
 //! reporting every replica running (see `hivemind_test_support::sim`), until killed. Benchmarks
 //! use it to load the control plane like a cluster of N machines would.
+//!
+//! `hivemind-sim --server URL --token ADMIN_TOKEN --probe APP/SERVICE [--rounds 5]`: measures
+//! how long one replica of the service stopping, then running again, takes to reach every node
+//! that routes to it (see `hivemind_test_support::probe`), and prints p50/p99.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use hivemind_client::wire::ReplicaFilter;
 use hivemind_client::Client;
+use hivemind_test_support::probe;
 use hivemind_test_support::sim::{run_node, SimConfig};
+use hivemind_types::ReplicaState;
 
 const USAGE: &str = "usage: hivemind-sim --server URL --token NODE_TOKEN --nodes N \
-[--name-prefix sim-] [--heartbeat-ms 5000]";
+[--name-prefix sim-] [--heartbeat-ms 5000]\n       hivemind-sim --server URL --token ADMIN_TOKEN \
+--probe APP/SERVICE [--rounds 5]";
 
 struct Args {
     server: String,
@@ -18,6 +26,9 @@ struct Args {
     nodes: u32,
     prefix: String,
     heartbeat: Duration,
+    /// `app/service` to probe instead of running nodes.
+    probe: Option<String>,
+    rounds: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -26,6 +37,8 @@ fn parse_args() -> Result<Args, String> {
     let mut nodes = None;
     let mut prefix = "sim-".to_string();
     let mut heartbeat = Duration::from_secs(5);
+    let mut probe = None;
+    let mut rounds = 5;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -51,6 +64,21 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or(format!("--heartbeat-ms {v:?}: give 100 to 600000"))?;
                 heartbeat = Duration::from_millis(ms);
             }
+            "--probe" => {
+                let v = value()?;
+                if v.split('/').count() != 2 || v.split('/').any(str::is_empty) {
+                    return Err(format!("--probe {v:?}: give APP/SERVICE, e.g. bench/web"));
+                }
+                probe = Some(v);
+            }
+            "--rounds" => {
+                let v = value()?;
+                rounds = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1_000).contains(n))
+                    .ok_or(format!("--rounds {v:?}: give 1 to 1000"))?;
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -58,9 +86,14 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         server: server.ok_or("--server is required")?,
         token: token.ok_or("--token (or HIVEMIND_TOKEN) is required")?,
-        nodes: nodes.ok_or("--nodes is required")?,
+        nodes: match (&probe, nodes) {
+            (Some(_), _) => nodes.unwrap_or(0),
+            (None, n) => n.ok_or("--nodes (or --probe) is required")?,
+        },
         prefix,
         heartbeat,
+        probe,
+        rounds,
     })
 }
 
@@ -88,6 +121,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(service) = &args.probe {
+        let client = Client::new(args.server.clone(), args.token.clone());
+        return match runtime.block_on(run_probe(&client, service, args.rounds)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     runtime.block_on(async move {
         let client = Client::new(args.server, args.token);
         let config = SimConfig {
@@ -117,4 +160,63 @@ fn main() -> ExitCode {
         }
     });
     ExitCode::SUCCESS
+}
+
+async fn run_probe(client: &Client, service: &str, rounds: u32) -> Result<(), String> {
+    let (app, name) = service.split_once('/').unwrap_or((service, ""));
+    let nodes = client.nodes().await.map_err(|e| e.to_string())?;
+    let views = client
+        .replicas(&ReplicaFilter {
+            app: Some(app.to_string()),
+            service: Some(name.to_string()),
+            node: None,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = views
+        .into_iter()
+        .filter_map(|v| v.status)
+        .find(|s| s.state == ReplicaState::Running && s.ip.is_some())
+        .ok_or(format!("{service} has no running replica to probe with"))?;
+    let address = nodes
+        .iter()
+        .find(|n| n.name == status.node)
+        .map(|n| n.address.clone())
+        .ok_or(format!("the node {} of {} is unknown", status.node, status.id))?;
+    let names: Vec<String> = nodes.into_iter().map(|n| n.name).collect();
+    let mut all = Vec::new();
+    let mut missed = 0;
+    for i in 1..=rounds {
+        for running in [false, true] {
+            let r = probe::round(
+                client,
+                &names,
+                service,
+                &status,
+                &address,
+                running,
+                Duration::from_secs(30),
+            )
+            .await?;
+            println!(
+                "round {i} ({}): {} nodes, p50 {:?}, p99 {:?}, max {:?}, missed {}",
+                if running { "runs again" } else { "stops" },
+                r.delays.len(),
+                probe::percentile(&r.delays, 50),
+                probe::percentile(&r.delays, 99),
+                r.delays.last().copied().unwrap_or_default(),
+                r.missed,
+            );
+            missed += r.missed;
+            all.extend(r.delays);
+        }
+    }
+    all.sort();
+    println!(
+        "endpoint change to every node: p50 {} ms, p99 {} ms over {} deliveries, {missed} missed (budget p99 250 ms)",
+        probe::percentile(&all, 50).as_millis(),
+        probe::percentile(&all, 99).as_millis(),
+        all.len(),
+    );
+    Ok(())
 }
