@@ -143,7 +143,7 @@ impl ApiError {
         }
     }
 
-    fn fix(&self) -> Option<String> {
+    pub(crate) fn fix(&self) -> Option<String> {
         match self {
             ApiError::BadRequest { fix, .. }
             | ApiError::NotFound { fix, .. }

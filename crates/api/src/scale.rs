@@ -5,13 +5,9 @@
 
 use hivemind_client::wire::ScaleRequest;
 use hivemind_store::{Expect, Op, Store};
-use hivemind_types::{Kind, Service, ServiceMode};
+use hivemind_types::{Kind, Service, ServiceMode, TooManyReplicas};
 
 use crate::error::ApiError;
-
-/// More replicas than this for one service is a typo, not a plan (the scheduler's budget is
-/// a million replicas across the whole cluster).
-pub const MAX_REPLICAS: u32 = 100_000;
 
 /// Which services `GET /api/v1/services` returns.
 #[derive(Debug, Default)]
@@ -57,15 +53,9 @@ pub async fn scale(
     name: &str,
     req: &ScaleRequest,
 ) -> Result<Service, ApiError> {
-    if req.replicas > MAX_REPLICAS {
-        return Err(ApiError::invalid(
-            "replicas",
-            format!(
-                "replicas: {} is more than the {MAX_REPLICAS} one service may have",
-                req.replicas
-            ),
-            format!("scale to at most {MAX_REPLICAS}, or split the service"),
-        ));
+    // The same limit and message as `deploy.replicas` in a Compose file.
+    if let Err(e) = TooManyReplicas::check(req.replicas) {
+        return Err(ApiError::invalid("replicas", e.to_string(), e.fix()));
     }
     let mut service = get_service(store, namespace, app, name).await?;
     if let Some(expected) = req.revision {
@@ -109,7 +99,7 @@ fn service_not_found(namespace: &str, app: &str, name: &str) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use hivemind_types::{Meta, ServiceSpec};
+    use hivemind_types::{Meta, ServiceSpec, MAX_REPLICAS};
 
     use super::*;
 
@@ -181,6 +171,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.spec.replicas, 3);
+    }
+
+    /// Regression: `deploy` accepted more replicas than `scale` allowed. Both now refuse a count
+    /// above the one `MAX_REPLICAS` with the same message and fix, and write nothing.
+    #[tokio::test]
+    async fn deploy_and_scale_refuse_the_same_replica_counts_alike() {
+        let store = Store::open_in_memory().unwrap();
+        put_service(&store, "shop", "web", ServiceMode::Replicated).await;
+        let rev = store.revision().await.unwrap();
+        let over = MAX_REPLICAS + 1;
+        let scaled = scale(&store, "default", "shop", "web", &req(over, None))
+            .await
+            .unwrap_err();
+        let compose = format!("name: blog\nservices:\n  web:\n    image: busybox:1\n    deploy: {{replicas: {over}}}\n");
+        let deployed = crate::deploy::deploy(
+            &store,
+            "default",
+            &hivemind_client::wire::DeployRequest {
+                compose,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(store.revision().await.unwrap(), rev, "nothing written");
+        assert_eq!(scaled.status(), deployed.status());
+        assert_eq!(scaled.field(), Some("replicas"));
+        assert_eq!(deployed.field(), Some("services.web.deploy.replicas"));
+        assert_eq!(
+            deployed.to_string(),
+            format!("compose.yaml: services.web.deploy.replicas: {scaled}")
+        );
+        assert_eq!(scaled.fix(), deployed.fix());
+        assert!(scaled.to_string().contains(&MAX_REPLICAS.to_string()));
+        // The limit itself is allowed by both.
+        scale(&store, "default", "shop", "web", &req(MAX_REPLICAS, None))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

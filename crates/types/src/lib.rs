@@ -23,5 +23,5 @@ pub use object::{
 };
 pub use spec::{
     NetworkAttachment, PortProtocol, PortSpec, RestartCondition, RestartPolicy, ServiceMode,
-    ServiceSpec, DEFAULT_NETWORK,
+    ServiceSpec, TooManyReplicas, DEFAULT_NETWORK, MAX_REPLICAS,
 };

@@ -104,6 +104,33 @@ impl LogOptions {
     }
 }
 
+/// The most replicas one service may have, whether asked for by `deploy.replicas` in a Compose
+/// file or by `scale` (one limit, so that both answer alike and at once). Beyond it the count is
+/// a typo rather than a plan: the control plane is sized for a million replicas across the
+/// cluster, and issue 9's benchmark scales one service to exactly this many.
+pub const MAX_REPLICAS: u32 = 100_000;
+
+/// The refusal of a replica count above [`MAX_REPLICAS`]: the Compose reader and the scale API
+/// both report it, with the same message and fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("replicas: {0} is more than the {MAX_REPLICAS} one service may have")]
+pub struct TooManyReplicas(pub u32);
+
+impl TooManyReplicas {
+    /// Checks a desired replica count against [`MAX_REPLICAS`].
+    pub fn check(replicas: u32) -> Result<(), TooManyReplicas> {
+        if replicas > MAX_REPLICAS {
+            Err(TooManyReplicas(replicas))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn fix(&self) -> String {
+        format!("ask for at most {MAX_REPLICAS} replicas, or split the service in several")
+    }
+}
+
 /// The name of the network every service of an app is on unless it lists others.
 pub const DEFAULT_NETWORK: &str = "default";
 

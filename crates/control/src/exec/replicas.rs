@@ -32,13 +32,9 @@ impl ServiceController {
             .into_iter()
             .map(|s| (s.id.clone(), s))
             .collect();
-        let plan = plan_replicas(
-            &services,
-            &replicas,
-            &statuses,
-            &nodes,
-            &mut hivemind_types::id::replica_id,
-        );
+        let plan = plan_replicas(&services, &replicas, &statuses, &nodes, &mut |name| {
+            hivemind_types::id::replica_id(name, 5)
+        });
         for (service, missing) in &plan.unschedulable {
             warn!(service, missing, "no ready node to place replicas on");
         }

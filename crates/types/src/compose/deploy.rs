@@ -13,7 +13,7 @@ use super::keys::{reject_key, unknown_key, Section};
 use super::resources::read_resources;
 use super::value::{expect_mapping, expect_str, expect_u32, join, string_entries};
 use crate::limits::Resources;
-use crate::spec::{RestartCondition, RestartPolicy, ServiceMode};
+use crate::spec::{RestartCondition, RestartPolicy, ServiceMode, TooManyReplicas};
 
 /// What `deploy` says; `None` where the file says nothing.
 #[derive(Debug, Default)]
@@ -53,7 +53,12 @@ pub(crate) fn read_deploy(p: &mut Problems, path: &str, value: &Value) -> Deploy
                     ),
                 }
             }
-            "replicas" => deploy.replicas = expect_u32(p, &key_path, v, "replicas: 3"),
+            "replicas" => {
+                deploy.replicas = expect_u32(p, &key_path, v, "replicas: 3");
+                if let Some(Err(e)) = deploy.replicas.map(TooManyReplicas::check) {
+                    p.push(&key_path, e.to_string(), e.fix());
+                }
+            }
             "restart_policy" => deploy.restart = read_restart_policy(p, &key_path, v),
             "resources" => deploy.resources = read_resources(p, &key_path, v),
             _ if key.starts_with("x-") => {}

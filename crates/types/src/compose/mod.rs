@@ -35,7 +35,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 pub use error::{ComposeError, FieldError};
 
-use crate::id::is_dns_label;
+use crate::id::{is_dns_label, MAX_SERVICE_NAME_LEN, MAX_SUFFIX_LEN};
 use crate::spec::ServiceSpec;
 use error::Problems;
 use interpolate::interpolate;
@@ -189,6 +189,19 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
                 &path,
                 format!("{service_name:?} is not a valid service name"),
                 "service names must be DNS labels: 1-63 lowercase letters, digits and `-`, starting with a letter and not ending with `-`",
+            );
+        } else if service_name.len() > MAX_SERVICE_NAME_LEN {
+            // The replica id `NAME-SUFFIX` is the container's hostname: a longer name deploys
+            // but its replicas could never start.
+            p.push(
+                &path,
+                format!(
+                    "service name {service_name:?} is {} characters, more than the \
+                     {MAX_SERVICE_NAME_LEN} a service name may have (its replica ids, the name, \
+                     `-` and up to {MAX_SUFFIX_LEN} characters, are hostnames of at most 63)",
+                    service_name.len()
+                ),
+                format!("shorten the service name to at most {MAX_SERVICE_NAME_LEN} characters"),
             );
         }
         if let Some(spec) = read_service(p, &path, v, &cx) {

@@ -5,6 +5,7 @@
 use super::bad::BadCase;
 use super::*;
 use crate::limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
+use crate::spec::MAX_REPLICAS;
 
 #[test]
 fn limits_and_identity_are_normalized() {
@@ -253,4 +254,41 @@ pub(super) fn cases() -> Vec<BadCase> {
             "host-gateway is not supported yet",
         ),
     ]
+}
+
+#[test]
+fn replicas_above_the_shared_limit_are_refused_with_the_scale_message() {
+    let ok = only_service(&web(&format!("deploy: {{replicas: {MAX_REPLICAS}}}")));
+    assert_eq!(ok.replicas, MAX_REPLICAS);
+    let over = MAX_REPLICAS + 1;
+    let e = parse_src(&web(&format!("deploy: {{replicas: {over}}}"))).unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{e}");
+    let limit = crate::spec::TooManyReplicas(over);
+    assert_eq!(e.errors[0].path, "services.web.deploy.replicas");
+    assert_eq!(e.errors[0].message, limit.to_string());
+    assert_eq!(e.errors[0].fix, limit.fix());
+}
+
+/// Regression: a service name of 59-63 characters deployed, but its replica ids (the name, `-`
+/// and the suffix) were longer than a hostname may be, so no replica could ever start.
+#[test]
+fn service_name_too_long_for_a_replica_hostname_is_refused() {
+    use crate::id::{is_dns_label, replica_id, MAX_SERVICE_NAME_LEN};
+    let longest = "a".repeat(MAX_SERVICE_NAME_LEN);
+    let app = parse_ok(&format!("services:\n  {longest}: {{image: nginx}}\n"));
+    assert!(is_dns_label(&replica_id(&app.services[0].0, MAX_REPLICAS)));
+    for len in [MAX_SERVICE_NAME_LEN + 1, 59, 63] {
+        let name = "a".repeat(len);
+        let e = parse_src(&format!("services:\n  {name}: {{image: nginx}}\n")).unwrap_err();
+        assert_eq!(e.errors.len(), 1, "{e}");
+        assert_eq!(e.errors[0].path, format!("services.{name}"));
+        assert!(
+            e.errors[0].message.contains(&name)
+                && e.errors[0]
+                    .message
+                    .contains(&MAX_SERVICE_NAME_LEN.to_string()),
+            "{e}"
+        );
+        assert!(e.errors[0].fix.contains("at most 55 characters"), "{e}");
+    }
 }
