@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::plan::schedule::NodeLoad;
+
 use hivemind_types::{
     Meta, Node, NodeState, ObservedReplica, Replica, ReplicaState, Service, ServiceMode,
     ServiceSpec,
@@ -74,12 +76,56 @@ fn status(id: &str, state: ReplicaState) -> (String, ObservedReplica) {
     )
 }
 
-fn ids() -> impl FnMut(&str) -> String {
+fn ids() -> impl FnMut(&str, u32) -> String {
     let mut n = 0;
-    move |svc: &str| {
+    move |svc: &str, _| {
         n += 1;
         format!("{svc}-{n:05}")
     }
+}
+
+fn key_of(r: &Replica) -> String {
+    format!("{}/{}/{}", r.namespace, r.app, r.service)
+}
+
+/// Plans every service and every group of replicas, as the controller does after a relist.
+fn plan_with(
+    services: &[Service],
+    replicas: &[Replica],
+    statuses: &[(String, ObservedReplica)],
+    nodes: &[Node],
+    budget: usize,
+    new_id: &mut dyn FnMut(&str, u32) -> String,
+) -> ReplicaPlan {
+    let statuses: BTreeMap<_, _> = statuses.iter().cloned().collect();
+    let heads: Vec<(String, ReplicaHead)> = replicas
+        .iter()
+        .map(|r| (key_of(r), ReplicaHead::from(r)))
+        .collect();
+    let keys: std::collections::BTreeSet<String> = services
+        .iter()
+        .map(Service::key)
+        .chain(heads.iter().map(|(k, _)| k.clone()))
+        .collect();
+    let work: Vec<ServiceWork<'_>> = keys
+        .iter()
+        .map(|k| ServiceWork {
+            key: k,
+            service: services.iter().find(|s| s.key() == *k),
+            replicas: heads
+                .iter()
+                .filter(|(rk, _)| rk == k)
+                .map(|(_, h)| h)
+                .collect(),
+        })
+        .collect();
+    let mut load = NodeLoad::new(nodes, replicas.iter().map(|r| r.node.as_str()));
+    let observed = Observed {
+        nodes,
+        state: &|id| statuses.get(id).map(|s| s.state),
+        id_taken: &|id| replicas.iter().any(|r| r.id == id),
+    };
+    plan_replicas(&work, &mut load, &observed, new_id, budget)
 }
 
 fn plan(
@@ -88,8 +134,28 @@ fn plan(
     statuses: &[(String, ObservedReplica)],
     nodes: &[Node],
 ) -> ReplicaPlan {
-    let statuses: BTreeMap<_, _> = statuses.iter().cloned().collect();
-    plan_replicas(services, replicas, &statuses, nodes, &mut ids())
+    plan_with(services, replicas, statuses, nodes, usize::MAX, &mut ids())
+}
+
+/// What the store holds after `p` committed at `revision`.
+fn apply(replicas: &mut Vec<Replica>, p: &ReplicaPlan, revision: u64) {
+    replicas.retain(|r| !p.delete.iter().any(|d| d.id == r.id));
+    for r in &p.create {
+        let mut r = r.clone();
+        r.meta = Meta {
+            revision,
+            created_at: revision,
+            updated_at: revision,
+        };
+        replicas.push(r);
+    }
+}
+
+fn down(name: &str, state: NodeState) -> Node {
+    Node {
+        state,
+        ..node(name)
+    }
 }
 
 fn created(p: &ReplicaPlan) -> Vec<(String, String)> {
@@ -116,7 +182,7 @@ fn creates_missing_replicas_spread_over_nodes() {
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
-    assert!(p.delete.is_empty() && p.unschedulable.is_empty());
+    assert!(p.delete.is_empty() && p.services.iter().all(|o| o.unschedulable == 0));
     assert!(p
         .create
         .iter()
@@ -198,7 +264,8 @@ fn no_ready_node_is_reported_unschedulable() {
     down.state = NodeState::Down;
     let p = plan(&[web], &[], &[], &[down]);
     assert!(p.create.is_empty());
-    assert_eq!(p.unschedulable, [("default/shop/web".to_string(), 2)]);
+    assert_eq!(p.services[0].key, "default/shop/web");
+    assert_eq!(p.services[0].unschedulable, 2);
 }
 
 #[test]
@@ -228,4 +295,191 @@ fn services_with_same_name_in_other_apps_are_separate() {
     assert!(p.delete.is_empty());
     assert_eq!(p.create.len(), 1);
     assert_eq!(p.create[0].app, "blog");
+}
+
+#[test]
+fn fresh_ids_are_unique_against_the_store_and_within_the_plan() {
+    // Two apps' `web` services draw from one generator that repeats itself and the store.
+    let a = service("web", 2, "web:1");
+    let mut b = service("web", 2, "web:1");
+    b.app = "blog".into();
+    let rs = [replica_of(&a, "web-x", "n1", 1)];
+    let mut draws = [
+        "web-x", "web-y", "web-y", "web-x", "web-z", "web-y", "web-w",
+    ]
+    .into_iter();
+    let mut new_id = |_: &str, _: u32| draws.next().unwrap_or("web-x").to_string();
+    let p = plan_with(&[a, b], &rs, &[], &[node("n1")], usize::MAX, &mut new_id);
+    let ids: Vec<&str> = p.create.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["web-y", "web-z", "web-w"]);
+    let collisions: usize = p.services.iter().map(|o| o.id_collisions).sum();
+    assert_eq!(collisions, 4);
+}
+
+#[test]
+fn ids_that_never_come_fresh_stop_the_service_not_the_plan() {
+    let web = service("web", 3, "web:1");
+    let db = service("db", 1, "db:1");
+    let rs = [replica_of(&web, "web-x", "n1", 1)];
+    let mut new_id = |svc: &str, _: u32| format!("{svc}-x");
+    let p = plan_with(&[db, web], &rs, &[], &[node("n1")], usize::MAX, &mut new_id);
+    assert_eq!(created(&p), [("db-x".to_string(), "n1".to_string())]);
+    let web = p.services.iter().find(|o| o.key.ends_with("/web")).unwrap();
+    assert!(web.unfinished);
+    assert_eq!(web.id_collisions, ID_ATTEMPTS);
+}
+
+#[test]
+fn large_scale_ups_are_planned_in_bounded_steps_that_converge() {
+    let web = service("web", 1_000, "web:1");
+    let nodes: Vec<Node> = (0..7).map(|i| node(&format!("n{i}"))).collect();
+    let mut store = Vec::new();
+    let mut new_id = ids();
+    let mut steps = 0;
+    loop {
+        let p = plan_with(
+            std::slice::from_ref(&web),
+            &store,
+            &[],
+            &nodes,
+            128,
+            &mut new_id,
+        );
+        if p.is_empty() {
+            break;
+        }
+        assert!(p.ops() <= 128, "{}", p.ops());
+        assert_eq!(
+            p.unfinished().count(),
+            usize::from(store.len() + 128 < 1_000)
+        );
+        steps += 1;
+        apply(&mut store, &p, steps);
+    }
+    assert_eq!(steps, 8, "ceil(1000 / 128)");
+    assert_eq!(store.len(), 1_000);
+    let distinct: std::collections::HashSet<&str> = store.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(distinct.len(), 1_000);
+    // Spread evenly: 1000 over 7 nodes is 142 or 143 each.
+    for n in &nodes {
+        let on = store.iter().filter(|r| r.node == n.name).count();
+        assert!((142..=143).contains(&on), "{} has {on}", n.name);
+    }
+}
+
+#[test]
+fn budget_keeps_a_replacement_with_its_stranded_replica() {
+    let web = service("web", 3, "web:1");
+    let rs = [
+        replica_of(&web, "web-a", "gone", 1),
+        replica_of(&web, "web-b", "gone", 2),
+        replica_of(&web, "web-c", "gone", 3),
+    ];
+    // 5 writes fit two (delete, create) pairs, not a third create without its delete.
+    let p = plan_with(&[web], &rs, &[], &[node("n1")], 5, &mut ids());
+    assert_eq!(p.ops(), 4);
+    assert_eq!(p.create.len(), 2);
+    assert_eq!(p.unfinished().count(), 1);
+}
+
+#[test]
+fn replicas_on_down_drained_or_unknown_nodes_are_replaced_on_ready_nodes() {
+    let web = service("web", 4, "web:1");
+    let rs = [
+        replica_of(&web, "web-a", "up", 1),
+        replica_of(&web, "web-b", "down", 2),
+        replica_of(&web, "web-c", "drained", 3),
+        replica_of(&web, "web-d", "gone", 4),
+    ];
+    let nodes = [
+        node("up"),
+        node("up2"),
+        down("down", NodeState::Down),
+        down("drained", NodeState::Drained),
+    ];
+    let p = plan(&[web], &rs, &[], &nodes);
+    let mut gone = deleted(&p);
+    gone.sort();
+    assert_eq!(gone, ["web-b", "web-c", "web-d"]);
+    // Replacements spread over the ready nodes, the empty one first.
+    let on: Vec<String> = p.create.iter().map(|r| r.node.clone()).collect();
+    assert_eq!(on, ["up2", "up", "up2"]);
+    assert_eq!(p.services[0].replaced_stranded, 3);
+    assert!(p.services[0].unschedulable == 0 && !p.services[0].unfinished);
+}
+
+#[test]
+fn stranded_replicas_stay_while_no_ready_node_can_take_them() {
+    let web = service("web", 2, "web:1");
+    let rs = [
+        replica_of(&web, "web-a", "down", 1),
+        replica_of(&web, "web-b", "down", 2),
+    ];
+    let p = plan(&[web], &rs, &[], &[down("down", NodeState::Down)]);
+    assert!(p.is_empty(), "{p:?}");
+    assert_eq!(p.services[0].unschedulable, 2);
+}
+
+#[test]
+fn a_returning_node_never_takes_the_service_over_its_count() {
+    let web = service("web", 3, "web:1");
+    let mut store = vec![
+        replica_of(&web, "web-a", "n1", 1),
+        replica_of(&web, "web-b", "n2", 1),
+        replica_of(&web, "web-c", "n2", 1),
+    ];
+    let mut new_id = ids();
+    let mut nodes = vec![node("n1"), down("n2", NodeState::Down)];
+    let mut revision = 1;
+    let mut converge = |store: &mut Vec<Replica>, nodes: &[Node]| loop {
+        let p = plan_with(
+            std::slice::from_ref(&web),
+            store,
+            &[],
+            nodes,
+            usize::MAX,
+            &mut new_id,
+        );
+        if p.is_empty() {
+            break;
+        }
+        revision += 1;
+        apply(store, &p, revision);
+        assert_eq!(store.len(), 3, "never more objects than wanted");
+    };
+    converge(&mut store, &nodes);
+    assert!(store.iter().all(|r| r.node == "n1"), "{store:?}");
+    // n2 comes back: its stale replicas are gone from the store (so from its assignment, and
+    // its agent stops them); nothing more is created.
+    nodes[1].state = NodeState::Ready;
+    let p = plan(std::slice::from_ref(&web), &store, &[], &nodes);
+    assert!(p.is_empty(), "{p:?}");
+    converge(&mut store, &nodes);
+    assert_eq!(store.len(), 3);
+    assert!(!store
+        .iter()
+        .any(|r| ["web-b", "web-c"].contains(&r.id.as_str())));
+}
+
+#[test]
+fn global_replicas_stay_on_down_nodes_and_leave_drained_ones() {
+    let mut agent = service("agent", 0, "agent:1");
+    agent.spec.mode = ServiceMode::Global;
+    let rs = [
+        replica_of(&agent, "agent-a", "up", 1),
+        replica_of(&agent, "agent-b", "down", 1),
+        replica_of(&agent, "agent-c", "drained", 1),
+    ];
+    let nodes = [
+        node("up"),
+        node("new"),
+        down("down", NodeState::Down),
+        down("drained", NodeState::Drained),
+    ];
+    let p = plan(&[agent], &rs, &[], &nodes);
+    assert_eq!(deleted(&p), ["agent-c"]);
+    assert_eq!(
+        created(&p),
+        [("agent-00001".to_string(), "new".to_string())]
+    );
 }

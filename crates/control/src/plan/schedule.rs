@@ -3,7 +3,8 @@
 //! It is deliberately simple and deterministic (ties broken by node name) so plans are testable.
 //! The network-aware scheduler of a later issue replaces `pick_node`'s scoring, not its callers.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use hivemind_types::{Node, NodeState};
 
@@ -16,16 +17,23 @@ pub struct NodeLoad {
 impl NodeLoad {
     /// Starts from `nodes` (only ready ones are schedulable) and the nodes of existing replicas.
     pub fn new<'a>(nodes: &[Node], replica_nodes: impl IntoIterator<Item = &'a str>) -> NodeLoad {
-        let mut counts: BTreeMap<String, usize> = nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Ready)
-            .map(|n| (n.name.clone(), 0))
-            .collect();
+        let mut load = NodeLoad::from_counts(nodes, &HashMap::new());
         for node in replica_nodes {
-            if let Some(count) = counts.get_mut(node) {
+            if let Some(count) = load.counts.get_mut(node) {
                 *count += 1;
             }
         }
+        load
+    }
+
+    /// Starts from `nodes` and the replica count of every node (the service controller's cache
+    /// keeps these, so a plan need not walk every replica of the cluster).
+    pub fn from_counts(nodes: &[Node], counts: &HashMap<String, usize>) -> NodeLoad {
+        let counts = nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Ready)
+            .map(|n| (n.name.clone(), counts.get(&n.name).copied().unwrap_or(0)))
+            .collect();
         NodeLoad { counts }
     }
 
@@ -37,18 +45,41 @@ impl NodeLoad {
         self.counts.keys().map(String::as_str)
     }
 
+    /// A placer for one service whose replicas already sit on nodes as `same_service` counts.
+    pub fn placer(&mut self, same_service: &HashMap<String, usize>) -> Placer<'_> {
+        let heap = self
+            .counts
+            .iter()
+            .map(|(name, count)| {
+                let same = same_service.get(name).copied().unwrap_or(0);
+                Reverse((same, *count, name.clone()))
+            })
+            .collect();
+        Placer { load: self, heap }
+    }
+
     /// The least-loaded node, preferring nodes not in `avoid` (nodes already running a replica of
     /// the same service), and records the placement. `None` when no node is schedulable.
-    pub fn pick_node(&mut self, avoid: &BTreeMap<String, usize>) -> Option<String> {
-        let (name, _) = self.counts.iter().min_by_key(|(name, count)| {
-            (
-                avoid.get(*name).copied().unwrap_or(0),
-                **count,
-                name.as_str(),
-            )
-        })?;
-        let name = name.clone();
-        *self.counts.get_mut(&name).expect("picked from counts") += 1;
+    pub fn pick_node(&mut self, avoid: &HashMap<String, usize>) -> Option<String> {
+        self.placer(avoid).pick()
+    }
+}
+
+/// Places the replicas of one service: each pick takes the node with the fewest replicas of
+/// this service, then the fewest of all, then the first by name, in O(log nodes). Only the
+/// picked node's counts change, so the heap stays ordered without rebuilding.
+pub struct Placer<'a> {
+    load: &'a mut NodeLoad,
+    heap: BinaryHeap<Reverse<(usize, usize, String)>>,
+}
+
+impl Placer<'_> {
+    pub fn pick(&mut self) -> Option<String> {
+        let Reverse((same, count, name)) = self.heap.pop()?;
+        if let Some(c) = self.load.counts.get_mut(&name) {
+            *c += 1;
+        }
+        self.heap.push(Reverse((same + 1, count + 1, name.clone())));
         Some(name)
     }
 }
@@ -79,21 +110,32 @@ mod tests {
             node("d", NodeState::Drained),
         ];
         let mut load = NodeLoad::new(&nodes, ["a", "a", "c"]);
-        let mut same_service = BTreeMap::new();
-        let mut picks = Vec::new();
-        for _ in 0..3 {
-            let n = load.pick_node(&same_service).unwrap();
-            *same_service.entry(n.clone()).or_default() += 1;
-            picks.push(n);
-        }
+        let mut placer = load.placer(&HashMap::new());
+        let picks: Vec<String> = (0..3).map(|_| placer.pick().unwrap()).collect();
         // b is empty; then spreading the service wins over a's load from other services.
         assert_eq!(picks, ["b", "a", "b"]);
         assert!(!load.is_schedulable("c"));
+        // The placer recorded its picks: a second service sees a=3, b=2.
+        let mut other = load.placer(&HashMap::new());
+        assert_eq!(other.pick().as_deref(), Some("b"));
+        assert_eq!(other.pick().as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn counts_from_the_cache_equal_counts_from_replicas() {
+        let nodes = [node("a", NodeState::Ready), node("b", NodeState::Ready)];
+        let counts = HashMap::from([("a".to_string(), 2), ("z".to_string(), 7)]);
+        let mut from_counts = NodeLoad::from_counts(&nodes, &counts);
+        let mut from_replicas = NodeLoad::new(&nodes, ["a", "a", "z"]);
+        for _ in 0..4 {
+            let same = HashMap::new();
+            assert_eq!(from_counts.pick_node(&same), from_replicas.pick_node(&same));
+        }
     }
 
     #[test]
     fn no_ready_node_means_no_placement() {
         let mut load = NodeLoad::new(&[node("a", NodeState::Down)], []);
-        assert_eq!(load.pick_node(&BTreeMap::new()), None);
+        assert_eq!(load.pick_node(&HashMap::new()), None);
     }
 }
