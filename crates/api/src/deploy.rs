@@ -1,16 +1,15 @@
 //! Deploying and deleting apps: a Compose file in, `App` and `Service` objects out, in one store
 //! transaction.
 //!
-//! This module decides *what the desired state is*; it never creates replicas, which is the
-//! service controller's job. It does delete the replicas of services that disappear, so that a
-//! re-deploy needs no controller to take effect on removals.
+//! This module decides *what the desired state is*; it never writes replicas, which is the
+//! service controller's job: it creates them, and deletes those whose service disappeared.
 
 use std::collections::BTreeSet;
 
 use hivemind_client::wire::{DeployRequest, DeployResponse};
 use hivemind_store::{Expect, Op, Store};
 use hivemind_types::compose::{self, ComposeError, ComposeInput};
-use hivemind_types::{App, Kind, Meta, Replica, Service};
+use hivemind_types::{App, Kind, Meta, Service};
 
 use crate::error::ApiError;
 use crate::extract::check_label;
@@ -139,8 +138,6 @@ pub async fn deploy(
                 Expect::Revision(s.meta.revision),
             ));
         }
-        let gone: BTreeSet<&str> = removed.iter().map(|s| s.name.as_str()).collect();
-        ops.extend(replica_deletes(store, namespace, &name, gone).await?);
     }
     if !ops.is_empty() && !app_changed {
         // Guard the service writes with the app's revision even when the app itself is
@@ -167,7 +164,8 @@ pub async fn deploy(
     })
 }
 
-/// Deletes an app, its services and their replicas in one transaction; returns the app as it was.
+/// Deletes an app and its services in one transaction; returns the app as it was. The service
+/// controller then deletes their replicas.
 pub async fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<App, ApiError> {
     let app_key = format!("{namespace}/{name}");
     let app: App = store
@@ -187,12 +185,6 @@ pub async fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<Ap
             Expect::Revision(s.meta.revision),
         ));
     }
-    // The services stored and those the app names: replicas of either go.
-    let names = services
-        .iter()
-        .map(|s| s.name.as_str())
-        .chain(app.services.iter().map(String::as_str));
-    ops.extend(replica_deletes(store, namespace, name, names).await?);
     store.txn(ops).await?;
     Ok(app)
 }
@@ -216,27 +208,6 @@ pub(crate) fn app_not_found(namespace: &str, name: &str) -> ApiError {
         format!("app {name} in namespace {namespace}"),
         "list the apps with `hivemind apps`",
     )
-}
-
-/// Deletes of the app's replicas of `services`, read through the by-service index.
-async fn replica_deletes(
-    store: &Store,
-    namespace: &str,
-    app: &str,
-    services: impl IntoIterator<Item = &str>,
-) -> Result<Vec<Op>, ApiError> {
-    let mut ops = Vec::new();
-    for service in services.into_iter().collect::<BTreeSet<_>>() {
-        let replicas: Vec<Replica> = store
-            .replica_list_by_service(namespace, app, service)
-            .await?;
-        ops.extend(
-            replicas
-                .into_iter()
-                .map(|r| Op::delete(Kind::Replica, r.id, Expect::Any)),
-        );
-    }
-    Ok(ops)
 }
 
 /// One 422 for the whole Compose file: every problem in the message, the first one's key path as

@@ -1,5 +1,5 @@
-//! Deploy and delete against an in-memory store: creation, updates, removed services and their
-//! replicas, optimistic concurrency, and refusals that write nothing.
+//! Deploy and delete against an in-memory store: creation, updates, removed services (their
+//! replicas are left to the service controller), optimistic concurrency, and refusals that write nothing.
 
 use std::collections::BTreeMap;
 
@@ -54,7 +54,7 @@ async fn first_deploy_creates_app_and_services_in_file_order() {
 }
 
 #[tokio::test]
-async fn redeploy_updates_changed_services_only_and_deletes_removed_ones_with_replicas() {
+async fn redeploy_updates_changed_services_only_and_deletes_removed_ones() {
     let store = Store::open_in_memory().unwrap();
     deploy(&store, "default", &req(SHOP)).await.unwrap();
     put_replica(&store, "shop", "web", "web-aaaaa").await;
@@ -80,7 +80,12 @@ async fn redeploy_updates_changed_services_only_and_deletes_removed_ones_with_re
         .await
         .unwrap()
         .is_none());
-    assert_eq!(replica_ids(&store).await, ["db-ccccc", "web-aaaaa"]);
+    // Replicas are the service controller's to delete (it removes orphans); the API writes
+    // desired state only.
+    assert_eq!(
+        replica_ids(&store).await,
+        ["db-bbbbb", "db-ccccc", "web-aaaaa"]
+    );
     assert!(db_rev < out.response.revision);
 
     // The same file again writes nothing.
@@ -227,7 +232,7 @@ async fn refusals_write_nothing() {
 }
 
 #[tokio::test]
-async fn delete_removes_app_services_and_replicas_only_of_that_app() {
+async fn delete_removes_app_and_services_only_of_that_app_and_leaves_replicas_to_the_controller() {
     let store = Store::open_in_memory().unwrap();
     deploy(&store, "default", &req(SHOP)).await.unwrap();
     let mut other = req(SHOP);
@@ -256,7 +261,7 @@ async fn delete_removes_app_services_and_replicas_only_of_that_app() {
             .len(),
         2
     );
-    assert_eq!(replica_ids(&store).await, ["web-bbbbb"]);
+    assert_eq!(replica_ids(&store).await, ["web-aaaaa", "web-bbbbb"]);
     let err = delete_app(&store, "default", "shop").await.unwrap_err();
     assert_eq!(err.status().as_u16(), 404);
 }

@@ -28,7 +28,8 @@ async fn deploy_list_redeploy_scale_and_delete() {
         .collect();
     assert_eq!(names, ["agent", "db", "web"]);
 
-    // Re-deploy a changed file: web changes, db goes (with its replicas), agent stays.
+    // Re-deploy a changed file: web changes, db goes, agent stays. (The service controller, not
+    // run here, deletes db's replicas; the API writes desired state only.)
     put_replica(
         &s.store,
         &Replica {
@@ -57,7 +58,7 @@ async fn deploy_list_redeploy_scale_and_delete() {
         .get::<Replica>(Kind::Replica, "db-aaaaa")
         .await
         .unwrap()
-        .is_none());
+        .is_some());
 
     // Scale by bare name, then by app/name.
     let web = s.client.scale(None, "web", 3).await.unwrap();
