@@ -127,7 +127,8 @@ mod tests {
 
     #[test]
     fn percentiles_are_nearest_rank() {
-        let ms = |v: &[u64]| -> Vec<Duration> { v.iter().map(|&m| Duration::from_millis(m)).collect() };
+        let ms =
+            |v: &[u64]| -> Vec<Duration> { v.iter().map(|&m| Duration::from_millis(m)).collect() };
         let samples = ms(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
         assert_eq!(percentile(&samples, 50), Duration::from_millis(5));
         assert_eq!(percentile(&samples, 99), Duration::from_millis(10));

@@ -182,7 +182,10 @@ async fn run_probe(client: &Client, service: &str, rounds: u32) -> Result<(), St
         .iter()
         .find(|n| n.name == status.node)
         .map(|n| n.address.clone())
-        .ok_or(format!("the node {} of {} is unknown", status.node, status.id))?;
+        .ok_or(format!(
+            "the node {} of {} is unknown",
+            status.node, status.id
+        ))?;
     let names: Vec<String> = nodes.into_iter().map(|n| n.name).collect();
     let mut all = Vec::new();
     let mut missed = 0;
