@@ -10,6 +10,7 @@ pub mod id;
 pub mod limits;
 pub mod network;
 pub mod object;
+pub mod routing;
 pub mod spec;
 
 pub use endpoints::{AddressClaim, AddressPool, EndpointReplica, Endpoints};
@@ -21,6 +22,7 @@ pub use object::{
     NodeProblem, NodeReport, NodeState, ObservedReplica, Replica, ReplicaState, Service,
     ServiceEndpoints,
 };
+pub use routing::Routing;
 pub use spec::{
     NetworkAttachment, PortProtocol, PortSpec, RestartCondition, RestartPolicy, ServiceMode,
     ServiceSpec, TooManyReplicas, DEFAULT_NETWORK, MAX_REPLICAS,

@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
 
 /// One replicated container spec inside an app.
+///
+/// Its fields are of two kinds (`ServiceSpec::split` in `routing`): the container template,
+/// whose hash is the revision (a change replaces the replicas), and the routing (ports,
+/// networks, `x-hivemind` ingress/strategy/allow_from/proxy_protocol), which the data plane
+/// applies without restarting containers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ServiceSpec {
     /// Image reference as written (`busybox:latest`, `127.0.0.1:5000/web:1`).
@@ -52,7 +57,7 @@ pub struct ServiceSpec {
     /// The app networks the service is attached to (Compose `networks`), by name within the
     /// app. Empty means the app's `default` network only; the reader normalizes a plain
     /// `networks: [default]` to empty too, and empty is left out of the JSON, so that specs
-    /// written before networks existed keep their revision hash.
+    /// written before networks existed keep their JSON. Routing (see `routing`): not hashed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, NetworkAttachment>,
     /// CPU, memory and pids limits and reservations (Compose `deploy.resources`).
@@ -152,21 +157,6 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl ServiceSpec {
-    /// A stable content hash of the spec, ignoring the replica count: two specs with the same hash
-    /// run the same containers. It names a revision (SPEC §1).
-    pub fn revision_hash(&self) -> String {
-        let mut clone = self.clone();
-        clone.replicas = 0;
-        let json = serde_json::to_vec(&clone).expect("spec serializes");
-        // FNV-1a 64: stable across builds and platforms, unlike std's SipHash with random keys.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in json {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{hash:016x}")[..10].to_string()
-    }
-
     /// The names of the networks the service is on, sorted: `default` when it lists none.
     pub fn network_names(&self) -> Vec<String> {
         if self.networks.is_empty() {
@@ -357,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn no_networks_keeps_old_json_and_hashes() {
+    fn no_networks_keeps_old_json_and_networks_are_routing() {
         let a = ServiceSpec {
             image: "busybox:1".into(),
             ..Default::default()
@@ -374,7 +364,8 @@ mod tests {
                 internal: true,
             },
         );
-        assert_ne!(a.revision_hash(), b.revision_hash());
+        // Networks are routing: the data plane applies them to running replicas.
+        assert_eq!(a.revision_hash(), b.revision_hash());
         let json = serde_json::to_value(&b).unwrap();
         assert_eq!(
             json["networks"],

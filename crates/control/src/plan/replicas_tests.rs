@@ -246,6 +246,25 @@ fn replica_count_change_alone_does_not_replace() {
 }
 
 #[test]
+fn routing_change_alone_does_not_replace() {
+    let web = service("web", 2, "web:1");
+    let rs = [
+        replica_of(&web, "web-a", "n1", 1),
+        replica_of(&web, "web-b", "n1", 2),
+    ];
+    let mut routed = web.clone();
+    routed.spec.ports.push(hivemind_types::PortSpec {
+        target: 80,
+        published: Some(8080),
+        host_ip: None,
+        protocol: Default::default(),
+    });
+    routed.spec.hivemind.strategy = Some("blue-green".into());
+    let p = plan(&[routed], &rs, &[], &[node("n1")]);
+    assert!(p.delete.is_empty() && p.create.is_empty(), "{p:?}");
+}
+
+#[test]
 fn orphans_of_removed_services_are_deleted() {
     let web = service("web", 1, "web:1");
     let gone = service("db", 1, "db:1");
