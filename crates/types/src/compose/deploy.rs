@@ -12,6 +12,7 @@ use super::error::Problems;
 use super::keys::{reject_key, unknown_key, Section};
 use super::resources::read_resources;
 use super::value::{expect_mapping, expect_str, expect_u32, join, string_entries};
+use super::warnings::Unhonoured;
 use crate::limits::Resources;
 use crate::spec::{RestartCondition, RestartPolicy, ServiceMode, TooManyReplicas};
 
@@ -116,6 +117,7 @@ fn read_restart_policy(p: &mut Problems, path: &str, value: &Value) -> Option<Re
             // replica has run for a while, which plays the role of Swarm's window.
             "window" => {
                 read_duration_ms(p, &key_path, v);
+                p.note(&key_path, Unhonoured::RestartWindow);
             }
             _ if key.starts_with("x-") => {}
             other => unknown_key(p, &key_path, other, RESTART_POLICY_KEYS.iter().copied()),

@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 
+use super::warnings::{Note, Unhonoured};
+
 /// One problem at one key path of a Compose file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}\n  fix: {fix}", path_prefix(.path))]
@@ -57,10 +59,12 @@ fn render(file: &str, errors: &[FieldError]) -> String {
     out
 }
 
-/// Collects problems while a file is read; turned into a `ComposeError` at the end.
+/// Collects problems while a file is read; turned into a `ComposeError` at the end. Also
+/// collects the keys read but not honoured, which are warnings, not problems.
 #[derive(Debug, Default)]
 pub(crate) struct Problems {
     list: Vec<FieldError>,
+    notes: Vec<Note>,
 }
 
 impl Problems {
@@ -75,6 +79,19 @@ impl Problems {
             message: message.into(),
             fix: fix.into(),
         });
+    }
+
+    /// Notes a key at `path` that is read but not acted on (see `warnings`).
+    pub(crate) fn note(&mut self, path: impl Into<String>, key: Unhonoured) {
+        self.notes.push(Note {
+            path: path.into(),
+            key,
+        });
+    }
+
+    /// The keys noted so far, in file order.
+    pub(crate) fn take_notes(&mut self) -> Vec<Note> {
+        std::mem::take(&mut self.notes)
     }
 
     /// How many problems were collected so far; readers compare counts to learn whether a

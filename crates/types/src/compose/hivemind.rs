@@ -2,7 +2,8 @@
 //!
 //! The `canary` and `ab` settings are checked for shape only and not kept yet: the rollout work
 //! gives them a home in `HivemindExt`. Checking them now means files written today will not start
-//! failing when that happens.
+//! failing when that happens. `strategy`, `allow_from`, `canary` and `ab` are not acted on yet,
+//! so each is noted for a deploy warning.
 
 use std::collections::BTreeSet;
 
@@ -14,6 +15,7 @@ use super::keys::unknown_key;
 use super::value::{
     describe, expect_mapping, expect_scalar, expect_str, index, join, string_entries, type_error,
 };
+use super::warnings::Unhonoured;
 use crate::spec::{HivemindExt, IngressRule};
 
 const KEYS: &[&str] = &[
@@ -46,6 +48,7 @@ pub(crate) fn read_hivemind(
                 };
                 if STRATEGIES.contains(&text) {
                     ext.strategy = Some(text.to_string());
+                    p.note(&key_path, Unhonoured::Strategy);
                 } else {
                     p.push(
                         &key_path,
@@ -55,14 +58,23 @@ pub(crate) fn read_hivemind(
                 }
             }
             "ingress" => ext.ingress = read_ingress(p, &key_path, v),
-            "allow_from" => ext.allow_from = read_allow_from(p, &key_path, v, services),
+            "allow_from" => {
+                ext.allow_from = read_allow_from(p, &key_path, v, services);
+                p.note(&key_path, Unhonoured::AllowFrom);
+            }
             "proxy_protocol" => {
                 ext.proxy_protocol =
                     super::value::expect_bool(p, &key_path, v, "proxy_protocol: true")
                         .unwrap_or(false)
             }
-            "canary" => check_canary(p, &key_path, v),
-            "ab" => check_ab(p, &key_path, v),
+            "canary" => {
+                check_canary(p, &key_path, v);
+                p.note(&key_path, Unhonoured::Canary);
+            }
+            "ab" => {
+                check_ab(p, &key_path, v);
+                p.note(&key_path, Unhonoured::Ab);
+            }
             other => unknown_key(p, &key_path, other, KEYS.iter().copied()),
         }
     }

@@ -3,7 +3,9 @@
 //! The steps are: YAML (with anchors, aliases and `<<` merge keys), interpolation of `${VAR}`
 //! references in string values, then one pass over the keys that fills the normalized specs
 //! and collects every problem with its key path and a fix. Keys Hivemind cannot honour yet and
-//! unknown keys are errors; `x-*` keys are ignored except `x-hivemind` on a service.
+//! unknown keys are errors, except those whose absence is harmless: they are read and noted,
+//! and [`warnings`] words them for the deploy response. `x-*` keys are ignored except
+//! `x-hivemind` on a service.
 //!
 //! This module does no I/O: the caller passes the file's text, the variables (`.env` merged with
 //! the process environment) and a callback that reads `env_file`s. It must never panic, whatever
@@ -24,6 +26,7 @@ mod resources;
 mod service;
 mod signal;
 mod value;
+mod warnings;
 mod words;
 
 #[cfg(test)]
@@ -34,6 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_yaml_ng::{Mapping, Value};
 
 pub use error::{ComposeError, FieldError};
+pub use warnings::{warnings, Note, Unhonoured, Warning};
 
 use crate::id::{is_dns_label, MAX_SERVICE_NAME_LEN, MAX_SUFFIX_LEN};
 use crate::spec::ServiceSpec;
@@ -66,18 +70,25 @@ pub struct ComposeApp {
     pub name: Option<String>,
     /// The services in file order.
     pub services: Vec<(String, ServiceSpec)>,
+    /// Keys read but not honoured, in file order; [`warnings`] words them.
+    pub unhonoured: Vec<Note>,
 }
 
 /// Reads and validates a Compose file, reporting every problem found.
 pub fn parse(input: &ComposeInput<'_>) -> Result<ComposeApp, ComposeError> {
     let mut p = Problems::default();
     let app = read_document(&mut p, input);
+    let unhonoured = p.take_notes();
     p.finish(
         input.file_name,
-        app.unwrap_or(ComposeApp {
-            name: None,
-            services: Vec::new(),
-        }),
+        app.map_or_else(
+            || ComposeApp {
+                name: None,
+                services: Vec::new(),
+                unhonoured: Vec::new(),
+            },
+            |app| ComposeApp { unhonoured, ..app },
+        ),
     )
 }
 
@@ -211,6 +222,7 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
     Some(ComposeApp {
         name,
         services: out,
+        unhonoured: Vec::new(),
     })
 }
 

@@ -12,6 +12,7 @@ use serde_yaml_ng::Value;
 use super::error::Problems;
 use super::keys::unknown_key;
 use super::value::{expect_mapping, expect_str, index, join, string_entries, type_error};
+use super::warnings::Unhonoured;
 use crate::id::is_dns_label;
 use crate::spec::{NetworkAttachment, DEFAULT_NETWORK};
 
@@ -108,7 +109,10 @@ fn read_network(p: &mut Problems, path: &str, value: &Value) -> Option<NetworkDe
                 }
             }
             "internal" => def.internal = read_bool(p, &key_path, v, "internal: true")?,
-            "labels" => check_labels(p, &key_path, v),
+            "labels" => {
+                check_labels(p, &key_path, v);
+                p.note(&key_path, Unhonoured::NetworkLabels);
+            }
             _ if key.starts_with("x-") => {}
             other => {
                 if let Some((_, advice)) = NETWORK_KEYS_NOT_YET.iter().find(|(k, _)| *k == other) {

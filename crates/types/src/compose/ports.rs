@@ -13,6 +13,7 @@ use serde_yaml_ng::Value;
 use super::error::Problems;
 use super::keys::unknown_key;
 use super::value::{expect_scalar, index, join, string_entries, type_error};
+use super::warnings::Unhonoured;
 use crate::spec::{PortProtocol, PortSpec};
 
 const SHORT_FIX: &str =
@@ -50,7 +51,12 @@ pub(crate) fn read_ports(p: &mut Problems, path: &str, value: &Value) -> Vec<Por
         }
         match item {
             Value::String(s) => match parse_short(s) {
-                Ok(ports) => out.extend(ports),
+                Ok(ports) => {
+                    if ports.iter().any(binds_one_address) {
+                        p.note(&item_path, Unhonoured::HostIp);
+                    }
+                    out.extend(ports)
+                }
                 Err(why) => p.push(
                     &item_path,
                     format!("{s:?} is not a valid port mapping{why}"),
@@ -72,6 +78,9 @@ pub(crate) fn read_ports(p: &mut Problems, path: &str, value: &Value) -> Vec<Por
             },
             Value::Mapping(_) => {
                 if let Some(port) = read_long(p, &item_path, item) {
+                    if binds_one_address(&port) {
+                        p.note(join(&item_path, "host_ip"), Unhonoured::HostIp);
+                    }
                     out.push(port);
                 }
             }
@@ -127,6 +136,14 @@ pub(crate) fn read_expose(p: &mut Problems, path: &str, value: &Value) -> Vec<Po
         }
     }
     out
+}
+
+/// A host address other than "any": Docker binds only it, Hivemind's ingress ignores it.
+fn binds_one_address(port: &PortSpec) -> bool {
+    port.host_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
+        .is_some_and(|ip| !ip.is_unspecified())
 }
 
 fn too_many(p: &mut Problems, path: &str) {
@@ -302,9 +319,12 @@ fn read_long(p: &mut Problems, path: &str, value: &Value) -> Option<PortSpec> {
             }
             "mode" => {
                 // Hivemind always publishes through the routing mesh; `host` and `ingress` are
-                // both accepted so that Swarm and Compose files load unchanged.
+                // both accepted so that Swarm and Compose files load unchanged, and `host` is
+                // noted for a warning.
                 if let Some(text) = expect_scalar(p, &key_path, v, "mode: ingress") {
-                    if !matches!(text.as_str(), "host" | "ingress") {
+                    if text == "host" {
+                        p.note(&key_path, Unhonoured::PortModeHost);
+                    } else if text != "ingress" {
                         p.push(
                             &key_path,
                             format!("{text:?} is not a port mode"),

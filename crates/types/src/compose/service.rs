@@ -24,6 +24,7 @@ use super::signal::read_signal;
 use super::value::{
     describe, expect_mapping, expect_scalar, expect_str, index, join, string_entries, type_error,
 };
+use super::warnings::Unhonoured;
 use super::words::split_words;
 use crate::spec::{PullPolicy, RestartPolicy, ServiceMode, ServiceSpec};
 
@@ -100,6 +101,7 @@ pub(crate) fn read_service(
             "container_name" => {
                 container_name = true;
                 expect_str(p, &key_path, v, "container_name: web");
+                p.note(&key_path, Unhonoured::ContainerName);
             }
             "pull_policy" => {
                 if let Some(policy) = read_pull_policy(p, &key_path, v) {
@@ -385,6 +387,7 @@ fn read_env_files(
                         },
                         "format" => {
                             expect_str(p, &key_path, v, "format: raw");
+                            p.note(&key_path, Unhonoured::EnvFileFormat);
                         }
                         other => unknown_key(p, &key_path, other, ["path", "required", "format"]),
                     }

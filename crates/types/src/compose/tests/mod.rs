@@ -1,5 +1,6 @@
 //! Tests of the Compose reader: good files (`good.rs`), tables of bad files (`bad.rs`,
-//! `bad_values.rs`), limits and identity (`limits.rs`), networks and aliases (`networks.rs`) and no-panic checks on damaged input
+//! `bad_values.rs`), limits and identity (`limits.rs`), networks and aliases (`networks.rs`),
+//! keys read but not honoured (`warnings.rs`) and no-panic checks on damaged input
 //! (`robustness.rs`). Shared helpers live here.
 
 mod bad;
@@ -8,6 +9,7 @@ mod good;
 mod limits;
 mod networks;
 mod robustness;
+mod warnings;
 
 use std::collections::BTreeMap;
 
