@@ -52,6 +52,10 @@ pub async fn deploy(
         env_files: &env_files,
     })
     .map_err(compose_error)?;
+    let warnings = compose::warnings(&parsed);
+    if req.strict && !warnings.is_empty() {
+        return Err(strict_error(file_name, &warnings));
+    }
 
     let name = match (&req.name, &parsed.name) {
         (Some(name), _) | (None, Some(name)) => name.clone(),
@@ -159,6 +163,7 @@ pub async fn deploy(
             app,
             services,
             revision,
+            warnings,
         },
         created: existing.is_none(),
     })
@@ -210,6 +215,38 @@ pub(crate) fn app_not_found(namespace: &str, name: &str) -> ApiError {
     )
 }
 
+/// `?strict=`: `true` or `false` (absent or empty: false).
+pub(crate) fn strict_param(value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(
+            "strict",
+            format!("strict: {other:?} is not a boolean"),
+            "pass strict=true or strict=false",
+        )),
+    }
+}
+
+/// A strict deploy's refusal: every warning in the message, the first one's key as the field.
+fn strict_error(file: &str, warnings: &[compose::Warning]) -> ApiError {
+    let mut message = format!(
+        "{file} has {} key{} Hivemind reads but does not honour:",
+        warnings.len(),
+        if warnings.len() == 1 { "" } else { "s" }
+    );
+    for w in warnings {
+        message.push_str(&format!("\n  {w}"));
+    }
+    ApiError::Invalid {
+        field: warnings.first().map(|w| w.key.clone()),
+        message,
+        fix: "remove those keys, or deploy without --strict (strict=false) to accept what \
+              happens instead"
+            .to_string(),
+    }
+}
+
 /// One 422 for the whole Compose file: every problem in the message, the first one's key path as
 /// the field.
 fn compose_error(e: ComposeError) -> ApiError {
@@ -236,3 +273,6 @@ fn compose_error(e: ComposeError) -> ApiError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod strict_tests;

@@ -34,21 +34,25 @@ pub(crate) async fn healthz() -> &'static str {
 
 #[utoipa::path(
     post, path = "/api/v1/apps", request_body = DeployRequest,
-    params(("namespace" = Option<String>, Query, description = "default: `default`")),
+    params(
+        ("namespace" = Option<String>, Query, description = "default: `default`"),
+        ("strict" = Option<bool>, Query, description = "refuse keys read but not honoured (422) instead of warning"),
+    ),
     responses(
         (status = 201, description = "app created", body = DeployResponse),
         (status = 200, description = "app updated", body = DeployResponse),
         (status = 400, description = "malformed request", body = ErrorBody),
         (status = 409, description = "stale revision", body = ErrorBody),
-        (status = 422, description = "invalid Compose file or name", body = ErrorBody),
+        (status = 422, description = "invalid Compose file or name, or keys not honoured with strict", body = ErrorBody),
     )
 )]
 pub(crate) async fn deploy_app(
     State(store): State<Store>,
     params: Params,
-    JsonBody(req): JsonBody<DeployRequest>,
+    JsonBody(mut req): JsonBody<DeployRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let namespace = params.namespace()?;
+    req.strict |= deploy::strict_param(params.str("strict"))?;
     let outcome = deploy::deploy(&store, &namespace, &req).await?;
     let status = if outcome.created {
         StatusCode::CREATED

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use hivemind_types::compose::Warning;
 use hivemind_types::{App, EventType, Kind, ObservedReplica, Replica, Service};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,11 @@ pub struct DeployRequest {
     /// exist yet). Stale revisions get 409.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
+    /// Refuse the file (422, nothing written) if it has keys Hivemind reads but does not
+    /// honour, instead of deploying it with warnings. `?strict=true` sets it too. Left out when
+    /// false, so that older servers accept the requests of newer clients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
 }
 
 /// The app and all its services as stored after a deploy.
@@ -52,6 +58,10 @@ pub struct DeployResponse {
     pub services: Vec<Service>,
     /// Store revision after the deploy; watch events from here to follow the rollout.
     pub revision: u64,
+    /// Keys of the file that were read but are not honoured, and what happens instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub warnings: Vec<Warning>,
 }
 
 /// `POST /api/v1/services/{app}/{name}/scale`.

@@ -253,6 +253,10 @@ pub(crate) struct DeployArgs {
     /// Give up waiting after this long (`90s`, `5m`).
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     pub(crate) timeout: std::time::Duration,
+    /// Refuse the file, deploying nothing, if it has keys Hivemind reads but does not honour
+    /// (without it they are deployed and printed as warnings).
+    #[arg(long)]
+    pub(crate) strict: bool,
 }
 
 #[derive(Args)]

@@ -272,3 +272,41 @@ async fn odd_bodies_never_cause_a_server_error() {
     }
     assert_eq!(s.store.revision().await.unwrap(), rev);
 }
+
+#[tokio::test]
+async fn strict_query_refuses_keys_read_but_not_honoured() {
+    let s = TestServer::start().await;
+    let compose = "name: shop\nservices:\n  web:\n    image: busybox:1\n    x-hivemind: {allow_from: [web]}\n";
+    let body = serde_json::to_vec(&deploy_req(compose)).unwrap();
+    let (status, err) = s
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/apps?strict=true",
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let err = err.unwrap().error;
+    assert_eq!(
+        err.field.as_deref(),
+        Some("services.web.x-hivemind.allow_from")
+    );
+    assert!(err.message.contains("not enforced yet"), "{}", err.message);
+    assert_eq!(
+        s.store.revision().await.unwrap(),
+        0,
+        "a refused deploy wrote"
+    );
+    let (status, _) = s
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/apps?strict=maybe",
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 400);
+    // Without strict the same file deploys, and the typed client sees the warning.
+    let resp = s.client.deploy(&deploy_req(compose)).await.unwrap();
+    assert_eq!(resp.warnings.len(), 1);
+    assert_eq!(resp.warnings[0].service.as_deref(), Some("web"));
+}

@@ -16,9 +16,14 @@ use crate::cli::{DeployArgs, GlobalArgs, RmArgs, ScaleArgs};
 use crate::config::client;
 
 pub(crate) async fn deploy(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
-    let request = deploy_request(&args.file, args.app.clone())?;
+    let mut request = deploy_request(&args.file, args.app.clone())?;
+    request.strict = args.strict;
     let client = client(global)?;
     let response = client.deploy(&request).await?;
+    // The server's list, not a local one: it knows what it honours.
+    for warning in &response.warnings {
+        eprintln!("warning: {warning}");
+    }
     let app = response.app.name.clone();
     println!(
         "app {app} deployed at revision {} ({} service{})",
@@ -89,6 +94,7 @@ fn deploy_request(file: &Path, app: Option<String>) -> anyhow::Result<DeployRequ
         env,
         env_files: env_files.into_inner(),
         revision: None,
+        strict: false,
     })
 }
 
