@@ -241,6 +241,60 @@ async fn other_names_are_forwarded_upstream() {
 }
 
 #[tokio::test]
+async fn a_replica_asks_short_names_and_everything_else_goes_upstream() {
+    let upstream = fake_upstream(Ipv4Addr::new(192, 0, 2, 1)).await;
+    let server = start(vec![upstream]).await;
+    let addr = server.local_addrs()[0];
+    // Unknown source: a short name is not ours, upstream answers it.
+    let web = ask_udp(addr, "web.", RecordType::A).await;
+    assert!(!web.authoritative());
+    assert_eq!(data(&web), ["192.0.2.1"]);
+
+    // The same source as a replica of shop on `front`.
+    let mut zone = zone(2, Ipv4Addr::new(10, 43, 0, 5));
+    zone.clients.insert(
+        Ipv4Addr::LOCALHOST,
+        DnsClient {
+            namespace: "default".into(),
+            app: "shop".into(),
+            networks: vec!["front".into()],
+        },
+    );
+    server.set_zone(zone);
+    let expected: &[(&str, &[&str])] = &[
+        ("web.", &["10.43.0.5"]),
+        ("tasks.web.", &["10.42.0.2", "10.42.0.3"]),
+        ("Web.Shop.", &["10.43.0.5"]),
+        ("tasks.frontend.shop.", &["10.42.0.2", "10.42.0.3"]),
+    ];
+    for (name, ips) in expected {
+        for answer in [
+            ask_udp(addr, name, RecordType::A).await,
+            ask_tcp(addr, name, RecordType::A).await,
+        ] {
+            assert_eq!(answer.response_code(), ResponseCode::NoError, "{name}");
+            assert!(answer.authoritative(), "{name}");
+            assert_eq!(data(&answer), *ips, "{name}");
+            let owner = Name::from_ascii(name).unwrap();
+            assert!(
+                answer.answers().iter().all(|r| *r.name() == owner),
+                "{name}"
+            );
+        }
+    }
+    let nodata = ask_udp(addr, "web.", RecordType::AAAA).await;
+    assert_eq!(nodata.response_code(), ResponseCode::NoError);
+    assert!(nodata.authoritative() && nodata.answers().is_empty());
+    // `db` shares no network with the asker, `example.com` is no service: upstream's.
+    for name in ["db.", "tasks.db.shop.", "example.com.", "web.example.com."] {
+        let answer = ask_udp(addr, name, RecordType::A).await;
+        assert!(!answer.authoritative(), "{name}");
+        assert_eq!(data(&answer), ["192.0.2.1"], "{name}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn no_upstreams_gives_servfail() {
     let server = start(vec![]).await;
     let answer = ask_udp(server.local_addrs()[0], "example.com.", RecordType::A).await;

@@ -8,8 +8,10 @@
 //! module never panics on what a client sends (bad questions get FORMERR or NOTIMP).
 //!
 //! Who asks matters: the zone's client table maps replica addresses to their app networks, and a
-//! replica only sees its own app's services that share a network with it ([`zone`]). Queries
-//! from other addresses (the host itself, tests on loopback) see every name.
+//! replica only sees its own app's services that share a network with it ([`zone`]). A known
+//! replica may also ask short names (`web`, `tasks.web`, `web.APP`), answered like the full
+//! names of its own app; every other name outside the domain is forwarded. Queries from other
+//! addresses (the host itself, tests on loopback) see every full name and no short one.
 //!
 //! It must not decide what a name means beyond the zone it is given: which replicas are ready
 //! and which VIP a service has are the server's and the health prober's business.

@@ -18,11 +18,31 @@
 //! table): a replica sees the services of its own app only if they share a network with it
 //! (Compose networks); other services of its app are NXDOMAIN, as if they did not exist. Names
 //! of other apps always resolve: whether they can be reached is the firewall's business. A
-//! source that is no known replica (the host, a test client) sees every name. Short forms (`web`, `web.shop`, `tasks.web`) are completed by the containers' resolver
-//! through the search list `shop.default.hivemind default.hivemind hivemind` the agent writes into
-//! each container's `resolv.conf`; this server only answers fully qualified names. That file
-//! must also say `options ndots:3`: with the default of 1, `web.shop` would first be asked as
-//! an absolute name (and `.shop` is a real top-level domain on the internet).
+//! source that is no known replica (the host, a test client) sees every full name.
+//!
+//! Short names. A known replica of app `shop` may also ask for names outside the domain, as
+//! Docker's embedded DNS lets it:
+//!
+//! | asked | answers like |
+//! |---|---|
+//! | `web`, `tasks.web`, `_80._tcp.web` | the same + `.shop.default.hivemind` |
+//! | `web.shop`, `tasks.web.shop` | the same + `.default.hivemind` (ends in the asker's own app) |
+//!
+//! The records carry the name as asked. A short name is ours only when its completion is a
+//! name a service owns and the asker may see (so `shop` alone, or `db` from a replica that
+//! shares no network with `db`, is not); the first completion in the order above wins. Every
+//! other name outside the domain (`example.com`, `web` of another app, any name from an
+//! unknown source) goes upstream exactly as before, whose answer (usually NXDOMAIN for a
+//! single label) the client gets. So a service name of the asker's own app shadows an
+//! upstream name that is spelled the same (`web.shop` when `.shop` is a real top-level
+//! domain), as a search list would; nothing else is shadowed.
+//!
+//! Resolvers that use the search list still get there first: the agent writes
+//! `search shop.default.hivemind default.hivemind hivemind` into each container's
+//! `resolv.conf`, with `options ndots:3` (with the default of 1, `web.shop` would first be
+//! asked as an absolute name, and `.shop` is a real top-level domain on the internet). The
+//! short forms above serve those that send a dotted name as is (busybox `nslookup tasks.web`)
+//! or skip the list, and askers the zone did not know yet keep the search list to fall back on.
 //!
 //! Every name that exists only as a parent of others (`shop.default.hivemind`,
 //! `_tcp.web.shop.default.hivemind`) answers NODATA rather than NXDOMAIN, as RFC 8020 requires;
@@ -147,7 +167,36 @@ pub(crate) struct ZoneIndex {
     names: HashMap<LowerName, NameRecords>,
     /// Indexed by the numbers the records carry.
     services: Vec<Scope>,
-    clients: HashMap<Ipv4Addr, Scope>,
+    clients: HashMap<Ipv4Addr, Client>,
+}
+
+/// A known replica as the index keeps it: where it sits, and what its short names complete to.
+#[derive(Debug)]
+struct Client {
+    scope: Scope,
+    /// `APP.NAMESPACE.` + origin: `web` stands for `web.APP.NAMESPACE.hivemind.`.
+    app_domain: Option<Name>,
+    /// `NAMESPACE.` + origin, for short names ending in the client's own app (`web.APP`).
+    namespace_domain: Option<Name>,
+    /// The app as a lowercase label, to recognise those names.
+    app_label: Vec<u8>,
+}
+
+impl Client {
+    fn new(origin: &Name, client: &DnsClient) -> Client {
+        let domain = |relative: &str| {
+            Name::from_ascii(relative)
+                .and_then(|name| name.append_domain(origin))
+                .ok()
+                .map(|name| name.to_lowercase())
+        };
+        Client {
+            scope: Scope::new(&client.namespace, &client.app, &client.networks),
+            app_domain: domain(&format!("{}.{}", client.app, client.namespace)),
+            namespace_domain: domain(&client.namespace),
+            app_label: client.app.to_ascii_lowercase().into_bytes(),
+        }
+    }
 }
 
 impl ZoneIndex {
@@ -220,7 +269,7 @@ impl ZoneIndex {
         let clients = zone
             .clients
             .iter()
-            .map(|(ip, c)| (*ip, Scope::new(&c.namespace, &c.app, &c.networks)))
+            .map(|(ip, c)| (*ip, Client::new(origin, c)))
             .collect();
 
         let soa = Record::from_rdata(
@@ -263,25 +312,70 @@ impl ZoneIndex {
         qtype: RecordType,
         client: Option<Ipv4Addr>,
     ) -> Lookup {
-        if !self.origin.zone_of(name) {
-            return Lookup::NotOurs;
+        let client = client.and_then(|ip| self.clients.get(&ip));
+        let view = client.map(|c| &c.scope);
+        if self.origin.zone_of(name) {
+            let Some(records) = self.names.get(name) else {
+                return Lookup::NxDomain;
+            };
+            if !records.owners.is_empty() && !records.owners.iter().any(|o| self.visible(view, o)) {
+                return Lookup::NxDomain;
+            }
+            return self.answer(name, name, records, qtype, view);
         }
-        let view = client.and_then(|ip| self.clients.get(&ip));
-        let visible = |owner: &usize| match (view, self.services.get(*owner)) {
+        match client.and_then(|c| self.complete(name, c)) {
+            Some((full, records)) => self.answer(name, &full, records, qtype, view),
+            None => Lookup::NotOurs,
+        }
+    }
+
+    /// Whether the service numbered `owner` is visible from `view` (everything is to an
+    /// unknown asker).
+    fn visible(&self, view: Option<&Scope>, owner: &usize) -> bool {
+        match (view, self.services.get(*owner)) {
             (Some(client), Some(service)) => client.sees(service),
             _ => true,
-        };
-        let Some(records) = self.names.get(name) else {
-            return Lookup::NxDomain;
-        };
-        if !records.owners.is_empty() && !records.owners.iter().any(visible) {
-            return Lookup::NxDomain;
         }
-        let owner = Name::from(name);
+    }
+
+    /// The full name (and its records) that `client`'s short name stands for, if any: see the
+    /// module documentation for the forms and their order.
+    fn complete(&self, name: &LowerName, client: &Client) -> Option<(LowerName, &NameRecords)> {
+        let short = Name::from(name);
+        let ends_in_app = short.num_labels() >= 2
+            && short.iter().next_back() == Some(client.app_label.as_slice());
+        let domains = [
+            client.app_domain.as_ref(),
+            client.namespace_domain.as_ref().filter(|_| ends_in_app),
+        ];
+        domains.into_iter().flatten().find_map(|domain| {
+            let full = LowerName::new(&short.clone().append_domain(domain).ok()?);
+            let records = self.names.get(&full)?;
+            // Shared names (the apex, `APP.NAMESPACE`) have no owner: `shop` alone stays
+            // upstream's.
+            records
+                .owners
+                .iter()
+                .any(|o| self.visible(Some(&client.scope), o))
+                .then_some((full, records))
+        })
+    }
+
+    /// The records of `full` for `qtype`, owned by `asked` (the name as the client spelled it).
+    fn answer(
+        &self,
+        asked: &LowerName,
+        full: &LowerName,
+        records: &NameRecords,
+        qtype: RecordType,
+        view: Option<&Scope>,
+    ) -> Lookup {
+        let visible = |owner: &usize| self.visible(view, owner);
+        let owner = Name::from(asked);
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
         let any = qtype == RecordType::ANY;
-        if *name == self.origin && (any || qtype == RecordType::SOA) {
+        if *full == self.origin && (any || qtype == RecordType::SOA) {
             answers.push(self.soa.clone());
         }
         if any || qtype == RecordType::A {

@@ -376,3 +376,141 @@ fn a_shared_alias_answers_with_the_visible_services_only() {
         ["A 10.43.0.2", "A 10.43.0.4"]
     );
 }
+
+/// `networked_zone` plus app `blog`'s own `api`, so that a short name means different
+/// services to different apps, and a service named `shop` in `shop`.
+fn short_name_zone() -> DnsZone {
+    let mut zone = networked_zone();
+    let mut blog_api = zone.services[3].clone();
+    blog_api.name = "api".into();
+    blog_api.vip = Some(Ipv4Addr::new(10, 43, 0, 6));
+    blog_api.replicas = vec![Ipv4Addr::new(10, 42, 0, 6)];
+    zone.services.push(blog_api);
+    zone.services.push(DnsService {
+        namespace: "default".into(),
+        app: "shop".into(),
+        name: "shop".into(),
+        vip: None,
+        aliases: vec![],
+        networks: vec!["front".into()],
+        replicas: vec![Ipv4Addr::new(10, 42, 0, 8)],
+        ports: vec![],
+    });
+    zone
+}
+
+#[test]
+fn short_names_answer_like_the_full_names_of_the_askers_app() {
+    let index = ZoneIndex::build(&origin(), &short_name_zone());
+    let (web, api, db, blog) = (
+        Some("10.42.0.2"),
+        Some("10.42.0.3"),
+        Some("10.42.0.4"),
+        Some("10.42.0.5"),
+    );
+    let (a, srv) = (RecordType::A, RecordType::SRV);
+    let table: &[(Option<&str>, &str, RecordType, &[&str])] = &[
+        // Bare service name: the VIP; the asker's app decides which `api`.
+        (web, "api.", a, &["A 10.43.0.3"]),
+        (blog, "api.", a, &["A 10.43.0.6"]),
+        (api, "web.", a, &["A 10.43.0.2"]),
+        // `tasks.`: the replicas.
+        (web, "tasks.api.", a, &["A 10.42.0.3"]),
+        (blog, "tasks.api.", a, &["A 10.42.0.6"]),
+        // App-qualified, with and without `tasks.`.
+        (web, "api.shop.", a, &["A 10.43.0.3"]),
+        (web, "tasks.api.shop.", a, &["A 10.42.0.3"]),
+        (blog, "web.blog.", a, &["A 10.43.0.5"]),
+        // Aliases, like the full names.
+        (db, "svc.", a, &["A 10.43.0.3"]),
+        (db, "tasks.svc.shop.", a, &["A 10.42.0.3"]),
+        // Case-insensitive, with or without the trailing dot.
+        (web, "API.", a, &["A 10.43.0.3"]),
+        (web, "Tasks.Api.SHOP.", a, &["A 10.42.0.3"]),
+        (web, "api", a, &["A 10.43.0.3"]),
+        (web, "tasks.api.shop", a, &["A 10.42.0.3"]),
+        // SRV, its target the canonical full name.
+        (
+            web,
+            "_80._tcp.api.",
+            srv,
+            &[
+                "SRV 0 100 80 api.shop.default.hivemind.",
+                "+api.shop.default.hivemind. A 10.43.0.3",
+            ],
+        ),
+        (
+            web,
+            "_80._tcp.api.shop.",
+            srv,
+            &[
+                "SRV 0 100 80 api.shop.default.hivemind.",
+                "+api.shop.default.hivemind. A 10.43.0.3",
+            ],
+        ),
+        // A name that exists without the asked type is NODATA, not upstream's: a resolver
+        // asking A and AAAA at once must not get NXDOMAIN for one of them.
+        (web, "api.", RecordType::AAAA, &["NoData"]),
+        (web, "_tcp.api.", srv, &["NoData"]),
+        // Another app's service is no short name; its app-qualified form is upstream's too
+        // (the search list still completes it).
+        (blog, "db.", a, &["NotOurs"]),
+        (web, "web.blog.", a, &["NotOurs"]),
+        (web, "tasks.web.blog.", a, &["NotOurs"]),
+        // A service of the asker's app on no shared network: as if it did not exist.
+        (web, "db.", a, &["NotOurs"]),
+        (web, "tasks.db.shop.", a, &["NotOurs"]),
+        // Names no service owns stay upstream's: the namespace, anything else (the app alone:
+        // see the regression test below; here `shop` is also a service).
+        (web, "default.", a, &["NotOurs"]),
+        (web, "default.shop.", a, &["NotOurs"]),
+        (web, "nothere.", a, &["NotOurs"]),
+        (web, "x.api.", a, &["NotOurs"]),
+        (web, "example.com.", a, &["NotOurs"]),
+        (web, "api.example.com.", a, &["NotOurs"]),
+        // The service `shop`: `tasks.shop` is its replicas (the app level comes first); `shop`
+        // alone is the service, `shop.shop` too.
+        (web, "shop.", a, &["A 10.42.0.8"]),
+        (web, "shop.shop.", a, &["A 10.42.0.8"]),
+        (web, "tasks.shop.", a, &["A 10.42.0.8"]),
+        // Unknown askers (the host, other addresses): full names only, as before.
+        (None, "api.", a, &["NotOurs"]),
+        (None, "tasks.api.shop.", a, &["NotOurs"]),
+        (Some("10.42.0.99"), "api.", a, &["NotOurs"]),
+        (None, "api.shop.default.hivemind.", a, &["A 10.43.0.3"]),
+        // Full names are unchanged for known askers.
+        (web, "api.shop.default.hivemind.", a, &["A 10.43.0.3"]),
+        (web, "db.shop.default.hivemind.", a, &["NxDomain"]),
+    ];
+    for (client, name, qtype, expected) in table {
+        assert_eq!(
+            render(ask_from(&index, *client, name, *qtype)),
+            expected.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "{name} {qtype} from {client:?}"
+        );
+    }
+}
+
+#[test]
+fn short_name_answers_carry_the_name_as_asked() {
+    let index = ZoneIndex::build(&origin(), &short_name_zone());
+    let Lookup::Records { answers, .. } =
+        ask_from(&index, Some("10.42.0.2"), "Tasks.Api.", RecordType::A)
+    else {
+        panic!("expected records");
+    };
+    let owners: Vec<String> = answers.iter().map(|r| r.name().to_string()).collect();
+    assert_eq!(owners, ["tasks.api."]);
+    assert!(answers.iter().all(|r| r.ttl() == RECORD_TTL));
+}
+
+#[test]
+fn a_bare_shop_from_app_shop_without_such_a_service_is_upstreams() {
+    // Regression: `shop` completes to `shop.default.hivemind.` through the app-qualified form;
+    // that name exists (NODATA) but no service owns it, so it must not shadow upstream.
+    let index = ZoneIndex::build(&origin(), &networked_zone());
+    assert_eq!(
+        render(ask_from(&index, Some("10.42.0.2"), "shop.", RecordType::A)),
+        ["NotOurs"]
+    );
+}
