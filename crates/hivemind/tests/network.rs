@@ -123,6 +123,46 @@ fn services_find_each_other_by_name_and_vip() {
     let srv = dig(&["SRV", "_80._tcp.web.shop.default.hivemind"]);
     assert!(srv.contains(" 80 web.shop.default.hivemind."), "{srv}");
     assert!(dig(&["nothing.shop.default.hivemind"]).trim().is_empty());
+
+    // busybox `nslookup` sends a dotted name as is (no search list): the node's DNS answers
+    // the short name itself from the asker's address, like Docker's embedded DNS. A single
+    // label goes through the search list (`web.shop.default.hivemind` answers), unless it is
+    // absolute (`web.`).
+    let lookup = |name: &str, owner: &str| nslookup(&node, &client, name, owner);
+    assert_eq!(lookup("tasks.web", "tasks.web"), web_ips(&node));
+    assert_eq!(lookup("tasks.web.shop", "tasks.web.shop"), web_ips(&node));
+    let vip_only = BTreeSet::from([vip.trim().to_string()]);
+    assert_eq!(lookup("web.shop", "web.shop"), vip_only);
+    assert_eq!(lookup("web", "web.shop.default.hivemind"), vip_only);
+    assert_eq!(lookup("web.", "web"), vip_only);
+    // The host is no replica: short names are not ours for it (they go upstream).
+    assert!(!dig(&["web"]).contains(vip.trim()));
+}
+
+/// The IPv4 addresses busybox `nslookup NAME` prints inside `replica` for the name `owner`:
+/// each answer is a `Name:` line then an `Address:` line, so answers for other names (a search
+/// list completion, the server's own `Address:` line) do not count. The whole output is printed
+/// for failures.
+fn nslookup(node: &TestNode, replica: &str, name: &str, owner: &str) -> BTreeSet<String> {
+    let out = node.cli(&["exec", replica, "--", "nslookup", name]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "nslookup {name}:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut addresses = BTreeSet::new();
+    let mut named = None;
+    for line in stdout.lines() {
+        if let Some(n) = line.strip_prefix("Name:") {
+            named = Some(n.trim().trim_end_matches('.').to_string());
+        } else if let Some(address) = line.strip_prefix("Address:") {
+            if named.as_deref() == Some(owner) {
+                addresses.insert(address.trim().to_string());
+            }
+            named = None;
+        }
+    }
+    addresses
 }
 
 #[test]
