@@ -139,10 +139,8 @@ fn services_find_each_other_by_name_and_vip() {
     assert!(!dig(&["web"]).contains(vip.trim()));
 }
 
-/// The IPv4 addresses busybox `nslookup NAME` prints inside `replica` for the name `owner`:
-/// each answer is a `Name:` line then an `Address:` line, so answers for other names (a search
-/// list completion, the server's own `Address:` line) do not count. The whole output is printed
-/// for failures.
+/// The IPv4 addresses busybox `nslookup NAME` prints inside `replica` for the name `owner`
+/// (see [`addresses_of`]). The whole output is printed for failures.
 fn nslookup(node: &TestNode, replica: &str, name: &str, owner: &str) -> BTreeSet<String> {
     let out = node.cli(&["exec", replica, "--", "nslookup", name]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -150,9 +148,16 @@ fn nslookup(node: &TestNode, replica: &str, name: &str, owner: &str) -> BTreeSet
         "nslookup {name}:\n{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    addresses_of(&stdout, owner)
+}
+
+/// The addresses busybox `nslookup` output gives for `owner`: each answer is a `Name:` line
+/// then an `Address:` line, so answers for other names (a search list completion, the
+/// server's own `Address:` line) do not count.
+fn addresses_of(output: &str, owner: &str) -> BTreeSet<String> {
     let mut addresses = BTreeSet::new();
     let mut named = None;
-    for line in stdout.lines() {
+    for line in output.lines() {
         if let Some(n) = line.strip_prefix("Name:") {
             named = Some(n.trim().trim_end_matches('.').to_string());
         } else if let Some(address) = line.strip_prefix("Address:") {
@@ -163,6 +168,42 @@ fn nslookup(node: &TestNode, replica: &str, name: &str, owner: &str) -> BTreeSet
         }
     }
     addresses
+}
+
+/// Regression: a replica was a known DNS client only once its address had gone to the server
+/// and come back in the endpoints, so short names asked right at start went upstream
+/// (NXDOMAIN). It is known from its attachment on.
+#[test]
+fn a_new_replica_resolves_short_names_from_its_first_query() {
+    if !require_containerd() {
+        return;
+    }
+    let node = start(2);
+    node.wait_for("2 web addresses", Duration::from_secs(10), || {
+        web_ips(&node).len() == 2
+    });
+    // One query, at once, as an entrypoint script waiting for its backend would ask.
+    let probe = format!(
+        r#"{}  probe:
+    image: {WORKLOAD}
+    command: ["sh", "-c", "nslookup tasks.web; exec sleep 1000"]
+    stop_grace_period: 1s
+"#,
+        app(&node, 2)
+    );
+    let file = node.write("compose.yaml", &probe);
+    node.cli_ok(&["deploy", "-f", file.to_str().unwrap(), "--wait"]);
+    let replica = node.replica_of("probe");
+    let mut logs = String::new();
+    node.wait_for(
+        "the probe's nslookup output",
+        Duration::from_secs(10),
+        || {
+            logs = node.cli_ok(&["logs", &replica]);
+            logs.contains("Name:") || logs.contains("can't find")
+        },
+    );
+    assert_eq!(addresses_of(&logs, "tasks.web"), web_ips(&node), "{logs}");
 }
 
 #[test]

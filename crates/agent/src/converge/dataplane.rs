@@ -45,6 +45,8 @@ struct State {
     net: Option<NodeNet>,
     dns: Option<DnsServer>,
     applied: Option<DataPlanePlan>,
+    /// Replicas attached here, as DNS clients from their attachment on (see `add_dns_client`).
+    attached: BTreeMap<String, (Ipv4Addr, dns::DnsClient)>,
     /// Published ports the last pass could not open; while any are left, every pass tries
     /// them again (the host process holding one may let go), and reports carry them.
     port_problems: Vec<NodeProblem>,
@@ -108,7 +110,8 @@ impl DataPlane {
                 net
             }
         };
-        let plan = plan_data_plane(network, generation);
+        let mut plan = plan_data_plane(network, generation);
+        plan.zone.add_clients(state.attached.values().cloned());
         if state.dns.is_none() {
             let server = DnsServer::start(
                 DnsConfig {
@@ -160,6 +163,7 @@ impl DataPlane {
     pub async fn attach(&self, replica: &Replica) -> Result<CreateOptions, DataPlaneError> {
         let net = self.net().await.ok_or(DataPlaneError::NoSubnet)?;
         let attachment = net.attach(&replica.id).await?;
+        self.add_dns_client(replica, attachment.ip).await;
         Ok(CreateOptions {
             network_ns: Some(attachment.netns_path),
             resolv_conf: Some(replica_resolv_conf(
@@ -175,6 +179,7 @@ impl DataPlane {
         if let Some(net) = self.net().await {
             net.detach(replica_id).await?;
         }
+        self.state.lock().await.attached.remove(replica_id);
         Ok(())
     }
 
@@ -188,11 +193,38 @@ impl DataPlane {
 
     /// Removes namespaces, veths and addresses of replicas not in `live` (crash leftovers).
     pub async fn reconcile(&self, live: &BTreeSet<String>) {
+        self.state
+            .lock()
+            .await
+            .attached
+            .retain(|id, _| live.contains(id));
         let Some(net) = self.net().await else { return };
         match net.reconcile(live).await {
             Ok(removed) if !removed.is_empty() => info!(?removed, "removed leftover networking"),
             Ok(_) => {}
             Err(error) => warn!(%error, "cannot clean leftover networking"),
+        }
+    }
+
+    /// Makes `replica` a known DNS client at once: its short names (`tasks.web`) must answer
+    /// from its first query, not only after its address went to the server and came back in
+    /// the endpoints.
+    async fn add_dns_client(&self, replica: &Replica, ip: Ipv4Addr) {
+        let client = dns::DnsClient {
+            namespace: replica.namespace.clone(),
+            app: replica.app.clone(),
+            networks: replica.spec.network_names(),
+        };
+        let mut state = self.state.lock().await;
+        state
+            .attached
+            .insert(replica.id.clone(), (ip, client.clone()));
+        let State { dns, applied, .. } = &mut *state;
+        if let (Some(dns), Some(applied)) = (dns, applied) {
+            if applied.zone.clients.get(&ip) != Some(&client) {
+                applied.zone.add_clients([(ip, client)]);
+                dns.set_zone(applied.zone.clone());
+            }
         }
     }
 

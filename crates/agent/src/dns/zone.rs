@@ -70,6 +70,15 @@ pub struct DnsZone {
     pub clients: BTreeMap<Ipv4Addr, DnsClient>,
 }
 
+impl DnsZone {
+    /// Adds (or replaces) the entries of replicas attached on this node, so that they are
+    /// known from their first query rather than once they are ready endpoints. The node's own
+    /// attachments win: an address is only ever attached to one replica here.
+    pub fn add_clients(&mut self, clients: impl IntoIterator<Item = (Ipv4Addr, DnsClient)>) {
+        self.clients.extend(clients);
+    }
+}
+
 /// A replica as a DNS client: its app and the app networks it is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DnsClient {

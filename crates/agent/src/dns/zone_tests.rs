@@ -514,3 +514,27 @@ fn a_bare_shop_from_app_shop_without_such_a_service_is_upstreams() {
         ["NotOurs"]
     );
 }
+
+#[test]
+fn attached_replicas_are_clients_before_they_are_endpoints() {
+    let mut zone = networked_zone();
+    let shop = |networks: &[&str]| DnsClient {
+        namespace: "default".into(),
+        app: "shop".into(),
+        networks: networks.iter().map(|n| n.to_string()).collect(),
+    };
+    // 10.42.0.7 is no endpoint yet; 10.42.0.5 was blog's and is now attached to shop.
+    zone.add_clients([
+        (Ipv4Addr::new(10, 42, 0, 7), shop(&["front"])),
+        (Ipv4Addr::new(10, 42, 0, 5), shop(&["back"])),
+    ]);
+    let index = ZoneIndex::build(&origin(), &zone);
+    let ask = |client, name| render(ask_from(&index, Some(client), name, RecordType::A));
+    assert_eq!(ask("10.42.0.7", "web."), ["A 10.43.0.2"]);
+    assert_eq!(ask("10.42.0.5", "db."), ["A 10.43.0.4"]);
+    assert_eq!(
+        ask("10.42.0.5", "web."),
+        ["NotOurs"],
+        "shop's web is on front only"
+    );
+}
