@@ -30,7 +30,9 @@
 //!
 //! The records carry the name as asked. A short name is ours only when its completion is a
 //! name a service owns and the asker may see (so `shop` alone, or `db` from a replica that
-//! shares no network with `db`, is not); the first completion in the order above wins. Every
+//! shares no network with `db`, is not); the first completion in the order above wins. Such a
+//! name answers NODATA for types it has no records of (AAAA) rather than going upstream: a
+//! resolver asking A and AAAA at once (musl) gives up on the name if either is NXDOMAIN. Every
 //! other name outside the domain (`example.com`, `web` of another app, any name from an
 //! unknown source) goes upstream exactly as before, whose answer (usually NXDOMAIN for a
 //! single label) the client gets. So a service name of the asker's own app shadows an
@@ -42,7 +44,8 @@
 //! `resolv.conf`, with `options ndots:3` (with the default of 1, `web.shop` would first be
 //! asked as an absolute name, and `.shop` is a real top-level domain on the internet). The
 //! short forms above serve those that send a dotted name as is (busybox `nslookup tasks.web`)
-//! or skip the list, and askers the zone did not know yet keep the search list to fall back on.
+//! or skip the list. The client table holds every replica attached on this node (from its
+//! attachment on, before it is a ready endpoint) and every ready endpoint of the assignment.
 //!
 //! Every name that exists only as a parent of others (`shop.default.hivemind`,
 //! `_tcp.web.shop.default.hivemind`) answers NODATA rather than NXDOMAIN, as RFC 8020 requires;
