@@ -163,7 +163,7 @@ impl DataPlane {
     pub async fn attach(&self, replica: &Replica) -> Result<CreateOptions, DataPlaneError> {
         let net = self.net().await.ok_or(DataPlaneError::NoSubnet)?;
         let attachment = net.attach(&replica.id).await?;
-        self.add_dns_client(replica, attachment.ip).await;
+        add_dns_client(&mut *self.state.lock().await, replica, attachment.ip);
         Ok(CreateOptions {
             network_ns: Some(attachment.netns_path),
             resolv_conf: Some(replica_resolv_conf(
@@ -193,38 +193,14 @@ impl DataPlane {
 
     /// Removes namespaces, veths and addresses of replicas not in `live` (crash leftovers).
     pub async fn reconcile(&self, live: &BTreeSet<String>) {
-        self.state
-            .lock()
-            .await
-            .attached
-            .retain(|id, _| live.contains(id));
         let Some(net) = self.net().await else { return };
+        let mut state = self.state.lock().await;
+        state.attached.retain(|id, _| live.contains(id));
+        drop(state);
         match net.reconcile(live).await {
             Ok(removed) if !removed.is_empty() => info!(?removed, "removed leftover networking"),
             Ok(_) => {}
             Err(error) => warn!(%error, "cannot clean leftover networking"),
-        }
-    }
-
-    /// Makes `replica` a known DNS client at once: its short names (`tasks.web`) must answer
-    /// from its first query, not only after its address went to the server and came back in
-    /// the endpoints.
-    async fn add_dns_client(&self, replica: &Replica, ip: Ipv4Addr) {
-        let client = dns::DnsClient {
-            namespace: replica.namespace.clone(),
-            app: replica.app.clone(),
-            networks: replica.spec.network_names(),
-        };
-        let mut state = self.state.lock().await;
-        state
-            .attached
-            .insert(replica.id.clone(), (ip, client.clone()));
-        let State { dns, applied, .. } = &mut *state;
-        if let (Some(dns), Some(applied)) = (dns, applied) {
-            if applied.zone.clients.get(&ip) != Some(&client) {
-                applied.zone.add_clients([(ip, client)]);
-                dns.set_zone(applied.zone.clone());
-            }
         }
     }
 
@@ -295,5 +271,25 @@ fn port_problem(network: &NodeNetwork, port: u16, error: &IngressError) -> NodeP
     NodeProblem {
         reason: hivemind_types::event::reason::PORT_UNAVAILABLE.to_string(),
         message,
+    }
+}
+
+/// Makes `replica` a known DNS client at once: its short names (`tasks.web`) must answer from
+/// its first query, not only after its address went to the server and came back in the
+/// endpoints.
+fn add_dns_client(state: &mut State, replica: &Replica, ip: Ipv4Addr) {
+    let client = dns::DnsClient {
+        namespace: replica.namespace.clone(),
+        app: replica.app.clone(),
+        networks: replica.spec.network_names(),
+    };
+    state
+        .attached
+        .insert(replica.id.clone(), (ip, client.clone()));
+    if let (Some(dns), Some(applied)) = (&state.dns, &mut state.applied) {
+        if applied.zone.clients.get(&ip) != Some(&client) {
+            applied.zone.add_clients([(ip, client)]);
+            dns.set_zone(applied.zone.clone());
+        }
     }
 }
