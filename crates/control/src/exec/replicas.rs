@@ -344,6 +344,7 @@ impl ServiceController {
     }
 
     async fn run(&mut self) -> Result<serde_json::Value, ControlError> {
+        let started = Instant::now();
         let fresh = match &self.cache {
             Some((_, _, listed)) if listed.elapsed() < RESYNC => self.catch_up().await?,
             _ => false,
@@ -354,7 +355,9 @@ impl ServiceController {
         let Some((cache, _, _)) = &mut self.cache else {
             unreachable!("set above");
         };
+        let read = started.elapsed();
         let (examined, plan) = cache.plan(self.batch, &mut *self.new_id);
+        let planned = started.elapsed();
         let mut ops = Vec::with_capacity(plan.ops());
         for r in &plan.create {
             debug!(replica = %r.id, node = %r.node, service = %r.service, "placing replica");
@@ -376,6 +379,7 @@ impl ServiceController {
             self.cache = None;
             return Err(e.into());
         }
+        let written = started.elapsed();
         // One line per service per run, never one per replica.
         for o in &plan.services {
             if o.created + o.deleted > 0 {
@@ -408,6 +412,10 @@ impl ServiceController {
             "unschedulable": unschedulable,
             "id_collisions": plan.services.iter().map(|o| o.id_collisions).sum::<usize>(),
             "relisted": !fresh,
+            // Where the run's time went: catching up (or relisting), planning, writing.
+            "read_ms": read.as_millis() as u64,
+            "plan_ms": (planned - read).as_millis() as u64,
+            "write_ms": (written - planned).as_millis() as u64,
         }))
     }
 }
