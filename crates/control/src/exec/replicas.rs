@@ -295,6 +295,7 @@ pub struct ServiceController {
     cache: Option<(Cache, hivemind_store::Watch, Instant)>,
     new_id: IdSource,
     batch: usize,
+    resync: Duration,
 }
 
 impl ServiceController {
@@ -304,6 +305,7 @@ impl ServiceController {
             cache: None,
             new_id: Box::new(hivemind_types::id::replica_id),
             batch: BATCH,
+            resync: RESYNC,
         }
     }
 
@@ -315,7 +317,14 @@ impl ServiceController {
             cache: None,
             new_id,
             batch,
+            resync: RESYNC,
         }
+    }
+
+    /// Rebuilds the cache from a full list this often instead of every [`RESYNC`].
+    pub fn resync_every(mut self, every: Duration) -> ServiceController {
+        self.resync = every;
+        self
     }
 
     /// Brings the cache up to the store's current revision; `false` when it must be relisted.
@@ -346,7 +355,7 @@ impl ServiceController {
     async fn run(&mut self) -> Result<serde_json::Value, ControlError> {
         let started = Instant::now();
         let fresh = match &self.cache {
-            Some((_, _, listed)) if listed.elapsed() < RESYNC => self.catch_up().await?,
+            Some((_, _, listed)) if listed.elapsed() < self.resync => self.catch_up().await?,
             _ => false,
         };
         if !fresh {

@@ -247,3 +247,22 @@ async fn only_services_whose_objects_changed_are_examined() {
     let run = c.activate().await.unwrap();
     assert_eq!(run["examined"], 0, "{run}");
 }
+
+#[tokio::test]
+async fn a_due_resync_examines_every_service_again() {
+    let store = Store::open_in_memory().unwrap();
+    put(&store, vec![put_node(&node("n1", NodeState::Ready))]).await;
+    let services: Vec<Service> = (0..5)
+        .map(|i| service("shop", &format!("s{i}"), 1))
+        .collect();
+    put(&store, services.iter().map(put_service).collect()).await;
+    let mut c = ServiceController::new(store.clone()).resync_every(Duration::from_millis(50));
+    settle(&mut c, 3).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let run = c.activate().await.unwrap();
+    assert_eq!(run["relisted"], true, "{run}");
+    assert_eq!(run["examined"], 5, "{run}");
+    assert_eq!(run["created"], 0, "{run}");
+    let run = c.activate().await.unwrap();
+    assert_eq!(run["relisted"], false, "{run}");
+}
