@@ -210,7 +210,7 @@ impl Cx<'_, '_> {
             free.extend(stranded.drain(..stranded.len() - creates));
         }
         self.delete_all(free, out);
-        if out.unfinished {
+        if out.unfinished || creates == 0 {
             return;
         }
         // Stranded replicas go only together with their replacement.
