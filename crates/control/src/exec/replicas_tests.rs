@@ -266,3 +266,40 @@ async fn a_due_resync_examines_every_service_again() {
     let run = c.activate().await.unwrap();
     assert_eq!(run["relisted"], false, "{run}");
 }
+
+/// Driven by the runner (timer and watch), a scale-up larger than one batch continues run after
+/// run on the controller's own writes, without waiting for the 5 s timer between batches.
+#[tokio::test]
+async fn the_runner_carries_a_large_scale_up_batch_after_batch() {
+    let store = Store::open_in_memory().unwrap();
+    let now = crate::exec::now_millis();
+    let nodes: Vec<Node> = (0..10)
+        .map(|i| Node {
+            last_seen: now,
+            ..node(&format!("n{i}"), NodeState::Ready)
+        })
+        .collect();
+    put(&store, nodes.iter().map(put_node).collect()).await;
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let controllers = crate::spawn_controllers(store.clone(), shutdown);
+    let wanted = 3 * BATCH as u32 + 1;
+    let started = Instant::now();
+    put(&store, vec![put_service(&service("shop", "web", wanted))]).await;
+    let mut count = 0;
+    while started.elapsed() < Duration::from_secs(120) {
+        count = store.keys(Kind::Replica, "").await.unwrap().len();
+        if count == wanted as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count, wanted as usize);
+    let status = controllers
+        .statuses()
+        .into_iter()
+        .find(|s| s.name == "service-controller")
+        .unwrap();
+    assert!(status.runs >= 4, "{status:?}");
+    assert!(status.last_result.is_ok(), "{status:?}");
+    controllers.abort();
+}
