@@ -145,50 +145,112 @@ impl LogQuery {
     }
 }
 
-/// A time as log records carry it: RFC 3339 in UTC with nanoseconds.
+/// The latest time a record can carry: RFC 3339 as written here has four-digit years, so
+/// 9999-12-31T23:59:59.999999999Z.
+const LATEST_SECS: u64 = 253_402_300_799;
+
+fn latest() -> SystemTime {
+    UNIX_EPOCH + Duration::new(LATEST_SECS, 999_999_999)
+}
+
+/// A time as log records carry it: RFC 3339 in UTC with nanoseconds. Total: a time before
+/// 1970 is written as 1970-01-01T00:00:00Z and one after the year 9999 as its last instant,
+/// because the format has no room for either (and no record is older than the Unix epoch).
 pub fn format_time(time: SystemTime) -> String {
+    let time = time.clamp(UNIX_EPOCH, latest());
     humantime::format_rfc3339_nanos(time).to_string()
 }
+
+/// The forms `since` takes, for error messages.
+const SINCE_FORMS: &str = "use a duration like 30s, 10m or 2h, an RFC 3339 time like \
+                           2026-11-27T07:43:22Z, or Unix seconds like 1795765402";
 
 /// Parses a `since` value: a duration before `now` (`30s`, `10m`, `2h`, `1h30m`), an RFC 3339
 /// time (`2026-11-27T07:43:22Z`, `2026-11-27T08:43:22+01:00`, fractions allowed) or Unix
 /// seconds (`1795765402`, `1795765402.5`), as `docker logs --since` accepts.
+///
+/// Never panics: every result lies between the Unix epoch and the year 9999 (what a record's
+/// time can be). A duration reaching back before 1970 means "from the start"; a time after the
+/// year 9999, negative or non-finite seconds are errors. The error says what was wrong and
+/// which forms are accepted; callers put the parameter's name in front.
 pub fn parse_since(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     let s = s.trim();
-    let fix = "use a duration like 30s, 10m or 2h, an RFC 3339 time like \
-               2026-11-27T07:43:22Z, or Unix seconds";
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(now.checked_sub(d).unwrap_or(UNIX_EPOCH));
+    // Quoted with a bounded length: the value may be hostile (kilobytes of text).
+    let shown = shorten(s);
+    if s.is_empty() {
+        return Err(format!("the value is empty: {SINCE_FORMS}"));
     }
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now
+            .checked_sub(d)
+            .map_or(UNIX_EPOCH, |t| t.clamp(UNIX_EPOCH, latest())));
+    }
+    // Rust's float syntax also reads `NaN` and `inf`; only text that starts like a number is
+    // taken for Unix seconds, the rest falls through to RFC 3339.
+    let numeric = s
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_digit() || b"+-.".contains(&b));
+    if numeric {
+        if let Ok(secs) = s.parse::<f64>() {
+            // `LATEST_SECS + 1` is exact in an f64 (below 2^53), so the comparison is too.
+            if !(0.0..(LATEST_SECS + 1) as f64).contains(&secs) {
+                return Err(format!(
+                    "{shown} is out of range: Unix seconds go from 0 to {LATEST_SECS} (the end \
+                     of the year 9999); {SINCE_FORMS}"
+                ));
+            }
             return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
         }
     }
+    let not_a_time = || format!("{shown} is not a duration or a time: {SINCE_FORMS}");
     // humantime reads UTC only; a numeric offset is applied here.
-    let (base, offset) = split_offset(s);
-    match humantime::parse_rfc3339_weak(base) {
-        Ok(t) if offset >= 0 => Ok(t
-            .checked_sub(Duration::from_secs(offset as u64))
-            .unwrap_or(UNIX_EPOCH)),
-        Ok(t) => Ok(t + Duration::from_secs(offset.unsigned_abs())),
-        Err(_) => Err(format!("{s:?} is not a duration or a time: {fix}")),
+    let (base, offset) = split_offset(s).ok_or_else(not_a_time)?;
+    let utc = humantime::parse_rfc3339_weak(base).map_err(|_| not_a_time())?;
+    let shifted = if offset >= 0 {
+        utc.checked_sub(Duration::from_secs(offset.unsigned_abs()))
+            .map(|t| t.max(UNIX_EPOCH))
+    } else {
+        utc.checked_add(Duration::from_secs(offset.unsigned_abs()))
+    };
+    match shifted {
+        Some(t) if t <= latest() => Ok(t),
+        _ => Err(format!(
+            "{shown} is after the year 9999 in UTC: {SINCE_FORMS}"
+        )),
     }
 }
 
-/// Splits `...+HH:MM` / `...-HH:MM` into the UTC part and the offset in seconds.
-fn split_offset(s: &str) -> (&str, i64) {
-    if s.len() > 6 {
-        let (base, tail) = s.split_at(s.len() - 6);
-        let b = tail.as_bytes();
-        if (b[0] == b'+' || b[0] == b'-') && b[3] == b':' && base.len() >= 19 {
-            if let (Ok(h), Ok(m)) = (tail[1..3].parse::<i64>(), tail[4..6].parse::<i64>()) {
-                let secs = h * 3600 + m * 60;
-                return (base, if b[0] == b'-' { -secs } else { secs });
+/// `s` quoted for an error message, cut after 64 characters.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((at, _)) => format!("{:?}... ({} bytes)", &s[..at], s.len()),
+        None => format!("{s:?}"),
+    }
+}
+
+/// Splits `...+HH:MM` / `...-HH:MM` into the UTC part and the offset in seconds (east of UTC
+/// positive); a time without an offset loses its `Z`. `None` for an offset out of range.
+///
+/// Works on bytes: the offset is ASCII, so where it starts is a character boundary, while a
+/// position counted back from the end of arbitrary text need not be.
+fn split_offset(s: &str) -> Option<(&str, i64)> {
+    let b = s.as_bytes();
+    if let Some(at) = b.len().checked_sub(6).filter(|at| *at >= 19) {
+        let t = &b[at..];
+        let digits = [t[1], t[2], t[4], t[5]].iter().all(u8::is_ascii_digit);
+        if (t[0] == b'+' || t[0] == b'-') && t[3] == b':' && digits {
+            let num = |hi: u8, lo: u8| i64::from(hi - b'0') * 10 + i64::from(lo - b'0');
+            let (h, m) = (num(t[1], t[2]), num(t[4], t[5]));
+            if h > 23 || m > 59 {
+                return None;
             }
+            let secs = h * 3600 + m * 60;
+            // `at` is the index of an ASCII byte, so slicing there cannot split a character.
+            return Some((&s[..at], if t[0] == b'-' { -secs } else { secs }));
         }
     }
-    (s.strip_suffix('Z').unwrap_or(s), 0)
+    Some((s.strip_suffix('Z').unwrap_or(s), 0))
 }
 
 /// One log record.
@@ -427,6 +489,92 @@ mod tests {
         assert_eq!(ok("1795765402.25"), at(1_795_765_402, 250_000_000));
         let err = parse_since("yesterday", now).unwrap_err();
         assert!(err.contains("yesterday") && err.contains("30s"), "{err}");
+    }
+
+    /// The error for `s`, after checking that it names what was given and the accepted forms.
+    fn since_error(s: &str) -> String {
+        let err = parse_since(s, at(1_795_765_402, 0)).unwrap_err();
+        assert!(
+            err.contains("30s") && err.contains("RFC 3339"),
+            "{s}: {err}"
+        );
+        err
+    }
+
+    #[test]
+    fn since_1e30_is_an_error_not_a_panic() {
+        let err = since_error("1e30");
+        assert!(err.contains("\"1e30\" is out of range"), "{err}");
+    }
+
+    #[test]
+    fn since_1e19_is_an_error_not_a_panic() {
+        // Fits a `Duration` but not a `SystemTime` (and no four-digit year).
+        assert!(since_error("1e19").contains("out of range"));
+    }
+
+    #[test]
+    fn since_i64_max_is_an_error_not_a_panic() {
+        assert!(since_error("9223372036854775807").contains("out of range"));
+        assert!(since_error("18446744073709551615").contains("out of range"));
+    }
+
+    #[test]
+    fn since_9999999999999999s_reads_from_the_start_not_a_panic() {
+        // A duration reaching back before 1970 used to give a time the formatter panics on.
+        let now = at(1_795_765_402, 0);
+        assert_eq!(parse_since("9999999999999999s", now).unwrap(), UNIX_EPOCH);
+        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn since_multi_byte_text_is_an_error_not_a_panic() {
+        // `1é12345` put the offset split inside the `é`.
+        for s in [
+            "5é",
+            "é",
+            "1é12345",
+            "2026-11-27T07:43:22é00:00",
+            "2026-11-27T07:43:2+é:00",
+        ] {
+            assert!(since_error(s).contains("not a duration or a time"), "{s}");
+        }
+    }
+
+    #[test]
+    fn since_negative_nan_and_huge_text_are_errors() {
+        assert!(since_error("-1").contains("out of range"));
+        assert!(since_error("NaN").contains("not a duration or a time"));
+        assert!(since_error("inf").contains("not a duration or a time"));
+        assert!(since_error("").contains("empty"));
+        let long = "x".repeat(10_000);
+        let err = since_error(&long);
+        assert!(err.len() < 400, "the value is shortened: {err}");
+        assert!(err.contains("(10000 bytes)"), "{err}");
+    }
+
+    #[test]
+    fn since_offsets_at_the_edges_of_the_range() {
+        let now = at(1_795_765_402, 0);
+        assert_eq!(
+            parse_since("1970-01-01T00:30:00+01:00", now).unwrap(),
+            UNIX_EPOCH
+        );
+        assert!(since_error("9999-12-31T23:59:59-01:00").contains("after the year 9999"));
+        assert!(since_error("2026-11-27T07:43:22+24:00").contains("not a duration"));
+        assert_eq!(
+            parse_since("253402300799", now).unwrap(),
+            at(LATEST_SECS, 0)
+        );
+        assert!(since_error("253402300800").contains("out of range"));
+    }
+
+    #[test]
+    fn times_outside_the_format_are_written_at_its_edges() {
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(format_time(before), "1970-01-01T00:00:00.000000000Z");
+        let after = at(LATEST_SECS + 100, 0);
+        assert_eq!(format_time(after), "9999-12-31T23:59:59.999999999Z");
     }
 
     #[tokio::test]
