@@ -260,8 +260,9 @@ async fn tail_offset(path: &Path, n: usize) -> io::Result<TailScan> {
     };
     let len = file.metadata().await?.len();
     // Newlines seen from the end: the first ends the last complete record, the (n+1)-th ends
-    // the record before the last n.
-    let mut newlines = 0;
+    // the record before the last n. Counted against `n` without computing `n + 1`, which
+    // overflows for `tail=18446744073709551615` (any `n` is fine: a huge one reads it all).
+    let mut newlines: usize = 0;
     let mut end = len;
     let mut buf = vec![0u8; TAIL_BLOCK];
     while end > 0 {
@@ -271,10 +272,10 @@ async fn tail_offset(path: &Path, n: usize) -> io::Result<TailScan> {
         file.read_exact(chunk).await?;
         for i in (0..chunk.len()).rev() {
             if chunk[i] == b'\n' {
-                newlines += 1;
-                if newlines == n + 1 {
+                if newlines == n {
                     return Ok(TailScan::Found(start + i as u64 + 1));
                 }
+                newlines += 1;
             }
         }
         end = start;

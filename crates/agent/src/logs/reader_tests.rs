@@ -71,6 +71,27 @@ async fn tail_counts_records_back_across_files() {
 }
 
 #[tokio::test]
+async fn tail_18446744073709551615_reads_everything_instead_of_overflowing() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), SMALL, 0..10);
+    for n in [usize::MAX, usize::MAX - 1, 11, 10] {
+        // Every record (three files), however large the count.
+        let mut log = ReplicaLog::tail(dir.path().to_path_buf(), n).await.unwrap();
+        let all = log.read_to_end().await.unwrap();
+        assert_eq!(
+            texts(&all).first().map(String::as_str),
+            Some("line 00000"),
+            "tail {n}"
+        );
+        assert_eq!(all.len(), 10, "tail {n}");
+    }
+    let missing = ReplicaLog::tail(dir.path().join("none"), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(missing.pos(), LogPos { seq: 0, offset: 0 });
+}
+
+#[tokio::test]
 async fn tail_of_a_file_larger_than_one_block_and_a_record_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), Rotation::default(), 0..5000);
