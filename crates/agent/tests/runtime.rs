@@ -37,6 +37,10 @@ mod exec;
 #[path = "runtime/leftovers.rs"]
 mod leftovers;
 
+/// The agent endpoint under hostile requests (ids that are not ids, bad parameters).
+#[path = "runtime/serve.rs"]
+mod serve;
+
 const SOCKET: &str = "/run/containerd/containerd.sock";
 const IMAGE: &str = "hm-test/busybox:1";
 

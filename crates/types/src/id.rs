@@ -59,6 +59,36 @@ pub fn is_dns_label(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
+/// The longest suffix a replica id may carry after its service name's dash.
+const MAX_SUFFIX: usize = 16;
+
+/// Whether `id` has the syntax of a replica id: a service name (a DNS label), a dash and a
+/// suffix of 1-16 lowercase letters and digits (`web-3f9k2`). Ids from requests are checked
+/// against it before they reach a file path or a store key, so that `..`, `/` or `%00` in a
+/// request never name anything else.
+pub fn is_replica_id(id: &str) -> bool {
+    id.rsplit_once('-').is_some_and(|(service, suffix)| {
+        is_dns_label(service)
+            && (1..=MAX_SUFFIX).contains(&suffix.len())
+            && suffix
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    })
+}
+
+/// Whether `name` can be a node's name: a host name of 1-253 ASCII letters, digits, `-`, `.`
+/// and `_`, starting and ending with a letter or digit (nodes are named after their host by
+/// default, and host names are not always lowercase).
+pub fn is_node_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 253
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-._".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -105,6 +135,59 @@ mod tests {
         }
         for bad in ["", "Web", "1web", "web-", "we_b", &"a".repeat(64)] {
             assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn replica_ids() {
+        for ok in ["web-3f9k2", "web-1", "shop-api-bcdfg", &replica_id("web")] {
+            assert!(is_replica_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "web",
+            "-1",
+            "web-",
+            "Web-3f9k2",
+            "web-3F9K2",
+            "..",
+            "../etc",
+            "%2Fetc",
+            "/etc",
+            "web-3f9k2/..",
+            "web-é",
+            "1e30",
+            "NaN",
+            "web-\0",
+            &format!("web-{}", "a".repeat(17)),
+        ] {
+            assert!(!is_replica_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn node_names() {
+        for ok in [
+            "n1",
+            "node-a",
+            "ip-10-0-0-1.ec2.internal",
+            "MyHost",
+            "sim_0001",
+        ] {
+            assert!(is_node_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-1",
+            "..",
+            "../",
+            "a/b",
+            "a.",
+            "é",
+            "n\0",
+            &"a".repeat(254),
+        ] {
+            assert!(!is_node_name(bad), "{bad:?}");
         }
     }
 }

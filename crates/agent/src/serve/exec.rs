@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hivemind_client::exec::{
@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{error, error_chain, AppState};
+use super::{error, error_chain, AppState, ReplicaId};
 use crate::runtime::{ContainerRuntime, ExecInput, ExecOutput, ExecSpec, TaskState};
 
 /// The largest request body: a command line, not a payload.
@@ -37,7 +37,7 @@ const CHANNEL_DEPTH: usize = 16;
 
 pub(crate) async fn replica_exec<R: ContainerRuntime>(
     State(state): State<Arc<AppState<R>>>,
-    Path(id): Path<String>,
+    ReplicaId(id): ReplicaId,
     mut request: Request,
 ) -> Response {
     let on_upgrade = wants_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));

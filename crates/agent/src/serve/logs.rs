@@ -11,14 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hivemind_client::logs::{parse_since, LogCursor, LogLine, LogStream};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{error, AppState};
+use super::{error, shorten, AppState, ReplicaId};
 use crate::logs::reader::{Entry, ReplicaLog};
 use crate::runtime::ContainerRuntime;
 
@@ -51,9 +52,22 @@ impl Filter {
 
 pub(super) async fn replica_logs<R: ContainerRuntime>(
     State(state): State<Arc<AppState<R>>>,
-    Path(id): Path<String>,
-    Query(params): Query<LogParams>,
+    ReplicaId(id): ReplicaId,
+    params: Result<Query<LogParams>, QueryRejection>,
 ) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        // serde's message names the parameter (`tail: invalid digit found in string`).
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("query: {}", rejection.body_text()),
+                "pass follow=true|false, tail as a whole number, since as an RFC 3339 time, \
+                 stream=stdout|stderr|both and cursor=REPLICA:SEQ:OFFSET",
+            )
+        }
+    };
     let stream = match params.stream.as_deref() {
         None | Some("both") => None,
         Some("stdout") => Some(LogStream::Stdout),
@@ -62,7 +76,7 @@ pub(super) async fn replica_logs<R: ContainerRuntime>(
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                &format!("stream: unknown stream {other:?}"),
+                &format!("stream: unknown stream {}", shorten(other)),
                 "use stdout, stderr or both",
             )
         }
@@ -81,6 +95,24 @@ pub(super) async fn replica_logs<R: ContainerRuntime>(
             }
         },
     };
+    // Every cursor must be well-formed (a caller's bug otherwise); the first for this replica
+    // applies.
+    let mut cursor = None;
+    let words = params.cursor.iter().flat_map(|c| c.split(','));
+    for word in words.filter(|w| !w.is_empty()) {
+        match word.parse::<LogCursor>() {
+            Ok(c) if c.replica == id && cursor.is_none() => cursor = Some(c),
+            Ok(_) => {}
+            Err(()) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("cursor: {} is not REPLICA:SEQ:OFFSET", shorten(word)),
+                    "pass cursors as printed by the log stream",
+                )
+            }
+        }
+    }
     let dir = state.config.runtime.replica_log_dir(&id);
     if !dir.is_dir() {
         return error(
@@ -90,12 +122,6 @@ pub(super) async fn replica_logs<R: ContainerRuntime>(
             "check the replica id with `hivemind ps`",
         );
     }
-    let cursor = params
-        .cursor
-        .iter()
-        .flat_map(|c| c.split(','))
-        .filter_map(|c| c.parse::<LogCursor>().ok())
-        .find(|c| c.replica == id);
     // Where reading starts: a cursor wins, then a tail, then a time.
     let opened = match (cursor, params.tail, since) {
         (Some(cursor), _, _) => Ok(ReplicaLog::at(dir, cursor.pos)),

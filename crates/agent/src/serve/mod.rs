@@ -13,12 +13,14 @@ mod logs;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hivemind_types::id::is_replica_id;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -99,6 +101,50 @@ async fn require_token<R: ContainerRuntime>(
             "missing or wrong bearer token",
             "use the token the node's agent uses towards the server",
         ),
+    }
+}
+
+/// The `{id}` path segment, checked against the replica id syntax before anything touches the
+/// file system or the runtime: the log directory is `{log_dir}/{id}`, so an id like `..` or
+/// `%2Fetc` would otherwise read any directory's `*.log` files, and its 404-or-not would tell
+/// which directories exist.
+pub(crate) struct ReplicaId(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReplicaId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!(
+                        "id: the replica id cannot be read: {}",
+                        rejection.body_text()
+                    ),
+                    "percent-encode the replica id as UTF-8",
+                )
+            })?;
+        if !is_replica_id(&id) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("id: {} is not a replica id", shorten(&id)),
+                "name the replica as `hivemind ps` shows it: its service, a dash and \
+                 lowercase letters and digits, like web-3f9k2",
+            ));
+        }
+        Ok(ReplicaId(id))
+    }
+}
+
+/// `s` quoted for an error message, cut after 64 characters (request values may be huge).
+pub(crate) fn shorten(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((at, _)) => format!("{:?}... ({} bytes)", &s[..at], s.len()),
+        None => format!("{s:?}"),
     }
 }
 
