@@ -2,14 +2,23 @@
 //!
 //! axum's own `Json` and `Query` rejections are plain text without the field at fault; the CLI
 //! needs `{"error": {"field": ...}}`, so bodies are read as bytes and decoded here.
+//!
+//! Names in requests are checked here once for every route, by what they name, before any
+//! handler sees them: path segments by [`check_path`] (a layer on all `/api/v1` routes), query
+//! parameters that name objects (`namespace`, `app`, `service`, `name`, `replica`, `node`) by
+//! [`Params::parse`]. A value that cannot name anything (`../`, `%00`, 10 kB of text) is a
+//! 400 naming the parameter, never a lookup that finds nothing or, worse, something else.
 
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use hivemind_types::id::is_dns_label;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hivemind_types::id::{is_dns_label, is_node_name, is_replica_id};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -121,7 +130,16 @@ impl Params {
             )
         })?;
         // The last value of a repeated parameter wins, as with most web frameworks.
-        Ok(Params(pairs.into_iter().collect()))
+        let params = Params(pairs.into_iter().collect());
+        for (name, value) in &params.0 {
+            if let Some(syntax) = NameSyntax::of_param(name) {
+                // Empty means absent (see `str`).
+                if !value.is_empty() {
+                    syntax.check(name, value)?;
+                }
+            }
+        }
+        Ok(params)
     }
 
     /// A text parameter; empty counts as absent, so `?app=` means "any app".
@@ -138,7 +156,7 @@ impl Params {
             Some(v) => v.parse().map(Some).map_err(|_| {
                 ApiError::bad_request(
                     name,
-                    format!("{name}: {v:?} is not a whole number"),
+                    format!("{name}: {} is not a whole number", shorten(v)),
                     format!("pass {name} as a non-negative integer"),
                 )
             }),
@@ -153,6 +171,96 @@ impl Params {
     }
 }
 
+/// What a name in a request must look like, by the parameter or path segment carrying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameSyntax {
+    /// Apps, services, namespaces: DNS labels.
+    Label,
+    /// `web-3f9k2`: a service's label, a dash, a suffix.
+    ReplicaId,
+    /// Host names.
+    Node,
+}
+
+impl NameSyntax {
+    fn of_param(name: &str) -> Option<NameSyntax> {
+        match name {
+            "namespace" | "app" | "service" | "name" => Some(NameSyntax::Label),
+            "replica" => Some(NameSyntax::ReplicaId),
+            "node" => Some(NameSyntax::Node),
+            _ => None,
+        }
+    }
+
+    /// The syntax of a path segment (`/apps/{name}`, `/replicas/{id}/logs`, ...); a segment
+    /// added later without an entry here is held to the loosest one, a node name.
+    fn of_segment(name: &str) -> NameSyntax {
+        match name {
+            "id" => NameSyntax::ReplicaId,
+            "node" => NameSyntax::Node,
+            other => NameSyntax::of_param(other).unwrap_or(NameSyntax::Node),
+        }
+    }
+
+    fn check(self, field: &str, value: &str) -> Result<(), ApiError> {
+        match self {
+            NameSyntax::Label => check_label(field, value, false),
+            NameSyntax::ReplicaId if is_replica_id(value) => Ok(()),
+            NameSyntax::ReplicaId => Err(ApiError::bad_request(
+                field,
+                format!("{field}: {} is not a replica id", shorten(value)),
+                "name the replica as `hivemind ps` shows it: its service, a dash and lowercase \
+                 letters and digits, like web-3f9k2",
+            )),
+            NameSyntax::Node if is_node_name(value) => Ok(()),
+            NameSyntax::Node => Err(ApiError::bad_request(
+                field,
+                format!(
+                    "{field}: {} is not a node name: use 1-253 letters, digits, '-', '.' and \
+                     '_', starting and ending with a letter or digit",
+                    shorten(value)
+                ),
+                "name the node as `hivemind node ls` shows it",
+            )),
+        }
+    }
+}
+
+/// Middleware: every path segment of the matched route is checked against the syntax of what
+/// it names (see [`NameSyntax`]) before the handler runs, so that no handler can forget one. A
+/// path that does not decode (percent-encoding that is not UTF-8, like `%FF`) is a 400 too.
+pub(crate) async fn check_path(
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let params = match params {
+        Ok(params) => params,
+        Err(rejection) => {
+            return ApiError::bad_request(
+                "path",
+                format!("path: {}", rejection.body_text()),
+                "percent-encode path segments as UTF-8",
+            )
+            .into_response()
+        }
+    };
+    for (name, value) in &params {
+        if let Err(e) = NameSyntax::of_segment(name).check(name, value) {
+            return e.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `s` quoted for an error message, cut after 64 characters: values in requests may be huge.
+pub(crate) fn shorten(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((at, _)) => format!("{:?}... ({} bytes)", &s[..at], s.len()),
+        None => format!("{s:?}"),
+    }
+}
+
 /// Checks a name that becomes part of store keys and DNS names. `semantic` picks 422 (a name the
 /// user chose in a body or file) over 400 (a malformed parameter).
 pub(crate) fn check_label(field: &str, value: &str, semantic: bool) -> Result<(), ApiError> {
@@ -160,8 +268,9 @@ pub(crate) fn check_label(field: &str, value: &str, semantic: bool) -> Result<()
         return Ok(());
     }
     let message = format!(
-        "{field}: {value:?} is not a valid name: use 1-63 lowercase letters, digits and '-', \
-         starting with a letter and not ending with '-'"
+        "{field}: {} is not a valid name: use 1-63 lowercase letters, digits and '-', \
+         starting with a letter and not ending with '-'",
+        shorten(value)
     );
     let fix = format!("choose a {field} like `shop` or `web-api`");
     Err(if semantic {
@@ -207,9 +316,27 @@ mod tests {
         assert_eq!(p.u64("since").unwrap(), Some(12));
         assert_eq!(p.str("app"), None);
         assert_eq!(p.namespace().unwrap(), "prod");
-        let p = Params::parse("since=-1&namespace=Prod").unwrap();
+        let p = Params::parse("since=-1").unwrap();
         assert_eq!(p.u64("since").unwrap_err().field(), Some("since"));
-        assert_eq!(p.namespace().unwrap_err().field(), Some("namespace"));
         assert_eq!(Params::parse("").unwrap().namespace().unwrap(), "default");
+    }
+
+    #[test]
+    fn names_in_the_query_are_checked_for_every_route() {
+        let field = |q: &str| Params::parse(q).unwrap_err().field().map(str::to_string);
+        assert_eq!(field("namespace=Prod").as_deref(), Some("namespace"));
+        assert_eq!(field("app=..%2F").as_deref(), Some("app"));
+        assert_eq!(field("service=%00").as_deref(), Some("service"));
+        assert_eq!(field("name=%C3%A9").as_deref(), Some("name"));
+        assert_eq!(field("replica=web").as_deref(), Some("replica"));
+        assert_eq!(field("node=..%2Fetc").as_deref(), Some("node"));
+        let long = format!("app={}", "a".repeat(10_000));
+        let err = Params::parse(&long).unwrap_err();
+        assert!(err.to_string().len() < 400, "the value is shortened: {err}");
+        let p = Params::parse("app=shop&replica=web-3f9k2&node=Host-1.lan&app=&tail=x").unwrap();
+        assert_eq!(p.str("replica"), Some("web-3f9k2"));
+        assert_eq!(p.str("node"), Some("Host-1.lan"));
+        // Parameters that name nothing are left to their getters.
+        assert_eq!(p.str("tail"), Some("x"));
     }
 }

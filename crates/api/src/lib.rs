@@ -93,6 +93,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .route("/events", get(routes::get_events))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(auth::unknown_route)
+        .route_layer(axum::middleware::from_fn(extract::check_path))
         .route_layer(axum::middleware::from_fn_with_state(
             tokens,
             auth::require_token,

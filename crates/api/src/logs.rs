@@ -20,7 +20,7 @@ use hivemind_store::Store;
 use hivemind_types::{Kind, Node, Replica};
 
 use crate::error::ApiError;
-use crate::extract::Params;
+use crate::extract::{shorten, Params};
 use crate::{report, scale};
 
 /// The bearer token the server presents to agents (for now, a token agents also use).
@@ -212,7 +212,7 @@ fn log_query(params: &Params) -> ApiResult<LogQuery> {
         Some(other) => {
             return Err(ApiError::bad_request(
                 "follow",
-                format!("follow: {other:?} is not true or false"),
+                format!("follow: {} is not true or false", shorten(other)),
                 "pass follow=true or follow=false",
             ))
         }
@@ -222,7 +222,7 @@ fn log_query(params: &Params) -> ApiResult<LogQuery> {
         Some(s) => Some(s.parse::<LogStream>().map_err(|()| {
             ApiError::bad_request(
                 "stream",
-                format!("stream: unknown stream {s:?}"),
+                format!("stream: unknown stream {}", shorten(s)),
                 "use stdout, stderr or both",
             )
         })?),
@@ -232,7 +232,7 @@ fn log_query(params: &Params) -> ApiResult<LogQuery> {
         cursors.push(c.parse::<LogCursor>().map_err(|()| {
             ApiError::bad_request(
                 "cursor",
-                format!("cursor: {c:?} is not REPLICA:SEQ:OFFSET"),
+                format!("cursor: {} is not REPLICA:SEQ:OFFSET", shorten(c)),
                 "pass cursors as printed by the log stream",
             )
         })?);

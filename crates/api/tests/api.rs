@@ -27,6 +27,10 @@ mod events;
 #[path = "api/misuse.rs"]
 mod misuse;
 
+/// Hostile values in every parameter and path segment of every route.
+#[path = "api/hostile.rs"]
+mod hostile;
+
 const TOKEN: &str = "test-token-0123456789";
 
 const SHOP: &str = "name: shop
