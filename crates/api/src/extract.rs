@@ -339,4 +339,104 @@ mod tests {
         // Parameters that name nothing are left to their getters.
         assert_eq!(p.str("tail"), Some("x"));
     }
+
+    mod properties {
+        //! Query strings and bodies from anyone: parsed or refused with a named 400, never a
+        //! panic; what a client encodes reads back unchanged.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Query text: percent escapes, separators and any characters, in any order.
+        fn query() -> impl Strategy<Value = String> {
+            let token = prop_oneof![
+                prop::sample::select(vec![
+                    "&",
+                    "=",
+                    "%",
+                    "%2",
+                    "%00",
+                    "%FF",
+                    "%C3%A9",
+                    "%E2%82",
+                    "+",
+                    ";",
+                    "namespace",
+                    "app",
+                    "service",
+                    "name",
+                    "replica",
+                    "node",
+                    "since",
+                    "tail",
+                    "limit",
+                    "1e30",
+                    "-1",
+                    "NaN",
+                    "..%2F",
+                    "18446744073709551616",
+                ])
+                .prop_map(str::to_string),
+                ".{0,8}",
+            ];
+            prop::collection::vec(token, 0..24).prop_map(|t| t.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_query_is_parsed_or_refused_naming_a_field(q in query()) {
+                match Params::parse(&q) {
+                    Ok(p) => {
+                        for name in ["since", "tail", "limit", "after", "timeout_ms"] {
+                            if let Err(e) = p.u64(name) {
+                                prop_assert_eq!(e.field(), Some(name));
+                            }
+                        }
+                        let _ = p.namespace();
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+                        prop_assert!(e.field().is_some(), "{q:?}: {e}");
+                    }
+                }
+            }
+
+            #[test]
+            fn encoded_values_read_back(
+                value in ".{0,24}",
+                n in any::<u64>(),
+                name in "[a-z][a-z0-9-]{0,20}[a-z0-9]",
+            ) {
+                let q = serde_urlencoded::to_string([
+                    ("cursor", value.as_str()),
+                    ("tail", &n.to_string()),
+                    ("app", &name),
+                ])
+                .unwrap();
+                let p = Params::parse(&q).unwrap();
+                prop_assert_eq!(p.str("cursor"), Some(value.as_str()).filter(|v| !v.is_empty()));
+                prop_assert_eq!(p.u64("tail").unwrap(), Some(n));
+                prop_assert_eq!(p.str("app"), Some(name.as_str()));
+            }
+
+            #[test]
+            fn any_name_is_accepted_exactly_when_it_has_the_syntax(value in ".{0,70}") {
+                let q = serde_urlencoded::to_string([("app", value.as_str()), ("replica", "web-1")]).unwrap();
+                let accepted = Params::parse(&q).is_ok();
+                prop_assert_eq!(accepted, value.is_empty() || is_dns_label(&value), "{:?}", value);
+            }
+
+            #[test]
+            fn any_body_is_decoded_or_refused_naming_a_field(body in prop::collection::vec(any::<u8>(), 0..64), text in ".{0,40}") {
+                for bytes in [body.as_slice(), text.as_bytes()] {
+                    if let Err(e) = decode_json::<ScaleRequest>(bytes) {
+                        prop_assert!(e.field().is_some());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -592,4 +592,88 @@ mod tests {
             [b"a".to_vec(), b"bc".to_vec(), vec![], b"d".to_vec()]
         );
     }
+
+    mod properties {
+        //! The parsers of log input never panic, and what they accept round-trips.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Any time a record can carry: 1970 to the end of the year 9999.
+        fn record_time() -> impl Strategy<Value = SystemTime> {
+            (0..=LATEST_SECS, 0..1_000_000_000u32).prop_map(|(s, n)| at(s, n))
+        }
+
+        fn line() -> impl Strategy<Value = LogLine> {
+            (
+                prop::option::of("[a-z][a-z0-9-]{0,10}-[a-z0-9]{1,6}"),
+                any::<u64>(),
+                any::<u64>(),
+                record_time(),
+                any::<bool>(),
+                any::<bool>(),
+                prop::collection::vec(any::<u8>().prop_filter("one line", |b| *b != b'\n'), 0..64),
+            )
+                .prop_map(|(replica, seq, offset, time, stderr, partial, text)| {
+                    LogLine {
+                        replica,
+                        next: LogPos { seq, offset },
+                        time,
+                        stream: if stderr {
+                            LogStream::Stderr
+                        } else {
+                            LogStream::Stdout
+                        },
+                        partial,
+                        text,
+                    }
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn since_never_panics_and_stays_in_the_record_range(s in ".{0,40}", now in record_time()) {
+                if let Ok(t) = parse_since(&s, now) {
+                    prop_assert!(t >= UNIX_EPOCH && t <= latest(), "{s:?}");
+                    format_time(t);
+                }
+            }
+
+            #[test]
+            fn since_of_numbers_and_durations_never_panics(
+                n in any::<u64>(),
+                x in any::<f64>(),
+                unit in prop::sample::select(vec!["", "s", "ms", "m", "h", "d", "w", "y", "ns", "e30"]),
+            ) {
+                let now = at(1_795_765_402, 0);
+                for s in [format!("{n}{unit}"), format!("{x}{unit}"), format!("-{n}{unit}"), format!("{x:e}")] {
+                    if let Ok(t) = parse_since(&s, now) {
+                        prop_assert!(t >= UNIX_EPOCH && t <= latest(), "{s:?}");
+                    }
+                }
+            }
+
+            #[test]
+            fn since_reads_back_every_formatted_time(t in record_time()) {
+                prop_assert_eq!(parse_since(&format_time(t), at(0, 0)), Ok(t));
+            }
+
+            #[test]
+            fn records_never_panic_and_round_trip(bytes in prop::collection::vec(any::<u8>(), 0..120), l in line()) {
+                let _ = LogLine::parse(&bytes);
+                let encoded = l.encode();
+                prop_assert_eq!(LogLine::parse(&encoded[..encoded.len() - 1]), Some(l));
+            }
+
+            #[test]
+            fn cursors_never_panic_and_round_trip(s in ".{0,40}", r in "[a-z][a-z0-9-]{0,10}", seq in any::<u64>(), offset in any::<u64>()) {
+                let _ = s.parse::<LogCursor>();
+                let cursor = LogCursor { replica: r, pos: LogPos { seq, offset } };
+                prop_assert_eq!(cursor.to_string().parse::<LogCursor>(), Ok(cursor));
+            }
+        }
+    }
 }

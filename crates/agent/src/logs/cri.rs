@@ -109,4 +109,43 @@ mod tests {
             assert_eq!(parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
+
+    mod properties {
+        //! Lines of a log file (which a container's output fills): a record or `None`, never a
+        //! panic; what the driver writes reads back.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_line_is_a_record_or_none(
+                bytes in prop::collection::vec(any::<u8>(), 0..96),
+                tail in ".{0,40}",
+            ) {
+                let _ = parse(&bytes);
+                // Lines that start like a record, with anything after.
+                let _ = parse(format!("2026-11-27T07:43:22.1Z {tail}").as_bytes());
+            }
+
+            #[test]
+            fn written_records_read_back(
+                secs in 0u64..253_402_300_800,
+                nanos in 0u32..1_000_000_000,
+                stderr in any::<bool>(),
+                partial in any::<bool>(),
+                text in prop::collection::vec(any::<u8>().prop_filter("one line", |b| *b != b'\n'), 0..64),
+            ) {
+                let time = UNIX_EPOCH + Duration::new(secs, nanos);
+                let stream = if stderr { LogStream::Stderr } else { LogStream::Stdout };
+                let mut out = Vec::new();
+                encode_into(&mut out, &timestamp(time), stream, partial, &text);
+                let record = parse(&out[..out.len() - 1]);
+                prop_assert_eq!(record, Some(Record { time, stream, partial, text: &text }));
+            }
+        }
+    }
 }

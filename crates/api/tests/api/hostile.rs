@@ -320,3 +320,56 @@ async fn hostile_values_in_every_parameter_and_segment_get_a_4xx_with_an_error_b
     // The app the table tried to break is still there.
     s.client.app("shop").await.unwrap();
 }
+
+/// `s` percent-encoded whole, as a client puts any text into one path segment.
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn arbitrary_path_segments_are_answered_never_with_a_5xx() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(TestServer::start());
+    rt.block_on(async {
+        s.client.deploy(&deploy_req(SHOP)).await.unwrap();
+    });
+    let templates = vec![
+        "/api/v1/apps/{}",
+        "/api/v1/services/{}/web",
+        "/api/v1/services/shop/{}",
+        "/api/v1/services/shop/{}/logs",
+        "/api/v1/replicas/{}/logs",
+        "/api/v1/nodes/{}/assignment",
+    ];
+    let segment = prop_oneof![
+        ".{1,40}",
+        "[a-z][a-z0-9-]{0,12}",
+        "[a-z]{1,6}-[a-z0-9]{1,6}"
+    ];
+    let mut runner = TestRunner::new(Config::with_cases(256));
+    runner
+        .run(
+            &(segment, prop::sample::select(templates)),
+            |(segment, template)| {
+                let target = template.replace("{}", &encode_segment(&segment));
+                let (status, body) = rt.block_on(send(&s, "GET", &target, ""));
+                prop_assert!(
+                    (200..500).contains(&status) && !body.is_empty(),
+                    "{target}: {status} {}",
+                    short(&body)
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+    let (status, _) = rt.block_on(send(&s, "GET", "/healthz", ""));
+    assert_eq!(status, 200);
+}

@@ -346,4 +346,98 @@ mod tests {
             "{err}"
         );
     }
+
+    mod properties {
+        //! Frames from a peer: any bytes decode to a frame or an error, never a panic, and a
+        //! frame decoded is exactly the bytes it took.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn frame() -> impl Strategy<Value = Frame> {
+            let bytes = || prop::collection::vec(any::<u8>(), 0..256);
+            prop_oneof![
+                bytes().prop_map(Frame::Stdin),
+                bytes().prop_map(Frame::Stdout),
+                bytes().prop_map(Frame::Stderr),
+                (1..=u16::MAX, 1..=u16::MAX)
+                    .prop_map(|(cols, rows)| Frame::Resize(TtySize { cols, rows })),
+                Just(Frame::StdinEof),
+                any::<i32>().prop_map(Frame::Exit),
+                ".{0,64}".prop_map(Frame::Error),
+            ]
+        }
+
+        /// Bytes that start like a frame header more often than uniform bytes would.
+        fn wire() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..64),
+                (0u8..8, 0u32..16, prop::collection::vec(any::<u8>(), 0..24)).prop_map(
+                    |(c, len, rest)| {
+                        let mut b = vec![c];
+                        b.extend(len.to_be_bytes());
+                        b.extend(rest);
+                        b
+                    }
+                ),
+                (0u8..8, any::<u32>()).prop_map(|(c, len)| {
+                    let mut b = vec![c];
+                    b.extend(len.to_be_bytes());
+                    b
+                }),
+            ]
+        }
+
+        fn read_all(bytes: &[u8]) -> Vec<Result<Option<Frame>, String>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut r = bytes;
+                let mut out = Vec::new();
+                loop {
+                    let next = read_frame(&mut r).await.map_err(|e| e.to_string());
+                    let end = !matches!(next, Ok(Some(_)));
+                    out.push(next);
+                    if end {
+                        return out;
+                    }
+                }
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_bytes_decode_to_a_frame_or_an_error(bytes in wire()) {
+                if let Ok(Some((frame, used))) = Frame::decode(&bytes) {
+                    prop_assert!(used <= bytes.len());
+                    prop_assert_eq!(frame.encode(), bytes[..used].to_vec());
+                }
+                // The stream reader agrees with `decode` on the first frame.
+                let first = read_all(&bytes).remove(0);
+                match Frame::decode(&bytes) {
+                    Ok(Some((frame, _))) => prop_assert_eq!(first, Ok(Some(frame))),
+                    Ok(None) => prop_assert!(matches!(first, Ok(None)) || first.is_err()),
+                    Err(_) => prop_assert!(first.is_err()),
+                }
+            }
+
+            #[test]
+            fn frames_round_trip_whole_and_in_pieces(frames in prop::collection::vec(frame(), 1..5), cut in any::<prop::sample::Index>()) {
+                let bytes: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+                let read: Vec<Frame> = read_all(&bytes)
+                    .into_iter()
+                    .filter_map(|r| r.ok().flatten())
+                    .collect();
+                prop_assert_eq!(&read, &frames);
+                // A prefix cut inside the first frame is "not yet", never a wrong frame.
+                let first = frames[0].encode();
+                let at = cut.index(first.len());
+                prop_assert!(matches!(Frame::decode(&first[..at]), Ok(None)));
+            }
+        }
+    }
 }

@@ -1,13 +1,14 @@
 //! Tests of the Compose reader: good files (`good.rs`), tables of bad files (`bad.rs`,
 //! `bad_values.rs`), limits and identity (`limits.rs`), networks and aliases (`networks.rs`),
 //! keys read but not honoured (`warnings.rs`) and no-panic checks on damaged input
-//! (`robustness.rs`). Shared helpers live here.
+//! (`robustness.rs`, and as property tests in `properties.rs`). Shared helpers live here.
 
 mod bad;
 mod bad_values;
 mod good;
 mod limits;
 mod networks;
+mod properties;
 mod robustness;
 mod warnings;
 
