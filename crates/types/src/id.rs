@@ -140,7 +140,12 @@ mod tests {
 
     #[test]
     fn replica_ids() {
-        for ok in ["web-3f9k2", "web-1", "shop-api-bcdfg", &replica_id("web")] {
+        for ok in [
+            "web-3f9k2",
+            "web-1",
+            "shop-api-bcdfg",
+            &replica_id("web", 1),
+        ] {
             assert!(is_replica_id(ok), "{ok}");
         }
         for bad in [

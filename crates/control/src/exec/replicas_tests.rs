@@ -281,7 +281,7 @@ async fn the_runner_carries_a_large_scale_up_batch_after_batch() {
         .collect();
     put(&store, nodes.iter().map(put_node).collect()).await;
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let controllers = crate::spawn_controllers(store.clone(), shutdown);
+    let controllers = crate::spawn_controllers(store.clone(), Default::default(), shutdown);
     let wanted = 3 * BATCH as u32 + 1;
     let started = Instant::now();
     put(&store, vec![put_service(&service("shop", "web", wanted))]).await;
