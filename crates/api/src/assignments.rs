@@ -214,9 +214,12 @@ impl Routes {
                     Targets::Nodes(BTreeSet::from([change.key.clone()]))
                 }
             }
-            Kind::App | Kind::Service | Kind::ReplicaStatus | Kind::Event | Kind::Address => {
-                Targets::None
-            }
+            Kind::App
+            | Kind::Service
+            | Kind::ReplicaStatus
+            | Kind::Event
+            | Kind::Address
+            | Kind::Token => Targets::None,
         }
     }
 

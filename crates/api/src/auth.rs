@@ -1,21 +1,25 @@
-//! Bearer-token authentication and the admin token file.
+//! Authentication (who is calling: the admin token, or a token from `tokens`) and the
+//! authorization check (`principal::authorize`), applied to every route but `/healthz`.
 //!
-//! Tokens are compared in constant time so that response timing does not reveal how much of a
-//! guessed token was right.
+//! Tokens are compared in constant time (`hivemind_types::constant_time_eq`) so that response
+//! timing does not reveal how much of a guessed token was right.
 
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hivemind_store::Store;
+use hivemind_types::constant_time_eq;
 use rand::RngCore;
 
 use crate::error::ApiError;
+use crate::principal::{action_for, authorize, Principal};
 
-/// The accepted tokens.
+/// The accepted admin tokens.
 #[derive(Debug)]
 pub(crate) struct Tokens(Vec<Vec<u8>>);
 
@@ -39,20 +43,28 @@ impl Tokens {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // Lengths are not secret (tokens have a fixed size), but the loop still covers the longer
-    // input so that time does not depend on where bytes differ.
-    let len = a.len().max(b.len());
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..len {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
+/// What the authentication layer needs: the admin tokens and the store holding the others.
+pub(crate) struct Authenticator {
+    pub(crate) admin: Tokens,
+    pub(crate) store: Store,
 }
 
-pub(crate) async fn require_token(
-    State(tokens): State<Arc<Tokens>>,
-    req: Request,
+impl Authenticator {
+    /// The principal `presented` authenticates as; `None` for no one.
+    async fn principal(&self, presented: &str) -> Result<Option<Principal>, ApiError> {
+        if self.admin.accepts(presented.as_bytes()) {
+            return Ok(Some(Principal::Admin));
+        }
+        crate::tokens::verify(&self.store, presented, crate::tokens::now_ms()).await
+    }
+}
+
+/// Authenticates the request, checks that its principal may call the route, and attaches the
+/// principal as an extension for handlers that care (join). 401 without a known token, 403
+/// naming the principal and what it may do otherwise.
+pub(crate) async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let given = req
@@ -60,11 +72,29 @@ pub(crate) async fn require_token(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(token) if tokens.accepts(token.as_bytes()) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let principal = match given {
+        Some(token) => match auth.principal(token).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return ApiError::Unauthorized.into_response(),
+            Err(e) => return e.into_response(),
+        },
+        None => return ApiError::Unauthorized.into_response(),
+    };
+    // A route layer runs after routing, so the matched pattern is always there.
+    let pattern = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let action = action_for(req.method(), &pattern, req.uri().path());
+    if let Err(forbidden) = authorize(&principal, &action) {
+        tracing::debug!(%principal, %action, "forbidden");
+        return ApiError::from(forbidden).into_response();
     }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
 }
 
 pub(crate) async fn unknown_route(req: Request) -> ApiError {
@@ -75,14 +105,21 @@ pub(crate) async fn unknown_route(req: Request) -> ApiError {
 }
 
 pub(crate) fn load_or_create_admin_token(data_dir: &Path) -> io::Result<String> {
-    let path = data_dir.join("admin.token");
-    match std::fs::read_to_string(&path) {
+    load_or_create_secret_file(&data_dir.join("admin.token"))
+}
+
+/// The secret in the file at `path`, or a new one (32 random bytes, hex) written there with
+/// mode 0600 when the file is missing or empty.
+pub(crate) fn load_or_create_secret_file(path: &Path) -> io::Result<String> {
+    match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(data_dir)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token = hex::encode(bytes);
@@ -94,7 +131,7 @@ pub(crate) fn load_or_create_admin_token(data_dir: &Path) -> io::Result<String> 
         // Created 0600 rather than chmod-ed afterwards, so the token is never readable by others.
         options.mode(0o600);
     }
-    let mut file = options.open(&path)?;
+    let mut file = options.open(path)?;
     file.write_all(token.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()?;

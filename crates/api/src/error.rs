@@ -20,6 +20,9 @@ pub enum ApiError {
     /// Missing or unknown bearer token (401).
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A known principal asked for something it may not do (403).
+    #[error("{0}")]
+    Forbidden(#[from] crate::principal::Forbidden),
     /// The named object does not exist (404).
     #[error("{what} not found")]
     NotFound { what: String, fix: String },
@@ -110,6 +113,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -124,6 +128,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound { .. } => "not_found",
             ApiError::Conflict { .. } => "conflict",
             ApiError::Invalid { .. } => "invalid",
@@ -156,6 +161,7 @@ impl ApiError {
                  data directory, file admin.token"
                     .to_string(),
             ),
+            ApiError::Forbidden(f) => Some(f.may.clone()),
             ApiError::TooLarge { .. } => Some(
                 "split the Compose file into several apps, or move large values out of it"
                     .to_string(),

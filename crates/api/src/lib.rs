@@ -18,6 +18,7 @@ mod extract;
 mod logs;
 mod openapi;
 mod ports;
+pub mod principal;
 pub mod recorded;
 pub mod report;
 mod routes;
@@ -25,6 +26,7 @@ pub mod scale;
 mod shutdown;
 #[cfg(test)]
 mod testing;
+pub mod tokens;
 
 use std::future::Future;
 use std::io;
@@ -33,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use hivemind_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -56,23 +58,19 @@ pub struct ApiConfig {
     /// The cluster's address plan, which assignments carry (the allocator in `control` hands
     /// out node subnets and service VIPs from it).
     pub network: hivemind_types::ClusterNetwork,
-    /// The bearer token presented to node agents when proxying logs and exec; `None` uses the
-    /// first of `tokens` (in `hivemind up`, the token the agent itself uses).
-    pub agent_token: Option<String>,
+    /// The key of the secrets presented to node agents when proxying logs and exec (one per
+    /// node, see `tokens`); the default is random, for this process only.
+    pub agent_key: tokens::AgentKey,
 }
 
 /// All routes, with authentication, the body limit and request tracing applied. Starts the
 /// assignment hub's watch of `store`, so it must be called within a tokio runtime.
 pub fn router(store: Store, config: ApiConfig) -> Router {
     let hub = assignments::Hub::spawn(store.clone());
-    let agent_token = logs::AgentToken(
-        config
-            .agent_token
-            .clone()
-            .or_else(|| config.tokens.first().cloned())
-            .unwrap_or_default(),
-    );
-    let tokens = Arc::new(auth::Tokens::new(config.tokens));
+    let auth = Arc::new(auth::Authenticator {
+        admin: auth::Tokens::new(config.tokens),
+        store: store.clone(),
+    });
     let api = Router::new()
         .route("/apps", post(routes::deploy_app).get(routes::list_apps))
         .route(
@@ -87,6 +85,13 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .route("/replicas/{id}/logs", get(logs::replica_logs))
         .route("/replicas/{id}/exec", post(exec::replica_exec))
         .route("/nodes", get(routes::list_nodes))
+        .route("/nodes/{node}", delete(tokens::delete_node))
+        .route("/nodes/{node}/join", post(tokens::join_node))
+        .route(
+            "/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route("/tokens/{token}", delete(tokens::delete_token))
         .route("/nodes/{node}/assignment", get(routes::get_assignment))
         .route("/nodes/{node}/report", put(routes::put_report))
         .route("/nodes/{node}/lease", put(routes::put_lease))
@@ -95,12 +100,12 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .fallback(auth::unknown_route)
         .route_layer(axum::middleware::from_fn(extract::check_path))
         .route_layer(axum::middleware::from_fn_with_state(
-            tokens,
-            auth::require_token,
+            auth,
+            auth::authenticate,
         ))
         .layer(axum::Extension(config.network))
         .layer(axum::Extension(hub))
-        .layer(axum::Extension(agent_token))
+        .layer(axum::Extension(config.agent_key))
         .with_state(store);
     let root = Router::new()
         .route("/healthz", get(routes::healthz))

@@ -23,9 +23,8 @@ use crate::error::ApiError;
 use crate::extract::{shorten, Params};
 use crate::{report, scale};
 
-/// The bearer token the server presents to agents (for now, a token agents also use).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct AgentToken(pub(crate) String);
+/// What the server presents to agents: per node, never the admin token (see `tokens`).
+pub(crate) use crate::tokens::AgentKey as AgentToken;
 
 /// How long the server waits for a node agent's response head (default
 /// [`hivemind_client::AGENT_RESPONSE_TIMEOUT`]); layer it onto the router as an
@@ -291,7 +290,7 @@ pub(crate) async fn agent_for(
             fix: "run the node's agent with --agent-addr (and a version that serves logs)"
                 .to_string(),
         })?;
-    let client = AgentClient::new(url, token.0.clone());
+    let client = AgentClient::new(url, token.secret_for(&replica.node));
     Ok(match timeout {
         Some(AgentTimeout(t)) => client.with_response_timeout(t),
         None => client,

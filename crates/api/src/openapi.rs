@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{exec, logs, routes};
+use crate::{exec, logs, routes, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,11 @@ use crate::{exec, logs, routes};
         logs::replica_logs,
         logs::service_logs,
         exec::replica_exec,
+        tokens::create_token,
+        tokens::list_tokens,
+        tokens::delete_token,
+        tokens::join_node,
+        tokens::delete_node,
     ),
     components(schemas(hivemind_client::wire::ChangeEvent)),
     modifiers(&BearerAuth),

@@ -23,6 +23,10 @@ mod nodes;
 #[path = "api/events.rs"]
 mod events;
 
+/// Join tokens, node credentials, what each principal may do, what agents are shown.
+#[path = "api/identities.rs"]
+mod identities;
+
 /// Misuse that must not wedge the server: floods, hung agents, requests over the caps.
 #[path = "api/misuse.rs"]
 mod misuse;

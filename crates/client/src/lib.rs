@@ -23,7 +23,8 @@ pub use error::ClientError;
 pub use remote::{AgentClient, LogTarget, AGENT_CONNECT_TIMEOUT, AGENT_RESPONSE_TIMEOUT};
 use wire::{
     event_name, ChangeEvent, DeployRequest, DeployResponse, ErrorBody, ErrorDetail, EventFilter,
-    ReplicaFilter, ReplicaView, ScaleRequest,
+    JoinResponse, ReplicaFilter, ReplicaView, ScaleRequest, TokenCreateRequest, TokenCreated,
+    TokenView,
 };
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -77,9 +78,16 @@ impl Client {
         &self.base
     }
 
-    /// The bearer token this client presents (an agent accepts the same one on its endpoint).
+    /// The bearer token this client presents.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The same client, presenting `token` instead (a node switching from its join token to
+    /// the credential the join returned).
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = token.into();
+        self
     }
 
     /// `GET /healthz`: Ok when the server answers.
@@ -250,6 +258,39 @@ impl Client {
         let url = self.url(&format!("/nodes/{}/lease", seg(node)));
         let req = self.authed(self.http.put(&url));
         check(self.send(req, &url).await?, &url).await.map(drop)
+    }
+
+    /// Joins `node` with this client's join token (or the admin token): returns the node's own
+    /// credential, to use for everything the node does from then on, and its agent secret.
+    pub async fn join(&self, node: &str) -> Result<JoinResponse> {
+        let path = format!("/nodes/{}/join", seg(node));
+        self.call(reqwest::Method::POST, &path, &[], None::<&()>)
+            .await
+    }
+
+    /// Removes `node` and revokes its credential.
+    pub async fn delete_node(&self, node: &str) -> Result<()> {
+        let url = self.url(&format!("/nodes/{}", seg(node)));
+        let req = self.authed(self.http.delete(&url));
+        check(self.send(req, &url).await?, &url).await.map(drop)
+    }
+
+    /// Mints a token; its secret is in the answer and nowhere else, ever.
+    pub async fn create_token(&self, req: &TokenCreateRequest) -> Result<TokenCreated> {
+        self.call(reqwest::Method::POST, "/tokens", &[], Some(req))
+            .await
+    }
+
+    /// Join tokens and node credentials, without secrets.
+    pub async fn tokens(&self) -> Result<Vec<TokenView>> {
+        self.get("/tokens", &[]).await
+    }
+
+    /// Revokes a token (a join token, or a node credential by `n-NODE`).
+    pub async fn delete_token(&self, id: &str) -> Result<TokenView> {
+        let path = format!("/tokens/{}", seg(id));
+        self.call(reqwest::Method::DELETE, &path, &[], None::<&()>)
+            .await
     }
 
     /// Changes after revision `since` (or from now), then live ones, until the server ends the

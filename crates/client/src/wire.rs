@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use hivemind_types::compose::Warning;
-use hivemind_types::{App, EventType, Kind, ObservedReplica, Replica, Service};
+use hivemind_types::{App, EventType, Kind, ObservedReplica, Replica, Service, TokenRole};
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/apps`: deploy (create or update) an app from a Compose file.
@@ -177,4 +177,61 @@ pub mod event_name {
     /// compacted history): re-list and watch again from the current revision. Its data is
     /// `{"reason": "lagged" | "compacted"}`; the stream ends after it.
     pub const RESET: &str = "reset";
+}
+
+/// `POST /api/v1/tokens`: mint a join token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    /// Only `node` (a join token for nodes); node credentials come from joins.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub role: TokenRole,
+    /// Seconds until the token is refused; absent or 0: until `token rm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// The answer to `POST /api/v1/tokens`: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenCreated {
+    pub id: String,
+    /// `hm1.<id>.<secret>`: give it to the nodes that are to join. Not retrievable later.
+    pub token: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub role: TokenRole,
+    /// Unix milliseconds; absent: never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// A token as `GET /api/v1/tokens` lists it: everything but the secret and its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenView {
+    pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub role: TokenRole,
+    /// The node of a node credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub issued_by: String,
+    /// Unix milliseconds.
+    pub created_at: u64,
+}
+
+/// The answer to `POST /api/v1/nodes/{node}/join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JoinResponse {
+    pub node: String,
+    /// `hm1.n-<node>.<secret>`: the node's own bearer token towards the server from now on.
+    pub credential: String,
+    /// What the server presents to this node's agent endpoint (logs, exec); the agent accepts
+    /// nothing else. Derived per node, so one node's secret opens no other node's agent.
+    pub agent_secret: String,
 }

@@ -12,6 +12,7 @@ pub mod network;
 pub mod object;
 pub mod routing;
 pub mod spec;
+pub mod token;
 
 pub use endpoints::{AddressClaim, AddressPool, EndpointReplica, Endpoints};
 pub use event::{Event, EventObject, EventType};
@@ -27,3 +28,4 @@ pub use spec::{
     NetworkAttachment, PortProtocol, PortSpec, RestartCondition, RestartPolicy, ServiceMode,
     ServiceSpec, TooManyReplicas, DEFAULT_NETWORK, MAX_REPLICAS,
 };
+pub use token::{constant_time_eq, Token, TokenRole};

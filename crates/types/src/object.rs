@@ -25,10 +25,12 @@ pub enum Kind {
     Endpoints,
     /// An allocated VIP or node subnet (`crate::endpoints::AddressClaim`).
     Address,
+    /// A join token or a node's credential (`crate::token::Token`), its secret only as a hash.
+    Token,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::App,
         Kind::Service,
         Kind::Replica,
@@ -37,6 +39,7 @@ impl Kind {
         Kind::Event,
         Kind::Endpoints,
         Kind::Address,
+        Kind::Token,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Event => "event",
             Kind::Endpoints => "endpoints",
             Kind::Address => "address",
+            Kind::Token => "token",
         }
     }
 

@@ -1,9 +1,11 @@
 //! The agent's own HTTP endpoint: node-local operations the server proxies to (like a kubelet's),
 //! namely replica logs and exec (`exec`). Routes under `/v1`, wire format in `hivemind_client`.
 //!
-//! Authentication: a bearer token, for now the one the agent itself uses towards the server (in
-//! `hivemind up` the admin token). Mutual TLS between server and agents comes with clustering;
-//! until then the endpoint listens on loopback by default (`--agent-addr`).
+//! Authentication: the bearer token must be this node's agent secret, which the server derives
+//! per node and handed to the node when it joined (`hivemind_api::tokens`). Nothing else is
+//! accepted, the admin token included, so a node's agent never learns a credential that opens
+//! anything but itself. Mutual TLS between server and agents comes with clustering; until then
+//! the endpoint listens on loopback by default (`--agent-addr`).
 //!
 //! This module owns no state: logs are read from the files the runtime writes, exec goes
 //! through [`ContainerRuntime::exec`].
@@ -20,6 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hivemind_types::constant_time_eq;
 use hivemind_types::id::is_replica_id;
 use tokio::sync::watch;
 use tracing::warn;
@@ -29,7 +32,8 @@ use crate::runtime::{ContainerRuntime, RuntimeConfig};
 /// Settings of the agent endpoint.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Bearer token every request must carry.
+    /// Bearer token every request must carry: the node's agent secret from its join, never the
+    /// admin token or the node's own credential.
     pub token: String,
     /// Where the runtime writes replica logs.
     pub runtime: RuntimeConfig,
@@ -92,14 +96,18 @@ async fn require_token<R: ContainerRuntime>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), state.config.token.as_bytes()) => {
+        // An empty secret (a misconfigured agent) must not accept `Bearer ` with nothing after.
+        Some(token)
+            if !state.config.token.is_empty()
+                && constant_time_eq(token.as_bytes(), state.config.token.as_bytes()) =>
+        {
             next.run(request).await
         }
         _ => error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong bearer token",
-            "use the token the node's agent uses towards the server",
+            "only the server calls this endpoint, with the agent secret it gave the node at join",
         ),
     }
 }
@@ -146,10 +154,6 @@ pub(crate) fn shorten(s: &str) -> String {
         Some((at, _)) => format!("{:?}... ({} bytes)", &s[..at], s.len()),
         None => format!("{s:?}"),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// An error in the server's JSON shape, so that `hivemind_client` reads it the same way.

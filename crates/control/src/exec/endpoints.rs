@@ -183,7 +183,7 @@ impl Cache {
                     }
                 }
             }
-            Kind::App | Kind::Node | Kind::Event | Kind::Address => {}
+            Kind::App | Kind::Node | Kind::Event | Kind::Address | Kind::Token => {}
         }
     }
 

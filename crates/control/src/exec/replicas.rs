@@ -213,7 +213,7 @@ impl Cache {
                     None => self.states.remove(&change.key),
                 };
             }
-            Kind::App | Kind::Event | Kind::Endpoints | Kind::Address => {}
+            Kind::App | Kind::Event | Kind::Endpoints | Kind::Address | Kind::Token => {}
         }
     }
 

@@ -26,15 +26,21 @@ pub(crate) async fn up(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<()> 
     init_tracing(&args.server.log);
     let started = Instant::now();
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let (addr, token, server) = start_server(global, &args.server, shutdown.clone()).await?;
+    let (addr, server, handle) = start_server(global, &args.server, shutdown.clone()).await?;
     info!(%addr, elapsed = ?started.elapsed(), "API ready");
-    let client = Client::new(format!("http://{addr}"), token);
+    // The in-process agent is a node like any other: its own credential, not the admin token.
+    let node = node_name(&args.runtime);
+    let joined =
+        hivemind_api::tokens::issue_node_credential(&server.store, &server.agent_key, &node, "up")
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot issue the credential of node {node}: {e}"))?;
+    let client = Client::new(format!("http://{addr}"), joined.credential);
     let agent = start_agent(
         global,
         &args.runtime,
         &args.network,
         &args.endpoint,
-        client,
+        (client, joined.agent_secret),
         shutdown.clone(),
     )
     .await?;
@@ -43,7 +49,7 @@ pub(crate) async fn up(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<()> 
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = agent.await;
-        let _ = server.await;
+        let _ = handle.await;
     })
     .await;
     Ok(())
@@ -52,24 +58,25 @@ pub(crate) async fn up(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<()> 
 pub(crate) async fn server(global: &GlobalArgs, args: ServerArgs) -> anyhow::Result<()> {
     init_tracing(&args.log);
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let (addr, _token, server) = start_server(global, &args, shutdown).await?;
+    let (addr, _server, handle) = start_server(global, &args, shutdown).await?;
     info!(%addr, "API ready");
     wait_for_signal().await;
     let _ = shutdown_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
     Ok(())
 }
 
 pub(crate) async fn agent(global: &GlobalArgs, args: AgentArgs) -> anyhow::Result<()> {
     init_tracing(&args.log);
     let client = crate::config::client(global)?;
+    let identity = node_identity(global, client, &node_name(&args.runtime)).await?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let agent = start_agent(
         global,
         &args.runtime,
         &args.network,
         &args.endpoint,
-        client,
+        identity,
         shutdown,
     )
     .await?;
@@ -79,11 +86,21 @@ pub(crate) async fn agent(global: &GlobalArgs, args: AgentArgs) -> anyhow::Resul
     Ok(())
 }
 
+/// What `up` needs of the server it started to give its agent an identity.
+struct StartedServer {
+    store: Store,
+    agent_key: hivemind_api::tokens::AgentKey,
+}
+
 async fn start_server(
     global: &GlobalArgs,
     args: &ServerArgs,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(std::net::SocketAddr, String, tokio::task::JoinHandle<()>)> {
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    StartedServer,
+    tokio::task::JoinHandle<()>,
+)> {
     let data_dir = &global.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
@@ -91,6 +108,8 @@ async fn start_server(
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let token = hivemind_api::load_or_create_admin_token(data_dir)
         .with_context(|| format!("cannot write the admin token in {}", data_dir.display()))?;
+    let agent_key = hivemind_api::tokens::load_or_create_agent_key(data_dir)
+        .with_context(|| format!("cannot write the agent key in {}", data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.api_addr)
         .await
         .with_context(|| {
@@ -111,11 +130,11 @@ async fn start_server(
         shutdown.clone(),
     );
     let router = hivemind_api::router(
-        store,
+        store.clone(),
         ApiConfig {
-            tokens: vec![token.clone()],
+            tokens: vec![token],
             network,
-            agent_token: None,
+            agent_key: agent_key.clone(),
         },
     );
     let mut stop = shutdown;
@@ -131,7 +150,7 @@ async fn start_server(
             tracing::error!(%error, "API server failed");
         }
     });
-    Ok((addr, token, handle))
+    Ok((addr, StartedServer { store, agent_key }, handle))
 }
 
 async fn start_agent(
@@ -139,7 +158,7 @@ async fn start_agent(
     args: &RuntimeArgs,
     network: &NetworkArgs,
     endpoint: &AgentEndpointArgs,
-    client: Client,
+    (client, agent_secret): (Client, String),
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let runtime = Containerd::connect(runtime_config(&global.data_dir, args))
@@ -162,7 +181,7 @@ async fn start_agent(
     tokio::spawn(hivemind_agent::serve::serve(
         listener,
         hivemind_agent::serve::ServeConfig {
-            token: client.token().to_string(),
+            token: agent_secret,
             runtime: runtime.config().clone(),
         },
         runtime.clone(),
@@ -189,6 +208,60 @@ async fn start_agent(
     Ok(tokio::spawn(hivemind_agent::run_agent(
         config, runtime, client, shutdown,
     )))
+}
+
+/// The node's credential and agent secret: saved in `{data_dir}/node.credential` (mode 0600) by
+/// the first start, which joins with the configured token (a join token from `hivemind token
+/// create --role node`, or the admin token).
+async fn node_identity(
+    global: &GlobalArgs,
+    client: Client,
+    node: &str,
+) -> anyhow::Result<(Client, String)> {
+    let path = global.data_dir.join("node.credential");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut lines = text.lines().map(str::trim);
+            match (lines.next(), lines.next()) {
+                (Some(credential), Some(secret)) if !credential.is_empty() && !secret.is_empty() => {
+                    return Ok((client.with_token(credential), secret.to_string()))
+                }
+                _ => anyhow::bail!(
+                    "{} is not a node credential: remove it, and the node with `hivemind node rm {node}`, then start the agent again to join",
+                    path.display()
+                ),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let joined = client
+        .join(node)
+        .await
+        .with_context(|| format!("cannot join node {node}: pass a join token with --token"))?;
+    std::fs::create_dir_all(&global.data_dir)
+        .with_context(|| format!("cannot create {}", global.data_dir.display()))?;
+    write_private(
+        &path,
+        &format!("{}\n{}\n", joined.credential, joined.agent_secret),
+    )
+    .with_context(|| format!("cannot save the node credential in {}", path.display()))?;
+    info!(%node, "joined");
+    Ok((client.with_token(joined.credential), joined.agent_secret))
+}
+
+/// Writes `text` to a new file at `path` created with mode 0600 (never readable by others, not
+/// even for a moment).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 /// The image GC policy from the flags; `None` when `--image-gc-high` is 100 (never above).
