@@ -81,6 +81,10 @@ pub(crate) enum Command {
     Scale(ScaleArgs),
     /// List nodes.
     Nodes,
+    /// Manage nodes: `hivemind node rm NAME`.
+    Node(NodeArgs),
+    /// Join tokens for nodes, and the nodes' credentials: create, list, revoke.
+    Token(TokenArgs),
     /// Manage images in the local containerd.
     Image(ImageArgs),
     /// Registry credentials (Docker's config.json, also read by `docker` and `skopeo`).
@@ -389,7 +393,80 @@ pub(crate) struct LoginArgs {
     pub(crate) password_stdin: bool,
 }
 
+#[derive(Args)]
+pub(crate) struct NodeArgs {
+    #[command(subcommand)]
+    pub(crate) command: NodeCommand,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Remove a node and revoke its credential: its agent is refused from then on. To bring
+    /// the machine back, join it again (remove its data dir's node.credential first).
+    Rm { name: String },
+}
+
+#[derive(Args)]
+pub(crate) struct TokenArgs {
+    #[command(subcommand)]
+    pub(crate) command: TokenCommand,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Mint a join token and print it (the only time it is shown). One token joins any number
+    /// of nodes: `hivemind agent --token T` on each.
+    Create {
+        /// What the token is for: `node` (joining nodes) is the only role.
+        #[arg(long, value_enum)]
+        role: TokenRoleArg,
+        /// How long the token joins nodes, e.g. `1h`, `7d`; `0` never expires. Nodes that
+        /// joined keep their own credentials when it expires.
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+    },
+    /// List join tokens and node credentials (ids only, never secrets).
+    Ls,
+    /// Revoke a token by id (a node's credential is `n-NODE`; `node rm` also removes the node).
+    Rm { id: String },
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TokenRoleArg {
+    Node,
+}
+
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e}: give a duration like 30m, 24h or 7d, or 0 for never"))
+}
+
 pub(crate) fn print_completions(shell: clap_complete::Shell) {
     let mut cmd = Cli::command();
     clap_complete::generate(shell, &mut cmd, "hivemind", &mut std::io::stdout());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn token_ttls() {
+        assert_eq!(parse_ttl("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_ttl("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_ttl("soon").unwrap_err().contains("24h"));
+        let cli = Cli::try_parse_from(["hivemind", "token", "create", "--role", "node"]).unwrap();
+        match cli.command {
+            Command::Token(TokenArgs {
+                command: TokenCommand::Create { ttl, .. },
+            }) => assert_eq!(ttl, Duration::from_secs(86_400)),
+            _ => panic!("not token create"),
+        }
+        assert!(Cli::try_parse_from(["hivemind", "token", "create", "--role", "admin"]).is_err());
+    }
 }

@@ -111,8 +111,34 @@ impl Default for SimConfig {
     }
 }
 
-/// Runs one simulated node named `node` until the task is dropped.
+/// Joins `node` with `client`'s join token and returns a client that presents the node's own
+/// credential, as an agent does; `None` when the server refuses for good (a wrong or expired
+/// token, a name that has joined already), which is logged. Transient failures are retried.
+pub async fn join(client: &Client, node: &str) -> Option<Client> {
+    loop {
+        match client.join(node).await {
+            Ok(joined) => return Some(client.clone().with_token(joined.credential)),
+            Err(error)
+                if error
+                    .status()
+                    .is_some_and(|s| (400..500).contains(&s) && s != 429) =>
+            {
+                tracing::error!(%node, %error, fix = ?error.fix(), "cannot join");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(%node, %error, "join failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Joins `node` with `client`'s join token, then runs it until the task is dropped.
 pub async fn run_node(client: Client, node: String, address: String, config: SimConfig) {
+    let Some(client) = join(&client, &node).await else {
+        return;
+    };
     let mut state = SimState::default();
     let mut after: Option<u64> = None;
     let mut generation = 0;
@@ -134,6 +160,11 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
                 Ok(()) => {
                     registered = true;
                     last_report = tokio::time::Instant::now();
+                }
+                Err(error) if error.status() == Some(401) => {
+                    // The node was removed (`hivemind node rm`): its credential is gone for good.
+                    tracing::error!(%node, %error, "credential refused; the node stops");
+                    return;
                 }
                 Err(error) => {
                     tracing::warn!(%node, %error, "report failed; retrying");

@@ -8,4 +8,5 @@ pub(crate) mod image;
 pub(crate) mod logs;
 pub(crate) mod query;
 pub(crate) mod registry;
+pub(crate) mod token;
 pub(crate) mod up;

@@ -1,5 +1,6 @@
-//! `hivemind-sim --server URL --token NODE_TOKEN --nodes N [--name-prefix sim-]`: registers N
-//! simulated nodes with a real server and keeps them alive, each fetching its assignment and
+//! `hivemind-sim --server URL --token NODE_TOKEN --nodes N [--name-prefix sim-]`: joins N
+//! simulated nodes to a real server with one join token (`hivemind token create --role node`;
+//! each node then uses the credential its join returned) and keeps them alive, each fetching its assignment and
 //! reporting every replica running (see `hivemind_test_support::sim`), until killed. Benchmarks
 //! use it to load the control plane like a cluster of N machines would.
 //!
