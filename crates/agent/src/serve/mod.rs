@@ -93,22 +93,16 @@ async fn require_token<R: ContainerRuntime>(
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        // An empty secret (a misconfigured agent) must not accept `Bearer ` with nothing after.
-        Some(token)
-            if !state.config.token.is_empty()
-                && constant_time_eq(token.as_bytes(), state.config.token.as_bytes()) =>
-        {
-            next.run(request).await
-        }
-        _ => error(
+        .and_then(|v| v.to_str().ok());
+    if authorized(&state.config.token, presented) {
+        next.run(request).await
+    } else {
+        error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong bearer token",
             "only the server calls this endpoint, with the agent secret it gave the node at join",
-        ),
+        )
     }
 }
 
@@ -156,6 +150,14 @@ pub(crate) fn shorten(s: &str) -> String {
     }
 }
 
+/// Whether an `Authorization` header value carries the agent `secret`.
+fn authorized(secret: &str, header: Option<&str>) -> bool {
+    let presented = header.and_then(|v| v.strip_prefix("Bearer "));
+    // An empty secret (a misconfigured agent) must not accept `Bearer ` with nothing after.
+    presented
+        .is_some_and(|p| !secret.is_empty() && constant_time_eq(p.as_bytes(), secret.as_bytes()))
+}
+
 /// An error in the server's JSON shape, so that `hivemind_client` reads it the same way.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str, fix: &str) -> Response {
     let body = serde_json::json!({
@@ -173,4 +175,28 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_agent_secret_is_accepted() {
+        let secret = "5e".repeat(32);
+        assert!(authorized(&secret, Some(&format!("Bearer {secret}"))));
+        for bad in [
+            None,
+            Some(""),
+            Some("Bearer "),
+            Some(secret.as_str()),
+            Some("Bearer admin-token"),
+            Some(&*format!("Bearer {secret}x")),
+            Some(&*format!("Basic {secret}")),
+        ] {
+            assert!(!authorized(&secret, bad), "{bad:?}");
+        }
+        assert!(!authorized("", Some("Bearer ")));
+        assert!(!authorized("", None));
+    }
 }
