@@ -157,8 +157,10 @@ impl ApiError {
             | ApiError::Timeout { fix, .. }
             | ApiError::Invalid { fix, .. } => Some(fix.clone()),
             ApiError::Unauthorized => Some(
-                "send `Authorization: Bearer TOKEN`; the admin token is in the server's \
-                 data directory, file admin.token"
+                "send `Authorization: Bearer TOKEN` with the admin token (the server's data \
+                 directory, file admin.token), a join token (`hivemind token create --role \
+                 node`) or a node's credential from its join; removed nodes' credentials and \
+                 expired join tokens are refused"
                     .to_string(),
             ),
             ApiError::Forbidden(f) => Some(f.may.clone()),

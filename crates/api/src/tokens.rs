@@ -491,6 +491,23 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_key_outlives_restarts_and_is_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_agent_key(dir.path()).unwrap();
+        let again = load_or_create_agent_key(dir.path()).unwrap();
+        assert_eq!(first.secret_for("n1"), again.secret_for("n1"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("agent.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let other = tempfile::tempdir().unwrap();
+        let fresh = load_or_create_agent_key(other.path()).unwrap();
+        assert_ne!(first.secret_for("n1"), fresh.secret_for("n1"));
+    }
+
+    #[test]
     fn node_names_are_host_names() {
         for good in ["n1", "web.example.com", "Node_7", "a"] {
             assert!(check_node_name(good).is_ok(), "{good}");

@@ -169,6 +169,10 @@ async fn openapi_document_lists_the_paths() {
         "/api/v1/nodes/{node}/assignment",
         "/api/v1/nodes/{node}/report",
         "/api/v1/events",
+        "/api/v1/tokens",
+        "/api/v1/tokens/{id}",
+        "/api/v1/nodes/{node}",
+        "/api/v1/nodes/{node}/join",
     ] {
         assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys());
     }
@@ -191,6 +195,8 @@ async fn openapi_document_lists_the_paths() {
         "ScaleRequest",
         "ErrorBody",
         "ReplicaView",
+        "TokenCreated",
+        "JoinResponse",
     ] {
         assert!(schemas.contains_key(t), "{t}");
     }
