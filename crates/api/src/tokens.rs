@@ -5,7 +5,7 @@
 //! - **Joining** node N (`POST /api/v1/nodes/N/join`) returns N's own **credential**
 //!   (`hm1.n-N.<secret>`, authenticating as `node:N`) and N's **agent secret**, which the server
 //!   presents to N's agent endpoint. A join token cannot join a name that already has a
-//!   credential (that would hand its holder an existing node's identity); the admin can, which
+//!   credential or is registered (that would hand its holder an existing node's identity); the admin can, which
 //!   replaces the old credential.
 //! - Secrets are 32 random bytes; the store keeps only their SHA-256 (`Kind::Token`, keyed by
 //!   the public id), so a copy of the store opens nothing.
@@ -164,13 +164,7 @@ async fn issue(
         .await
         .map_err(|e| {
             if e.is_conflict() {
-                ApiError::Conflict {
-                    message: format!("node {node} has already joined"),
-                    fix: format!(
-                        "use the node's saved credential, or remove the node with `hivemind \
-                         node rm {node}` and join again"
-                    ),
-                }
+                already_joined(node)
             } else {
                 e.into()
             }
@@ -180,6 +174,16 @@ async fn issue(
         credential: format_token(&token.id, &secret),
         agent_secret: key.secret_for(node),
     })
+}
+
+fn already_joined(node: &str) -> ApiError {
+    ApiError::Conflict {
+        message: format!("node {node} has already joined"),
+        fix: format!(
+            "use the node's saved credential, or remove the node with `hivemind node rm {node}` \
+             and join again"
+        ),
+    }
 }
 
 /// Node names are host names: 1-253 letters, digits, `-`, `_` and `.`, starting with a letter
@@ -328,6 +332,11 @@ pub(crate) async fn join_node(
         // `authorize` lets no one else here.
         Principal::Node(_) => return Err(ApiError::Unauthorized),
     };
+    // A name that is registered belongs to some machine already, credential or not (one that
+    // reported with the admin token before identities existed).
+    if expect == Expect::Absent && store.get::<Node>(Kind::Node, &node).await?.is_some() {
+        return Err(already_joined(&node));
+    }
     let joined = issue(&store, &key, &node, &issued_by, expect).await?;
     tracing::info!(%node, by = %issued_by, "node joined");
     Ok((StatusCode::CREATED, Json(joined)))

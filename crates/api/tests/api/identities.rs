@@ -88,10 +88,19 @@ async fn a_node_credential_gets_403_for_other_nodes_and_for_deploy() {
     // A join token joins and does nothing else.
     assert_eq!(refused(joiner.report(&report("n1")).await).0, 403);
     assert_eq!(refused(joiner.deploy(&deploy_req(SHOP)).await).0, 403);
-    // And cannot take over a node that has joined.
+    // And cannot take over a node that has joined, or one registered before identities.
     let (status, _, message, fix) = refused(joiner.join("n1").await);
     assert_eq!(status, 409, "{message}");
     assert!(fix.contains("hivemind node rm n1"), "{fix}");
+    s.client.report(&report("old")).await.unwrap();
+    assert_eq!(refused(joiner.join("old").await).0, 409);
+    // The admin can: that replaces the node's credential.
+    let old = s.client.join("n1").await.unwrap();
+    assert_eq!(refused(n1.report(&report("n1")).await).0, 401);
+    Client::new(s.base.clone(), old.credential)
+        .report(&report("n1"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
