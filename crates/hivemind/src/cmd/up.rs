@@ -355,3 +355,76 @@ fn init_tracing(filter: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use hivemind_api::ApiConfig;
+    use hivemind_client::wire::TokenCreateRequest;
+    use hivemind_types::TokenRole;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_agent_joins_once_and_then_uses_its_saved_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_in_memory().unwrap();
+        let key = hivemind_api::tokens::AgentKey::default();
+        let app = hivemind_api::router(
+            store,
+            ApiConfig {
+                tokens: vec!["admin-token-for-test".into()],
+                agent_key: key.clone(),
+                ..Default::default()
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(hivemind_api::serve(listener, app, std::future::pending()));
+        let admin = Client::new(base.clone(), "admin-token-for-test");
+        let join = admin
+            .create_token(&TokenCreateRequest {
+                role: TokenRole::Node,
+                ttl_seconds: None,
+            })
+            .await
+            .unwrap();
+        let data_dir = dir.path().to_str().unwrap();
+        let global =
+            crate::cli::Cli::parse_from(["hivemind", "--data-dir", data_dir, "nodes"]).global;
+
+        let (client, secret) = node_identity(&global, Client::new(base.clone(), join.token), "n1")
+            .await
+            .unwrap();
+        assert_eq!(secret, key.secret_for("n1"));
+        assert!(client.token().starts_with("hm1.n-n1."));
+        let path = dir.path().join("node.credential");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // A restart reads the file and never joins again (the join token is not even valid).
+        let (again, secret_again) =
+            node_identity(&global, Client::new(base.clone(), "hm1.gone.00"), "n1")
+                .await
+                .unwrap();
+        assert_eq!((again.token(), secret_again), (client.token(), secret));
+        again
+            .report(&hivemind_types::NodeReport {
+                node: "n1".into(),
+                address: "127.0.0.1".into(),
+                agent_url: None,
+                generation: 0,
+                replicas: Vec::new(),
+                problems: Vec::new(),
+            })
+            .await
+            .unwrap();
+
+        std::fs::write(&path, "garbage").unwrap();
+        let Err(err) = node_identity(&global, admin, "n1").await else {
+            panic!("a garbled credential file was accepted");
+        };
+        assert!(err.to_string().contains("node rm n1"), "{err}");
+    }
+}
