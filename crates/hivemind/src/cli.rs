@@ -119,6 +119,10 @@ pub(crate) struct ServerArgs {
     /// Service virtual IPs.
     #[arg(long, env = "HIVEMIND_SERVICE_CIDR", default_value = "10.43.0.0/16")]
     pub(crate) service_cidr: String,
+    /// Most API connections open at once; past it the longest-idle one is closed (keep it
+    /// below the process's open files limit).
+    #[arg(long, env = "HIVEMIND_MAX_CONNECTIONS", default_value_t = hivemind_api::connections::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) max_connections: u64,
 }
 
 #[derive(Args, Clone)]
@@ -468,5 +472,35 @@ mod tests {
             _ => panic!("not token create"),
         }
         assert!(Cli::try_parse_from(["hivemind", "token", "create", "--role", "admin"]).is_err());
+    }
+
+    fn server_args(args: &[&str]) -> Result<ServerArgs, String> {
+        match Cli::try_parse_from(args)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Server(a) => Ok(a),
+            Command::Up(a) => Ok(a.server),
+            _ => Err("not server or up".into()),
+        }
+    }
+
+    #[test]
+    fn max_connections_is_a_flag_of_server_and_up() {
+        let max = |args: &[&str]| server_args(args).map(|a| a.max_connections);
+        assert_eq!(
+            max(&["hivemind", "server", "--max-connections", "100"]),
+            Ok(100)
+        );
+        assert_eq!(max(&["hivemind", "up", "--max-connections", "7"]), Ok(7));
+        assert_eq!(
+            max(&["hivemind", "server"]),
+            Ok(hivemind_api::connections::DEFAULT_MAX_CONNECTIONS as u64)
+        );
+        for bad in ["0", "-1", "1e30", "x"] {
+            let flag = format!("--max-connections={bad}");
+            let err = max(&["hivemind", "server", &flag]).unwrap_err();
+            assert!(err.contains("--max-connections"), "{bad}: {err}");
+        }
     }
 }

@@ -138,6 +138,7 @@ async fn start_server(
         },
     );
     let mut stop = shutdown;
+    let max_connections = args.max_connections;
     let handle = tokio::spawn(async move {
         let signal = async move {
             while !*stop.borrow() {
@@ -146,7 +147,11 @@ async fn start_server(
                 }
             }
         };
-        if let Err(error) = hivemind_api::serve(listener, router, signal).await {
+        let config = hivemind_api::ServeConfig {
+            max_connections: max_connections as usize,
+            ..Default::default()
+        };
+        if let Err(error) = hivemind_api::serve_with(listener, router, config, signal).await {
             tracing::error!(%error, "API server failed");
         }
     });
