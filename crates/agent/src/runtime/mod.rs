@@ -2,7 +2,8 @@
 //! stop, remove and list replica containers, watch exits, import, pull and list images).
 //!
 //! [`ContainerRuntime`] is the API boundary: the agent's reconciler talks only to the trait, so it
-//! can be tested against a fake. [`Containerd`] is the real implementation over containerd's gRPC
+//! can be tested against a fake (`fake::FakeRuntime`, built for tests and with the crate's `fake`
+//! feature). [`Containerd`] is the real implementation over containerd's gRPC
 //! API. Pure logic (OCI spec building, image formats, reference normalization, users, signals)
 //! lives in its own modules with unit tests; only `containerd/` does I/O against the daemon.
 //!
@@ -13,6 +14,8 @@
 mod archive;
 mod containerd;
 mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 mod image;
 mod oci;
 pub mod pull;
