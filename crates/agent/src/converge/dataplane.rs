@@ -2,6 +2,10 @@
 //! per-replica network namespaces (`net`), the DNS server on the bridge address (`dns`), and
 //! the published-port listeners (`ingress`).
 //!
+//! [`DataPlane`] is the seam the converger uses (converge the network part, attach and detach
+//! replicas, their addresses, leftovers, problems); [`NodeDataPlane`] is the real one, and
+//! `converge::fake::FakeDataPlane` records calls for the converger's unit tests.
+//!
 //! The node network needs the subnet the server allocates at the node's first report, so it is
 //! set up lazily on the first assignment that carries one. Until then replicas cannot be
 //! attached and their creation is retried like any other failure.
@@ -34,7 +38,37 @@ pub struct DataPlaneConfig {
     pub ingress_bind: IpAddr,
 }
 
-pub struct DataPlane {
+/// What the converger needs from the node's data plane. Object-safe (`async_trait`), so that
+/// the agent holds `Option<Box<dyn DataPlane>>` whatever implements it.
+#[async_trait::async_trait]
+pub trait DataPlane: Send + Sync + 'static {
+    /// Brings the data plane to `network` (the assignment's network part at `generation`).
+    async fn converge(&self, network: &NodeNetwork, generation: u64) -> Result<(), DataPlaneError>;
+
+    /// What is wrong on the node's data plane now, for the node's report.
+    async fn problems(&self) -> Vec<NodeProblem>;
+
+    /// Attaches `replica` to the node network and returns the options its container is created
+    /// with.
+    async fn attach(&self, replica: &Replica) -> Result<CreateOptions, DataPlaneError>;
+
+    /// Detaches replica `replica_id` (its container is gone). Detaching what is not attached
+    /// succeeds.
+    async fn detach(&self, replica_id: &str) -> Result<(), DataPlaneError>;
+
+    /// The replica's address, if attached.
+    async fn ip(&self, replica_id: &str) -> Option<Ipv4Addr>;
+
+    /// Removes the networking of replicas not in `live` (crash leftovers).
+    async fn reconcile(&self, live: &BTreeSet<String>);
+
+    /// Stops serving (DNS, published ports) when the agent stops; the network itself stays, as
+    /// containers keep running without the agent.
+    async fn shutdown(&self);
+}
+
+/// The real data plane: bridge, netns and nftables (`net`), DNS (`dns`), ingress (`ingress`).
+pub struct NodeDataPlane {
     config: DataPlaneConfig,
     ingress: Ingress,
     state: Mutex<State>,
@@ -64,9 +98,9 @@ pub enum DataPlaneError {
     Dns(#[from] dns::DnsError),
 }
 
-impl DataPlane {
-    pub fn new(config: DataPlaneConfig) -> DataPlane {
-        DataPlane {
+impl NodeDataPlane {
+    pub fn new(config: DataPlaneConfig) -> NodeDataPlane {
+        NodeDataPlane {
             ingress: Ingress::new(IngressConfig {
                 bind_ip: config.ingress_bind,
             }),
@@ -75,13 +109,35 @@ impl DataPlane {
         }
     }
 
+    async fn net(&self) -> Option<NodeNet> {
+        self.state.lock().await.net.clone()
+    }
+
+    /// Removes the node network entirely (`hivemind up --cleanup`, tests).
+    pub async fn teardown(&self) -> Result<(), DataPlaneError> {
+        self.shutdown().await;
+        if let Some(net) = self.state.lock().await.net.take() {
+            net.teardown().await?;
+        }
+        Ok(())
+    }
+
+    /// The current DNS zone's generation, for tests and status.
+    pub async fn dns_generation(&self) -> Option<u64> {
+        self.state
+            .lock()
+            .await
+            .dns
+            .as_ref()
+            .map(|d| d.zone_generation())
+    }
+}
+
+#[async_trait::async_trait]
+impl DataPlane for NodeDataPlane {
     /// Brings the data plane to `network`: sets the node network up on first sight of a subnet,
     /// then applies VIP rules, the DNS zone and ingress routes when they differ from the last.
-    pub async fn converge(
-        &self,
-        network: &NodeNetwork,
-        generation: u64,
-    ) -> Result<(), DataPlaneError> {
+    async fn converge(&self, network: &NodeNetwork, generation: u64) -> Result<(), DataPlaneError> {
         let mut state = self.state.lock().await;
         let Some(subnet) = &network.subnet else {
             return Err(DataPlaneError::NoSubnet);
@@ -155,12 +211,12 @@ impl DataPlane {
     }
 
     /// What is wrong on the node's data plane now, for the node's report.
-    pub async fn problems(&self) -> Vec<NodeProblem> {
+    async fn problems(&self) -> Vec<NodeProblem> {
         self.state.lock().await.port_problems.clone()
     }
 
     /// Attaches `replica` to the bridge and returns the options its container is created with.
-    pub async fn attach(&self, replica: &Replica) -> Result<CreateOptions, DataPlaneError> {
+    async fn attach(&self, replica: &Replica) -> Result<CreateOptions, DataPlaneError> {
         let net = self.net().await.ok_or(DataPlaneError::NoSubnet)?;
         let attachment = net.attach(&replica.id).await?;
         add_dns_client(&mut *self.state.lock().await, replica, attachment.ip);
@@ -175,7 +231,7 @@ impl DataPlane {
         })
     }
 
-    pub async fn detach(&self, replica_id: &str) -> Result<(), DataPlaneError> {
+    async fn detach(&self, replica_id: &str) -> Result<(), DataPlaneError> {
         if let Some(net) = self.net().await {
             net.detach(replica_id).await?;
         }
@@ -184,7 +240,7 @@ impl DataPlane {
     }
 
     /// The replica's address, if attached.
-    pub async fn ip(&self, replica_id: &str) -> Option<Ipv4Addr> {
+    async fn ip(&self, replica_id: &str) -> Option<Ipv4Addr> {
         self.net()
             .await
             .and_then(|n| n.attachment(replica_id))
@@ -192,7 +248,7 @@ impl DataPlane {
     }
 
     /// Removes namespaces, veths and addresses of replicas not in `live` (crash leftovers).
-    pub async fn reconcile(&self, live: &BTreeSet<String>) {
+    async fn reconcile(&self, live: &BTreeSet<String>) {
         let Some(net) = self.net().await else { return };
         let mut state = self.state.lock().await;
         state.attached.retain(|id, _| live.contains(id));
@@ -204,37 +260,14 @@ impl DataPlane {
         }
     }
 
-    async fn net(&self) -> Option<NodeNet> {
-        self.state.lock().await.net.clone()
-    }
-
     /// Stops the DNS server and the published ports (the network itself stays, as containers
     /// keep running without the agent).
-    pub async fn shutdown(&self) {
+    async fn shutdown(&self) {
         let mut state = self.state.lock().await;
         if let Some(dns) = state.dns.take() {
             dns.stop().await;
         }
         self.ingress.shutdown().await;
-    }
-
-    /// Removes the node network entirely (`hivemind up --cleanup`, tests).
-    pub async fn teardown(&self) -> Result<(), DataPlaneError> {
-        self.shutdown().await;
-        if let Some(net) = self.state.lock().await.net.take() {
-            net.teardown().await?;
-        }
-        Ok(())
-    }
-
-    /// The current DNS zone's generation, for tests and status.
-    pub async fn dns_generation(&self) -> Option<u64> {
-        self.state
-            .lock()
-            .await
-            .dns
-            .as_ref()
-            .map(|d| d.zone_generation())
     }
 }
 

@@ -13,6 +13,8 @@
 
 pub mod dataplane;
 pub mod dataplane_plan;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod image_gc;
 mod leftovers;
 pub mod plan;
@@ -26,7 +28,7 @@ use hivemind_types::{Assignment, ExitRecord, NodeReport};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::converge::dataplane::{DataPlane, DataPlaneConfig};
+use crate::converge::dataplane::{DataPlane, DataPlaneConfig, NodeDataPlane};
 use crate::converge::plan::{failure_delay, Action, LocalState, Pass};
 use crate::runtime::{ContainerRuntime, CreateOptions, RuntimeConfig};
 
@@ -74,7 +76,7 @@ struct Shared<R> {
     /// The latest report, for the reporter.
     report: watch::Sender<Option<NodeReport>>,
     permits: Semaphore,
-    dataplane: Option<DataPlane>,
+    dataplane: Option<Box<dyn DataPlane>>,
 }
 
 impl<R> Shared<R> {
@@ -93,7 +95,10 @@ pub async fn run_agent<R: ContainerRuntime>(
     let (report, report_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         permits: Semaphore::new(config.parallelism.max(1)),
-        dataplane: config.network.clone().map(DataPlane::new),
+        dataplane: config
+            .network
+            .clone()
+            .map(|c| Box::new(NodeDataPlane::new(c)) as Box<dyn DataPlane>),
         config,
         runtime,
         client,
