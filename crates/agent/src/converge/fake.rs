@@ -1,6 +1,7 @@
 //! Test doubles for the converger's seams other than the runtime (that one is
 //! `runtime::fake::FakeRuntime`): [`FakeDataPlane`] records what the converger asks of the data
-//! plane and hands out addresses like IPAM would.
+//! plane and hands out addresses like IPAM would; [`FakeServer`] serves a scripted assignment
+//! by long poll and keeps every report and lease renewal it gets.
 //!
 //! Every recorded call carries a number from `runtime::fake::next_seq`, the order shared with
 //! the fake runtime, so a test can check that the data plane converged before a container was
@@ -10,11 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use hivemind_types::{NodeNetwork, NodeProblem, Replica};
+use hivemind_client::ClientError;
+use hivemind_types::{Assignment, NodeNetwork, NodeProblem, NodeReport, Replica};
+use tokio::sync::watch;
 
 use super::dataplane::{DataPlane, DataPlaneError};
 use super::dataplane_plan::replica_resolv_conf;
+use super::server::ServerLink;
 use crate::net::Ipv4Net;
 use crate::runtime::fake::next_seq;
 use crate::runtime::CreateOptions;
@@ -175,5 +180,217 @@ impl DataPlane for FakeDataPlane {
 
     async fn shutdown(&self) {
         FakeDataPlane::record(&mut self.state(), DataPlaneCall::Shutdown);
+    }
+}
+
+#[derive(Default)]
+struct ServerState {
+    reports: Vec<Recorded<NodeReport>>,
+    /// The `after` of every assignment request, in order.
+    polls: Vec<Option<u64>>,
+    /// The order numbers of the lease renewals accepted.
+    leases: Vec<u64>,
+    failing_reports: u32,
+    failing_assignments: u32,
+}
+
+struct ServerInner {
+    assignment: watch::Sender<Option<Assignment>>,
+    /// Counts the reports received, to wake [`FakeServer::wait_report`].
+    received: watch::Sender<usize>,
+    state: Mutex<ServerState>,
+}
+
+/// The server side of one node: an assignment the test sets, and the reports the agent sent.
+/// Clones share the same state.
+#[derive(Clone)]
+pub struct FakeServer {
+    inner: Arc<ServerInner>,
+}
+
+impl Default for FakeServer {
+    fn default() -> Self {
+        FakeServer::new()
+    }
+}
+
+/// How long [`FakeServer::wait_report`] waits (tokio time; instant when paused) before failing.
+const WAIT_REPORT_LIMIT: Duration = Duration::from_secs(3600);
+
+impl FakeServer {
+    /// A server with no assignment yet: polls wait (and time out with an error) until
+    /// [`FakeServer::assign`], like a server that is not reachable yet.
+    pub fn new() -> FakeServer {
+        FakeServer {
+            inner: Arc::new(ServerInner {
+                assignment: watch::channel(None).0,
+                received: watch::channel(0).0,
+                state: Mutex::new(ServerState::default()),
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ServerState> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes `assignment`, answering the long polls waiting for a newer generation.
+    pub fn assign(&self, assignment: Assignment) {
+        self.inner.assignment.send_replace(Some(assignment));
+    }
+
+    /// The next `n` reports fail (the server is briefly unreachable).
+    pub fn fail_reports(&self, n: u32) {
+        self.state().failing_reports = n;
+    }
+
+    /// The next `n` assignment requests fail.
+    pub fn fail_assignments(&self, n: u32) {
+        self.state().failing_assignments = n;
+    }
+
+    /// Every report received, in order.
+    pub fn reports(&self) -> Vec<Recorded<NodeReport>> {
+        self.state().reports.clone()
+    }
+
+    pub fn last_report(&self) -> Option<NodeReport> {
+        self.state().reports.last().map(|r| r.call.clone())
+    }
+
+    /// The order numbers (shared with the other fakes) of the lease renewals accepted.
+    pub fn leases(&self) -> Vec<u64> {
+        self.state().leases.clone()
+    }
+
+    /// The `after` argument of every assignment request so far.
+    pub fn polls(&self) -> Vec<Option<u64>> {
+        self.state().polls.clone()
+    }
+
+    /// Waits for the first report received from now on that satisfies `wanted` (earlier ones
+    /// do not count) and returns it. Panics, naming `what` and the last report, if none came
+    /// within an hour of tokio time (instant under paused time), so a test cannot hang.
+    pub async fn wait_report(
+        &self,
+        what: &str,
+        wanted: impl Fn(&NodeReport) -> bool,
+    ) -> NodeReport {
+        let mut received = self.inner.received.subscribe();
+        let mut seen = *received.borrow_and_update();
+        let waited = tokio::time::timeout(WAIT_REPORT_LIMIT, async {
+            loop {
+                if received.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                let now = *received.borrow_and_update();
+                let state = self.state();
+                let found = state.reports[seen..now]
+                    .iter()
+                    .find(|r| wanted(&r.call))
+                    .map(|r| r.call.clone());
+                seen = now;
+                if let Some(report) = found {
+                    return report;
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(report) => report,
+            Err(_) => panic!(
+                "no report with {what} within {WAIT_REPORT_LIMIT:?}; the last one: {:#?}",
+                self.last_report()
+            ),
+        }
+    }
+}
+
+fn unavailable(what: &str) -> ClientError {
+    ClientError::Api {
+        status: 503,
+        code: "unavailable".to_string(),
+        message: format!("{what} failed (scripted)"),
+        field: None,
+        fix: None,
+    }
+}
+
+#[async_trait::async_trait]
+impl ServerLink for FakeServer {
+    async fn assignment(
+        &self,
+        node: &str,
+        after: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Assignment, ClientError> {
+        {
+            let mut state = self.state();
+            state.polls.push(after);
+            if state.failing_assignments > 0 {
+                state.failing_assignments -= 1;
+                return Err(unavailable("assignment"));
+            }
+        }
+        let mut current = self.inner.assignment.subscribe();
+        let newer = |a: &Option<Assignment>| {
+            a.as_ref()
+                .filter(|a| after.is_none_or(|g| a.generation > g))
+                .cloned()
+        };
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(a) = newer(&current.borrow_and_update()) {
+                    return a;
+                }
+                if current.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(assignment) => Ok(assignment),
+            // The real server answers a poll that timed out with the current assignment.
+            Err(_) => match current.borrow().clone() {
+                Some(assignment) => Ok(assignment),
+                None => Err(ClientError::Timeout {
+                    url: format!("fake:/nodes/{node}/assignment"),
+                    after: timeout,
+                }),
+            },
+        }
+    }
+
+    async fn report(&self, report: &NodeReport) -> Result<(), ClientError> {
+        let mut state = self.state();
+        if state.failing_reports > 0 {
+            state.failing_reports -= 1;
+            return Err(unavailable("report"));
+        }
+        state.reports.push(Recorded {
+            seq: next_seq(),
+            call: report.clone(),
+        });
+        let count = state.reports.len();
+        drop(state);
+        self.inner.received.send_replace(count);
+        Ok(())
+    }
+
+    async fn renew_lease(&self, node: &str) -> Result<(), ClientError> {
+        let mut state = self.state();
+        // Like the server: a node registers with its first report.
+        if !state.reports.iter().any(|r| r.call.node == node) {
+            return Err(ClientError::Api {
+                status: 404,
+                code: "not_found".to_string(),
+                message: format!("node {node} is not registered"),
+                field: None,
+                fix: None,
+            });
+        }
+        state.leases.push(next_seq());
+        Ok(())
     }
 }

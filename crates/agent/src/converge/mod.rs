@@ -1,16 +1,24 @@
 //! The agent's control loop: follow the node's assignment, converge containerd to it, report.
 //!
-//! Three tasks share one `Shared` state:
-//! - the **watcher** long-polls the server for the node's whole assignment (with a generation);
-//! - the **converger** runs `plan::plan` whenever the assignment changes, a container exits, an
-//!   action finishes or a back-off expires, and spawns the actions (at most `parallelism` at once,
-//!   never two for one replica);
-//! - the **reporter** sends the observed state with the applied generation when it changes, and
-//!   as a heartbeat.
+//! Tasks that share one `Shared` state:
+//! - the **watcher** (`server`) long-polls the server for the node's whole assignment (with a
+//!   generation);
+//! - the **converger** (`converger`) runs `plan::plan` whenever the assignment changes, a
+//!   container exits, an action finishes or a back-off expires, and spawns the actions
+//!   (`actions`: at most `parallelism` at once, never two for one replica);
+//! - the **reporter** (`server`) sends the observed state with the applied generation when it
+//!   changes, and as a heartbeat;
+//! - the leftover sweep (`leftovers`) and image GC (`image_gc`) on timers of their own.
+//!
+//! The converger reaches the outside through three seams: `runtime::ContainerRuntime`,
+//! `dataplane::DataPlane` and `server::ServerLink` (fakes of each in `runtime::fake` and
+//! `fake`; the loop's unit tests are in `converge_tests.rs`).
 //!
 //! **Invariant:** nothing is removed before the first assignment has arrived, so a restarted
 //! agent adopts the containers it finds instead of killing them (live restore, SPEC §6).
 
+mod actions;
+mod converger;
 pub mod dataplane;
 pub mod dataplane_plan;
 #[cfg(any(test, feature = "fake"))]
@@ -18,19 +26,21 @@ pub mod fake;
 pub mod image_gc;
 mod leftovers;
 pub mod plan;
+pub mod server;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hivemind_client::Client;
-use hivemind_types::{Assignment, ExitRecord, NodeReport};
+use hivemind_types::{Assignment, NodeReport};
 use tokio::sync::{watch, Notify, Semaphore};
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{info_span, Instrument};
 
 use crate::converge::dataplane::{DataPlane, DataPlaneConfig, NodeDataPlane};
-use crate::converge::plan::{failure_delay, Action, LocalState, Pass};
-use crate::runtime::{ContainerRuntime, CreateOptions, RuntimeConfig};
+use crate::converge::plan::LocalState;
+use crate::converge::server::ServerLink;
+use crate::runtime::{ContainerRuntime, RuntimeConfig};
 
 /// How the agent identifies itself and paces its work.
 #[derive(Debug, Clone)]
@@ -69,7 +79,8 @@ struct State {
 struct Shared<R> {
     config: AgentConfig,
     runtime: R,
-    client: Client,
+    server: Box<dyn ServerLink>,
+    clock: Clock,
     state: Mutex<State>,
     /// Wakes the converger.
     wake: Notify,
@@ -83,6 +94,62 @@ impl<R> Shared<R> {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn now_millis(&self) -> u64 {
+        self.clock.now_millis()
+    }
+}
+
+impl<R: ContainerRuntime> Shared<R> {
+    /// The agent's state before its first pass, and the receiver of its reports.
+    fn new(
+        config: AgentConfig,
+        runtime: R,
+        seams: Seams,
+    ) -> (Arc<Shared<R>>, watch::Receiver<Option<NodeReport>>) {
+        let (report, report_rx) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            permits: Semaphore::new(config.parallelism.max(1)),
+            dataplane: seams.dataplane,
+            config,
+            runtime,
+            server: seams.server,
+            clock: seams.clock,
+            state: Mutex::new(State {
+                assignment: None,
+                local: LocalState::new(),
+                in_flight: BTreeSet::new(),
+                finished_actions: 0,
+                network_live: None,
+            }),
+            wake: Notify::new(),
+            report,
+        });
+        (shared, report_rx)
+    }
+}
+
+/// Where the agent's Unix-ms timestamps (starts, exits, back-off deadlines) come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Clock {
+    /// The wall clock: the timestamps go into reports and events.
+    System,
+}
+
+impl Clock {
+    fn now_millis(&self) -> u64 {
+        match self {
+            Clock::System => now_millis(),
+        }
+    }
+}
+
+/// What the agent talks to besides the container runtime: the server, the data plane (`None`:
+/// replicas get loopback only) and the clock.
+pub(crate) struct Seams {
+    pub server: Box<dyn ServerLink>,
+    pub dataplane: Option<Box<dyn DataPlane>>,
+    pub clock: Clock,
 }
 
 /// Runs the agent until `shutdown` turns true. Containers keep running after it returns.
@@ -90,34 +157,34 @@ pub async fn run_agent<R: ContainerRuntime>(
     config: AgentConfig,
     runtime: R,
     client: Client,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let (report, report_rx) = watch::channel(None);
-    let shared = Arc::new(Shared {
-        permits: Semaphore::new(config.parallelism.max(1)),
+    let seams = Seams {
+        server: Box::new(client),
         dataplane: config
             .network
             .clone()
             .map(|c| Box::new(NodeDataPlane::new(c)) as Box<dyn DataPlane>),
-        config,
-        runtime,
-        client,
-        state: Mutex::new(State {
-            assignment: None,
-            local: LocalState::new(),
-            in_flight: BTreeSet::new(),
-            finished_actions: 0,
-            network_live: None,
-        }),
-        wake: Notify::new(),
-        report,
-    });
+        clock: Clock::System,
+    };
+    run_with(config, runtime, seams, shutdown).await
+}
+
+/// [`run_agent`] with its seams given (`config.network` is not looked at: the data plane is
+/// `seams.dataplane`).
+pub(crate) async fn run_with<R: ContainerRuntime>(
+    config: AgentConfig,
+    runtime: R,
+    seams: Seams,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (shared, report_rx) = Shared::new(config, runtime, seams);
     let span = info_span!("agent", node = %shared.config.node);
     let mut tasks = vec![
-        tokio::spawn(watch_assignment(shared.clone()).instrument(span.clone())),
-        tokio::spawn(watch_exits(shared.clone()).instrument(span.clone())),
-        tokio::spawn(send_reports(shared.clone(), report_rx).instrument(span.clone())),
-        tokio::spawn(converge(shared.clone()).instrument(span.clone())),
+        tokio::spawn(server::watch_assignment(shared.clone()).instrument(span.clone())),
+        tokio::spawn(converger::watch_exits(shared.clone()).instrument(span.clone())),
+        tokio::spawn(server::send_reports(shared.clone(), report_rx).instrument(span.clone())),
+        tokio::spawn(converger::converge(shared.clone()).instrument(span.clone())),
     ];
     tasks.push(tokio::spawn(
         leftovers::run(shared.clone()).instrument(span.clone()),
@@ -137,374 +204,6 @@ pub async fn run_agent<R: ContainerRuntime>(
     }
     if let Some(dataplane) = &shared.dataplane {
         dataplane.shutdown().await;
-    }
-}
-
-async fn watch_assignment<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
-    let mut after = None;
-    loop {
-        match shared
-            .client
-            .assignment(&shared.config.node, after, Duration::from_secs(30))
-            .await
-        {
-            Ok(assignment) => {
-                after = Some(assignment.generation);
-                let mut state = shared.state();
-                if state.assignment.as_ref() != Some(&assignment) {
-                    debug!(
-                        generation = assignment.generation,
-                        replicas = assignment.replicas.len(),
-                        "new assignment"
-                    );
-                    state.assignment = Some(assignment);
-                    drop(state);
-                    shared.wake.notify_one();
-                }
-            }
-            Err(error) => {
-                warn!(%error, "cannot get the node's assignment; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
-async fn watch_exits<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
-    loop {
-        match shared.runtime.exits().await {
-            Ok(mut exits) => {
-                while let Some(exit) = exits.recv().await {
-                    if exit.oom {
-                        warn!(replica = %exit.id, "container killed for memory (OOM)");
-                        if let Some(local) = shared.state().local.get_mut(&exit.id) {
-                            local.oom_killed = true;
-                        }
-                        continue;
-                    }
-                    debug!(replica = %exit.id, code = exit.exit_code, "container exited");
-                    shared.wake.notify_one();
-                }
-                warn!("containerd event stream ended; resubscribing");
-            }
-            Err(error) => warn!(%error, "cannot subscribe to containerd events; retrying"),
-        }
-        // Exits missed meanwhile are still seen: the converger's timer lists tasks anyway.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        shared.wake.notify_one();
-    }
-}
-
-async fn converge<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
-    let mut wake_at: Option<u64> = None;
-    loop {
-        let sleep_for = match wake_at {
-            Some(at) => Duration::from_millis(at.saturating_sub(now_millis())).min(TICK),
-            None => TICK,
-        };
-        tokio::select! {
-            _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep(sleep_for) => {}
-        }
-        wake_at = converge_once(&shared).await;
-    }
-}
-
-/// The converger also runs on this timer, so that a missed event costs at most this much.
-const TICK: Duration = Duration::from_secs(2);
-
-async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) -> Option<u64> {
-    // The data plane first: a replica leaving its service must leave DNS, VIPs and the ingress
-    // before this pass stops its container.
-    if let Some(dataplane) = &shared.dataplane {
-        let network = {
-            let state = shared.state();
-            state
-                .assignment
-                .as_ref()
-                .map(|a| (a.network.clone(), a.generation))
-        };
-        if let Some((network, generation)) = network {
-            if let Err(error) = dataplane.converge(&network, generation).await {
-                warn!(error = %error_chain(&error), "cannot converge the node's network");
-            }
-        }
-    }
-    // An action that finishes between `list` and planning would be planned again from a stale
-    // list (e.g. "no task yet" → start again). So plan only from a list taken while no action
-    // finished; the action counter tells.
-    let (pass, generation, containers) = loop {
-        let finished_before = {
-            let state = shared.state();
-            // Live restore: do nothing until we know what is desired.
-            state.assignment.as_ref()?;
-            state.finished_actions
-        };
-        let containers = match shared.runtime.list().await {
-            Ok(c) => c,
-            Err(error) => {
-                warn!(%error, "cannot list containers");
-                return None;
-            }
-        };
-        tracing::trace!(?containers, "observed containers");
-        let now = now_millis();
-        let mut state = shared.state();
-        if state.finished_actions != finished_before {
-            continue;
-        }
-        let State {
-            assignment,
-            local,
-            in_flight,
-            ..
-        } = &mut *state;
-        let assignment = assignment.as_ref().expect("checked above");
-        let pass = plan::plan(
-            &shared.config.node,
-            &assignment.replicas,
-            &containers,
-            in_flight,
-            local,
-            now,
-        );
-        for action in &pass.actions {
-            in_flight.insert(action.id().to_string());
-        }
-        break (pass, assignment.generation, containers);
-    };
-    let mut pass = pass;
-    if !pass.new_exits.is_empty() {
-        attach_last_lines(shared, &mut pass).await;
-    }
-    if let Some(dataplane) = &shared.dataplane {
-        for status in &mut pass.statuses {
-            status.ip = dataplane.ip(&status.id).await.map(|ip| ip.to_string());
-        }
-        // Networking of replicas that are neither desired nor have a container is a leftover
-        // (a crash, or a replica removed before its container was ever created). Checked when
-        // that set changes, so a quiet node does no netlink dumps.
-        let mut live: BTreeSet<String> = containers.into_iter().map(|c| c.id).collect();
-        live.extend(pass.statuses.iter().map(|s| s.id.clone()));
-        let changed = {
-            let mut state = shared.state();
-            live.extend(state.in_flight.iter().cloned());
-            let changed = state.network_live.as_ref() != Some(&live);
-            state.network_live = Some(live.clone());
-            changed
-        };
-        if changed {
-            dataplane.reconcile(&live).await;
-        }
-    }
-    let problems = match &shared.dataplane {
-        Some(dataplane) => dataplane.problems().await,
-        None => Vec::new(),
-    };
-    shared.report.send_replace(Some(NodeReport {
-        node: shared.config.node.clone(),
-        address: shared.config.address.clone(),
-        agent_url: shared.config.agent_url.clone(),
-        generation,
-        replicas: pass.statuses,
-        problems,
-    }));
-    for action in pass.actions {
-        tokio::spawn(execute(shared.clone(), action));
-    }
-    pass.wake_at
-}
-
-/// Reads the last lines of each replica that exited in `pass` and puts them on its newest exit
-/// record, in the pass's statuses and in the agent's memory (so later reports carry them too).
-/// Done here rather than in the planner, which does no I/O, and before the pass's actions are
-/// spawned, so that a restart cannot add lines of the next run.
-async fn attach_last_lines<R: ContainerRuntime>(shared: &Arc<Shared<R>>, pass: &mut Pass) {
-    let Some(config) = &shared.config.logs else {
-        return;
-    };
-    let mut read = Vec::with_capacity(pass.new_exits.len());
-    for id in &pass.new_exits {
-        // The run that just ended began after the exit before it was seen: earlier output in
-        // the (continuing) files belongs to earlier runs.
-        let since = {
-            let state = shared.state();
-            state
-                .local
-                .get(id)
-                .and_then(|l| l.exits.iter().rev().nth(1))
-                .map(|previous| std::time::UNIX_EPOCH + Duration::from_millis(previous.at))
-        };
-        let lines = crate::logs::recent_lines(config, id, ExitRecord::MAX_LINES, since).await;
-        read.push((id.clone(), ExitRecord::bound_lines(lines)));
-    }
-    let mut state = shared.state();
-    for (id, lines) in read {
-        let newest =
-            |exits: &mut Vec<ExitRecord>| exits.last_mut().map(|e| e.last_lines = lines.clone());
-        if let Some(local) = state.local.get_mut(&id) {
-            newest(&mut local.exits);
-        }
-        if let Some(status) = pass.statuses.iter_mut().find(|s| s.id == id) {
-            newest(&mut status.exits);
-        }
-    }
-}
-
-async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
-    let id = action.id().to_string();
-    let span = info_span!("replica", replica = %id);
-    async {
-        // Creates and starts are bounded (they load runc and the disk); removals are not, since
-        // they mostly wait out grace periods and must not hold up new replicas.
-        let _permit = match &action {
-            Action::Remove { .. } => None,
-            _ => match shared.permits.acquire().await {
-                Ok(permit) => Some(permit),
-                Err(_) => return,
-            },
-        };
-        let result = match &action {
-            Action::Create(replica) => create_replica(&shared, replica).await,
-            Action::Start { id } => shared
-                .runtime
-                .start(id)
-                .await
-                .map(|_| ())
-                .map_err(|e| error_chain(&e)),
-            Action::Remove {
-                id,
-                signal,
-                grace_ms,
-            } => {
-                let stopped = shared
-                    .runtime
-                    .stop(id, signal, Duration::from_millis(*grace_ms))
-                    .await;
-                if let Err(error) = stopped {
-                    // Removal kills whatever is left, so a failed graceful stop is not fatal.
-                    warn!(%error, "graceful stop failed; removing anyway");
-                }
-                let removed = shared.runtime.remove(id).await.map_err(|e| error_chain(&e));
-                if removed.is_ok() {
-                    if let Some(dataplane) = &shared.dataplane {
-                        if let Err(error) = dataplane.detach(id).await {
-                            warn!(error = %error_chain(&error), "cannot detach the replica's network");
-                        }
-                    }
-                }
-                removed
-            }
-        };
-        let now = now_millis();
-        let mut state = shared.state();
-        state.in_flight.remove(&id);
-        state.finished_actions += 1;
-        match result {
-            Ok(()) => {
-                match &action {
-                    Action::Create(_) => info!("replica started"),
-                    Action::Start { .. } => info!("replica restarted"),
-                    Action::Remove { .. } => info!("replica removed"),
-                }
-                if let Some(local) = state.local.get_mut(&id) {
-                    if matches!(action, Action::Start { .. }) && local.exit.is_some() {
-                        local.restarts += 1;
-                    }
-                    local.exit = None;
-                    local.oom_killed = false;
-                    local.error = None;
-                    local.failures = 0;
-                    local.next_attempt_at = None;
-                    local.started_at = Some(now);
-                }
-            }
-            Err(message) => {
-                warn!(error = %message, "container operation failed");
-                let local = state.local.entry(id.clone()).or_default();
-                local.failures += 1;
-                local.error = Some((message, now));
-                local.next_attempt_at = Some(now + failure_delay(local.failures));
-            }
-        }
-        drop(state);
-        shared.wake.notify_one();
-    }
-    .instrument(span)
-    .await
-}
-
-/// Attaches the replica's network (when the node has one), then creates and starts it. A
-/// failure after attaching leaves the attachment: the retry reuses it, and removal detaches it.
-async fn create_replica<R: ContainerRuntime>(
-    shared: &Shared<R>,
-    replica: &hivemind_types::Replica,
-) -> Result<(), String> {
-    let options = match &shared.dataplane {
-        Some(dataplane) => dataplane
-            .attach(replica)
-            .await
-            .map_err(|e| format!("cannot attach to the node network: {}", error_chain(&e)))?,
-        None => CreateOptions::default(),
-    };
-    shared
-        .runtime
-        .create(replica, &options)
-        .await
-        .map_err(|e| error_chain(&e))?;
-    shared
-        .runtime
-        .start(&replica.id)
-        .await
-        .map(|_| ())
-        .map_err(|e| error_chain(&e))
-}
-
-async fn send_reports<R: ContainerRuntime>(
-    shared: Arc<Shared<R>>,
-    mut latest: watch::Receiver<Option<NodeReport>>,
-) {
-    let mut last_sent: Option<NodeReport> = None;
-    let mut heartbeat = tokio::time::interval(shared.config.report_interval);
-    loop {
-        // The heartbeat keeps the node alive; a report is sent only when it differs from the
-        // last one sent, since passes run often and mostly change nothing.
-        let beat = tokio::select! {
-            _ = heartbeat.tick() => true,
-            changed = latest.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                false
-            }
-        };
-        // Before the first assignment the node still announces itself, so it can be scheduled on.
-        let report = latest
-            .borrow_and_update()
-            .clone()
-            .unwrap_or_else(|| NodeReport {
-                node: shared.config.node.clone(),
-                address: shared.config.address.clone(),
-                agent_url: shared.config.agent_url.clone(),
-                generation: 0,
-                replicas: Vec::new(),
-                problems: Vec::new(),
-            });
-        if last_sent.as_ref() == Some(&report) {
-            if !beat {
-                continue;
-            }
-            // Nothing changed: the heartbeat is a lease renewal, which writes nothing on the
-            // server. A refused renewal (the node is unknown to it) falls back to a report.
-            match shared.client.renew_lease(&shared.config.node).await {
-                Ok(()) => continue,
-                Err(error) => debug!(%error, "lease renewal refused; reporting instead"),
-            }
-        }
-        match shared.client.report(&report).await {
-            Ok(()) => last_sent = Some(report),
-            Err(error) => warn!(%error, "cannot report to the server; retrying"),
-        }
     }
 }
 

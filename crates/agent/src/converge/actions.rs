@@ -1,0 +1,123 @@
+//! The converger's actions, each spawned on its own task: create (attach the network, create,
+//! start), start (a restart) and remove (stop with the replica's signal and grace, remove,
+//! detach). Each records its outcome in the agent's per-replica state (failures and their
+//! back-off, restarts) and wakes the converger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, info_span, warn, Instrument};
+
+use super::plan::{failure_delay, Action};
+use super::{error_chain, Shared};
+use crate::runtime::{ContainerRuntime, CreateOptions};
+
+/// Runs `action` (bounded by the parallelism permits, except removals) and records its result.
+pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {
+    let id = action.id().to_string();
+    let span = info_span!("replica", replica = %id);
+    async {
+        // Creates and starts are bounded (they load runc and the disk); removals are not, since
+        // they mostly wait out grace periods and must not hold up new replicas.
+        let _permit = match &action {
+            Action::Remove { .. } => None,
+            _ => match shared.permits.acquire().await {
+                Ok(permit) => Some(permit),
+                Err(_) => return,
+            },
+        };
+        let result = match &action {
+            Action::Create(replica) => create_replica(&shared, replica).await,
+            Action::Start { id } => shared
+                .runtime
+                .start(id)
+                .await
+                .map(|_| ())
+                .map_err(|e| error_chain(&e)),
+            Action::Remove {
+                id,
+                signal,
+                grace_ms,
+            } => {
+                let stopped = shared
+                    .runtime
+                    .stop(id, signal, Duration::from_millis(*grace_ms))
+                    .await;
+                if let Err(error) = stopped {
+                    // Removal kills whatever is left, so a failed graceful stop is not fatal.
+                    warn!(%error, "graceful stop failed; removing anyway");
+                }
+                let removed = shared.runtime.remove(id).await.map_err(|e| error_chain(&e));
+                if removed.is_ok() {
+                    if let Some(dataplane) = &shared.dataplane {
+                        if let Err(error) = dataplane.detach(id).await {
+                            warn!(error = %error_chain(&error), "cannot detach the replica's network");
+                        }
+                    }
+                }
+                removed
+            }
+        };
+        let now = shared.now_millis();
+        let mut state = shared.state();
+        state.in_flight.remove(&id);
+        state.finished_actions += 1;
+        match result {
+            Ok(()) => {
+                match &action {
+                    Action::Create(_) => info!("replica started"),
+                    Action::Start { .. } => info!("replica restarted"),
+                    Action::Remove { .. } => info!("replica removed"),
+                }
+                if let Some(local) = state.local.get_mut(&id) {
+                    if matches!(action, Action::Start { .. }) && local.exit.is_some() {
+                        local.restarts += 1;
+                    }
+                    local.exit = None;
+                    local.oom_killed = false;
+                    local.error = None;
+                    local.failures = 0;
+                    local.next_attempt_at = None;
+                    local.started_at = Some(now);
+                }
+            }
+            Err(message) => {
+                warn!(error = %message, "container operation failed");
+                let local = state.local.entry(id.clone()).or_default();
+                local.failures += 1;
+                local.error = Some((message, now));
+                local.next_attempt_at = Some(now + failure_delay(local.failures));
+            }
+        }
+        drop(state);
+        shared.wake.notify_one();
+    }
+    .instrument(span)
+    .await
+}
+
+/// Attaches the replica's network (when the node has one), then creates and starts it. A
+/// failure after attaching leaves the attachment: the retry reuses it, and removal detaches it.
+async fn create_replica<R: ContainerRuntime>(
+    shared: &Shared<R>,
+    replica: &hivemind_types::Replica,
+) -> Result<(), String> {
+    let options = match &shared.dataplane {
+        Some(dataplane) => dataplane
+            .attach(replica)
+            .await
+            .map_err(|e| format!("cannot attach to the node network: {}", error_chain(&e)))?,
+        None => CreateOptions::default(),
+    };
+    shared
+        .runtime
+        .create(replica, &options)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    shared
+        .runtime
+        .start(&replica.id)
+        .await
+        .map(|_| ())
+        .map_err(|e| error_chain(&e))
+}
