@@ -134,12 +134,21 @@ impl<R: ContainerRuntime> Shared<R> {
 pub(crate) enum Clock {
     /// The wall clock: the timestamps go into reports and events.
     System,
+    /// Tokio's clock, counted from `base_ms` at `start`: under paused time a test steps through
+    /// back-offs without sleeping, and the converger's deadlines agree with its timers.
+    #[cfg(test)]
+    Tokio {
+        base_ms: u64,
+        start: tokio::time::Instant,
+    },
 }
 
 impl Clock {
     fn now_millis(&self) -> u64 {
         match self {
             Clock::System => now_millis(),
+            #[cfg(test)]
+            Clock::Tokio { base_ms, start } => base_ms + start.elapsed().as_millis() as u64,
         }
     }
 }
@@ -225,3 +234,7 @@ fn now_millis() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+#[path = "converge_tests.rs"]
+mod tests;
