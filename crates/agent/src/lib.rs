@@ -2,8 +2,12 @@
 //!
 //! **API boundary:** the agent reaches the server only through `hivemind-client`, never the
 //! store or the controllers, so the same code runs in `hivemind up` (one process) and on a
-//! remote node. Effects sit behind traits (`runtime::ContainerRuntime`) so the planner in
-//! `converge::plan` is tested with data and the system tests use real containerd.
+//! remote node. Effects sit behind traits so the planner in `converge::plan` is tested with data,
+//! the converge loop with fakes, and the system tests use real containerd: the container runtime
+//! (`runtime::ContainerRuntime`; `runtime::fake::FakeRuntime`), the data plane
+//! (`converge::dataplane::DataPlane`; `converge::fake::FakeDataPlane`) and the server
+//! (`converge::server::ServerLink`; `converge::fake::FakeServer`). The fakes are built for the
+//! crate's tests and, with the `fake` feature, for other crates.
 
 pub mod converge;
 pub mod dns;
