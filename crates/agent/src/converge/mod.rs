@@ -12,7 +12,7 @@
 //!
 //! The converger reaches the outside through three seams: `runtime::ContainerRuntime`,
 //! `dataplane::DataPlane` and `server::ServerLink` (fakes of each in `runtime::fake` and
-//! `fake`; the loop's unit tests are in `converge_tests.rs`).
+//! `fake`; the loop's unit tests are in `converge_tests/`).
 //!
 //! **Invariant:** nothing is removed before the first assignment has arrived, so a restarted
 //! agent adopts the containers it finds instead of killing them (live restore, SPEC §6).
@@ -236,5 +236,5 @@ fn now_millis() -> u64 {
 }
 
 #[cfg(test)]
-#[path = "converge_tests.rs"]
+#[path = "converge_tests/mod.rs"]
 mod tests;

@@ -184,6 +184,19 @@ impl FakeRuntime {
         send_exit(&mut state, id, code, false);
     }
 
+    /// Ends every `exits` stream, as a containerd restart does: exits until the next
+    /// subscription reach nobody.
+    pub fn end_exit_streams(&self) {
+        self.state().exit_streams.clear();
+    }
+
+    /// How many `exits` streams are open.
+    pub fn exit_streams(&self) -> usize {
+        let mut state = self.state();
+        state.exit_streams.retain(|tx| !tx.is_closed());
+        state.exit_streams.len()
+    }
+
     /// Pauses the next call of `op` until the returned gate is released.
     pub fn pause(&self, op: Op) -> Gate {
         let gate = Gate {
@@ -192,6 +205,11 @@ impl FakeRuntime {
         };
         self.state().gates.insert(op, gate.clone());
         gate
+    }
+
+    /// Tokio time since the fake was made: the clock of [`Call::at`].
+    pub fn elapsed(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
     /// Every call so far, in order.
