@@ -11,13 +11,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hivemind_types::spec::PullPolicy;
 use hivemind_types::Replica;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::{
     labels, normalize_image_ref, ContainerInfo, ContainerRuntime, CreateOptions, ExecInput,
@@ -58,7 +58,7 @@ pub fn next_seq() -> u64 {
 }
 
 /// A pause in the next call of one operation: the call blocks (after recording itself, and for
-/// `List` after taking its snapshot) until [`Gate::release`].
+/// `List` after taking its snapshot) until [`Gate::release`]. (A [`Hold`] holds every call.)
 #[derive(Clone)]
 pub struct Gate {
     reached: Arc<Semaphore>,
@@ -86,6 +86,53 @@ impl Gate {
     }
 }
 
+/// A hold on every call of one operation: each waits (after recording itself) until
+/// [`Hold::release`], which lets all of them and every later one through.
+#[derive(Clone)]
+pub struct Hold {
+    open: Arc<watch::Sender<bool>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Hold {
+    /// How many calls are waiting at the hold now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        let mut open = self.open.subscribe();
+        if *open.borrow_and_update() {
+            return;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _ = open.wait_for(|o| *o).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a call waits at before it acts: the pause and the hold set for its operation.
+#[must_use]
+struct Waits {
+    gate: Option<Gate>,
+    hold: Option<Hold>,
+}
+
+impl Waits {
+    async fn wait(self) {
+        if let Some(gate) = self.gate {
+            gate.pass().await;
+        }
+        if let Some(hold) = self.hold {
+            hold.pass().await;
+        }
+    }
+}
+
 struct Container {
     info: ContainerInfo,
 }
@@ -100,6 +147,7 @@ struct State {
     /// Replica id → exit code of every process started for it from now on.
     exit_on_start: BTreeMap<String, i32>,
     gates: BTreeMap<Op, Gate>,
+    holds: BTreeMap<Op, Hold>,
     exit_streams: Vec<mpsc::Sender<TaskExit>>,
     next_pid: u32,
 }
@@ -184,6 +232,16 @@ impl FakeRuntime {
         send_exit(&mut state, id, code, false);
     }
 
+    /// Holds every call of `op` from now on until the returned hold is released.
+    pub fn hold(&self, op: Op) -> Hold {
+        let hold = Hold {
+            open: Arc::new(watch::channel(false).0),
+            waiting: Arc::new(AtomicUsize::new(0)),
+        };
+        self.state().holds.insert(op, hold.clone());
+        hold
+    }
+
     /// Ends every `exits` stream, as a containerd restart does: exits until the next
     /// subscription reach nobody.
     pub fn end_exit_streams(&self) {
@@ -245,9 +303,9 @@ impl FakeRuntime {
         self.state().containers.keys().cloned().collect()
     }
 
-    /// Records the call, then fails it if a failure is scripted, and returns the gate to pass
-    /// if one is set for `op`.
-    fn enter(&self, op: Op, target: &str, args: String) -> Result<Option<Gate>, RuntimeError> {
+    /// Records the call, then fails it if a failure is scripted, and returns what it must wait
+    /// at (the pause and hold set for `op`).
+    fn enter(&self, op: Op, target: &str, args: String) -> Result<Waits, RuntimeError> {
         let mut state = self.state();
         state.calls.push(Call {
             seq: next_seq(),
@@ -269,7 +327,10 @@ impl FakeRuntime {
                 None => return Err(scripted(op, target)),
             }
         }
-        Ok(state.gates.remove(&op))
+        Ok(Waits {
+            gate: state.gates.remove(&op),
+            hold: state.holds.get(&op).cloned(),
+        })
     }
 
     async fn pull(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
@@ -283,8 +344,7 @@ impl FakeRuntime {
                 })
             }
             Err(other) => return Err(other),
-            Ok(Some(gate)) => gate.pass().await,
-            Ok(None) => {}
+            Ok(waits) => waits.wait().await,
         }
         let image = fake_image(&name);
         self.state().images.insert(name, image.clone());
@@ -350,16 +410,14 @@ fn container_info(replica: &Replica, task: Option<TaskState>) -> ContainerInfo {
 
 impl ContainerRuntime for FakeRuntime {
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let gate = self.enter(Op::List, "", String::new())?;
+        let waits = self.enter(Op::List, "", String::new())?;
         let snapshot: Vec<ContainerInfo> = self
             .state()
             .containers
             .values()
             .map(|c| c.info.clone())
             .collect();
-        if let Some(gate) = gate {
-            gate.pass().await;
-        }
+        waits.wait().await;
         Ok(snapshot)
     }
 
@@ -368,14 +426,13 @@ impl ContainerRuntime for FakeRuntime {
         replica: &Replica,
         _options: &CreateOptions,
     ) -> Result<(), RuntimeError> {
-        let gate = self.enter(
+        self.enter(
             Op::Create,
             &replica.id,
             format!("revision={}", replica.revision_hash),
-        )?;
-        if let Some(gate) = gate {
-            gate.pass().await;
-        }
+        )?
+        .wait()
+        .await;
         if self.state().containers.contains_key(&replica.id) {
             return Err(RuntimeError::AlreadyExists {
                 id: replica.id.clone(),
@@ -398,10 +455,7 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<u32, RuntimeError> {
-        let gate = self.enter(Op::Start, id, String::new())?;
-        if let Some(gate) = gate {
-            gate.pass().await;
-        }
+        self.enter(Op::Start, id, String::new())?.wait().await;
         let mut state = self.state();
         let exit_code = state.exit_on_start.get(id).copied();
         let pid = state.next_pid;
@@ -429,10 +483,7 @@ impl ContainerRuntime for FakeRuntime {
         grace: Duration,
     ) -> Result<Option<i32>, RuntimeError> {
         let args = format!("{signal} {}ms", grace.as_millis());
-        let gate = self.enter(Op::Stop, id, args)?;
-        if let Some(gate) = gate {
-            gate.pass().await;
-        }
+        self.enter(Op::Stop, id, args)?.wait().await;
         let mut state = self.state();
         let Some(container) = state.containers.get_mut(id) else {
             return Ok(None);
@@ -448,10 +499,7 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        let gate = self.enter(Op::Remove, id, String::new())?;
-        if let Some(gate) = gate {
-            gate.pass().await;
-        }
+        self.enter(Op::Remove, id, String::new())?.wait().await;
         self.state().containers.remove(id);
         Ok(())
     }
@@ -483,9 +531,9 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn image_remove(&self, reference: &str, force: bool) -> Result<ImageInfo, RuntimeError> {
         let name = normalize_image_ref(reference);
-        if let Some(gate) = self.enter(Op::ImageRemove, &name, format!("force={force}"))? {
-            gate.pass().await;
-        }
+        self.enter(Op::ImageRemove, &name, format!("force={force}"))?
+            .wait()
+            .await;
         let mut state = self.state();
         let users: Vec<String> = state
             .containers

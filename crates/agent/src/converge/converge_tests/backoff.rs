@@ -1,4 +1,5 @@
-//! Restarts and retries: crash-loop back-off, failed starts and pulls, OOM kills.
+//! Restarts and retries: crash-loop back-off, failed starts, pulls and attaches, OOM kills,
+//! exits missed by the event stream.
 
 use std::time::Duration;
 
@@ -172,4 +173,41 @@ async fn an_exit_missed_while_the_event_stream_was_down_is_still_restarted() {
     );
     assert_eq!(status(&report, "web-a").unwrap().exits[0].exit_code, 2);
     eventually("the agent subscribed again", || runtime.exit_streams() == 1).await;
+}
+
+/// A replica that cannot join the node network is not created: the attach is retried with the
+/// failure back-off, and the status says why.
+#[tokio::test(start_paused = true)]
+async fn a_failed_attach_creates_nothing_and_is_retried() {
+    let runtime = FakeRuntime::new();
+    let node = Node::start(runtime.clone());
+    node.dataplane.fail_attach("web-a", true);
+    node.server.assign(assignment(1, &[replica("web-a")]));
+
+    let report = node
+        .report("the attach failure", |r| {
+            status(r, "web-a").is_some_and(|s| s.state == ReplicaState::Failed)
+        })
+        .await;
+    let message = &status(&report, "web-a").unwrap().message;
+    assert!(
+        message.starts_with("cannot attach to the node network: "),
+        "{message}"
+    );
+    assert!(runtime.calls_of(Op::Create, "web-a").is_empty());
+
+    node.dataplane.fail_attach("web-a", false);
+    let report = node.running(1, &["web-a"]).await;
+    assert_eq!(
+        status(&report, "web-a").unwrap().ip.as_deref(),
+        Some("10.42.1.2")
+    );
+    let attaches = node
+        .dataplane
+        .calls()
+        .into_iter()
+        .filter(|c| c.call == DataPlaneCall::Attach { id: "web-a".into() })
+        .count();
+    assert!(attaches >= 2, "{attaches} attaches");
+    assert_eq!(runtime.calls_of(Op::Create, "web-a").len(), 1);
 }

@@ -207,3 +207,37 @@ async fn replicas_no_longer_assigned_are_stopped_and_removed() {
     assert!(runtime.calls_of(Op::Stop, "web-a").is_empty());
     assert!(!node.dataplane.attached().contains_key("db-b"));
 }
+
+/// Creates and starts share the `parallelism` permits (they load runc and the disk); removals
+/// do not wait for them, as they mostly wait out grace periods.
+#[tokio::test(start_paused = true)]
+async fn creates_are_bounded_by_parallelism_and_removals_are_not() {
+    let runtime = FakeRuntime::new();
+    runtime.add_container(&replica("web-old"), Some(TaskState::Running { pid: 5 }));
+    let creates = runtime.hold(Op::Create);
+    let config = AgentConfig {
+        parallelism: 2,
+        ..config()
+    };
+    let node = Node::start_with(runtime.clone(), config);
+    let ids = ["web-a", "web-b", "web-c", "web-d"];
+    node.server.assign(assignment(1, &ids.map(replica)));
+
+    eventually("two creates held", || creates.waiting() == 2).await;
+    eventually("the unassigned container removed meanwhile", || {
+        runtime.container("web-old").is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        creates.waiting(),
+        2,
+        "no third create while two hold the permits"
+    );
+    let created = |rt: &FakeRuntime| rt.changes().iter().filter(|c| c.op == Op::Create).count();
+    assert_eq!(created(&runtime), 2);
+
+    creates.release();
+    node.running(1, &ids).await;
+    assert_eq!(created(&runtime), 4);
+}

@@ -106,11 +106,15 @@ impl Node {
     /// Starts an agent over `runtime` (which may hold containers of an earlier agent), with the
     /// fake data plane.
     fn start(runtime: FakeRuntime) -> Node {
+        Node::start_with(runtime, config())
+    }
+
+    fn start_with(runtime: FakeRuntime, config: AgentConfig) -> Node {
         let server = FakeServer::new();
         let dataplane = FakeDataPlane::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let agent = tokio::spawn(run_with(
-            config(),
+            config,
             runtime,
             seams(&server, Some(&dataplane)),
             shutdown_rx,
