@@ -192,6 +192,7 @@ struct ServerState {
     leases: Vec<u64>,
     failing_reports: u32,
     failing_assignments: u32,
+    failing_leases: u32,
 }
 
 struct ServerInner {
@@ -244,6 +245,16 @@ impl FakeServer {
         self.state().failing_reports = n;
     }
 
+    /// How many of the reports scripted to fail are still to come.
+    pub fn failing_reports(&self) -> u32 {
+        self.state().failing_reports
+    }
+
+    /// The next `n` lease renewals are refused.
+    pub fn fail_leases(&self, n: u32) {
+        self.state().failing_leases = n;
+    }
+
     /// The next `n` assignment requests fail.
     pub fn fail_assignments(&self, n: u32) {
         self.state().failing_assignments = n;
@@ -268,21 +279,24 @@ impl FakeServer {
         self.state().polls.clone()
     }
 
-    /// Waits for the first report received from now on that satisfies `wanted` (earlier ones
-    /// do not count) and returns it. Panics, naming `what` and the last report, if none came
-    /// within an hour of tokio time (instant under paused time), so a test cannot hang.
+    /// Waits for the first report, from the latest one received on, that satisfies `wanted`
+    /// (the latest counts: an unchanged node renews its lease rather than report again) and
+    /// returns it. Panics, naming `what` and the last report, if none came within an hour of
+    /// tokio time (instant under paused time), so a test cannot hang.
     pub async fn wait_report(
         &self,
         what: &str,
         wanted: impl Fn(&NodeReport) -> bool,
     ) -> NodeReport {
         let mut received = self.inner.received.subscribe();
-        let mut seen = *received.borrow_and_update();
+        let mut seen = received.borrow_and_update().saturating_sub(1);
+        let mut first = true;
         let waited = tokio::time::timeout(WAIT_REPORT_LIMIT, async {
             loop {
-                if received.changed().await.is_err() {
+                if !first && received.changed().await.is_err() {
                     std::future::pending::<()>().await;
                 }
+                first = false;
                 let now = *received.borrow_and_update();
                 let state = self.state();
                 let found = state.reports[seen..now]
@@ -389,6 +403,10 @@ impl ServerLink for FakeServer {
                 field: None,
                 fix: None,
             });
+        }
+        if state.failing_leases > 0 {
+            state.failing_leases -= 1;
+            return Err(unavailable("lease renewal"));
         }
         state.leases.push(next_seq());
         Ok(())
