@@ -170,7 +170,8 @@ async fn openapi_document_lists_the_paths() {
         "/api/v1/nodes/{node}/report",
         "/api/v1/events",
         "/api/v1/tokens",
-        "/api/v1/tokens/{id}",
+        "/api/v1/tokens/{token}",
+        "/api/v1/nodes/{node}/lease",
         "/api/v1/nodes/{node}",
         "/api/v1/nodes/{node}/join",
     ] {
