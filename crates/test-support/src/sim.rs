@@ -12,6 +12,8 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hivemind_client::Client;
@@ -142,12 +144,18 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
     let mut state = SimState::default();
     let mut after: Option<u64> = None;
     let mut generation = 0;
-    let mut last_report = tokio::time::Instant::now() - config.heartbeat;
-    let mut registered = false;
+    // Renewals run beside the assignment loop, as the agent's reporter does, so that a slow
+    // assignment never lets the lease lapse. A refused renewal asks the loop to register again.
+    let unregistered = Arc::new(AtomicBool::new(true));
+    let _lease = AbortOnDrop(tokio::spawn(renew_leases(
+        client.clone(),
+        node.clone(),
+        config.heartbeat,
+        unregistered.clone(),
+    )));
     loop {
-        // Register before asking for work, as the agent does on start; then the heartbeat is a
-        // lease renewal, which writes nothing on the server.
-        if !registered {
+        // Register before asking for work, as the agent does on start.
+        if unregistered.load(Ordering::Relaxed) {
             let report = NodeReport {
                 node: node.clone(),
                 address: address.clone(),
@@ -157,10 +165,7 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
                 problems: Vec::new(),
             };
             match client.report(&report).await {
-                Ok(()) => {
-                    registered = true;
-                    last_report = tokio::time::Instant::now();
-                }
+                Ok(()) => unregistered.store(false, Ordering::Relaxed),
                 Err(error) if error.status() == Some(401) => {
                     // The node was removed (`hivemind node rm`): its credential is gone for good.
                     tracing::error!(%node, %error, "credential refused; the node stops");
@@ -172,20 +177,8 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
                     continue;
                 }
             }
-        } else if last_report.elapsed() >= config.heartbeat {
-            match client.renew_lease(&node).await {
-                Ok(()) => last_report = tokio::time::Instant::now(),
-                Err(error) => {
-                    tracing::warn!(%node, %error, "lease renewal failed; registering again");
-                    registered = false;
-                    continue;
-                }
-            }
         }
-        // Hold the poll no longer than the next heartbeat is due.
-        let poll = config
-            .poll
-            .min(config.heartbeat.saturating_sub(last_report.elapsed()));
+        let poll = config.poll;
         let assignment = match client
             .assignment(&node, after, poll.max(Duration::from_millis(100)))
             .await
@@ -209,7 +202,7 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
                 problems: Vec::new(),
             };
             match client.report(&report).await {
-                Ok(()) => last_report = tokio::time::Instant::now(),
+                Ok(()) => {}
                 Err(error) => {
                     tracing::warn!(%node, %error, "report failed; the next pass retries");
                     // Forget the assignment so that the next pass reports again.
@@ -218,6 +211,37 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
                 }
             }
         }
+    }
+}
+
+/// Renews `node`'s lease every `heartbeat` until aborted; a refusal (the server does not know
+/// the node) sets `unregistered` so that the node reports again.
+async fn renew_leases(
+    client: Client,
+    node: String,
+    heartbeat: Duration,
+    unregistered: Arc<AtomicBool>,
+) {
+    let mut beat = tokio::time::interval(heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        beat.tick().await;
+        if unregistered.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Err(error) = client.renew_lease(&node).await {
+            tracing::warn!(%node, %error, "lease renewal failed; registering again");
+            unregistered.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Aborts the task when dropped (the node's loop ended or was aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
