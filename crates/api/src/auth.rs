@@ -55,7 +55,7 @@ impl Authenticator {
         if self.admin.accepts(presented.as_bytes()) {
             return Ok(Some(Principal::Admin));
         }
-        crate::tokens::verify(&self.store, presented, crate::tokens::now_ms()).await
+        crate::tokens::verify(&self.store, presented, hivemind_types::now_millis()).await
     }
 }
 

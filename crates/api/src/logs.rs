@@ -22,6 +22,7 @@ use hivemind_types::{Kind, Node, Replica};
 use crate::error::ApiError;
 use crate::extract::{shorten, Params};
 use crate::{report, scale};
+use hivemind_types::error_chain;
 
 /// What the server presents to agents: per node, never the admin token (see `tokens`).
 pub(crate) use crate::tokens::AgentKey as AgentToken;
@@ -335,17 +336,6 @@ pub(crate) fn agent_error(replica: &Replica, e: ClientError) -> ApiError {
                 .to_string(),
         },
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! The `#[utoipa::path]` attributes are the OpenAPI document's source (see `openapi`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::extract::{check_label, JsonBody, Params};
 use crate::shutdown::{stopped, Shutdown};
 use crate::{deploy, events, recorded, report, scale};
+use hivemind_types::now_millis;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -257,12 +258,6 @@ pub(crate) async fn put_lease(
 ) -> ApiResult<StatusCode> {
     report::renew_lease(&store, &node, now_millis()).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[utoipa::path(

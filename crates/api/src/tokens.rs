@@ -16,13 +16,14 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use hivemind_client::wire::{JoinResponse, TokenCreateRequest, TokenCreated, TokenView};
 use hivemind_store::{Expect, Op, Store};
+use hivemind_types::now_millis;
 use hivemind_types::token::{format_token, parse_token};
 use hivemind_types::{constant_time_eq, Kind, Meta, Node, Token, TokenRole};
 use rand::RngCore;
@@ -97,12 +98,6 @@ fn random_bytes() -> [u8; 32] {
 
 fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The principal `presented` (an `hm1.` token) authenticates as, or `None` when it is unknown,
@@ -259,7 +254,7 @@ pub(crate) async fn create_token(
         role: req.role,
         node: None,
         secret_sha256: hash_secret(&secret),
-        expires_at: ttl.map(|ttl| now_ms() + ttl),
+        expires_at: ttl.map(|ttl| now_millis() + ttl),
         issued_by: "admin".to_string(),
         meta: Meta::default(),
     };
@@ -431,7 +426,9 @@ mod tests {
             .unwrap();
         assert!(first.credential.starts_with("hm1.n-n1."));
         assert_eq!(first.agent_secret, key.secret_for("n1"));
-        let got = verify(&store, &first.credential, now_ms()).await.unwrap();
+        let got = verify(&store, &first.credential, now_millis())
+            .await
+            .unwrap();
         assert_eq!(got, Some(Principal::Node("n1".into())));
         // The stored record holds a hash, never the secret.
         let stored: Token = store.get(Kind::Token, "n-n1").await.unwrap().unwrap();
@@ -443,10 +440,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            verify(&store, &first.credential, now_ms()).await.unwrap(),
+            verify(&store, &first.credential, now_millis())
+                .await
+                .unwrap(),
             None
         );
-        assert!(verify(&store, &second.credential, now_ms())
+        assert!(verify(&store, &second.credential, now_millis())
             .await
             .unwrap()
             .is_some());

@@ -36,6 +36,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+pub(crate) use hivemind_types::now_millis;
 use hivemind_types::{Kind, ObservedReplica, Replica};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -275,13 +276,6 @@ fn decode<T: DeserializeOwned>(kind: Kind, key: &str, text: &str) -> Result<T, S
         key: key.to_string(),
         source,
     })
-}
-
-pub(crate) fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 #[cfg(any(test, feature = "suite"))]

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hivemind_client::Client;
+use hivemind_types::now_millis;
 use hivemind_types::{Assignment, NodeReport, ObservedReplica, ReplicaState};
 
 /// What one simulated node remembers between assignments: the replicas it runs, each with the
@@ -243,13 +244,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

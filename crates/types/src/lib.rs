@@ -13,6 +13,7 @@ pub mod object;
 pub mod routing;
 pub mod spec;
 pub mod token;
+pub mod util;
 
 pub use endpoints::{AddressClaim, AddressPool, EndpointReplica, Endpoints};
 pub use event::{Event, EventObject, EventType};
@@ -29,3 +30,4 @@ pub use spec::{
     ServiceSpec, TooManyReplicas, DEFAULT_NETWORK, MAX_REPLICAS,
 };
 pub use token::{constant_time_eq, Token, TokenRole};
+pub use util::{error_chain, now_millis};

@@ -41,6 +41,8 @@ use crate::converge::dataplane::{DataPlane, DataPlaneConfig, NodeDataPlane};
 use crate::converge::plan::LocalState;
 use crate::converge::server::ServerLink;
 use crate::runtime::{ContainerRuntime, RuntimeConfig};
+use hivemind_types::error_chain;
+use hivemind_types::now_millis;
 
 /// How the agent identifies itself and paces its work.
 #[derive(Debug, Clone)]
@@ -214,25 +216,6 @@ pub(crate) async fn run_with<R: ContainerRuntime>(
     if let Some(dataplane) = &shared.dataplane {
         dataplane.shutdown().await;
     }
-}
-
-/// An error with its sources on one line: the replica's status message must say why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hivemind_types::constant_time_eq;
+pub(crate) use hivemind_types::error_chain;
 use hivemind_types::id::is_replica_id;
 use tokio::sync::watch;
 use tracing::warn;
@@ -164,17 +165,6 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str, fix: &str) ->
         "error": {"code": code, "message": message, "fix": fix}
     });
     (status, Json(body)).into_response()
-}
-
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

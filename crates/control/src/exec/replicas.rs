@@ -24,6 +24,7 @@ use crate::exec::runner::BackgroundTask;
 use crate::exec::ControlError;
 use crate::plan::replicas::{plan_replicas, Observed, ReplicaHead, ServiceWork};
 use crate::plan::schedule::NodeLoad;
+pub(crate) use hivemind_types::error_chain;
 
 /// Replica writes (creates and deletes) per transaction: a few MB of JSON, well under what
 /// one SQLite transaction and one watch item carry comfortably.
@@ -454,18 +455,6 @@ impl BackgroundTask for ServiceController {
     async fn activate(&mut self) -> Result<serde_json::Value, String> {
         self.run().await.map_err(|e| error_chain(&e))
     }
-}
-
-/// An error and its sources on one line, for status reports.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::runtime::error::RuntimeError;
 use crate::runtime::image::{
     is_index, pick_platform, Descriptor, Index, Manifest, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
 };
+use hivemind_types::error_chain;
 
 /// Manifest media types we accept from a registry.
 const ACCEPT: &[&str] = &[
@@ -404,21 +405,6 @@ fn media_type_of(bytes: &[u8], digest: &str) -> Result<String, String> {
         (None, Some(_)) => MEDIA_OCI_INDEX.to_string(),
         (None, None) => MEDIA_OCI_MANIFEST.to_string(),
     })
-}
-
-/// `e: its source: its source...`, for reasons that are shown to users as one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(source) = next {
-        let text = source.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = source.source();
-    }
-    out
 }
 
 #[cfg(test)]
