@@ -28,6 +28,12 @@ const BATCH: usize = 500;
 /// Committed transactions applied before the marked services are planned.
 const MAX_COALESCE: usize = 1_000;
 
+/// The least time between two endpoints writes. Every write wakes each node that routes the
+/// services written and sends it their endpoints, so during a burst (a scale-up reporting
+/// thousands of replicas running) changes gather for this long instead of fanning out once per
+/// report; a change after a quiet spell is written at once.
+const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// What the cache keeps of a replica.
 #[derive(Debug, Clone)]
 struct ReplicaEntry {
@@ -280,7 +286,33 @@ pub async fn run_endpoints(store: Store, mut shutdown: watch::Receiver<bool>) {
             }
         };
         let mut watch = store.watch(revision);
+        let mut last_write: Option<tokio::time::Instant> = None;
         loop {
+            if let Some(due) = last_write.map(|at| at + MIN_WRITE_INTERVAL) {
+                if cache.has_dirty() && tokio::time::Instant::now() < due {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(due) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    // What committed meanwhile goes into this write.
+                    let mut relisted = false;
+                    while let Some(event) = watch.next().now_or_never() {
+                        match event {
+                            Some(WatchEvent::Txn { changes, .. }) => {
+                                changes.iter().for_each(|c| cache.apply(c));
+                            }
+                            Some(WatchEvent::Compacted { .. }) => {
+                                relisted = true;
+                                break;
+                            }
+                            None => return,
+                        }
+                    }
+                    if relisted {
+                        break;
+                    }
+                }
+            }
             while cache.has_dirty() {
                 let planned = cache.plan_dirty(BATCH);
                 let count = planned.len();
@@ -288,6 +320,7 @@ pub async fn run_endpoints(store: Store, mut shutdown: watch::Receiver<bool>) {
                     Ok(revision) => {
                         debug!(written = count, revision, "endpoints written");
                         cache.committed(planned);
+                        last_write = Some(tokio::time::Instant::now());
                     }
                     Err(e) => {
                         warn!(error = %error_chain(&e), "endpoints: write failed; retrying");
