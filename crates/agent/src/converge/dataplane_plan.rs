@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use hivemind_types::{NodeNetwork, PortProtocol, ServiceEndpoints, DEFAULT_NETWORK};
+use hivemind_types::{NodeNetwork, ServiceEndpoints, DEFAULT_NETWORK};
 
 use crate::dns::{DnsClient, DnsService, DnsZone};
 use crate::ingress::{self, HttpRule, Route, RouteMode};
-use crate::net::{self, NetRules, NetworkRule, VipRule};
+use crate::net::{NetRules, NetworkRule, VipRule};
 
 /// Everything the data plane must look like for one assignment.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,10 +60,8 @@ pub fn plan_data_plane(network: &NodeNetwork, generation: u64) -> DataPlanePlan 
         }
         let mut dns_ports = Vec::new();
         for port in &service.ports {
-            let (net_proto, ingress_proto, name) = match port.protocol {
-                PortProtocol::Tcp => (net::Proto::Tcp, ingress::Proto::Tcp, "tcp"),
-                PortProtocol::Udp => (net::Proto::Udp, ingress::Proto::Udp, "udp"),
-            };
+            let (net_proto, ingress_proto, name) =
+                (port.protocol, port.protocol, port.protocol.as_str());
             // The VIP answers on the container port, as a Kubernetes service's port does by
             // default; the published port is the ingress's.
             if let Some(vip) = vip {
@@ -198,7 +196,7 @@ mod tests {
             target,
             published,
             host_ip: None,
-            protocol: PortProtocol::Tcp,
+            protocol: hivemind_types::PortProtocol::Tcp,
         }
     }
 

@@ -37,21 +37,8 @@ pub struct IngressConfig {
     pub bind_ip: IpAddr,
 }
 
-/// Transport protocol of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
-    }
-}
+/// Transport protocol of a published port (the Compose port's own type).
+pub use hivemind_types::PortProtocol as Proto;
 
 /// One published port and where its traffic goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

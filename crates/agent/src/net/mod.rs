@@ -49,12 +49,8 @@ pub struct Attachment {
     pub host_veth: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
+/// A rule's transport protocol (the Compose port's own type).
+pub use hivemind_types::PortProtocol as Proto;
 
 /// The complete set of service rules for this node; each `apply_rules` replaces the last.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

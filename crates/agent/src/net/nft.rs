@@ -30,15 +30,6 @@ pub(crate) struct TableParams<'a> {
     pub(crate) br_netfilter: bool,
 }
 
-impl Proto {
-    fn nft(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
 pub(super) const FAMILY: &str = "inet";
 
 pub(super) fn payload(protocol: &str, field: &str) -> Value {
@@ -63,13 +54,13 @@ fn service_key() -> Value {
 }
 
 fn service_element(rule: &VipRule) -> Value {
-    json!({"concat": [rule.vip.to_string(), rule.protocol.nft(), rule.port]})
+    json!({"concat": [rule.vip.to_string(), rule.protocol.as_str(), rule.port]})
 }
 
 /// Chain name for one service; readable in `nft list ruleset`.
 pub(crate) fn service_chain(rule: &VipRule) -> String {
     let vip = rule.vip.to_string().replace('.', "-");
-    format!("svc-{vip}-{}-{}", rule.protocol.nft(), rule.port)
+    format!("svc-{vip}-{}-{}", rule.protocol.as_str(), rule.port)
 }
 
 pub(super) struct Doc<'a> {
@@ -165,7 +156,7 @@ pub(crate) fn table_document(params: &TableParams<'_>, rules: &NetRules) -> Valu
             doc.rule(
                 chain,
                 vec![
-                    matches("==", meta("l4proto"), json!(proto.nft())),
+                    matches("==", meta("l4proto"), json!(proto.as_str())),
                     matches("==", service_key(), json!({"set": elements})),
                     reject,
                 ],
@@ -238,7 +229,7 @@ pub(crate) fn table_document(params: &TableParams<'_>, rules: &NetRules) -> Valu
             &chain,
             vec![
                 // nft wants the transport protocol pinned before a DNAT that rewrites ports.
-                matches("==", meta("l4proto"), json!(rule.protocol.nft())),
+                matches("==", meta("l4proto"), json!(rule.protocol.as_str())),
                 json!({"dnat": {"family": "ip", "addr": pick, "port": rule.target_port}}),
             ],
         );
