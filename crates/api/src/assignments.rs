@@ -31,8 +31,8 @@ use crate::error::ApiError;
 /// the client's own timeout do not fire first.
 pub const MAX_POLL: Duration = Duration::from_secs(120);
 
-/// `node`'s assignment once a change after generation `after` touches it, or when `timeout`
-/// passes or `stopping` resolves (server shutdown); at once without `after`.
+/// `node`'s whole assignment once a change after generation `after` touches it, or when
+/// `timeout` passes or `stopping` resolves (server shutdown); at once without `after`.
 pub async fn wait_assignment(
     hub: &Hub,
     store: &Store,
@@ -42,8 +42,31 @@ pub async fn wait_assignment(
     timeout: Duration,
     stopping: impl std::future::Future<Output = ()>,
 ) -> Result<Assignment, ApiError> {
-    if let Some(after) = after {
-        hub.wait(node, after, timeout.min(MAX_POLL), stopping).await;
+    wait_assignment_delta(hub, store, net, node, after, false, timeout, stopping).await
+}
+
+/// As [`wait_assignment`], but with `delta` (and `after`) answers with what changed since
+/// `after` when the hub's history reaches back that far (see `Assignment::apply`), else in
+/// full.
+#[allow(clippy::too_many_arguments)]
+pub async fn wait_assignment_delta(
+    hub: &Hub,
+    store: &Store,
+    net: &ClusterNetwork,
+    node: &str,
+    after: Option<u64>,
+    delta: bool,
+    timeout: Duration,
+    stopping: impl std::future::Future<Output = ()>,
+) -> Result<Assignment, ApiError> {
+    let Some(after) = after else {
+        return hub.assignment(store, net, node).await;
+    };
+    hub.wait(node, after, timeout.min(MAX_POLL), stopping).await;
+    if delta {
+        if let Some(a) = hub.delta_assignment(store, net, node, after).await? {
+            return Ok(a);
+        }
     }
     hub.assignment(store, net, node).await
 }
@@ -69,6 +92,7 @@ pub struct Routes {
     app_nodes: HashMap<String, HashMap<String, usize>>,
     public: BTreeSet<String>,
     subnets: HashMap<String, Option<String>>,
+    diffs: delta::Diffs,
 }
 
 /// The routing-relevant part of an endpoints object (its replicas are skipped, not copied).
@@ -98,7 +122,7 @@ fn is_public(head: &RoutingHead) -> bool {
 }
 
 /// `ns/app` of an endpoints key `ns/app/service`.
-fn app_of(key: &str) -> &str {
+pub(crate) fn app_of(key: &str) -> &str {
     key.rsplit_once('/').map_or(key, |(app, _)| app)
 }
 
@@ -125,6 +149,7 @@ impl Routes {
             .iter()
             .map(|n| (n.name.clone(), n.subnet.clone()))
             .collect();
+        self.diffs.reset(revision, endpoints);
         self.touched.clear();
         self.processed = revision;
         self.touch_all(revision);
@@ -157,30 +182,45 @@ impl Routes {
         Some(node)
     }
 
-    /// Updates the routing state with `change` and says whom it concerns.
-    pub fn route(&mut self, change: &Change) -> Targets {
+    /// Updates the routing state with `change`, committed at `revision`, and says whom it
+    /// concerns.
+    pub fn route(&mut self, revision: u64, change: &Change) -> Targets {
         let put = change.op == ChangeOp::Put;
         match change.kind {
             Kind::Replica => {
+                let new = if put {
+                    ReplicaHead::deserialize(&change.value)
+                        .inspect_err(
+                            |e| warn!(key = %change.key, error = %e, "hub: unreadable replica"),
+                        )
+                        .ok()
+                } else {
+                    None
+                };
+                // Asked before the old place is forgotten, so that an update in place is no
+                // arrival.
+                let arrives = new.as_ref().map(|r| {
+                    let app = format!("{}/{}", r.namespace, r.app);
+                    let had = self
+                        .app_nodes
+                        .get(&app)
+                        .is_some_and(|n| n.contains_key(&r.node));
+                    (app, had)
+                });
                 let mut nodes = BTreeSet::new();
                 // Its old node (a move or a delete) and its new one.
                 nodes.extend(self.remove_replica(&change.key));
-                if put {
-                    match ReplicaHead::deserialize(&change.value) {
-                        Ok(r) => {
-                            self.add_replica(
-                                &change.key,
-                                &r.node,
-                                &format!("{}/{}", r.namespace, r.app),
-                            );
-                            nodes.insert(r.node);
-                        }
-                        Err(e) => warn!(key = %change.key, error = %e, "hub: unreadable replica"),
+                if let (Some(r), Some((app, had))) = (new, arrives) {
+                    self.add_replica(&change.key, &r.node, &app);
+                    if !had {
+                        self.diffs.joined(revision, &r.node, &app);
                     }
+                    nodes.insert(r.node);
                 }
                 Targets::Nodes(nodes)
             }
             Kind::Endpoints => {
+                self.diffs.endpoints(revision, change);
                 let was_public = self.public.contains(&change.key);
                 let now_public =
                     put && RoutingHead::deserialize(&change.value).is_ok_and(|h| is_public(&h));
@@ -228,7 +268,7 @@ impl Routes {
         let mut nodes = BTreeSet::new();
         let mut all = false;
         for change in changes {
-            match self.route(change) {
+            match self.route(revision, change) {
                 Targets::None => {}
                 Targets::Nodes(n) => nodes.extend(n),
                 Targets::All => all = true,
@@ -278,6 +318,21 @@ impl Routes {
 
     pub fn public(&self) -> Vec<String> {
         self.public.iter().cloned().collect()
+    }
+
+    /// What changed for `node` since `after`, at the processed revision; `None` when the
+    /// history does not reach back to `after`.
+    pub(crate) fn delta(&self, node: &str, after: u64) -> Option<delta::NodeDelta> {
+        if !self.diffs.covers(after, self.processed) {
+            return None;
+        }
+        let apps: BTreeSet<String> = self
+            .app_nodes
+            .iter()
+            .filter(|(_, nodes)| nodes.contains_key(node))
+            .map(|(app, _)| app.clone())
+            .collect();
+        Some(self.diffs.delta(after, node, &apps, &self.public))
     }
 }
 
@@ -358,6 +413,46 @@ impl Hub {
             (routes.processed(), routes.public())
         };
         read_assignment(store, net, node, generation, Some(public)).await
+    }
+
+    /// `node`'s assignment as a delta since `after` (`delta: true`), with the hub's processed
+    /// revision as its generation; `None` when the hub's history does not reach `after`.
+    /// Its services come from the hub's memory at that revision, its replicas and subnet from
+    /// the store (at least as new).
+    pub async fn delta_assignment(
+        &self,
+        store: &Store,
+        net: &ClusterNetwork,
+        node: &str,
+        after: u64,
+    ) -> Result<Option<Assignment>, ApiError> {
+        self.ready().await;
+        let (generation, delta) = {
+            let routes = self.routes();
+            let Some(delta) = routes.delta(node, after) else {
+                return Ok(None);
+            };
+            (routes.processed(), delta)
+        };
+        let replicas = store.replica_list_by_node(node).await?;
+        let subnet = store
+            .get::<Node>(Kind::Node, node)
+            .await?
+            .and_then(|n| n.subnet);
+        Ok(Some(Assignment {
+            node: node.to_string(),
+            generation,
+            replicas,
+            network: NodeNetwork {
+                subnet,
+                cluster_cidr: Some(net.cluster_cidr_string()),
+                service_cidr: Some(net.service_cidr_string()),
+                services: delta.services,
+                endpoint_changes: delta.endpoint_changes,
+                service_keys: delta.service_keys,
+            },
+            delta: true,
+        }))
     }
 }
 
@@ -454,9 +549,14 @@ pub(crate) async fn read_assignment(
                 .values()
                 .map(Endpoints::to_service_endpoints)
                 .collect(),
+            ..Default::default()
         },
+        delta: false,
     })
 }
 
+mod delta;
+#[cfg(test)]
+mod delta_tests;
 #[cfg(test)]
 mod tests;

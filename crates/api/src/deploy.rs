@@ -217,13 +217,18 @@ pub(crate) fn app_not_found(namespace: &str, name: &str) -> ApiError {
 
 /// `?strict=`: `true` or `false` (absent or empty: false).
 pub(crate) fn strict_param(value: Option<&str>) -> Result<bool, ApiError> {
+    bool_param("strict", value)
+}
+
+/// A boolean query parameter `name`: `true` or `false` (absent or empty: false).
+pub(crate) fn bool_param(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
     match value {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
         Some(other) => Err(ApiError::bad_request(
-            "strict",
-            format!("strict: {other:?} is not a boolean"),
-            "pass strict=true or strict=false",
+            name,
+            format!("{name}: {other:?} is not a boolean"),
+            format!("pass {name}=true or {name}=false"),
         )),
     }
 }

@@ -202,6 +202,7 @@ pub(crate) async fn list_nodes(State(store): State<Store>) -> ApiResult<Json<Vec
         ("node" = String, Path,),
         ("after" = Option<u64>, Query, description = "generation the agent has; wait for a newer one"),
         ("timeout_ms" = Option<u64>, Query, description = "longest wait, default 30000, at most 120000"),
+        ("delta" = Option<bool>, Query, description = "with after: answer with what changed since it (delta: true) when the server can"),
     ),
     responses((status = 200, description = "the node's whole desired set", body = Object), (status = 400, body = ErrorBody))
 )]
@@ -214,16 +215,18 @@ pub(crate) async fn get_assignment(
     Path(node): Path<String>,
 ) -> ApiResult<Json<Assignment>> {
     let after = params.u64("after")?;
+    let delta = crate::deploy::bool_param("delta", params.str("delta"))?;
     let timeout = params
         .u64("timeout_ms")?
         .map_or(DEFAULT_POLL, Duration::from_millis);
     Ok(Json(
-        assignments::wait_assignment(
+        assignments::wait_assignment_delta(
             &hub,
             &store,
             &net,
             &node,
             after,
+            delta,
             timeout,
             stopped(shutdown.map(|e| e.0)),
         )

@@ -273,6 +273,7 @@ mod tests {
                 subnet: Some("10.42.3.0/24".into()),
                 ..Default::default()
             },
+            delta: false,
         }
     }
 

@@ -3,6 +3,7 @@
 //! This crate does no I/O and knows nothing of tokio, SQL or HTTP (like kube-core). Every other
 //! crate speaks in these types; a change here is an API change for all of them.
 
+pub mod assignment_delta;
 pub mod compose;
 pub mod endpoints;
 pub mod event;
@@ -15,6 +16,7 @@ pub mod spec;
 pub mod token;
 pub mod util;
 
+pub use assignment_delta::EndpointChange;
 pub use endpoints::{AddressClaim, AddressPool, EndpointReplica, Endpoints};
 pub use event::{Event, EventObject, EventType};
 pub use limits::{ExtraHost, Resources, TmpfsMount, Ulimit};

@@ -318,6 +318,11 @@ pub struct Assignment {
     /// What the node needs for DNS, service VIPs and the ingress.
     #[serde(default)]
     pub network: NodeNetwork,
+    /// A delta answer (asked for with `delta=true`): `network` holds only what changed since
+    /// the generation asked after; [`Assignment::apply`] merges it into the previous one.
+    /// Absent (false) in full answers and in payloads from before deltas existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delta: bool,
 }
 
 /// The network part of a node's assignment: its subnet and every service's endpoints.
@@ -332,9 +337,17 @@ pub struct NodeNetwork {
     /// Where service VIPs come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_cidr: Option<String>,
-    /// All services in the cluster (every node proxies published ports to any of them).
+    /// The services the node routes, in key order. In a delta answer only those new to the
+    /// node or whose fields other than `endpoints` changed, each in full.
     #[serde(default)]
     pub services: Vec<ServiceEndpoints>,
+    /// Delta answers only: the endpoint lists that changed, by service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_changes: Vec<crate::assignment_delta::EndpointChange>,
+    /// Delta answers only: the key (`ns/app/name`) of every service the node routes now; the
+    /// node drops the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_keys: Vec<String>,
 }
 
 /// A service as the data plane sees it.

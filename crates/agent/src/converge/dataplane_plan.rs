@@ -230,6 +230,8 @@ mod tests {
             subnet: Some("10.42.0.0/24".into()),
             cluster_cidr: None,
             service_cidr: None,
+            endpoint_changes: Vec::new(),
+            service_keys: Vec::new(),
             services: vec![
                 service(
                     "web",
@@ -285,6 +287,8 @@ mod tests {
                 subnet: None,
                 cluster_cidr: None,
                 service_cidr: None,
+                endpoint_changes: Vec::new(),
+                service_keys: Vec::new(),
                 services: vec![a, b],
             },
             1,
@@ -321,6 +325,8 @@ mod tests {
             subnet: Some("10.42.0.0/24".into()),
             cluster_cidr: None,
             service_cidr: None,
+            endpoint_changes: Vec::new(),
+            service_keys: Vec::new(),
             services: vec![
                 on(
                     service("web", "10.43.0.2", vec![], &["10.42.0.2"]),

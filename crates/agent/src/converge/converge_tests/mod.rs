@@ -79,6 +79,7 @@ fn assignment(generation: u64, replicas: &[Replica]) -> Assignment {
             subnet: Some("10.42.1.0/24".into()),
             ..Default::default()
         },
+        delta: false,
     }
 }
 
