@@ -245,6 +245,35 @@ impl Client {
         decode(check(resp, &url).await?, &url).await
     }
 
+    /// The node's whole assignment, long-polled as deltas: with `base` (the last whole
+    /// assignment) the server may answer with only what changed since it, which is merged
+    /// into a clone of `base` (`Assignment::apply`); without it, the full assignment at once.
+    pub async fn assignment_since(
+        &self,
+        node: &str,
+        base: Option<&Assignment>,
+        timeout: Duration,
+    ) -> Result<Assignment> {
+        let Some(base) = base else {
+            return self.assignment(node, None, timeout).await;
+        };
+        let url = self.url(&format!("/nodes/{}/assignment", seg(node)));
+        let query = [
+            ("timeout_ms", timeout.as_millis().to_string()),
+            ("after", base.generation.to_string()),
+            ("delta", "true".to_string()),
+        ];
+        let req = self
+            .authed(self.http.get(&url))
+            .query(&query)
+            .timeout(timeout + Duration::from_secs(10));
+        let resp = self.send(req, &url).await?;
+        let next: Assignment = decode(check(resp, &url).await?, &url).await?;
+        let mut merged = base.clone();
+        merged.apply(next);
+        Ok(merged)
+    }
+
     /// Reports what the agent observed on its node.
     pub async fn report(&self, report: &NodeReport) -> Result<()> {
         let url = self.url(&format!("/nodes/{}/report", seg(&report.node)));

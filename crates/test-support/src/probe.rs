@@ -70,16 +70,17 @@ pub async fn round(
             status.id.clone(),
         );
         polls.spawn(async move {
-            let mut after = now.generation;
+            // This node's whole assignment, which each answer (a delta) is merged into.
+            let mut base = now;
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match client.assignment(&node, Some(after), left).await {
+                match client.assignment_since(&node, Some(&base), left).await {
                     Ok(a) => {
                         if endpoint_state(&a, &service, &replica) == Some(running) {
                             return Some(Instant::now());
                         }
-                        after = a.generation;
+                        base = a;
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }

@@ -143,7 +143,8 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
         return;
     };
     let mut state = SimState::default();
-    let mut after: Option<u64> = None;
+    // The last whole assignment: the next answer is a delta merged into it, as the agent does.
+    let mut base: Option<Assignment> = None;
     let mut generation = 0;
     // Renewals run beside the assignment loop, as the agent's reporter does, so that a slow
     // assignment never lets the lease lapse. A refused renewal asks the loop to register again.
@@ -181,7 +182,7 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
         }
         let poll = config.poll;
         let assignment = match client
-            .assignment(&node, after, poll.max(Duration::from_millis(100)))
+            .assignment_since(&node, base.as_ref(), poll.max(Duration::from_millis(100)))
             .await
         {
             Ok(a) => a,
@@ -191,9 +192,10 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
                 continue;
             }
         };
-        after = Some(assignment.generation);
         generation = assignment.generation;
-        if let Some(replicas) = observe(&mut state, &assignment, now_millis()) {
+        let observed = observe(&mut state, &assignment, now_millis());
+        base = Some(assignment);
+        if let Some(replicas) = observed {
             let report = NodeReport {
                 node: node.clone(),
                 address: address.clone(),
@@ -208,7 +210,7 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
                     tracing::warn!(%node, %error, "report failed; the next pass retries");
                     // Forget the assignment so that the next pass reports again.
                     state = SimState::default();
-                    after = None;
+                    base = None;
                 }
             }
         }

@@ -27,6 +27,18 @@ pub trait ServerLink: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<Assignment, ClientError>;
 
+    /// The node's whole assignment after `base` (the last one), as [`ServerLink::assignment`]
+    /// after its generation; the real link asks for a delta and merges it into `base`.
+    async fn assignment_since(
+        &self,
+        node: &str,
+        base: Option<&Assignment>,
+        timeout: Duration,
+    ) -> Result<Assignment, ClientError> {
+        self.assignment(node, base.map(|b| b.generation), timeout)
+            .await
+    }
+
     /// Sends the node's observed state (registering the node at its first one).
     async fn report(&self, report: &NodeReport) -> Result<(), ClientError>;
 
@@ -46,6 +58,15 @@ impl ServerLink for Client {
         Client::assignment(self, node, after, timeout).await
     }
 
+    async fn assignment_since(
+        &self,
+        node: &str,
+        base: Option<&Assignment>,
+        timeout: Duration,
+    ) -> Result<Assignment, ClientError> {
+        Client::assignment_since(self, node, base, timeout).await
+    }
+
     async fn report(&self, report: &NodeReport) -> Result<(), ClientError> {
         Client::report(self, report).await
     }
@@ -57,15 +78,16 @@ impl ServerLink for Client {
 
 /// Long-polls the node's assignment and wakes the converger when it changed.
 pub(super) async fn watch_assignment<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
-    let mut after = None;
+    // The last whole assignment, which the next answer (a delta) is merged into.
+    let mut base: Option<Assignment> = None;
     loop {
         match shared
             .server
-            .assignment(&shared.config.node, after, Duration::from_secs(30))
+            .assignment_since(&shared.config.node, base.as_ref(), Duration::from_secs(30))
             .await
         {
             Ok(assignment) => {
-                after = Some(assignment.generation);
+                base = Some(assignment.clone());
                 let mut state = shared.state();
                 if state.assignment.as_ref() != Some(&assignment) {
                     debug!(
