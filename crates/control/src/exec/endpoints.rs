@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::exec::replicas::error_chain;
-use crate::exec::ControlError;
+use crate::exec::{mirror, ControlError};
 use crate::plan::endpoints::{member, plan_endpoints, EndpointsChange};
 
 /// Endpoints objects written per transaction.
@@ -139,15 +139,7 @@ impl Cache {
         match change.kind {
             Kind::Service => {
                 self.dirty.insert(change.key.clone());
-                match put.then(|| Service::deserialize(&change.value)) {
-                    Some(Ok(s)) => {
-                        self.services.insert(change.key.clone(), s);
-                    }
-                    Some(Err(e)) => warn!(key = %change.key, error = %e, "unreadable service"),
-                    None => {
-                        self.services.remove(&change.key);
-                    }
-                }
+                mirror(&mut self.services, change, "service");
             }
             Kind::Replica => {
                 // A replica whose service or node changed is a removal and an addition.

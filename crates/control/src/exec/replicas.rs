@@ -21,7 +21,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::exec::runner::BackgroundTask;
-use crate::exec::ControlError;
+use crate::exec::{mirror, ControlError};
 use crate::plan::replicas::{plan_replicas, Observed, ReplicaHead, ServiceWork};
 use crate::plan::schedule::NodeLoad;
 pub(crate) use hivemind_types::error_chain;
@@ -164,15 +164,7 @@ impl Cache {
         match change.kind {
             Kind::Service => {
                 self.dirty.insert(change.key.clone());
-                match put.then(|| Service::deserialize(&change.value)) {
-                    Some(Ok(s)) => {
-                        self.services.insert(change.key.clone(), s);
-                    }
-                    Some(Err(e)) => warn!(key = %change.key, error = %e, "unreadable service"),
-                    None => {
-                        self.services.remove(&change.key);
-                    }
-                }
+                mirror(&mut self.services, change, "service");
             }
             Kind::Replica => {
                 // A replica that moved service or node is a removal and an addition.
