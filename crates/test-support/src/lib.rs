@@ -5,9 +5,11 @@
 //! - [`registry`]: a real local registry (`docker-registry`) to push them to and pull from.
 //! - [`sim`]: simulated nodes that load a real server like a cluster (`hivemind-sim`).
 //! - [`probe`]: the time one replica's change takes to reach every node (`hivemind-sim --probe`).
+//! - [`http`]: a raw HTTP/1.1 request, for hostile paths an HTTP client would not send.
 //! - [`containerd`]: `ctr` listings and the emptying of a test's containerd namespace.
 
 pub mod containerd;
+pub mod http;
 pub mod image;
 pub mod probe;
 pub mod registry;

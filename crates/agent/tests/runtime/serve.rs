@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use hivemind_agent::serve::{serve, ServeConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::TestEnv;
@@ -75,36 +74,7 @@ impl Agent {
     /// Sends one raw request; returns the status and the body (empty when the connection closed
     /// without an answer, status 0).
     async fn send(&self, method: &str, target: &str, body: &str) -> (u16, String) {
-        let mut conn = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        conn.write_all(head.as_bytes()).await.unwrap();
-        conn.write_all(body.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let read = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            conn.read_to_end(&mut answer),
-        )
-        .await;
-        assert!(
-            read.is_ok(),
-            "{method} {}: no answer in 10 s",
-            short(target)
-        );
-        let answer = String::from_utf8_lossy(&answer).into_owned();
-        let status = answer
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|s| s.get(..3))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = answer
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        hivemind_test_support::http::raw_request(self.addr, TOKEN, method, target, body).await
     }
 
     async fn logs(&self, id: &str, query: &str) -> (u16, String) {

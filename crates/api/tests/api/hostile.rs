@@ -6,7 +6,6 @@
 
 use hivemind_client::wire::ErrorBody;
 use hivemind_types::NodeReport;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{deploy_req, put_replica, replica, TestServer, SHOP, TOKEN};
 
@@ -199,37 +198,8 @@ impl Route {
 /// Sends one raw request with the token; returns the status (0 when the connection closed
 /// without an answer) and the body.
 async fn send(s: &TestServer, method: &str, target: &str, body: &str) -> (u16, String) {
-    let addr = s.base.trim_start_matches("http://");
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: hivemind\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(body.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        conn.read_to_end(&mut answer),
-    )
-    .await;
-    assert!(
-        read.is_ok(),
-        "{method} {}: no answer in 10 s",
-        short(target)
-    );
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|s| s.get(..3))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let addr = s.base.trim_start_matches("http://").parse().unwrap();
+    hivemind_test_support::http::raw_request(addr, TOKEN, method, target, body).await
 }
 
 fn short(s: &str) -> String {
