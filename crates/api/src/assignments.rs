@@ -88,11 +88,21 @@ pub struct Routes {
     processed: u64,
     touched: HashMap<String, u64>,
     waiters: HashMap<String, watch::Sender<u64>>,
-    replicas: HashMap<String, (String, String)>,
+    replicas: HashMap<String, Placed>,
+    /// Each node's replica ids, and those that left it recently (for delta answers).
+    node_replicas: HashMap<String, replica_log::NodeReplicas>,
     app_nodes: HashMap<String, HashMap<String, usize>>,
     public: BTreeSet<String>,
     subnets: HashMap<String, Option<String>>,
     diffs: delta::Diffs,
+}
+
+/// Where a replica is and when it last changed.
+#[derive(Debug)]
+struct Placed {
+    node: String,
+    app: String,
+    revision: u64,
 }
 
 /// The routing-relevant part of an endpoints object (its replicas are skipped, not copied).
@@ -137,8 +147,17 @@ impl Routes {
     ) {
         self.replicas.clear();
         self.app_nodes.clear();
+        self.node_replicas.clear();
         for r in replicas {
-            self.add_replica(&r.id, &r.node, &format!("{}/{}", r.namespace, r.app));
+            self.add_replica(
+                revision,
+                &r.id,
+                &r.node,
+                &format!("{}/{}", r.namespace, r.app),
+            );
+        }
+        for nodes in self.node_replicas.values_mut() {
+            nodes.forget_before(revision);
         }
         self.public = endpoints
             .iter()
@@ -155,19 +174,41 @@ impl Routes {
         self.touch_all(revision);
     }
 
-    fn add_replica(&mut self, id: &str, node: &str, app: &str) {
+    fn add_replica(&mut self, revision: u64, id: &str, node: &str, app: &str) {
+        self.node_replicas
+            .entry(node.to_string())
+            .or_default()
+            .put(id);
         *self
             .app_nodes
             .entry(app.to_string())
             .or_default()
             .entry(node.to_string())
             .or_default() += 1;
-        self.replicas
-            .insert(id.to_string(), (node.to_string(), app.to_string()));
+        self.replicas.insert(
+            id.to_string(),
+            Placed {
+                node: node.to_string(),
+                app: app.to_string(),
+                revision,
+            },
+        );
     }
 
-    fn remove_replica(&mut self, id: &str) -> Option<String> {
-        let (node, app) = self.replicas.remove(id)?;
+    /// Forgets `id`'s place; `staying_on` is its new node in an update, where it does not
+    /// leave that node.
+    fn remove_replica(
+        &mut self,
+        revision: u64,
+        id: &str,
+        staying_on: Option<&str>,
+    ) -> Option<String> {
+        let Placed { node, app, .. } = self.replicas.remove(id)?;
+        if staying_on != Some(node.as_str()) {
+            if let Some(on_node) = self.node_replicas.get_mut(&node) {
+                on_node.remove(revision, id);
+            }
+        }
         if let Some(nodes) = self.app_nodes.get_mut(&app) {
             if let Some(count) = nodes.get_mut(&node) {
                 *count -= 1;
@@ -209,9 +250,10 @@ impl Routes {
                 });
                 let mut nodes = BTreeSet::new();
                 // Its old node (a move or a delete) and its new one.
-                nodes.extend(self.remove_replica(&change.key));
+                let staying_on = new.as_ref().map(|r| r.node.clone());
+                nodes.extend(self.remove_replica(revision, &change.key, staying_on.as_deref()));
                 if let (Some(r), Some((app, had))) = (new, arrives) {
-                    self.add_replica(&change.key, &r.node, &app);
+                    self.add_replica(revision, &change.key, &r.node, &app);
                     if !had {
                         self.diffs.joined(revision, &r.node, &app);
                     }
@@ -326,13 +368,22 @@ impl Routes {
         if !self.diffs.covers(after, self.processed) {
             return None;
         }
+        let replicas = match self.node_replicas.get(node) {
+            Some(on_node) => {
+                on_node.since(after, |id| self.replicas.get(id).map(|p| p.revision))?
+            }
+            None => replica_log::ReplicaDelta::default(),
+        };
         let apps: BTreeSet<String> = self
             .app_nodes
             .iter()
             .filter(|(_, nodes)| nodes.contains_key(node))
             .map(|(app, _)| app.clone())
             .collect();
-        Some(self.diffs.delta(after, node, &apps, &self.public))
+        let mut out = self.diffs.delta(after, node, &apps, &self.public);
+        out.replicas = replicas;
+        out.subnet = self.subnets.get(node).cloned().flatten();
+        Some(out)
     }
 }
 
@@ -417,8 +468,9 @@ impl Hub {
 
     /// `node`'s assignment as a delta since `after` (`delta: true`), with the hub's processed
     /// revision as its generation; `None` when the hub's history does not reach `after`.
-    /// Its services come from the hub's memory at that revision, its replicas and subnet from
-    /// the store (at least as new).
+    /// Everything comes from the hub's memory at that revision except the changed replicas'
+    /// values, read from the store (at least as new): a wake that changed no replica of the
+    /// node reads nothing.
     pub async fn delta_assignment(
         &self,
         store: &Store,
@@ -434,17 +486,14 @@ impl Hub {
             };
             (routes.processed(), delta)
         };
-        let replicas = store.replica_list_by_node(node).await?;
-        let subnet = store
-            .get::<Node>(Kind::Node, node)
-            .await?
-            .and_then(|n| n.subnet);
+        let (replicas, replica_removes) = read_changed(store, node, delta.replicas).await?;
         Ok(Some(Assignment {
             node: node.to_string(),
             generation,
             replicas,
+            replica_removes,
             network: NodeNetwork {
-                subnet,
+                subnet: delta.subnet,
                 cluster_cidr: Some(net.cluster_cidr_string()),
                 service_cidr: Some(net.service_cidr_string()),
                 services: delta.services,
@@ -541,6 +590,7 @@ pub(crate) async fn read_assignment(
         node: node.to_string(),
         generation,
         replicas,
+        replica_removes: Vec::new(),
         network: NodeNetwork {
             subnet,
             cluster_cidr: Some(net.cluster_cidr_string()),
@@ -555,8 +605,41 @@ pub(crate) async fn read_assignment(
     })
 }
 
+/// The values of the replicas a delta names as changed, and the ids of those gone: a changed
+/// replica may have left the node (or the store) after the generation, which makes it a
+/// removal. Few changes are read by key; many by the node index, in one read.
+async fn read_changed(
+    store: &Store,
+    node: &str,
+    changed: replica_log::ReplicaDelta,
+) -> Result<(Vec<Replica>, Vec<String>), ApiError> {
+    const BY_KEY_AT_MOST: usize = 8;
+    let mut removes = changed.removes;
+    let mut replicas = Vec::with_capacity(changed.changed.len());
+    if changed.changed.len() <= BY_KEY_AT_MOST {
+        for id in changed.changed {
+            match store.get::<Replica>(Kind::Replica, &id).await? {
+                Some(r) if r.node == node => replicas.push(r),
+                _ => removes.push(id),
+            }
+        }
+    } else {
+        let wanted: BTreeSet<String> = changed.changed.into_iter().collect();
+        let mut found = BTreeSet::new();
+        for r in store.replica_list_by_node(node).await? {
+            if wanted.contains(&r.id) {
+                found.insert(r.id.clone());
+                replicas.push(r);
+            }
+        }
+        removes.extend(wanted.difference(&found).cloned());
+    }
+    Ok((replicas, removes))
+}
+
 mod delta;
 #[cfg(test)]
 mod delta_tests;
+mod replica_log;
 #[cfg(test)]
 mod tests;

@@ -271,6 +271,7 @@ mod tests {
                     meta: Default::default(),
                 })
                 .collect(),
+            replica_removes: Vec::new(),
             network: NodeNetwork {
                 subnet: Some("10.42.3.0/24".into()),
                 ..Default::default()

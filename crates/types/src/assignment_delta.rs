@@ -1,7 +1,8 @@
 //! Delta assignments: how a node turns the server's answer to `after=G&delta=true` back into
 //! its whole desired state.
 //!
-//! A delta answer carries the node's replicas and subnet in full (they are O(node)), the
+//! A delta answer carries the node's subnet, the replicas added or changed (and the ids of those
+//! removed) since the generation asked after, the
 //! services that are new to the node or changed other than in their endpoint list in full, the
 //! endpoint lists that changed as upserts and removals, and the keys of every service the node
 //! routes now. A full answer (`delta: false`) simply replaces what the node had, so the merge
@@ -75,7 +76,19 @@ impl Assignment {
         services.retain(|key, _| keep.contains(key.as_str()));
         self.node = next.node;
         self.generation = next.generation;
-        self.replicas = next.replicas;
+        let mut replicas: BTreeMap<String, crate::object::Replica> =
+            std::mem::take(&mut self.replicas)
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect();
+        for id in &next.replica_removes {
+            replicas.remove(id);
+        }
+        for r in next.replicas {
+            replicas.insert(r.id.clone(), r);
+        }
+        self.replicas = replicas.into_values().collect();
+        self.replica_removes = Vec::new();
         self.network.subnet = net.subnet;
         self.network.cluster_cidr = net.cluster_cidr;
         self.network.service_cidr = net.service_cidr;
@@ -120,6 +133,7 @@ mod tests {
             node: "n1".into(),
             generation,
             replicas: Vec::new(),
+            replica_removes: Vec::new(),
             network: NodeNetwork {
                 subnet: Some("10.42.1.0/24".into()),
                 services,
@@ -250,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn generation_replicas_and_subnet_come_from_next() {
+    fn generation_and_subnet_come_from_next() {
         let mut got = full(5, vec![]);
         let mut next = delta(9, vec![], vec![], &[]);
         next.network.subnet = Some("10.42.7.0/24".into());
@@ -259,6 +273,32 @@ mod tests {
         assert_eq!(got.generation, 9);
         assert_eq!(got.network.subnet.as_deref(), Some("10.42.7.0/24"));
         assert!(!got.delta);
+    }
+
+    #[test]
+    fn replica_upserts_and_removes_merge_in_id_order() {
+        let replica = |id: &str, hash: &str| crate::object::Replica {
+            id: id.into(),
+            namespace: "default".into(),
+            app: "shop".into(),
+            service: "web".into(),
+            node: "n1".into(),
+            spec: Default::default(),
+            revision_hash: hash.into(),
+            meta: Default::default(),
+        };
+        let mut got = full(5, vec![]);
+        got.replicas = vec![replica("web-a", "1"), replica("web-b", "1")];
+        let mut next = delta(6, vec![], vec![], &[]);
+        next.replicas = vec![replica("web-c", "1"), replica("web-a", "2")];
+        next.replica_removes = vec!["web-b".into(), "web-zz".into()];
+        got.apply(next);
+        assert_eq!(got.replicas, [replica("web-a", "2"), replica("web-c", "1")]);
+        assert!(got.replica_removes.is_empty());
+        let mut quiet = delta(7, vec![], vec![], &[]);
+        quiet.replicas = Vec::new();
+        got.apply(quiet);
+        assert_eq!(got.replicas.len(), 2, "a delta without replicas keeps them");
     }
 
     #[test]

@@ -314,11 +314,18 @@ pub struct Assignment {
     pub node: String,
     /// The store revision this set was read at. Agents report the generation they applied.
     pub generation: u64,
+    /// The node's replicas, in id order. In a delta answer only those added or changed since
+    /// the generation asked after (the rest are unchanged, or named in `replica_removes`).
     pub replicas: Vec<Replica>,
+    /// Delta answers only: ids of replicas no longer on the node since the generation asked
+    /// after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_removes: Vec<String>,
     /// What the node needs for DNS, service VIPs and the ingress.
     #[serde(default)]
     pub network: NodeNetwork,
-    /// A delta answer (asked for with `delta=true`): `network` holds only what changed since
+    /// A delta answer (asked for with `delta=true`): `replicas` and `network` hold only what
+    /// changed since
     /// the generation asked after; [`Assignment::apply`] merges it into the previous one.
     /// Absent (false) in full answers and in payloads from before deltas existed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

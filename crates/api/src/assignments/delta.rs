@@ -49,6 +49,9 @@ impl Entry {
 /// What changed for one node since a generation: see `NodeNetwork`'s delta fields.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct NodeDelta {
+    /// Filled in by `Routes::delta`, which knows the node's replicas and subnet.
+    pub(crate) replicas: super::replica_log::ReplicaDelta,
+    pub(crate) subnet: Option<String>,
     pub(crate) services: Vec<ServiceEndpoints>,
     pub(crate) endpoint_changes: Vec<EndpointChange>,
     pub(crate) service_keys: Vec<String>,

@@ -119,6 +119,16 @@ async fn merged_deltas_equal_the_full_assignment_after_every_step() {
             replica("shop-b", "shop", "n1"),
             endpoints("shop", "10.96.0.9", None, &[7, 8]),
         ],
+        // A replica moves from n1 to n2, another is rewritten in place.
+        vec![replica("shop-b", "shop", "n2")],
+        vec![replica("blog-b", "blog", "n1")],
+        // Many at once (read through the node index, not by key), then most of them go.
+        (0..20)
+            .map(|i| replica(&format!("shop-m{i:02}"), "shop", "n3"))
+            .collect(),
+        (0..18)
+            .map(|i| Op::delete(Kind::Replica, format!("shop-m{i:02}"), Expect::Any))
+            .collect(),
     ];
     let nodes = ["n1", "n2", "n3"];
     // Per node: `every` is merged after each step, `sparse` only after every third.
@@ -184,6 +194,10 @@ async fn one_endpoint_change_sends_one_endpoint() {
         }]
     );
     assert_eq!(next.network.service_keys, ["default/shop/web"]);
+    assert!(
+        next.replicas.is_empty() && next.replica_removes.is_empty(),
+        "no replica changed: none is sent (or read)"
+    );
 }
 
 #[tokio::test]

@@ -75,6 +75,7 @@ fn assignment(generation: u64, replicas: &[Replica]) -> Assignment {
         node: "n1".into(),
         generation,
         replicas: replicas.to_vec(),
+        replica_removes: Vec::new(),
         network: NodeNetwork {
             subnet: Some("10.42.1.0/24".into()),
             ..Default::default()
