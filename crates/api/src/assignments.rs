@@ -14,7 +14,7 @@
 //! to be routed and will wake the node. An agent therefore never believes it saw a change it
 //! has not.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,7 +162,7 @@ impl Routes {
         self.public = endpoints
             .iter()
             .filter(|e| e.is_public())
-            .map(|e| e.key())
+            .map(|e| e.service_key())
             .collect();
         self.subnets = nodes
             .iter()
@@ -263,20 +263,27 @@ impl Routes {
             }
             Kind::Endpoints => {
                 self.diffs.endpoints(revision, change);
-                let was_public = self.public.contains(&change.key);
-                let now_public =
-                    put && RoutingHead::deserialize(&change.value).is_ok_and(|h| is_public(&h));
-                if now_public {
-                    self.public.insert(change.key.clone());
+                let Some((service, slice)) = Endpoints::split_key(&change.key) else {
+                    return Targets::None;
+                };
+                let was_public = self.public.contains(service);
+                // Every slice carries the routing head; only slice 0 goes with the service.
+                let now_public = if put {
+                    RoutingHead::deserialize(&change.value).is_ok_and(|h| is_public(&h))
                 } else {
-                    self.public.remove(&change.key);
+                    was_public && slice != 0
+                };
+                if now_public {
+                    self.public.insert(service.to_string());
+                } else {
+                    self.public.remove(service);
                 }
                 if was_public || now_public {
                     return Targets::All;
                 }
                 let nodes = self
                     .app_nodes
-                    .get(app_of(&change.key))
+                    .get(app_of(service))
                     .map(|nodes| nodes.keys().cloned().collect())
                     .unwrap_or_default();
                 Targets::Nodes(nodes)
@@ -459,11 +466,35 @@ impl Hub {
         node: &str,
     ) -> Result<Assignment, ApiError> {
         self.ready().await;
-        let (generation, public) = {
+        let generation = self.routes().processed();
+        // Read after the generation, so at least as new; the services at the generation come
+        // from the hub's memory.
+        let replicas = store.replica_list_by_node(node).await?;
+        let apps: BTreeSet<String> = replicas
+            .iter()
+            .map(|r| format!("{}/{}", r.namespace, r.app))
+            .collect();
+        let (subnet, services) = {
             let routes = self.routes();
-            (routes.processed(), routes.public())
+            (
+                routes.subnets.get(node).cloned().flatten(),
+                routes.diffs.whole_services(&apps, &routes.public),
+            )
         };
-        read_assignment(store, net, node, generation, Some(public)).await
+        Ok(Assignment {
+            node: node.to_string(),
+            generation,
+            replicas,
+            replica_removes: Vec::new(),
+            network: NodeNetwork {
+                subnet,
+                cluster_cidr: Some(net.cluster_cidr_string()),
+                service_cidr: Some(net.service_cidr_string()),
+                services,
+                ..Default::default()
+            },
+            delta: false,
+        })
     }
 
     /// `node`'s assignment as a delta since `after` (`delta: true`), with the hub's processed
@@ -543,14 +574,14 @@ async fn follow(store: Store, routes: Arc<Mutex<Routes>>, ready: watch::Sender<b
     }
 }
 
-/// Reads `node`'s assignment claiming `generation`. `public` names the public services' keys
-/// (the hub knows them); without it every endpoints object is read to find them.
+/// Reads `node`'s assignment claiming `generation` from the store alone, every endpoints slice
+/// included: what the hub's answers must equal (tests compare them).
+#[cfg(test)]
 pub(crate) async fn read_assignment(
     store: &Store,
     net: &ClusterNetwork,
     node: &str,
     generation: u64,
-    public: Option<Vec<String>>,
 ) -> Result<Assignment, ApiError> {
     let replicas = store.replica_list_by_node(node).await?;
     let subnet = store
@@ -559,32 +590,32 @@ pub(crate) async fn read_assignment(
         .and_then(|n| n.subnet);
     let apps: BTreeSet<String> = replicas
         .iter()
-        .map(|r| format!("{}/{}/", r.namespace, r.app))
+        .map(|r| format!("{}/{}", r.namespace, r.app))
         .collect();
-    let mut needed: BTreeMap<String, Endpoints> = BTreeMap::new();
-    for app in &apps {
-        for e in store.list::<Endpoints>(Kind::Endpoints, app).await? {
-            needed.insert(e.key(), e);
+    let mut slices: Vec<Endpoints> = store.list(Kind::Endpoints, "").await?;
+    slices.sort_by_key(|e| e.slice);
+    let public: BTreeSet<String> = slices
+        .iter()
+        .filter(|e| e.slice == 0 && e.is_public())
+        .map(Endpoints::service_key)
+        .collect();
+    let mut needed: std::collections::BTreeMap<String, hivemind_types::ServiceEndpoints> =
+        std::collections::BTreeMap::new();
+    for e in slices {
+        let key = e.service_key();
+        if !apps.contains(app_of(&key)) && !public.contains(&key) {
+            continue;
+        }
+        let now = e.to_service_endpoints();
+        match needed.get_mut(&key) {
+            Some(service) => service.endpoints.extend(now.endpoints),
+            None => {
+                needed.insert(key, now);
+            }
         }
     }
-    match public {
-        Some(keys) => {
-            for key in keys {
-                if needed.contains_key(&key) {
-                    continue;
-                }
-                if let Some(e) = store.get::<Endpoints>(Kind::Endpoints, &key).await? {
-                    needed.insert(key, e);
-                }
-            }
-        }
-        None => {
-            for e in store.list::<Endpoints>(Kind::Endpoints, "").await? {
-                if e.is_public() {
-                    needed.insert(e.key(), e);
-                }
-            }
-        }
+    for service in needed.values_mut() {
+        service.endpoints.sort_by(|a, b| a.replica.cmp(&b.replica));
     }
     Ok(Assignment {
         node: node.to_string(),
@@ -595,10 +626,7 @@ pub(crate) async fn read_assignment(
             subnet,
             cluster_cidr: Some(net.cluster_cidr_string()),
             service_cidr: Some(net.service_cidr_string()),
-            services: needed
-                .values()
-                .map(Endpoints::to_service_endpoints)
-                .collect(),
+            services: needed.into_values().collect(),
             ..Default::default()
         },
         delta: false,

@@ -1,6 +1,12 @@
-//! What the control plane derives for the data plane: one `Endpoints` object per service (its
-//! VIP, routing and replicas, written by the endpoints controller) and `AddressClaim`s, the
-//! allocators' records of which VIP or node subnet belongs to whom.
+//! What the control plane derives for the data plane: `Endpoints` objects (a service's VIP,
+//! routing and replicas, written by the endpoints controller, in slices of at most
+//! [`Endpoints::MAX_PER_SLICE`] replicas) and `AddressClaim`s, the allocators' records of which
+//! VIP or node subnet belongs to whom.
+//!
+//! Slices, like Kubernetes' EndpointSlices: one replica's change rewrites (and every reader
+//! parses) one small object, not a list of 100,000. Every slice carries the service's routing
+//! head (VIP, ports, ingress...); slice 0 always exists while the service does and keeps the
+//! service's own key, so a small service is one object exactly as before.
 //!
 //! Agents never read these directly: the server builds each node's `NodeNetwork` from the
 //! `Endpoints` objects that node needs, so the assignment's wire shape stays the same.
@@ -10,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::object::{Endpoint, Meta, ServiceEndpoints};
 use crate::spec::{IngressRule, PortSpec};
 
-/// A service as the data plane needs it, kept current by the endpoints controller.
-/// Key: `{namespace}/{app}/{service}` (the service's key).
+/// One slice of a service as the data plane needs it, kept current by the endpoints controller.
+/// Key: `{namespace}/{app}/{service}` (the service's key) for slice 0, `…{service}@{slice}`
+/// for the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoints {
     pub namespace: String,
@@ -32,7 +39,10 @@ pub struct Endpoints {
     pub internal: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub proxy_protocol: bool,
-    /// Every replica of the service, ready or not, in id order.
+    /// Which slice of the service this is.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slice: u32,
+    /// This slice's replicas of the service, ready or not, in id order.
     #[serde(default)]
     pub replicas: Vec<EndpointReplica>,
     #[serde(default)]
@@ -55,19 +65,46 @@ pub struct EndpointReplica {
     pub revision_hash: String,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Endpoints {
+    /// The most replicas in one slice.
+    pub const MAX_PER_SLICE: usize = 100;
+
+    /// This slice's key.
     pub fn key(&self) -> String {
+        Self::slice_key(&self.service_key(), self.slice)
+    }
+
+    /// The service's key, `{namespace}/{app}/{service}`, whichever slice this is.
+    pub fn service_key(&self) -> String {
         format!("{}/{}/{}", self.namespace, self.app, self.service)
     }
 
-    /// Whether every node must know this service: it publishes a port or has an ingress route,
-    /// and every node proxies those to wherever its replicas run.
-    pub fn is_public(&self) -> bool {
-        self.ingress.is_some() || self.ports.iter().any(|p| p.published.is_some())
+    /// The key of `service`'s slice `slice`.
+    pub fn slice_key(service: &str, slice: u32) -> String {
+        if slice == 0 {
+            service.to_string()
+        } else {
+            format!("{service}@{slice}")
+        }
     }
 
-    /// Equal apart from `meta`, which the store rewrites on every put.
-    pub fn same_content(&self, other: &Endpoints) -> bool {
+    /// A slice key's service key and slice number; `None` for a malformed number.
+    pub fn split_key(key: &str) -> Option<(&str, u32)> {
+        match key.rsplit_once('@') {
+            None => Some((key, 0)),
+            Some((service, n)) => match n.parse::<u32>() {
+                Ok(n) if n > 0 => Some((service, n)),
+                _ => None,
+            },
+        }
+    }
+
+    /// Equal in the routing head every slice carries (everything but the slice's replicas).
+    pub fn same_head(&self, other: &Endpoints) -> bool {
         self.namespace == other.namespace
             && self.app == other.app
             && self.service == other.service
@@ -78,7 +115,17 @@ impl Endpoints {
             && self.aliases == other.aliases
             && self.internal == other.internal
             && self.proxy_protocol == other.proxy_protocol
-            && self.replicas == other.replicas
+    }
+
+    /// Whether every node must know this service: it publishes a port or has an ingress route,
+    /// and every node proxies those to wherever its replicas run.
+    pub fn is_public(&self) -> bool {
+        self.ingress.is_some() || self.ports.iter().any(|p| p.published.is_some())
+    }
+
+    /// Equal apart from `meta`, which the store rewrites on every put.
+    pub fn same_content(&self, other: &Endpoints) -> bool {
+        self.same_head(other) && self.slice == other.slice && self.replicas == other.replicas
     }
 
     /// The assignment's form: only ready replicas are endpoints.
@@ -174,6 +221,7 @@ mod tests {
             aliases: Vec::new(),
             internal: false,
             proxy_protocol: false,
+            slice: 0,
             replicas: vec![
                 replica("web-a", Some("10.42.0.2"), true),
                 replica("web-b", Some("10.42.0.3"), false),
@@ -225,6 +273,32 @@ mod tests {
         assert!(a.same_content(&b));
         b.replicas[1].ready = true;
         assert!(!a.same_content(&b));
+    }
+
+    #[test]
+    fn slice_keys_round_trip_and_slice_zero_keeps_the_service_key() {
+        let mut e = endpoints();
+        assert_eq!(e.key(), "default/shop/web");
+        e.slice = 3;
+        assert_eq!(e.key(), "default/shop/web@3");
+        assert_eq!(e.service_key(), "default/shop/web");
+        assert_eq!(
+            Endpoints::split_key("default/shop/web@3"),
+            Some(("default/shop/web", 3))
+        );
+        assert_eq!(
+            Endpoints::split_key("default/shop/web"),
+            Some(("default/shop/web", 0))
+        );
+        for bad in [
+            "default/shop/web@0",
+            "default/shop/web@x",
+            "default/shop/web@",
+        ] {
+            assert_eq!(Endpoints::split_key(bad), None, "{bad}");
+        }
+        let wire = serde_json::to_value(endpoints()).unwrap();
+        assert!(wire.get("slice").is_none(), "slice 0 looks as before");
     }
 
     #[test]

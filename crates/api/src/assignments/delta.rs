@@ -1,5 +1,5 @@
-//! The hub's memory for delta assignments: every service's current data-plane form and a
-//! bounded history of what changed in them, so that a node asking after generation G gets
+//! The hub's memory for delta assignments: every service's current data-plane form (its
+//! endpoints slices merged) and a bounded history of what changed in them, so that a node asking after generation G gets
 //! only the endpoints that changed since G instead of every routed service in full.
 //!
 //! The history records, per committed endpoints change, which replica ids' endpoints changed
@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use hivemind_store::{Change, ChangeOp};
-use hivemind_types::{EndpointChange, Endpoints, ServiceEndpoints};
+use hivemind_types::{Endpoint, EndpointChange, Endpoints, ServiceEndpoints};
 use serde::Deserialize;
 use tracing::warn;
 
@@ -57,9 +57,66 @@ pub(crate) struct NodeDelta {
     pub(crate) service_keys: Vec<String>,
 }
 
+/// One service with its slices merged.
+#[derive(Debug)]
+struct Merged {
+    /// Everything but the endpoints, which are below.
+    head: ServiceEndpoints,
+    endpoints: BTreeMap<String, Endpoint>,
+    /// Each slice's endpoints' ids, and which slice holds each id: a replica moved between
+    /// slices in one transaction (a repack) must not be removed by its old slice's delete.
+    slices: HashMap<u32, Vec<String>>,
+    slice_of: HashMap<String, u32>,
+}
+
+impl Merged {
+    fn new(mut head: ServiceEndpoints) -> Merged {
+        head.endpoints = Vec::new();
+        Merged {
+            head,
+            endpoints: BTreeMap::new(),
+            slices: HashMap::new(),
+            slice_of: HashMap::new(),
+        }
+    }
+
+    fn whole(&self) -> ServiceEndpoints {
+        ServiceEndpoints {
+            endpoints: self.endpoints.values().cloned().collect(),
+            ..self.head.clone()
+        }
+    }
+
+    /// Replaces slice `n`'s endpoints with `now` (none for a deleted slice); the ids whose
+    /// endpoint changed.
+    fn set_slice(&mut self, n: u32, now: Vec<Endpoint>) -> Vec<String> {
+        let mut changed = Vec::new();
+        let new_ids: BTreeSet<&str> = now.iter().map(|e| e.replica.as_str()).collect();
+        for id in self.slices.remove(&n).unwrap_or_default() {
+            if !new_ids.contains(id.as_str()) && self.slice_of.get(&id) == Some(&n) {
+                self.slice_of.remove(&id);
+                self.endpoints.remove(&id);
+                changed.push(id);
+            }
+        }
+        let ids: Vec<String> = now.iter().map(|e| e.replica.clone()).collect();
+        for e in now {
+            self.slice_of.insert(e.replica.clone(), n);
+            if self.endpoints.get(&e.replica) != Some(&e) {
+                changed.push(e.replica.clone());
+                self.endpoints.insert(e.replica.clone(), e);
+            }
+        }
+        if !ids.is_empty() {
+            self.slices.insert(n, ids);
+        }
+        changed
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Diffs {
-    services: BTreeMap<String, ServiceEndpoints>,
+    services: BTreeMap<String, Merged>,
     entries: VecDeque<Entry>,
     weight: usize,
     covers_from: u64,
@@ -82,10 +139,18 @@ fn same_but_endpoints(a: &ServiceEndpoints, b: &ServiceEndpoints) -> bool {
 impl Diffs {
     /// Starts over from listed endpoints at `revision`: no delta reaches further back.
     pub(crate) fn reset(&mut self, revision: u64, endpoints: &[Endpoints]) {
-        self.services = endpoints
-            .iter()
-            .map(|e| (e.key(), e.to_service_endpoints()))
-            .collect();
+        self.services.clear();
+        // Slice 0 first, so that each service's head comes from it.
+        let mut sorted: Vec<&Endpoints> = endpoints.iter().collect();
+        sorted.sort_by_key(|e| e.slice);
+        for e in sorted {
+            let now = e.to_service_endpoints();
+            let merged = self
+                .services
+                .entry(e.service_key())
+                .or_insert_with(|| Merged::new(now.clone()));
+            merged.set_slice(e.slice, now.endpoints);
+        }
         self.entries.clear();
         self.weight = 0;
         self.covers_from = revision;
@@ -110,9 +175,13 @@ impl Diffs {
         }
     }
 
-    /// Records an endpoints object's put or delete.
+    /// Records an endpoints slice's put or delete.
     pub(crate) fn endpoints(&mut self, revision: u64, change: &Change) {
-        let key = change.key.clone();
+        let Some((key, n)) = Endpoints::split_key(&change.key) else {
+            warn!(key = %change.key, "hub: endpoints with a malformed slice key");
+            return;
+        };
+        let key = key.to_string();
         let new = if change.op == ChangeOp::Put {
             match Endpoints::deserialize(&change.value) {
                 Ok(e) => Some(e.to_service_endpoints()),
@@ -124,43 +193,54 @@ impl Diffs {
         } else {
             None
         };
-        let old = self.services.remove(&key);
-        let what = match (old, &new) {
-            (Some(old), Some(new)) if same_but_endpoints(&old, new) => {
-                let before: HashMap<&str, _> = old
-                    .endpoints
-                    .iter()
-                    .map(|e| (e.replica.as_str(), e))
-                    .collect();
-                let after: BTreeSet<&str> =
-                    new.endpoints.iter().map(|e| e.replica.as_str()).collect();
-                let mut ids: Vec<String> = new
-                    .endpoints
-                    .iter()
-                    .filter(|e| before.get(e.replica.as_str()) != Some(e))
-                    .map(|e| e.replica.clone())
-                    .collect();
-                ids.extend(
-                    before
-                        .keys()
-                        .filter(|id| !after.contains(*id))
-                        .map(|id| id.to_string()),
-                );
+        let what = match (self.services.get_mut(&key), new) {
+            // Slice 0 goes only with the service.
+            (Some(_), None) if n == 0 => {
+                self.services.remove(&key);
+                Some(What::Service {
+                    key,
+                    ids: Vec::new(),
+                    whole: true,
+                })
+            }
+            (Some(merged), None) => {
+                let ids = merged.set_slice(n, Vec::new());
                 (!ids.is_empty()).then_some(What::Service {
-                    key: key.clone(),
+                    key,
                     ids,
                     whole: false,
                 })
             }
-            _ => Some(What::Service {
-                key: key.clone(),
-                ids: Vec::new(),
-                whole: true,
-            }),
+            (None, None) => None,
+            (Some(merged), Some(now)) if same_but_endpoints(&merged.head, &now) => {
+                let ids = merged.set_slice(n, now.endpoints);
+                (!ids.is_empty()).then_some(What::Service {
+                    key,
+                    ids,
+                    whole: false,
+                })
+            }
+            (Some(merged), Some(mut now)) => {
+                let endpoints = std::mem::take(&mut now.endpoints);
+                merged.head = now;
+                merged.set_slice(n, endpoints);
+                Some(What::Service {
+                    key,
+                    ids: Vec::new(),
+                    whole: true,
+                })
+            }
+            (None, Some(now)) => {
+                let mut merged = Merged::new(now.clone());
+                merged.set_slice(n, now.endpoints);
+                self.services.insert(key.clone(), merged);
+                Some(What::Service {
+                    key,
+                    ids: Vec::new(),
+                    whole: true,
+                })
+            }
         };
-        if let Some(new) = new {
-            self.services.insert(key, new);
-        }
         if let Some(what) = what {
             self.push(revision, what);
         }
@@ -194,6 +274,18 @@ impl Diffs {
             );
         }
         keys
+    }
+
+    /// The services of `apps` (`ns/app`) and `public` in full, in key order: a full answer's.
+    pub(crate) fn whole_services(
+        &self,
+        apps: &BTreeSet<String>,
+        public: &BTreeSet<String>,
+    ) -> Vec<ServiceEndpoints> {
+        self.routed(apps, public)
+            .iter()
+            .map(|key| self.services[key].whole())
+            .collect()
     }
 
     /// What changed for `node`, which runs `apps` and routes `public` too, since `after`
@@ -238,7 +330,7 @@ impl Diffs {
         }
         let mut out = NodeDelta::default();
         for key in &whole {
-            out.services.push(self.services[*key].clone());
+            out.services.push(self.services[*key].whole());
         }
         for (key, ids) in touched {
             if whole.contains(key) {
@@ -250,19 +342,8 @@ impl Diffs {
                 upserts: Vec::new(),
                 removes: Vec::new(),
             };
-            // Lists are long and changes mostly few: index the list only for many ids.
-            let index: HashMap<&str, _> = if ids.len() > 16 {
-                now.iter().map(|e| (e.replica.as_str(), e)).collect()
-            } else {
-                HashMap::new()
-            };
             for id in ids {
-                let found = if index.is_empty() {
-                    now.iter().find(|e| e.replica == id)
-                } else {
-                    index.get(id).copied()
-                };
-                match found {
+                match now.get(id) {
                     Some(e) => change.upserts.push(e.clone()),
                     None => change.removes.push(id.to_string()),
                 }

@@ -43,6 +43,26 @@ fn endpoints(app: &str, vip: &str, published: Option<u16>, ready: &[u32]) -> Op 
     )
 }
 
+/// Slice `slice` of `default/{app}/web` (as [`endpoints`], without the not-ready one).
+fn slice(app: &str, vip: &str, slice: u32, ready: &[u32]) -> Op {
+    let replicas: Vec<_> = ready
+        .iter()
+        .map(|i| {
+            json!({"id": format!("{app}-{i:03}"), "node": format!("n{}", i % 3),
+                        "ip": format!("10.42.0.{i}"), "ready": true})
+        })
+        .collect();
+    let value = json!({"namespace": "default", "app": app, "service": "web", "vip": vip,
+                       "ports": [{"target": 80, "published": null}], "slice": slice,
+                       "replicas": replicas});
+    Op::put(
+        Kind::Endpoints,
+        format!("default/{app}/web@{slice}"),
+        &value,
+        Expect::Any,
+    )
+}
+
 async fn settle(hub: &Hub, store: &Store) {
     let want = store.revision().await.unwrap();
     for _ in 0..500 {
@@ -129,6 +149,33 @@ async fn merged_deltas_equal_the_full_assignment_after_every_step() {
         (0..18)
             .map(|i| Op::delete(Kind::Replica, format!("shop-m{i:02}"), Expect::Any))
             .collect(),
+        // Slices: two more of shop, one replica changes in one of them, one goes, then a
+        // repack moves slice 2's replicas into slice 0 and deletes slice 2 in one transaction
+        // (the delete after the put must not remove the moved ones).
+        vec![
+            slice("shop", "10.96.0.9", 1, &[20, 21, 22]),
+            slice("shop", "10.96.0.9", 2, &[30, 31]),
+        ],
+        vec![slice("shop", "10.96.0.9", 1, &[20, 22, 23])],
+        vec![Op::delete(
+            Kind::Endpoints,
+            "default/shop/web@1",
+            Expect::Any,
+        )],
+        vec![
+            endpoints("shop", "10.96.0.9", None, &[7, 8, 30, 31]),
+            Op::delete(Kind::Endpoints, "default/shop/web@2", Expect::Any),
+        ],
+        // A head change (written to every slice at once) sends the service in full.
+        vec![
+            endpoints("shop", "10.96.0.10", None, &[7, 8]),
+            slice("shop", "10.96.0.10", 3, &[40]),
+        ],
+        vec![Op::delete(
+            Kind::Endpoints,
+            "default/shop/web@3",
+            Expect::Any,
+        )],
     ];
     let nodes = ["n1", "n2", "n3"];
     // Per node: `every` is merged after each step, `sparse` only after every third.
@@ -142,6 +189,13 @@ async fn merged_deltas_equal_the_full_assignment_after_every_step() {
         settle(&hub, &store).await;
         for (n, node) in nodes.iter().enumerate() {
             let full = hub.assignment(&store, &net, node).await.unwrap();
+            let truth = read_assignment(&store, &net, node, full.generation)
+                .await
+                .unwrap();
+            assert_eq!(
+                full, truth,
+                "{node} step {i}: the hub's memory is the store's"
+            );
             let next = poll(&hub, &store, node, every[n].generation).await;
             assert!(
                 next.delta,

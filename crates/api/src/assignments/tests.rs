@@ -228,7 +228,7 @@ async fn assignments_hold_own_replicas_and_needed_endpoints_only() {
     );
     assert_eq!(got.generation, store.revision().await.unwrap());
     // Without a hub, the same set is found by reading every endpoints object.
-    let slow = read_assignment(&store, &net, "n1", got.generation, None)
+    let slow = read_assignment(&store, &net, "n1", got.generation)
         .await
         .unwrap();
     assert_eq!(slow, got);

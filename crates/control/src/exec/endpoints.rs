@@ -1,5 +1,5 @@
-//! The endpoints controller: keeps one `Endpoints` object per service (key `ns/app/service`)
-//! equal to what its service, replicas and their reported statuses say.
+//! The endpoints controller: keeps each service's `Endpoints` slices (keys `ns/app/service`,
+//! `ns/app/service@N`) equal to what its service, replicas and their reported statuses say.
 //!
 //! It works like a Kubernetes informer: one list of services, replicas, statuses and endpoints
 //! at start (and after the watch reports compacted history), then the store's watch keeps an
@@ -8,7 +8,7 @@
 //! transactions. A status report from one node therefore costs the services of its replicas,
 //! never a pass over the cluster.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -22,7 +22,7 @@ use crate::exec::replicas::error_chain;
 use crate::exec::{mirror, ControlError};
 use crate::plan::endpoints::{member, plan_endpoints, EndpointsChange};
 
-/// Endpoints objects written per transaction.
+/// Endpoints slices written per transaction (a service's changes are never split).
 const BATCH: usize = 500;
 
 /// Committed transactions applied before the marked services are planned.
@@ -67,7 +67,8 @@ pub struct Cache {
     replicas: HashMap<String, ReplicaEntry>,
     by_service: HashMap<String, BTreeSet<String>>,
     statuses: HashMap<String, (ReplicaState, Option<String>)>,
-    endpoints: HashMap<String, Endpoints>,
+    /// Each service's stored slices, by slice number.
+    endpoints: HashMap<String, BTreeMap<u32, Endpoints>>,
     dirty: BTreeSet<String>,
 }
 
@@ -98,8 +99,12 @@ impl Cache {
             cache.statuses.insert(s.id, (s.state, s.ip));
         }
         for e in endpoints {
-            cache.dirty.insert(e.key());
-            cache.endpoints.insert(e.key(), e);
+            cache.dirty.insert(e.service_key());
+            cache
+                .endpoints
+                .entry(e.service_key())
+                .or_default()
+                .insert(e.slice, e);
         }
         cache
     }
@@ -170,62 +175,88 @@ impl Cache {
             }
             Kind::Endpoints => {
                 // Someone else's write (or our own echo): plan again; equal content is kept.
-                self.dirty.insert(change.key.clone());
+                let Some((service, n)) = Endpoints::split_key(&change.key) else {
+                    warn!(key = %change.key, "endpoints with a malformed slice key");
+                    return;
+                };
+                self.dirty.insert(service.to_string());
                 match put.then(|| Endpoints::deserialize(&change.value)) {
                     Some(Ok(e)) => {
-                        self.endpoints.insert(change.key.clone(), e);
+                        self.endpoints
+                            .entry(service.to_string())
+                            .or_default()
+                            .insert(n, e);
                     }
                     Some(Err(e)) => warn!(key = %change.key, error = %e, "unreadable endpoints"),
-                    None => {
-                        self.endpoints.remove(&change.key);
-                    }
+                    None => self.forget_slice(service, n),
                 }
             }
             Kind::App | Kind::Node | Kind::Event | Kind::Address | Kind::Token => {}
         }
     }
 
-    /// Plans the marked services (at most `limit` of them), unmarking them.
+    fn forget_slice(&mut self, service: &str, n: u32) {
+        if let Some(slices) = self.endpoints.get_mut(service) {
+            slices.remove(&n);
+            if slices.is_empty() {
+                self.endpoints.remove(service);
+            }
+        }
+    }
+
+    /// Plans marked services, unmarking them, until their changes reach `limit` slices (or
+    /// none is marked): the changes by slice key.
     pub fn plan_dirty(&mut self, limit: usize) -> Vec<(String, EndpointsChange)> {
-        let keys: Vec<String> = self.dirty.iter().take(limit).cloned().collect();
-        keys.into_iter()
-            .map(|key| {
-                self.dirty.remove(&key);
-                let members = self
-                    .by_service
-                    .get(&key)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|id| {
-                        let r = self.replicas.get(id)?;
-                        let status = self.statuses.get(id);
-                        Some(member(
-                            id,
-                            &r.node,
-                            &r.revision_hash,
-                            status.map(|s| s.0),
-                            status.and_then(|s| s.1.as_deref()),
-                        ))
-                    })
-                    .collect();
-                let change =
-                    plan_endpoints(self.services.get(&key), members, self.endpoints.get(&key));
-                (key, change)
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(key) = self.dirty.pop_first() else {
+                break;
+            };
+            out.extend(self.plan_service(&key));
+        }
+        out
+    }
+
+    fn plan_service(&self, key: &str) -> Vec<(String, EndpointsChange)> {
+        let empty = BTreeMap::new();
+        let members = self
+            .by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                let r = self.replicas.get(id)?;
+                let status = self.statuses.get(id);
+                Some(member(
+                    id,
+                    &r.node,
+                    &r.revision_hash,
+                    status.map(|s| s.0),
+                    status.and_then(|s| s.1.as_deref()),
+                ))
             })
-            .filter(|(_, change)| *change != EndpointsChange::Keep)
-            .collect()
+            .collect();
+        plan_endpoints(
+            self.services.get(key),
+            members,
+            self.endpoints.get(key).unwrap_or(&empty),
+        )
     }
 
     /// Records what a committed plan wrote, so that later plans compare against it.
     fn committed(&mut self, planned: Vec<(String, EndpointsChange)>) {
         for (key, change) in planned {
+            let Some((service, n)) = Endpoints::split_key(&key) else {
+                continue;
+            };
             match change {
                 EndpointsChange::Put(e) => {
-                    self.endpoints.insert(key, *e);
+                    self.endpoints
+                        .entry(service.to_string())
+                        .or_default()
+                        .insert(n, *e);
                 }
-                EndpointsChange::Delete => {
-                    self.endpoints.remove(&key);
-                }
+                EndpointsChange::Delete => self.forget_slice(service, n),
                 EndpointsChange::Keep => {}
             }
         }
@@ -316,7 +347,9 @@ pub async fn run_endpoints(store: Store, mut shutdown: watch::Receiver<bool>) {
                     }
                     Err(e) => {
                         warn!(error = %error_chain(&e), "endpoints: write failed; retrying");
-                        cache.mark(planned.into_iter().map(|(key, _)| key));
+                        cache.mark(planned.into_iter().filter_map(|(key, _)| {
+                            Endpoints::split_key(&key).map(|(service, _)| service.to_string())
+                        }));
                         tokio::select! {
                             () = tokio::time::sleep(Duration::from_secs(1)) => {}
                             _ = shutdown.changed() => return,
