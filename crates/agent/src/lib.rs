@@ -10,11 +10,6 @@
 //! crate's tests and, with the `fake` feature, for other crates.
 
 pub mod converge;
-pub mod dns;
-pub mod ingress;
-pub mod logs;
-pub mod net;
-pub mod runtime;
 pub mod serve;
 
 pub use converge::{run_agent, AgentConfig};

@@ -50,12 +50,8 @@ impl ExecRequest {
     }
 }
 
-/// A terminal's size in character cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TtySize {
-    pub cols: u16,
-    pub rows: u16,
-}
+// Defined in hivemind-types so the runtime can take it without a client dependency.
+pub use hivemind_types::exec::TtySize;
 
 /// Whether request headers ask for the framed session (`Connection: upgrade` and
 /// `Upgrade: hivemind-exec.v1`, compared without case as HTTP says).

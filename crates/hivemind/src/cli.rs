@@ -181,7 +181,7 @@ fn parse_log_size(s: &str) -> Result<u64, String> {
     }
 }
 
-/// `hivemind log-driver SETTINGS`, as the shim runs it (see `hivemind_agent::logs::driver`).
+/// `hivemind log-driver SETTINGS`, as the shim runs it (see `hivemind_logs::driver`).
 #[derive(Args)]
 pub(crate) struct LogDriverArgs {
     /// `MAX_SIZE:MAX_FILES:DIR`, from the task's `binary://` log URI.

@@ -14,7 +14,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Command::LogDriver(args) = &cli.command {
         // Run by containerd's shim for every task: plain blocking I/O, no async runtime.
-        return std::process::ExitCode::from(hivemind_agent::logs::driver::run(&args.settings));
+        return std::process::ExitCode::from(hivemind_logs::driver::run(&args.settings));
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -55,7 +55,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => cmd::events::events(&global, args).await,
         // Handled in `main`, before the async runtime starts.
         Command::LogDriver(args) => {
-            hivemind_agent::logs::driver::run(&args.settings);
+            hivemind_logs::driver::run(&args.settings);
             Ok(())
         }
         Command::Completion { shell } => {

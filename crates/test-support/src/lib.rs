@@ -11,6 +11,7 @@
 pub mod containerd;
 pub mod http;
 pub mod image;
+pub mod log_driver;
 pub mod probe;
 pub mod registry;
 pub mod sim;

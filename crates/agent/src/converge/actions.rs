@@ -10,7 +10,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::plan::{failure_delay, Action};
 use super::{error_chain, Shared};
-use crate::runtime::{ContainerRuntime, CreateOptions};
+use hivemind_runtime::{ContainerRuntime, CreateOptions};
 
 /// Runs `action` (bounded by the parallelism permits, except removals) and records its result.
 pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action: Action) {

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use super::actions::execute;
 use super::plan::{self, Pass};
 use super::{error_chain, Shared, State};
-use crate::runtime::ContainerRuntime;
+use hivemind_runtime::ContainerRuntime;
 
 /// Wakes the converger on every container exit (OOM events mark the replica instead).
 pub(super) async fn watch_exits<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
@@ -186,7 +186,9 @@ async fn attach_last_lines<R: ContainerRuntime>(shared: &Arc<Shared<R>>, pass: &
                 .and_then(|l| l.exits.iter().rev().nth(1))
                 .map(|previous| std::time::UNIX_EPOCH + Duration::from_millis(previous.at))
         };
-        let lines = crate::logs::recent_lines(config, id, ExitRecord::MAX_LINES, since).await;
+        let lines =
+            hivemind_logs::recent_lines(config.replica_log_dir(id), ExitRecord::MAX_LINES, since)
+                .await;
         read.push((id.clone(), ExitRecord::bound_lines(lines)));
     }
     let mut state = shared.state();

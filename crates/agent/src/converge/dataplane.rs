@@ -19,10 +19,10 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::converge::dataplane_plan::{plan_data_plane, replica_resolv_conf, DataPlanePlan};
-use crate::dns::{self, DnsConfig, DnsServer, DnsZone};
-use crate::ingress::{Ingress, IngressConfig, IngressError};
-use crate::net::{Ipv4Net, NetConfig, NetError, NodeNet};
-use crate::runtime::CreateOptions;
+use hivemind_dataplane::dns::{self, DnsConfig, DnsServer, DnsZone};
+use hivemind_dataplane::ingress::{Ingress, IngressConfig, IngressError};
+use hivemind_dataplane::net::{Ipv4Net, NetConfig, NetError, NodeNet};
+use hivemind_runtime::CreateOptions;
 
 /// Node-local networking settings (all flags of `hivemind agent`/`up`).
 #[derive(Debug, Clone)]

@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use hivemind_types::{NodeNetwork, ServiceEndpoints, DEFAULT_NETWORK};
+use hivemind_types::{NodeNetwork, PortProtocol, ServiceEndpoints, DEFAULT_NETWORK};
 
-use crate::dns::{DnsClient, DnsService, DnsZone};
-use crate::ingress::{self, HttpRule, Route, RouteMode};
-use crate::net::{NetRules, NetworkRule, VipRule};
+use hivemind_dataplane::dns::{DnsClient, DnsService, DnsZone};
+use hivemind_dataplane::ingress::{self, HttpRule, Route, RouteMode};
+use hivemind_dataplane::net::{NetRules, NetworkRule, VipRule};
 
 /// Everything the data plane must look like for one assignment.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +17,15 @@ pub struct DataPlanePlan {
     pub rules: NetRules,
     pub zone: DnsZone,
     pub routes: Vec<Route>,
+}
+
+/// A Compose port's protocol as the data plane's own type (`hivemind-dataplane` knows no
+/// hivemind type; this is the edge where the agent converts).
+pub fn proto(protocol: PortProtocol) -> hivemind_dataplane::Proto {
+    match protocol {
+        PortProtocol::Tcp => hivemind_dataplane::Proto::Tcp,
+        PortProtocol::Udp => hivemind_dataplane::Proto::Udp,
+    }
 }
 
 pub fn plan_data_plane(network: &NodeNetwork, generation: u64) -> DataPlanePlan {
@@ -60,8 +69,11 @@ pub fn plan_data_plane(network: &NodeNetwork, generation: u64) -> DataPlanePlan 
         }
         let mut dns_ports = Vec::new();
         for port in &service.ports {
-            let (net_proto, ingress_proto, name) =
-                (port.protocol, port.protocol, port.protocol.as_str());
+            let (net_proto, ingress_proto, name) = (
+                proto(port.protocol),
+                proto(port.protocol),
+                port.protocol.as_str(),
+            );
             // The VIP answers on the container port, as a Kubernetes service's port does by
             // default; the published port is the ingress's.
             if let Some(vip) = vip {
@@ -399,5 +411,23 @@ mod tests {
         let conf = replica_resolv_conf("10.42.0.1".parse().unwrap(), "default", "shop");
         assert!(conf.starts_with("nameserver 10.42.0.1\n"));
         assert!(conf.contains("search shop.default.hivemind default.hivemind hivemind"));
+    }
+}
+
+#[cfg(test)]
+mod edge_tests {
+    use super::*;
+
+    /// The data plane's copies of the types' vocabulary must not drift from it.
+    #[test]
+    fn dataplane_vocabulary_matches_the_types() {
+        assert_eq!(hivemind_dataplane::DEFAULT_NETWORK, DEFAULT_NETWORK);
+        for p in [PortProtocol::Tcp, PortProtocol::Udp] {
+            assert_eq!(proto(p).as_str(), p.as_str());
+            assert_eq!(
+                serde_json::to_value(proto(p)).unwrap(),
+                serde_json::to_value(p).unwrap()
+            );
+        }
     }
 }

@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use super::dataplane::{DataPlane, DataPlaneError};
 use super::dataplane_plan::replica_resolv_conf;
 use super::server::ServerLink;
-use crate::net::Ipv4Net;
-use crate::runtime::fake::next_seq;
-use crate::runtime::CreateOptions;
+use hivemind_dataplane::net::Ipv4Net;
+use hivemind_runtime::fake::next_seq;
+use hivemind_runtime::CreateOptions;
 
 /// What the converger asked of the data plane.
 #[derive(Debug, Clone, PartialEq, Eq)]

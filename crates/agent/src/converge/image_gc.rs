@@ -17,7 +17,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::{error_chain, Shared};
-use crate::runtime::{normalize_image_ref, ContainerRuntime, ImageInfo, RuntimeError};
+use hivemind_runtime::{normalize_image_ref, ContainerRuntime, ImageInfo, RuntimeError};
 
 /// When to collect images, and how far.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::Shared;
-use crate::runtime::ContainerRuntime;
+use hivemind_runtime::ContainerRuntime;
 
 /// Leftovers younger than this stay: a create under way owns its snapshot before its record.
 const MIN_AGE: Duration = Duration::from_secs(120);

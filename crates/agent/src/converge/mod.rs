@@ -40,7 +40,7 @@ use tracing::{info_span, Instrument};
 use crate::converge::dataplane::{DataPlane, DataPlaneConfig, NodeDataPlane};
 use crate::converge::plan::LocalState;
 use crate::converge::server::ServerLink;
-use crate::runtime::{ContainerRuntime, RuntimeConfig};
+use hivemind_runtime::{ContainerRuntime, RuntimeConfig};
 use hivemind_types::error_chain;
 use hivemind_types::now_millis;
 

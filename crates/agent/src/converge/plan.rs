@@ -11,7 +11,7 @@ use hivemind_types::{
     ExitRecord, FailureRecord, ObservedReplica, Replica, ReplicaState, RestartCondition,
 };
 
-use crate::runtime::{ContainerInfo, TaskState};
+use hivemind_runtime::{ContainerInfo, TaskState};
 
 /// Back-off between restarts grows from this (or the policy's delay, if longer)...
 const BACKOFF_BASE_MS: u64 = 1_000;

@@ -7,7 +7,7 @@ use hivemind_types::{
 };
 
 use super::*;
-use crate::runtime::{ContainerInfo, TaskState};
+use hivemind_runtime::{ContainerInfo, TaskState};
 
 fn replica(id: &str, restart: RestartCondition) -> Replica {
     let spec = ServiceSpec {

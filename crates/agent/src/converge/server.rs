@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::Shared;
-use crate::runtime::ContainerRuntime;
+use hivemind_runtime::ContainerRuntime;
 
 /// What the agent calls on the server. Object-safe (`async_trait`); the agent holds a
 /// `Box<dyn ServerLink>`, `hivemind_client::Client` in production and

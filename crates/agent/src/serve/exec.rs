@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 use super::{error, error_chain, AppState, ReplicaId};
-use crate::runtime::{ContainerRuntime, ExecInput, ExecOutput, ExecSpec, TaskState};
+use hivemind_runtime::{ContainerRuntime, ExecInput, ExecOutput, ExecSpec, TaskState};
 
 /// The largest request body: a command line, not a payload.
 const BODY_LIMIT: usize = 256 * 1024;

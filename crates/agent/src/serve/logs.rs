@@ -1,5 +1,5 @@
 //! `GET /v1/replicas/{id}/logs`: a replica's log records, read from the files its log driver
-//! writes (`crate::logs`), as the wire records of `hivemind_client::logs`.
+//! writes (`hivemind_logs`), as the wire records of `hivemind_client::logs`.
 //!
 //! Filters are applied here, on the node: `stream`, `since` (against each record's timestamp)
 //! and `tail` (the last N records of both streams, counted back across rotated files). A
@@ -20,8 +20,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{error, shorten, AppState, ReplicaId};
-use crate::logs::reader::{Entry, ReplicaLog};
-use crate::runtime::ContainerRuntime;
+use hivemind_logs::reader::{Entry, ReplicaLog};
+use hivemind_runtime::ContainerRuntime;
 
 /// How often a drained, followed log is checked for new records.
 const FOLLOW_POLL: Duration = Duration::from_millis(150);

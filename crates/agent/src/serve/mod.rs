@@ -28,7 +28,7 @@ use hivemind_types::id::is_replica_id;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::runtime::{ContainerRuntime, RuntimeConfig};
+use hivemind_runtime::{ContainerRuntime, RuntimeConfig};
 
 /// Settings of the agent endpoint.
 #[derive(Debug, Clone)]

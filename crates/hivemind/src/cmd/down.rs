@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use hivemind_agent::net::{recorded_subnet, NetConfig, NodeNet};
-use hivemind_agent::runtime::{ContainerRuntime, Containerd};
+use hivemind_dataplane::net::{recorded_subnet, NetConfig, NodeNet};
+use hivemind_runtime::{ContainerRuntime, Containerd};
 
 use crate::cli::{DownArgs, GlobalArgs};
 use crate::cmd::up::runtime_config;

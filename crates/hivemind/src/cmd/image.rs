@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use hivemind_agent::runtime::{ContainerRuntime, Containerd, PullProgress};
+use hivemind_runtime::{ContainerRuntime, Containerd, PullProgress};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -74,7 +74,7 @@ pub(crate) async fn image(global: &GlobalArgs, args: ImageArgs) -> anyhow::Resul
         ImageCommand::Rm { references, force } => {
             for reference in references {
                 let removed = runtime.image_remove(&reference, force).await.map_err(|e| {
-                    if matches!(e, hivemind_agent::runtime::RuntimeError::ImageInUse { .. }) {
+                    if matches!(e, hivemind_runtime::RuntimeError::ImageInUse { .. }) {
                         anyhow::anyhow!("{e}: pass --force to remove it anyway")
                     } else {
                         anyhow::Error::new(e)

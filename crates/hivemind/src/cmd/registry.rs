@@ -4,10 +4,10 @@
 use std::io::Read;
 
 use anyhow::Context;
-use hivemind_agent::runtime::pull::{
+use hivemind_runtime::pull::{
     credentials_remove, credentials_store, docker_config_path, registry_login_check, Credentials,
 };
-use hivemind_agent::runtime::RegistryConfig;
+use hivemind_runtime::RegistryConfig;
 
 use crate::cli::{LoginArgs, RegistryArgs, RegistryCommand};
 

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hivemind_agent::converge::dataplane::DataPlaneConfig;
 use hivemind_agent::converge::image_gc::ImageGcPolicy;
-use hivemind_agent::runtime::{Containerd, RuntimeConfig};
 use hivemind_agent::AgentConfig;
 use hivemind_api::ApiConfig;
 use hivemind_client::Client;
+use hivemind_runtime::{Containerd, RuntimeConfig};
 use hivemind_store::Store;
 use tokio::sync::watch;
 use tracing::info;
@@ -294,7 +294,7 @@ pub(crate) fn runtime_config(data_dir: &Path, args: &RuntimeArgs) -> RuntimeConf
         namespace: args.containerd_namespace.clone(),
         log_dir: data_dir.join("logs"),
         log_driver: log_driver_path(),
-        log_rotation: hivemind_agent::logs::files::Rotation {
+        log_rotation: hivemind_logs::files::Rotation {
             max_size: args.log_max_size,
             max_files: args.log_max_files,
         },

@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 use super::converger::converge_once;
 use super::fake::{DataPlaneCall, FakeDataPlane, FakeServer};
 use super::*;
-use crate::runtime::fake::{Call, FakeRuntime, Op};
-use crate::runtime::{labels, TaskState};
+use hivemind_runtime::fake::{Call, FakeRuntime, Op};
+use hivemind_runtime::{labels, TaskState};
 
 /// Unix ms of the agent's clock when a test starts.
 const T0: u64 = 1_700_000_000_000;
