@@ -45,7 +45,17 @@ fn agent_reaches_the_server_only_through_the_client() {
 
 #[test]
 fn only_the_store_knows_sql() {
-    for krate in ["types", "control", "api", "client", "agent", "hivemind"] {
+    for krate in [
+        "types",
+        "control",
+        "api",
+        "client",
+        "runtime",
+        "logs",
+        "dataplane",
+        "agent",
+        "hivemind",
+    ] {
         assert!(
             !dependencies(krate).contains(&"rusqlite".to_string()),
             "{krate} depends on rusqlite"
@@ -66,10 +76,88 @@ fn types_stay_free_of_io_runtimes() {
 
 #[test]
 fn only_the_binary_uses_anyhow() {
-    for krate in ["types", "store", "control", "api", "client", "agent"] {
+    for krate in [
+        "types",
+        "store",
+        "control",
+        "api",
+        "client",
+        "runtime",
+        "logs",
+        "dataplane",
+        "agent",
+    ] {
         assert!(
             !dependencies(krate).contains(&"anyhow".to_string()),
             "{krate} depends on anyhow"
         );
     }
+}
+
+/// Fails naming the first dependency of `krate` in `forbidden`.
+fn assert_no_dependency(krate: &str, forbidden: &[&str]) {
+    let deps = dependencies(krate);
+    for f in forbidden {
+        assert!(
+            !deps.iter().any(|d| d == f),
+            "{krate} depends on {f}, which the architecture forbids"
+        );
+    }
+}
+
+#[test]
+fn dataplane_depends_on_no_hivemind_crate() {
+    let deps = dependencies("dataplane");
+    let hivemind: Vec<_> = deps.iter().filter(|d| d.starts_with("hivemind-")).collect();
+    assert!(hivemind.is_empty(), "dataplane depends on {hivemind:?}");
+}
+
+#[test]
+fn runtime_and_logs_stay_below_the_server() {
+    for krate in ["runtime", "logs"] {
+        assert_no_dependency(
+            krate,
+            &[
+                "hivemind-client",
+                "hivemind-store",
+                "hivemind-control",
+                "hivemind-api",
+                "hivemind-agent",
+            ],
+        );
+    }
+    // The log driver runs for every container; it must not pull the runtime in.
+    assert_no_dependency("logs", &["hivemind-runtime", "hivemind-dataplane"]);
+}
+
+#[test]
+fn agent_builds_on_runtime_logs_and_dataplane() {
+    let deps = dependencies("agent");
+    for needed in ["hivemind-runtime", "hivemind-logs", "hivemind-dataplane"] {
+        assert!(
+            deps.iter().any(|d| d == needed),
+            "agent lacks {needed}: {deps:?}"
+        );
+    }
+}
+
+#[test]
+fn control_has_no_http() {
+    assert_no_dependency(
+        "control",
+        &["axum", "hyper", "hyper-util", "reqwest", "tower-http"],
+    );
+}
+
+#[test]
+fn api_has_no_node_side_crate() {
+    assert_no_dependency(
+        "api",
+        &[
+            "hivemind-runtime",
+            "hivemind-dataplane",
+            "hivemind-logs",
+            "hivemind-agent",
+        ],
+    );
 }
