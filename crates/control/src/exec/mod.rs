@@ -5,6 +5,7 @@ pub(crate) use hivemind_types::now_millis;
 pub mod allocate;
 pub mod compaction;
 pub mod endpoints;
+pub mod events;
 pub mod nodes;
 pub mod replicas;
 pub mod runner;

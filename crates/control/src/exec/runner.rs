@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use crate::exec::allocate::AllocatorController;
 use crate::exec::compaction::{CompactionTask, Retention};
 use crate::exec::endpoints::run_endpoints;
+use crate::exec::events::run_events;
 use crate::exec::nodes::NodeLivenessController;
 use crate::exec::now_millis;
 use crate::exec::replicas::ServiceController;
@@ -94,8 +95,8 @@ impl Default for ControlConfig {
 }
 
 /// Starts the control plane's controllers on `store` until `shutdown` turns true: the background
-/// tasks below, and the endpoints controller, which follows the watch itself (it works per
-/// changed service, so it needs the changes, not just a wake-up).
+/// tasks below, and the endpoints and events controllers, which follow the watch themselves
+/// (they work per changed object, so they need the changes, not just a wake-up).
 pub fn spawn_controllers(
     store: Store,
     config: ControlConfig,
@@ -139,12 +140,13 @@ pub fn spawn_controllers(
             .unwrap_or_else(|p| p.into_inner())
             .push(handle);
     }
+    let events = tokio::spawn(run_events(store.clone(), shutdown.clone()));
     let endpoints = tokio::spawn(run_endpoints(store, shutdown));
     controllers
         .tasks
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push(endpoints);
+        .extend([events, endpoints]);
     controllers
 }
 

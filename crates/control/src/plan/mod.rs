@@ -2,6 +2,7 @@
 
 pub mod allocate;
 pub mod endpoints;
+pub mod events;
 pub mod nodes;
 pub mod replicas;
 pub mod schedule;
