@@ -9,14 +9,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use hivemind_client::wire::{ReplicaFilter, ReplicaView};
 use hivemind_store::{Expect, Op, Store};
-use hivemind_types::{Kind, Meta, Node, NodeReport, NodeState, ObservedReplica, Replica};
+use hivemind_types::{
+    ExitRecord, Kind, Meta, Node, NodeReport, NodeState, ObservedReplica, Replica,
+};
 
 use crate::error::ApiError;
-use crate::recorded;
 
-/// Registers or updates the node and writes the statuses that changed, with the events they
-/// bring (new exits and failures, node problems; see `recorded`), in one transaction, and
-/// renews the node's lease. Returns the store revision the report is reflected in.
+/// Registers or updates the node and writes the statuses that changed in one transaction, and
+/// renews the node's lease. Returns the store revision the report is reflected in. The events
+/// these writes bring (new exits and failures, node problems) are recorded by the events
+/// controller (`hivemind_control::exec::events`), which follows the store's watch.
 ///
 /// A new node is written `Down` until node health (`control`) sees its lease and marks it
 /// ready; its subnet comes from the allocator. The Node object is rewritten only when its
@@ -129,8 +131,6 @@ async fn report_ops(
     if let Some((node_obj, expect)) = node_write {
         ops.push(Op::put(Kind::Node, node, &node_obj, expect));
     }
-    let old_problems = old_node.as_ref().map_or(&[][..], |n| &n.problems[..]);
-    let mut events = recorded::node_problem_events(node, old_problems, &report.problems, now_ms);
 
     // This node's statuses, and those of reported replicas last reported by another node.
     let mut old: Vec<ObservedReplica> = store.status_list_by_node(node).await?;
@@ -145,11 +145,10 @@ async fn report_ops(
     let old: HashMap<&str, &ObservedReplica> = old.iter().map(|s| (s.id.as_str(), s)).collect();
     for (id, status) in reported {
         let previous = old.get(id).copied();
-        let stored = recorded::stored_form(status);
+        let stored = stored_form(status);
         if previous.is_some_and(|o| same_content(o, &stored)) {
             continue;
         }
-        events.extend(recorded::replica_events(store, previous, status).await?);
         let expect = previous.map_or(Expect::Absent, |p| Expect::Revision(p.meta.revision));
         ops.push(Op::put(Kind::ReplicaStatus, *id, &stored, expect));
     }
@@ -167,10 +166,26 @@ async fn report_ops(
             ));
         }
     }
-    if !events.is_empty() {
-        ops.extend(recorded::write_ops(store, events, now_ms).await?);
-    }
     Ok(ops)
+}
+
+/// The form a reported status is stored in: at most `ExitRecord::MAX_KEPT` exits, each with
+/// its last lines bounded (never trust the client with bounds).
+///
+/// The lines stay in the stored status, rather than in an object of their own, because the
+/// events controller makes each exit's event from the stored status and needs them there. It
+/// costs little: at most 3 exits of 10 lines of 240 characters, an agent never changes an
+/// exit's lines once reported (so a repeated report still compares equal and writes nothing),
+/// and a status is rewritten only when it changed, so the change log grows by the lines only
+/// when the replica's state did anyway. A second object would cost a second write per exit.
+pub(crate) fn stored_form(status: &ObservedReplica) -> ObservedReplica {
+    let mut stored = status.clone();
+    let excess = stored.exits.len().saturating_sub(ExitRecord::MAX_KEPT);
+    stored.exits.drain(..excess);
+    for exit in &mut stored.exits {
+        exit.last_lines = ExitRecord::bound_lines(std::mem::take(&mut exit.last_lines));
+    }
+    stored
 }
 
 /// Equal apart from `meta`, which the store rewrites on every put.

@@ -364,13 +364,26 @@ pub(crate) async fn delete_node(
             Expect::Revision(t.meta.revision),
         ));
     }
+    // Its statuses go with it: only its agent writes or removes them, and that agent is
+    // refused from now on, so they would otherwise stay (and show in `ps`) until their
+    // replicas went. Its replicas stay: the service controller replaces them elsewhere.
+    if found_node.is_some() {
+        for status in store.status_list_by_node(&node).await? {
+            ops.push(Op::delete(
+                Kind::ReplicaStatus,
+                &status.id,
+                Expect::Revision(status.meta.revision),
+            ));
+        }
+    }
     if ops.is_empty() {
         return Err(ApiError::not_found(
             format!("node {node}"),
             "list nodes with `hivemind nodes`",
         ));
     }
-    // One transaction: a node is never left removed but still able to authenticate.
+    // One transaction: a node is never left removed but still able to authenticate, nor
+    // removed with statuses that say it runs replicas.
     store.txn(ops).await?;
     tracing::info!(%node, "node removed and its credential revoked");
     Ok(StatusCode::NO_CONTENT)

@@ -194,8 +194,8 @@ pub struct ExitRecord {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
     /// The last lines the container wrote (stdout and stderr), at most [`ExitRecord::MAX_LINES`]
-    /// each cut to [`ExitRecord::MAX_LINE_CHARS`]. The server moves them into the event and
-    /// stores the status without them.
+    /// each cut to [`ExitRecord::MAX_LINE_CHARS`]. The server stores them with the status (so
+    /// bounded again), and the events controller copies them into the exit's event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_lines: Vec<String>,
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use hivemind_client::wire::ReplicaFilter;
 use hivemind_store::{Expect, Op, Store};
 use hivemind_types::{
-    Assignment, ClusterNetwork, Kind, Meta, Node, NodeReport, NodeState, ObservedReplica, Replica,
-    ReplicaState,
+    Assignment, ClusterNetwork, ExitRecord, Kind, Meta, Node, NodeReport, NodeState,
+    ObservedReplica, Replica, ReplicaState,
 };
 
 use super::*;
@@ -235,6 +235,50 @@ async fn report_writes_only_changed_statuses_and_keeps_drain() {
         .unwrap()
         .unwrap();
     assert_eq!(s3.state, ReplicaState::Exited);
+}
+
+#[tokio::test]
+async fn exits_are_stored_with_their_last_lines_bounded_and_written_once() {
+    let store = Store::open_in_memory().unwrap();
+    put(&store, &replica("web-1", "web", "n1")).await;
+    let exit = |at: u64| ExitRecord {
+        exit_code: 3,
+        at,
+        oom: false,
+        restarts: 0,
+        restart_delay_ms: None,
+        adopted: false,
+        // More, and longer, lines than any agent sends.
+        last_lines: (0..50)
+            .map(|i| format!("{i} {}", "x".repeat(1_000)))
+            .collect(),
+    };
+    let exited = ObservedReplica {
+        exits: (0..6).map(exit).collect(),
+        ..status("web-1", "n1", ReplicaState::Exited)
+    };
+    let r = node_report("n1", vec![exited]);
+    report(&store, "n1", &r, 1000).await.unwrap();
+    let stored: ObservedReplica = store
+        .get(Kind::ReplicaStatus, "web-1")
+        .await
+        .unwrap()
+        .unwrap();
+    // The events controller makes the exits' events from the stored status: the lines stay,
+    // bounded as an agent bounds them.
+    let ats: Vec<u64> = stored.exits.iter().map(|e| e.at).collect();
+    assert_eq!(ats, [3, 4, 5]);
+    for e in &stored.exits {
+        assert_eq!(e.last_lines.len(), ExitRecord::MAX_LINES);
+        assert!(e.last_lines[0].starts_with("40 "), "{:?}", e.last_lines[0]);
+        assert!(e
+            .last_lines
+            .iter()
+            .all(|l| l.chars().count() <= ExitRecord::MAX_LINE_CHARS + 1));
+    }
+    // The same report again writes nothing.
+    let before = store.revision().await.unwrap();
+    assert_eq!(report(&store, "n1", &r, 2000).await.unwrap(), before);
 }
 
 #[tokio::test]

@@ -53,17 +53,34 @@ fn exit_report(generation: u64) -> NodeReport {
 async fn exits_become_recorded_events_once() {
     let s = TestServer::start().await;
     put_replica(&s.store, &replica("web-11111", "n1")).await;
+    // The events controller records what reports store; it runs in the server's process.
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(hivemind_control::exec::events::run_events(
+        s.store.clone(),
+        stopped,
+    ));
     let report = exit_report(s.store.revision().await.unwrap());
     s.client.report(&report).await.unwrap();
     // A retried report records nothing new.
     s.client.report(&report).await.unwrap();
-    let all = s
-        .client
-        .recorded_events(&EventFilter::default())
-        .await
-        .unwrap();
-    let exits: Vec<_> = all.iter().filter(|e| e.reason == "Exited").collect();
-    assert_eq!(exits.len(), 1, "{all:?}");
+    let recorded = async || -> Vec<hivemind_types::Event> {
+        let all = s
+            .client
+            .recorded_events(&EventFilter::default())
+            .await
+            .unwrap();
+        all.into_iter().filter(|e| e.reason == "Exited").collect()
+    };
+    // Recorded asynchronously: wait (bounded) for the event, then a little longer for a
+    // duplicate that must not come.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while recorded().await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no exit event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let exits = recorded().await;
+    assert_eq!(exits.len(), 1, "{exits:?}");
     assert_eq!(exits[0].exit_code, Some(3));
     assert_eq!(exits[0].last_lines, ["hello"]);
 
@@ -80,6 +97,7 @@ async fn exits_become_recorded_events_once() {
         ..Default::default()
     };
     assert!(s.client.recorded_events(&none).await.unwrap().is_empty());
+    controller.abort();
 }
 
 #[tokio::test]

@@ -189,3 +189,48 @@ async fn logs_and_exec_are_proxied_only_to_reachable_agents() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn node_rm_removes_the_nodes_replica_statuses() {
+    let s = TestServer::start().await;
+    put_replica(&s.store, &replica("web-11111", "n1")).await;
+    put_replica(&s.store, &replica("web-22222", "n2")).await;
+    let status = |id: &str, node: &str| ObservedReplica {
+        id: id.into(),
+        node: node.into(),
+        state: ReplicaState::Running,
+        pid: Some(7),
+        exit_code: None,
+        restarts: 0,
+        message: String::new(),
+        started_at: None,
+        ip: None,
+        exits: Vec::new(),
+        failure: None,
+        meta: Meta::default(),
+    };
+    for (node, id) in [("n1", "web-11111"), ("n2", "web-22222")] {
+        let report = NodeReport {
+            node: node.into(),
+            address: "10.0.0.1".into(),
+            agent_url: None,
+            problems: Vec::new(),
+            generation: 0,
+            replicas: vec![status(id, node)],
+        };
+        s.client.report(&report).await.unwrap();
+    }
+    s.client.delete_node("n1").await.unwrap();
+    let stored: Vec<ObservedReplica> = s
+        .store
+        .list(hivemind_types::Kind::ReplicaStatus, "")
+        .await
+        .unwrap();
+    let ids: Vec<_> = stored.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["web-22222"], "n2's status stays, n1's goes");
+    // The replica itself stays for the service controller to replace.
+    let views = s.client.replicas(&ReplicaFilter::default()).await.unwrap();
+    let n1: Vec<_> = views.iter().filter(|v| v.replica.node == "n1").collect();
+    assert_eq!(n1.len(), 1);
+    assert!(n1[0].status.is_none(), "{n1:?}");
+}
