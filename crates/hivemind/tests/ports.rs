@@ -68,6 +68,12 @@ fn a_published_port_held_by_the_host_is_reported_and_served_once_free() {
     });
     let table = node.cli_ok(&["nodes"]);
     assert!(table.contains("PortUnavailable"), "{table}");
+    // The events controller records the problem just after the report stored it.
+    node.wait_for("the problem recorded", Duration::from_secs(15), || {
+        events(&node)
+            .iter()
+            .any(|(reason, _)| reason == "PortUnavailable")
+    });
     let warned: Vec<_> = events(&node)
         .into_iter()
         .filter(|(reason, _)| reason == "PortUnavailable")
@@ -83,12 +89,12 @@ fn a_published_port_held_by_the_host_is_reported_and_served_once_free() {
     node.wait_for("the problem resolved", Duration::from_secs(15), || {
         node_problems(&node).is_empty()
     });
+    node.wait_for("the resolution recorded", Duration::from_secs(15), || {
+        events(&node).iter().any(|(reason, message)| {
+            reason == "Resolved" && message.contains(&format!("published port {port}"))
+        })
+    });
     let all = events(&node);
-    assert!(
-        all.iter().any(|(reason, message)| reason == "Resolved"
-            && message.contains(&format!("published port {port}"))),
-        "{all:?}"
-    );
     // Reported once, not on every heartbeat.
     assert_eq!(
         all.iter().filter(|(r, _)| r == "PortUnavailable").count(),
