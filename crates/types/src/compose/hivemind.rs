@@ -5,7 +5,7 @@
 //! failing when that happens. `strategy`, `allow_from`, `canary` and `ab` are not acted on yet,
 //! so each is noted for a deploy warning.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use serde_yaml_ng::Value;
 
@@ -33,7 +33,7 @@ pub(crate) fn read_hivemind(
     p: &mut Problems,
     path: &str,
     value: &Value,
-    services: &BTreeSet<String>,
+    services: &BTreeMap<String, String>,
 ) -> HivemindExt {
     let mut ext = HivemindExt::default();
     let Some(map) = expect_mapping(p, path, value, "x-hivemind: {strategy: rolling}") else {
@@ -144,7 +144,7 @@ fn read_allow_from(
     p: &mut Problems,
     path: &str,
     value: &Value,
-    services: &BTreeSet<String>,
+    services: &BTreeMap<String, String>,
 ) -> Option<Vec<String>> {
     let Value::Sequence(items) = value else {
         type_error(
@@ -162,10 +162,10 @@ fn read_allow_from(
         let Some(name) = expect_str(p, &item_path, item, "- api") else {
             continue;
         };
-        if services.contains(name) {
-            names.push(name.to_string());
+        if let Some(dns) = services.get(name) {
+            names.push(dns.clone());
         } else {
-            let known: Vec<&str> = services.iter().map(String::as_str).collect();
+            let known: Vec<&str> = services.keys().map(String::as_str).collect();
             p.push(
                 &item_path,
                 format!("{name:?} is not a service of this file"),

@@ -36,6 +36,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "hostname",
     "extra_hosts",
     "logging",
+    "links",
 ];
 
 /// Service keys of the Compose Specification that Hivemind does not honour yet, with advice
@@ -89,10 +90,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("ipc", ""),
     ("isolation", ""),
     ("label_file", "list the labels under `labels`"),
-    (
-        "links",
-        "services of an app reach each other by service name",
-    ),
     ("mac_address", ""),
     ("mem_limit", ""),
     ("mem_reservation", ""),

@@ -11,6 +11,7 @@
 //! the process environment) and a callback that reads `env_file`s. It must never panic, whatever
 //! the input.
 
+mod aliases;
 mod container;
 mod deploy;
 mod dotenv;
@@ -20,6 +21,7 @@ mod hivemind;
 mod interpolate;
 mod keys;
 mod logging;
+mod names;
 mod networks;
 mod ports;
 mod resources;
@@ -32,14 +34,15 @@ mod words;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_yaml_ng::{Mapping, Value};
 
 pub use error::{ComposeError, FieldError};
+pub use names::{app_dns_name, is_compose_name};
 pub use warnings::{warnings, Note, Unhonoured, Warning};
 
-use crate::id::{is_dns_label, MAX_SERVICE_NAME_LEN, MAX_SUFFIX_LEN};
+use crate::id::MAX_SERVICE_NAME_LEN;
 use crate::spec::ServiceSpec;
 use error::Problems;
 use interpolate::interpolate;
@@ -65,10 +68,11 @@ pub struct ComposeInput<'a> {
 /// A Compose file once read and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComposeApp {
-    /// The top-level `name:`, if the file sets one; the CLI falls back to `--app` or the
-    /// directory name.
+    /// The top-level `name:` as a DNS label (`My_App` -> `my-app`), if the file sets one; the
+    /// CLI falls back to `--app` or the directory name.
     pub name: Option<String>,
-    /// The services in file order.
+    /// The services in file order, by DNS name (`plausible_db` -> `plausible-db`); a name
+    /// written otherwise is among the service's DNS aliases.
     pub services: Vec<(String, ServiceSpec)>,
     /// Keys read but not honoured, in file order; [`warnings`] words them.
     pub unhonoured: Vec<Note>,
@@ -184,7 +188,23 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
     }
 
     let entries = string_entries(p, "services", services_map);
-    let service_names: BTreeSet<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+    // Names are checked first: the services' `x-hivemind.allow_from` and `links` refer to them.
+    let mut mapped = names::Mapped::default();
+    let dns_names: Vec<Option<String>> = entries
+        .iter()
+        .map(|(name, _)| {
+            let path = join("services", name);
+            // The replica id `NAME-SUFFIX` is the container's hostname: a longer name deploys
+            // but its replicas could never start (see `id::MAX_SERVICE_NAME_LEN`).
+            names::read_name(p, &path, names::Kind::Service, name, MAX_SERVICE_NAME_LEN)
+                .filter(|dns| mapped.claim(p, &path, names::Kind::Service, name, dns))
+        })
+        .collect();
+    let service_names: BTreeMap<String, String> = entries
+        .iter()
+        .zip(&dns_names)
+        .filter_map(|((name, _), dns)| Some((name.clone(), dns.clone()?)))
+        .collect();
     let networks = networks.unwrap_or_else(|| read_networks(p, &Value::Null));
     let cx = ServiceContext {
         env: input.env,
@@ -192,33 +212,23 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
         service_names: &service_names,
         networks: &networks,
     };
-    let mut out = Vec::with_capacity(entries.len());
-    for (service_name, v) in entries {
-        let path = join("services", &service_name);
-        if !is_dns_label(&service_name) {
-            p.push(
-                &path,
-                format!("{service_name:?} is not a valid service name"),
-                "service names must be DNS labels: 1-63 lowercase letters, digits and `-`, starting with a letter and not ending with `-`",
-            );
-        } else if service_name.len() > MAX_SERVICE_NAME_LEN {
-            // The replica id `NAME-SUFFIX` is the container's hostname: a longer name deploys
-            // but its replicas could never start.
-            p.push(
-                &path,
-                format!(
-                    "service name {service_name:?} is {} characters, more than the \
-                     {MAX_SERVICE_NAME_LEN} a service name may have (its replica ids, the name, \
-                     `-` and up to {MAX_SUFFIX_LEN} characters, are hostnames of at most 63)",
-                    service_name.len()
-                ),
-                format!("shorten the service name to at most {MAX_SERVICE_NAME_LEN} characters"),
-            );
-        }
-        if let Some(spec) = read_service(p, &path, v, &cx) {
-            out.push((service_name, spec));
-        }
-    }
+    let mut read: Vec<aliases::Entry> = entries
+        .into_iter()
+        .zip(dns_names)
+        .map(|((written, v), dns)| {
+            let path = join("services", &written);
+            aliases::Entry {
+                read: read_service(p, &path, v, &cx),
+                written,
+                dns,
+            }
+        })
+        .collect();
+    aliases::resolve(p, &mut read);
+    let out = read
+        .into_iter()
+        .filter_map(|e| Some((e.dns?, e.read?.spec)))
+        .collect();
     Some(ComposeApp {
         name,
         services: out,
@@ -345,16 +355,9 @@ fn interpolate_value(
     }
 }
 
+/// The app's DNS name: Compose project names like `full_example_project_name` are mapped as
+/// service names are.
 fn read_app_name(p: &mut Problems, value: &Value) -> Option<String> {
     let name = expect_str(p, "name", value, "name: shop")?;
-    if is_dns_label(name) {
-        Some(name.to_string())
-    } else {
-        p.push(
-            "name",
-            format!("{name:?} is not a valid app name"),
-            "app names must be DNS labels: 1-63 lowercase letters, digits and `-`, starting with a letter and not ending with `-`",
-        );
-        None
-    }
+    names::read_name(p, "name", names::Kind::App, name, 63)
 }

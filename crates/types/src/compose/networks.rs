@@ -2,8 +2,10 @@
 //!
 //! Hivemind has one flat routed network; a Compose network is a membership list on it, scoped to
 //! its app: replicas of one app see (DNS) and reach (nftables) each other only through a shared
-//! network. Settings that would need a real separate network (`ipam`, `external`, static
-//! addresses) are refused as "not supported yet" instead of being silently ignored.
+//! network. Network names are mapped to DNS labels like service names (`internal_network` ->
+//! `internal-network`, see `names`). Settings that only shape a Docker network (`ipam`,
+//! `driver_opts`, `name`, `external`, `attachable`) are accepted with a warning, since the app's
+//! network works without them; static addresses are refused as "not supported yet".
 
 use std::collections::BTreeMap;
 
@@ -11,38 +13,36 @@ use serde_yaml_ng::Value;
 
 use super::error::Problems;
 use super::keys::unknown_key;
+use super::names::{alias_fix, is_alias, read_name, Kind, Mapped};
 use super::value::{expect_mapping, expect_str, index, join, string_entries, type_error};
 use super::warnings::Unhonoured;
-use crate::id::is_dns_label;
 use crate::spec::{NetworkAttachment, DEFAULT_NETWORK};
 
 /// What Hivemind keeps of a top-level network definition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct NetworkDef {
+    /// The DNS label the network is known by (`internal_network` -> `internal-network`).
+    pub(crate) dns: String,
     /// `internal: true`: members get no route outside the cluster.
     pub(crate) internal: bool,
+    /// The definition was refused (already reported): services that list it get no second
+    /// error for it.
+    pub(crate) refused: bool,
 }
 
-const NETWORK_KEYS: &[&str] = &["driver", "internal", "labels"];
-/// Keys of a network definition that need a network of its own; with their advice.
-const NETWORK_KEYS_NOT_YET: &[(&str, &str)] = &[
-    (
-        "attachable",
-        "every app network is reachable by the app's services only",
-    ),
-    ("driver_opts", "Hivemind's network takes no driver options"),
-    ("enable_ipv4", "app networks are IPv4"),
-    ("enable_ipv6", "app networks are IPv4 only"),
-    (
-        "external",
-        "define the network in this file; networks belong to one app",
-    ),
-    (
-        "ipam",
-        "replica addresses come from the cluster's address plan",
-    ),
-    ("name", "networks are named by their key in the file"),
+const NETWORK_KEYS: &[&str] = &[
+    "driver",
+    "internal",
+    "labels",
+    "name",
+    "external",
+    "ipam",
+    "driver_opts",
+    "attachable",
+    "enable_ipv4",
 ];
+/// Keys of a network definition that need a network of its own; with their advice.
+const NETWORK_KEYS_NOT_YET: &[(&str, &str)] = &[("enable_ipv6", "app networks are IPv4 only")];
 const ATTACHMENT_KEYS: &[&str] = &["aliases"];
 const ATTACHMENT_KEYS_NOT_YET: &[&str] = &[
     "driver_opts",
@@ -55,12 +55,13 @@ const ATTACHMENT_KEYS_NOT_YET: &[&str] = &[
     "priority",
 ];
 
-const LABEL_FIX: &str =
-    "network names must be DNS labels: 1-63 lowercase letters, digits and `-`, starting with a letter and not ending with `-`";
-
 /// Reads the top-level `networks:` map. `default` always exists, defined or not.
 pub(crate) fn read_networks(p: &mut Problems, value: &Value) -> BTreeMap<String, NetworkDef> {
-    let mut out = BTreeMap::from([(DEFAULT_NETWORK.to_string(), NetworkDef::default())]);
+    let default = NetworkDef {
+        dns: DEFAULT_NETWORK.to_string(),
+        ..NetworkDef::default()
+    };
+    let mut out = BTreeMap::from([(DEFAULT_NETWORK.to_string(), default)]);
     let map = match value {
         Value::Null => return out,
         other => match expect_mapping(p, "networks", other, "networks: {back: {}}") {
@@ -68,25 +69,37 @@ pub(crate) fn read_networks(p: &mut Problems, value: &Value) -> BTreeMap<String,
             None => return out,
         },
     };
+    let mut mapped = Mapped::default();
+    mapped.claim(
+        p,
+        "networks",
+        Kind::Network,
+        DEFAULT_NETWORK,
+        DEFAULT_NETWORK,
+    );
     for (name, v) in string_entries(p, "networks", map) {
         let path = join("networks", &name);
-        if !is_dns_label(&name) {
-            p.push(
-                &path,
-                format!("{name:?} is not a valid network name"),
-                LABEL_FIX,
-            );
-            continue;
-        }
-        if let Some(def) = read_network(p, &path, v) {
-            out.insert(name, def);
-        }
+        let dns = read_name(p, &path, Kind::Network, &name, 63).filter(|dns| {
+            name == DEFAULT_NETWORK || mapped.claim(p, &path, Kind::Network, &name, dns)
+        });
+        let def = dns.and_then(|dns| read_network(p, &path, v, dns));
+        out.insert(
+            name,
+            def.unwrap_or(NetworkDef {
+                refused: true,
+                ..NetworkDef::default()
+            }),
+        );
     }
     out
 }
 
-fn read_network(p: &mut Problems, path: &str, value: &Value) -> Option<NetworkDef> {
-    let mut def = NetworkDef::default();
+fn read_network(p: &mut Problems, path: &str, value: &Value, dns: String) -> Option<NetworkDef> {
+    let before = p.len();
+    let mut def = NetworkDef {
+        dns,
+        ..NetworkDef::default()
+    };
     let map = match value {
         Value::Null => return Some(def),
         other => expect_mapping(p, path, other, "back: {internal: true}")?,
@@ -113,6 +126,24 @@ fn read_network(p: &mut Problems, path: &str, value: &Value) -> Option<NetworkDe
                 check_labels(p, &key_path, v);
                 p.note(&key_path, Unhonoured::NetworkLabels);
             }
+            "name" => {
+                if expect_str(p, &key_path, v, "name: shop-back").is_some() {
+                    p.note(&key_path, Unhonoured::NetworkName);
+                }
+            }
+            "external" => read_external(p, &key_path, v),
+            "ipam" | "driver_opts" => {
+                if expect_mapping(p, &key_path, v, "ipam: {config: [{subnet: 10.5.0.0/16}]}")
+                    .is_some_and(|m| !m.is_empty())
+                {
+                    p.note(&key_path, Unhonoured::NetworkAddressing);
+                }
+            }
+            // Both ask for what every app network already is: reachable by the app's
+            // services only (`attachable` is about containers outside Compose), IPv4.
+            "attachable" | "enable_ipv4" => {
+                read_bool(p, &key_path, v, "attachable: true");
+            }
             _ if key.starts_with("x-") => {}
             other => {
                 if let Some((_, advice)) = NETWORK_KEYS_NOT_YET.iter().find(|(k, _)| *k == other) {
@@ -136,7 +167,31 @@ fn read_network(p: &mut Problems, path: &str, value: &Value) -> Option<NetworkDe
             }
         }
     }
-    Some(def)
+    (p.len() == before).then_some(def)
+}
+
+/// `external: true` (or the obsolete `external: {name: ...}`): a network made outside the
+/// file. Hivemind's networks belong to one app, so the app gets a network of its own under that
+/// name, with a warning: services of other apps are not on it.
+fn read_external(p: &mut Problems, path: &str, value: &Value) {
+    let external = match value {
+        Value::Mapping(map) => {
+            for (key, v) in string_entries(p, path, map) {
+                let key_path = join(path, &key);
+                match key.as_str() {
+                    "name" => {
+                        expect_str(p, &key_path, v, "name: proxy");
+                    }
+                    other => unknown_key(p, &key_path, other, ["name"]),
+                }
+            }
+            true
+        }
+        other => read_bool(p, path, other, "external: true").unwrap_or(false),
+    };
+    if external {
+        p.note(path, Unhonoured::ExternalNetwork);
+    }
 }
 
 fn read_bool(p: &mut Problems, path: &str, value: &Value, example: &str) -> Option<bool> {
@@ -176,7 +231,11 @@ pub(crate) fn read_service_networks(
     let mut out = BTreeMap::new();
     let mut attach = |p: &mut Problems, item_path: &str, name: &str, aliases: Vec<String>| {
         let Some(def) = defined.get(name) else {
-            let known: Vec<&str> = defined.keys().map(String::as_str).collect();
+            let known: Vec<&str> = defined
+                .iter()
+                .filter(|(_, d)| !d.refused)
+                .map(|(k, _)| k.as_str())
+                .collect();
             p.push(
                 item_path,
                 format!("network {name:?} is not defined"),
@@ -187,7 +246,11 @@ pub(crate) fn read_service_networks(
             );
             return;
         };
-        if out.contains_key(name) {
+        // Its definition was refused, which is the one error for this root cause.
+        if def.refused {
+            return;
+        }
+        if out.contains_key(&def.dns) {
             p.push(
                 item_path,
                 format!("network {name:?} is listed twice"),
@@ -196,7 +259,7 @@ pub(crate) fn read_service_networks(
             return;
         }
         out.insert(
-            name.to_string(),
+            def.dns.clone(),
             NetworkAttachment {
                 aliases,
                 internal: def.internal,
@@ -292,15 +355,17 @@ fn read_aliases(p: &mut Problems, path: &str, value: &Value) -> Vec<String> {
         let Some(alias) = expect_str(p, &item_path, item, "- db") else {
             continue;
         };
-        if is_dns_label(alias) {
-            if !out.iter().any(|a| a == alias) {
-                out.push(alias.to_string());
+        // DNS is case-insensitive: keep one spelling.
+        let alias = alias.to_ascii_lowercase();
+        if is_alias(&alias) {
+            if !out.contains(&alias) {
+                out.push(alias);
             }
         } else {
             p.push(
                 &item_path,
                 format!("{alias:?} is not a valid alias"),
-                "aliases are DNS names: 1-63 lowercase letters, digits and `-`, starting with a letter and not ending with `-`",
+                alias_fix(),
             );
         }
     }

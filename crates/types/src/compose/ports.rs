@@ -214,10 +214,11 @@ fn split_host_ip(spec: &str) -> Result<(Option<String>, &str), String> {
     }
     match spec.matches(':').count() {
         0 | 1 => Ok((None, spec)),
-        2 => {
-            let (ip, rest) = spec.split_once(':').unwrap_or(("", spec));
-            Ok((Some(parse_ip(ip)?), rest))
-        }
+        2 => match spec.split_once(':').unwrap_or(("", spec)) {
+            // `:2283:2283`: an empty host address is "any", as Docker reads it.
+            ("", rest) => Ok((None, rest)),
+            (ip, rest) => Ok((Some(parse_ip(ip)?), rest)),
+        },
         _ => Err(
             ": too many `:`; write an IPv6 host address in brackets, like [::1]:8080:80"
                 .to_string(),

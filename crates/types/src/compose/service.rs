@@ -2,9 +2,10 @@
 //!
 //! Keys are read in file order and every problem is collected; the spec is only returned when
 //! the service has none. Cross-key rules (replicas with `container_name`, `deploy.restart_policy`
-//! over `restart`, `environment` over `env_file`) are applied after all keys are read.
+//! over `restart`, `environment` over `env_file`) are applied after all keys are read; names
+//! that need the other services (`container_name`, `links`) are returned for `aliases` to check.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_yaml_ng::Value;
 
@@ -34,10 +35,27 @@ pub(crate) struct ServiceContext<'a> {
     pub(crate) env: &'a BTreeMap<String, String>,
     /// Reads an `env_file` path relative to the compose file.
     pub(crate) env_files: &'a dyn Fn(&str) -> Result<String, String>,
-    /// Every service name in the file, for `x-hivemind.allow_from`.
-    pub(crate) service_names: &'a BTreeSet<String>,
+    /// Every service name in the file as written, with its DNS name, for
+    /// `x-hivemind.allow_from`.
+    pub(crate) service_names: &'a BTreeMap<String, String>,
     /// The app's networks (top-level `networks` plus the implicit `default`).
     pub(crate) networks: &'a BTreeMap<String, NetworkDef>,
+}
+
+/// A service read on its own, with the names it gives that the whole app must agree on.
+pub(crate) struct ReadService {
+    pub(crate) spec: ServiceSpec,
+    /// `container_name`, with its path: a DNS alias of the service.
+    pub(crate) container_name: Option<(String, String)>,
+    /// `links`, as written.
+    pub(crate) links: Vec<Link>,
+}
+
+/// One `links` entry: `db` or `db:database` (`database` then names `db` too).
+pub(crate) struct Link {
+    pub(crate) path: String,
+    pub(crate) target: String,
+    pub(crate) alias: Option<String>,
 }
 
 pub(crate) fn read_service(
@@ -45,7 +63,7 @@ pub(crate) fn read_service(
     path: &str,
     value: &Value,
     cx: &ServiceContext<'_>,
-) -> Option<ServiceSpec> {
+) -> Option<ReadService> {
     let map = expect_mapping(p, path, value, "web: {image: nginx:1.27}")?;
     let before = p.len();
     let mut spec = ServiceSpec {
@@ -57,7 +75,8 @@ pub(crate) fn read_service(
     };
     let mut image = None;
     let mut saw_build = false;
-    let mut container_name = false;
+    let mut container_name = None;
+    let mut links = Vec::new();
     let mut env_file_vars = BTreeMap::new();
     let mut environment = BTreeMap::new();
     let mut restart = None;
@@ -99,10 +118,10 @@ pub(crate) fn read_service(
             "working_dir" => spec.working_dir = read_working_dir(p, &key_path, v),
             "deploy" => deploy = Some(read_deploy(p, &key_path, v)),
             "container_name" => {
-                container_name = true;
-                expect_str(p, &key_path, v, "container_name: web");
-                p.note(&key_path, Unhonoured::ContainerName);
+                container_name = expect_str(p, &key_path, v, "container_name: web")
+                    .map(|name| (key_path.clone(), name.to_string()));
             }
+            "links" => links = read_links(p, &key_path, v),
             "pull_policy" => {
                 if let Some(policy) = read_pull_policy(p, &key_path, v) {
                     spec.pull_policy = policy;
@@ -171,7 +190,7 @@ pub(crate) fn read_service(
         spec.resources = deploy.resources;
     }
 
-    if container_name && (spec.mode == ServiceMode::Global || spec.replicas != 1) {
+    if container_name.is_some() && (spec.mode == ServiceMode::Global || spec.replicas != 1) {
         p.push(
             join(path, "container_name"),
             "container_name cannot be used with more than one replica",
@@ -179,10 +198,42 @@ pub(crate) fn read_service(
         );
     }
 
-    (p.len() == before).then_some(ServiceSpec {
-        image: image.unwrap_or_default(),
-        ..spec
+    (p.len() == before).then_some(ReadService {
+        spec: ServiceSpec {
+            image: image.unwrap_or_default(),
+            ..spec
+        },
+        container_name,
+        links,
     })
+}
+
+/// `links`: a list of `SERVICE` or `SERVICE:ALIAS`. The targets are checked by `aliases`,
+/// which knows every service.
+fn read_links(p: &mut Problems, path: &str, value: &Value) -> Vec<Link> {
+    let Value::Sequence(items) = value else {
+        if !value.is_null() {
+            type_error(p, path, "a list", value, "links: [db, \"db:database\"]");
+        }
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = index(path, i);
+        let Some(text) = expect_str(p, &item_path, item, "- db:database") else {
+            continue;
+        };
+        let (target, alias) = match text.split_once(':') {
+            Some((target, alias)) => (target, Some(alias.to_string())),
+            None => (text, None),
+        };
+        out.push(Link {
+            path: item_path,
+            target: target.to_string(),
+            alias,
+        });
+    }
+    out
 }
 
 fn read_image(p: &mut Problems, path: &str, value: &Value) -> Option<String> {

@@ -23,8 +23,6 @@ pub enum Unhonoured {
     Canary,
     /// `x-hivemind.ab`: checked for shape, not kept.
     Ab,
-    /// `container_name`: replicas are named by their id.
-    ContainerName,
     /// `ports[].host_ip`: published ports listen on the node's ingress address.
     HostIp,
     /// `ports[].mode: host`: every port goes through the routing mesh.
@@ -35,6 +33,12 @@ pub enum Unhonoured {
     EnvFileFormat,
     /// `networks.NAME.labels`: networks carry no labels.
     NetworkLabels,
+    /// `networks.NAME.name`: the network is named by its key.
+    NetworkName,
+    /// `networks.NAME.ipam` / `driver_opts`: addresses come from the cluster's plan.
+    NetworkAddressing,
+    /// `networks.NAME.external`: the app gets a network of its own.
+    ExternalNetwork,
 }
 
 /// One noted key: where it is in the file and which it is.
@@ -108,10 +112,6 @@ fn message(key: Unhonoured, service: &str) -> String {
             "not honoured yet: A/B routing is not implemented; requests go to every replica of \
              {service} whatever their headers"
         ),
-        Unhonoured::ContainerName => format!(
-            "ignored: each replica of {service} is named by its id (like {service}-3f9k2), and \
-             other services reach it by the service name"
-        ),
         Unhonoured::HostIp => {
             "the host address is ignored: published ports listen on the node's ingress \
              address (the agent's --ingress-bind, 0.0.0.0 by default)"
@@ -132,5 +132,15 @@ fn message(key: Unhonoured, service: &str) -> String {
                 .to_string()
         }
         Unhonoured::NetworkLabels => "ignored: networks carry no labels".to_string(),
+        Unhonoured::NetworkName => "ignored: the network is this app's own and is named by its \
+             key in the file"
+            .to_string(),
+        Unhonoured::NetworkAddressing => "ignored: replica addresses come from the cluster's \
+             address plan and the network takes no driver options"
+            .to_string(),
+        Unhonoured::ExternalNetwork => "the network is made for this app: Hivemind networks \
+             belong to one app, so containers of other apps or outside Hivemind are not on it \
+             (publish a port to reach the app from outside)"
+            .to_string(),
     }
 }

@@ -62,19 +62,19 @@ fn cases() -> Vec<BadCase> {
             "unknown key `banana`",
         ),
         (
-            s("name: My_App\nservices: {web: {image: a}}"),
+            s("name: _app\nservices: {web: {image: a}}"),
             "name",
             "not a valid app name",
         ),
         // Service names and shapes.
         (
-            s("services: {Web: {image: a}}"),
-            "services.Web",
-            "must be DNS labels",
+            s("services: {\"-web\": {image: a}}"),
+            "services.-web",
+            "hold only letters, digits, `_`, `.` and `-`",
         ),
         (
-            s("services: {web_1: {image: a}}"),
-            "services.web_1",
+            s("services: {\"web 1\": {image: a}}"),
+            "services.web 1",
             "not a valid service name",
         ),
         (

@@ -7,6 +7,7 @@ mod bad;
 mod bad_values;
 mod good;
 mod limits;
+mod names;
 mod networks;
 mod properties;
 mod robustness;

@@ -42,9 +42,13 @@ fn every_unhonoured_key_warns_once_with_its_path() {
             "A/B routing is not implemented",
         ),
         (
-            web("container_name: web"),
-            &["services.web.container_name"],
-            "each replica of web is named by its id",
+            "networks: {back: {name: shop_back, external: true, ipam: {driver: default}}}\nservices: {web: {image: a, networks: [back]}}".into(),
+            &[
+                "networks.back.name",
+                "networks.back.external",
+                "networks.back.ipam",
+            ],
+            "named by its key in the file",
         ),
         (
             web("ports: [\"127.0.0.1:8080:80\", \"8081:81\"]"),
@@ -122,8 +126,8 @@ services:
     x-hivemind: {allow_from: [api]}
   api:
     image: api
-    container_name: api
     networks: [back]
+    ports: [\"127.0.0.1:8080:80\"]
 ";
     let got = warnings_of(source);
     let view: Vec<(Option<&str>, &str)> = got
@@ -134,13 +138,13 @@ services:
         view,
         [
             (Some("web"), "services.web.x-hivemind.allow_from"),
-            (Some("api"), "services.api.container_name"),
+            (Some("api"), "services.api.ports[0]"),
             (None, "networks.back.labels"),
         ]
     );
     assert_eq!(
         got[1].to_string(),
-        "services.api.container_name: ignored: each replica of api is named by its id (like \
-         api-3f9k2), and other services reach it by the service name"
+        "services.api.ports[0]: the host address is ignored: published ports listen on the \
+         node's ingress address (the agent's --ingress-bind, 0.0.0.0 by default)"
     );
 }
