@@ -58,7 +58,10 @@ pub async fn deploy(
     }
 
     let name = match (&req.name, &parsed.name) {
-        (Some(name), _) | (None, Some(name)) => name.clone(),
+        // `--app` and the directory's name follow Compose's project-name rules, like the
+        // file's `name:` (which the parser already mapped): `my_app` is app `my-app`.
+        (Some(name), _) => compose::app_dns_name(name).unwrap_or_else(|| name.clone()),
+        (None, Some(name)) => name.clone(),
         (None, None) => {
             return Err(ApiError::invalid(
                 "name",

@@ -6,7 +6,7 @@ use hivemind_store::Store;
 
 use super::*;
 
-const POLICY: &str = "name: shop\nservices:\n  web:\n    image: busybox:1\n    x-hivemind: {allow_from: [api], strategy: rolling}\n  api:\n    image: busybox:1\n    container_name: api\n";
+const POLICY: &str = "name: shop\nservices:\n  web:\n    image: busybox:1\n    x-hivemind: {allow_from: [api], strategy: rolling}\n  api:\n    image: busybox:1\n    ports: [\"127.0.0.1:8080:80\"]\n";
 
 fn req(compose: &str, strict: bool) -> DeployRequest {
     DeployRequest {
@@ -33,7 +33,7 @@ async fn unhonoured_keys_are_warnings_in_the_response() {
         [
             (Some("web"), "services.web.x-hivemind.allow_from"),
             (Some("web"), "services.web.x-hivemind.strategy"),
-            (Some("api"), "services.api.container_name"),
+            (Some("api"), "services.api.ports[0]"),
         ]
     );
     // A redeploy that changes nothing still says so.
@@ -60,7 +60,7 @@ async fn strict_refuses_every_unhonoured_key_and_writes_nothing() {
     for key in [
         "services.web.x-hivemind.allow_from: not enforced yet",
         "services.web.x-hivemind.strategy: not honoured yet",
-        "services.api.container_name: ignored",
+        "services.api.ports[0]: the host address is ignored",
     ] {
         assert!(body.message.contains(key), "{} lacks {key}", body.message);
     }

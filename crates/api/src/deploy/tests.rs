@@ -185,7 +185,7 @@ async fn refusals_write_nothing() {
     let mut stale = req(SHOP);
     stale.revision = Some(rev + 10);
     let mut bad_name = req(SHOP);
-    bad_name.name = Some("Shop_1".into());
+    bad_name.name = Some("shop 1".into());
     let mut bad_ns = req(SHOP);
     bad_ns.namespace = Some("-x".into());
     let mut must_be_new = req(SHOP);
@@ -264,4 +264,37 @@ async fn delete_removes_app_and_services_only_of_that_app_and_leaves_replicas_to
     assert_eq!(replica_ids(&store).await, ["web-aaaaa", "web-bbbbb"]);
     let err = delete_app(&store, "default", "shop").await.unwrap_err();
     assert_eq!(err.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn compose_names_with_underscores_and_dots_deploy_under_their_dns_names() {
+    let store = Store::open_in_memory().unwrap();
+    let source = "name: My_Stack\nservices:\n  plausible_db: {image: postgres:16, container_name: plausible-postgres}\n  meet.jitsi: {image: a, links: [\"plausible_db:database\"]}\n";
+    let resp = deploy(&store, "default", &req(source))
+        .await
+        .unwrap()
+        .response;
+    assert_eq!(resp.app.name, "my-stack");
+    assert_eq!(resp.app.services, ["plausible-db", "meet-jitsi"]);
+    // The names as written, the container_name and the link answer in DNS: the endpoints
+    // controller publishes the spec's network aliases.
+    assert_eq!(
+        resp.services[0].spec.network_aliases(),
+        ["database", "plausible-postgres", "plausible_db"]
+    );
+    assert_eq!(resp.services[1].spec.network_aliases(), ["meet.jitsi"]);
+    let stored: Vec<Service> = store
+        .list(Kind::Service, "default/my-stack/")
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+}
+
+#[tokio::test]
+async fn app_name_from_the_request_with_underscore_is_accepted() {
+    let store = Store::open_in_memory().unwrap();
+    let mut r = req("services: {web: {image: a}}");
+    r.name = Some("my_app".into());
+    let out = deploy(&store, "default", &r).await.unwrap();
+    assert_eq!(out.response.app.name, "my-app");
 }
