@@ -13,8 +13,8 @@ use super::names::{alias_fix, is_alias};
 use super::service::ReadService;
 use crate::spec::{NetworkAttachment, ServiceSpec, DEFAULT_NETWORK};
 
-/// One service of the file: its name as written, its DNS name, and what was read (`None` if
-/// the service was refused, which is already reported).
+/// One service of the file: its name as written, its DNS name (`None` if refused), and what
+/// was read (`None` if it is not even a mapping).
 pub(crate) struct Entry {
     pub(crate) written: String,
     pub(crate) dns: Option<String>,
@@ -31,12 +31,12 @@ pub(crate) fn resolve(p: &mut Problems, entries: &mut [Entry]) {
         }
     }
     for (i, e) in entries.iter_mut().enumerate() {
-        let (Some(dns), Some(read)) = (&e.dns, &mut e.read) else {
-            continue;
-        };
+        let Some(dns) = &e.dns else { continue };
         let written = e.written.to_ascii_lowercase();
         if written != *dns {
-            add_alias(&mut read.spec, &written);
+            if let Some(spec) = e.read.as_mut().and_then(|r| r.spec.as_mut()) {
+                add_alias(spec, &written);
+            }
             owners.entry(written).or_insert(i);
         }
     }
@@ -99,8 +99,8 @@ pub(crate) fn resolve(p: &mut Problems, entries: &mut [Entry]) {
             Some(_) => {}
             None => {
                 owners.insert(lower.clone(), target);
-                if let Some(read) = &mut entries[target].read {
-                    add_alias(&mut read.spec, &lower);
+                if let Some(spec) = entries[target].read.as_mut().and_then(|r| r.spec.as_mut()) {
+                    add_alias(spec, &lower);
                 }
             }
         }

@@ -100,6 +100,18 @@ impl Problems {
         self.list.len()
     }
 
+    /// The problems so far, for tests that pin a file's errors and warnings together (`finish`
+    /// drops the notes of a refused file).
+    #[cfg(test)]
+    pub(crate) fn errors(&self) -> &[FieldError] {
+        &self.list
+    }
+
+    #[cfg(test)]
+    pub(crate) fn notes(&self) -> &[Note] {
+        &self.notes
+    }
+
     /// `Err` with every collected problem if there is any.
     pub(crate) fn finish<T>(self, file: &str, value: T) -> Result<T, ComposeError> {
         if self.list.is_empty() {

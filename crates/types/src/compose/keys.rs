@@ -6,6 +6,7 @@
 
 use super::error::Problems;
 use super::value::join;
+use super::warnings::Unhonoured;
 
 /// Service keys Hivemind reads (or rejects with a specific message, like `build`).
 pub(crate) const SERVICE_KEYS: &[&str] = &[
@@ -37,12 +38,57 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "extra_hosts",
     "logging",
     "links",
+    "cpus",
+    "mem_limit",
+    "mem_reservation",
+    "pids_limit",
+    "profiles",
+];
+
+/// Service keys Hivemind accepts without acting on them, because a service works without
+/// them; each is a warning saying what happens instead.
+const SERVICE_KEYS_WARNED: &[(&str, &str)] = &[
+    (
+        "annotations",
+        "ignored: containers carry the service's labels only",
+    ),
+    (
+        "dns",
+        "ignored: replicas use the cluster DNS, which forwards other names to the node's resolvers",
+    ),
+    (
+        "dns_opt",
+        "ignored: replicas use the cluster DNS with the node's resolver options",
+    ),
+    (
+        "dns_search",
+        "ignored: short names are completed within the app by the cluster DNS",
+    ),
+    (
+        "domainname",
+        "ignored: the container's hostname is its replica id, without a domain",
+    ),
+    (
+        "mac_address",
+        "ignored: replica interfaces get addresses from the node",
+    ),
+    (
+        "platform",
+        "not checked yet: the image is pulled for the node's own platform",
+    ),
+    (
+        "stdin_open",
+        "ignored: the container's stdin is empty, so a program that waits on it (an interactive shell) exits at once",
+    ),
+    (
+        "tty",
+        "ignored: the container gets no terminal; its output is still logged",
+    ),
 ];
 
 /// Service keys of the Compose Specification that Hivemind does not honour yet, with advice
 /// for the ones where there is something better to say than "remove it".
 const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
-    ("annotations", ""),
     ("attach", ""),
     ("blkio_config", ""),
     ("cgroup", ""),
@@ -55,7 +101,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("cpu_rt_period", ""),
     ("cpu_rt_runtime", ""),
     ("cpu_shares", ""),
-    ("cpus", ""),
     ("cpuset", ""),
     ("credential_spec", ""),
     (
@@ -65,13 +110,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("develop", ""),
     ("device_cgroup_rules", ""),
     ("devices", ""),
-    (
-        "dns",
-        "replicas use the cluster DNS, which forwards other names to the host's resolvers",
-    ),
-    ("dns_opt", ""),
-    ("dns_search", ""),
-    ("domainname", ""),
     ("driver_opts", ""),
     (
         "extends",
@@ -90,9 +128,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("ipc", ""),
     ("isolation", ""),
     ("label_file", "list the labels under `labels`"),
-    ("mac_address", ""),
-    ("mem_limit", ""),
-    ("mem_reservation", ""),
     ("mem_swappiness", ""),
     ("memswap_limit", ""),
     ("models", ""),
@@ -103,22 +138,17 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("oom_kill_disable", ""),
     ("oom_score_adj", ""),
     ("pid", ""),
-    ("pids_limit", ""),
-    ("platform", ""),
     ("post_start", ""),
     ("pre_stop", ""),
     ("privileged", ""),
-    ("profiles", "keep only the services to deploy in the file"),
     ("provider", ""),
     ("runtime", ""),
     ("scale", "set `deploy.replicas` instead"),
     ("secrets", ""),
     ("security_opt", ""),
     ("shm_size", ""),
-    ("stdin_open", ""),
     ("storage_opt", ""),
     ("sysctls", ""),
-    ("tty", ""),
     ("use_api_socket", ""),
     ("userns_mode", ""),
     ("uts", ""),
@@ -129,14 +159,29 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
 /// Keys under `deploy` that Hivemind reads.
 pub(crate) const DEPLOY_KEYS: &[&str] = &["mode", "replicas", "restart_policy", "resources"];
 
-const DEPLOY_KEYS_NOT_YET: &[(&str, &str)] = &[
-    ("endpoint_mode", "services always get a virtual IP"),
-    ("labels", "put them under the service's `labels`"),
-    ("placement", "the scheduler spreads replicas over all nodes"),
-    ("rollback_config", "`hivemind rollout undo` rolls back"),
+const DEPLOY_KEYS_NOT_YET: &[(&str, &str)] = &[];
+
+/// Keys under `deploy` that a service works without; each is a warning.
+const DEPLOY_KEYS_WARNED: &[(&str, &str)] = &[
+    (
+        "endpoint_mode",
+        "ignored: services always get a virtual IP, which their DNS name answers",
+    ),
+    (
+        "labels",
+        "ignored: put service labels under the service's `labels`",
+    ),
+    (
+        "placement",
+        "ignored: the scheduler spreads replicas over all nodes",
+    ),
+    (
+        "rollback_config",
+        "ignored: `hivemind rollout undo` rolls back, replacing every replica at once",
+    ),
     (
         "update_config",
-        "choose a rollout strategy with `x-hivemind.strategy`",
+        "ignored: all replicas are replaced at once; choose a rollout strategy with `x-hivemind.strategy`",
     ),
 ];
 
@@ -152,6 +197,9 @@ const TOP_KEYS_NOT_YET: &[(&str, &str)] = &[
 /// Top-level keys Hivemind reads.
 pub(crate) const TOP_KEYS: &[&str] = &["name", "services", "networks", "version"];
 
+/// Keys with a message each.
+type Table = &'static [(&'static str, &'static str)];
+
 /// Where a key was found, which decides the tables consulted.
 #[derive(Clone, Copy)]
 pub(crate) enum Section {
@@ -161,25 +209,25 @@ pub(crate) enum Section {
 }
 
 impl Section {
-    fn tables(
-        self,
-    ) -> (
-        &'static [&'static str],
-        &'static [(&'static str, &'static str)],
-    ) {
+    /// The keys read, the keys refused as not supported yet, the keys warned about.
+    fn tables(self) -> (&'static [&'static str], Table, Table) {
         match self {
-            Section::Top => (TOP_KEYS, TOP_KEYS_NOT_YET),
-            Section::Service => (SERVICE_KEYS, SERVICE_KEYS_NOT_YET),
-            Section::Deploy => (DEPLOY_KEYS, DEPLOY_KEYS_NOT_YET),
+            Section::Top => (TOP_KEYS, TOP_KEYS_NOT_YET, &[]),
+            Section::Service => (SERVICE_KEYS, SERVICE_KEYS_NOT_YET, SERVICE_KEYS_WARNED),
+            Section::Deploy => (DEPLOY_KEYS, DEPLOY_KEYS_NOT_YET, DEPLOY_KEYS_WARNED),
         }
     }
 }
 
-/// Reports a key that is not read in `section`: "not supported yet" for known Compose keys, an
-/// unknown-key error (with a suggestion when one is close) for anything else.
+/// Reports a key that is not read in `section`: a warning for keys a service works without,
+/// "not supported yet" for other known Compose keys, an unknown-key error (with a suggestion when one is close) for anything else.
 pub(crate) fn reject_key(p: &mut Problems, section: Section, base: &str, key: &str) {
-    let (known, not_yet) = section.tables();
+    let (known, not_yet, warned) = section.tables();
     let path = join(base, key);
+    if let Some((_, message)) = warned.iter().find(|(k, _)| *k == key) {
+        p.note(&path, Unhonoured::Ignored(message));
+        return;
+    }
     if let Some((_, advice)) = not_yet.iter().find(|(k, _)| *k == key) {
         let fix = if advice.is_empty() {
             "remove it; Hivemind will honour it in a later release".to_string()
@@ -189,7 +237,10 @@ pub(crate) fn reject_key(p: &mut Problems, section: Section, base: &str, key: &s
         p.push(&path, format!("`{path}` is not supported yet"), fix);
         return;
     }
-    let candidates = known.iter().copied().chain(not_yet.iter().map(|(k, _)| *k));
+    let candidates = known
+        .iter()
+        .copied()
+        .chain(not_yet.iter().chain(warned).map(|(k, _)| *k));
     unknown_key(p, &path, key, candidates);
 }
 

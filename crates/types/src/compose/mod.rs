@@ -225,9 +225,23 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
         })
         .collect();
     aliases::resolve(p, &mut read);
+    let profiled = read
+        .iter()
+        .filter(|e| e.read.as_ref().is_some_and(|r| r.profiles))
+        .count();
+    if profiled == read.len() {
+        p.push(
+            "services",
+            "every service has `profiles`, so none would be deployed (Hivemind has no --profile yet)",
+            "remove `profiles` from the services to deploy",
+        );
+    }
     let out = read
         .into_iter()
-        .filter_map(|e| Some((e.dns?, e.read?.spec)))
+        .filter_map(|e| {
+            let read = e.read.filter(|r| !r.profiles)?;
+            Some((e.dns?, read.spec?))
+        })
         .collect();
     Some(ComposeApp {
         name,

@@ -45,6 +45,25 @@ pub(crate) fn read_resources(p: &mut Problems, path: &str, value: &Value) -> Res
     out
 }
 
+/// The service-level forms of the limits (`cpus`, `mem_limit`, `mem_reservation`,
+/// `pids_limit`), as Compose reads them outside `deploy`; `deploy.resources` wins where both
+/// set a value.
+pub(crate) fn read_service_level(
+    p: &mut Problems,
+    key: &str,
+    path: &str,
+    value: &Value,
+    out: &mut Resources,
+) {
+    match key {
+        "cpus" => out.cpu_limit_nanos = read_cpus(p, path, value),
+        "mem_limit" => out.memory_limit_bytes = read_memory(p, path, value),
+        "mem_reservation" => out.memory_reservation_bytes = read_memory(p, path, value),
+        "pids_limit" => out.pids_limit = read_pids(p, path, value),
+        _ => {}
+    }
+}
+
 fn read_limits(p: &mut Problems, path: &str, value: &Value, out: &mut Resources) {
     let Some(map) = expect_mapping(p, path, value, "limits: {cpus: \"0.5\", memory: 512M}") else {
         return;

@@ -21,12 +21,14 @@ use super::keys::{is_near_hivemind, reject_key, unknown_key, Section};
 use super::logging::read_logging;
 use super::networks::{read_service_networks, NetworkDef};
 use super::ports::{read_expose, read_ports};
+use super::resources::read_service_level;
 use super::signal::read_signal;
 use super::value::{
     describe, expect_mapping, expect_scalar, expect_str, index, join, string_entries, type_error,
 };
 use super::warnings::Unhonoured;
 use super::words::split_words;
+use crate::limits::Resources;
 use crate::spec::{PullPolicy, RestartPolicy, ServiceMode, ServiceSpec};
 
 /// What every service of a file shares while being read.
@@ -42,13 +44,17 @@ pub(crate) struct ServiceContext<'a> {
     pub(crate) networks: &'a BTreeMap<String, NetworkDef>,
 }
 
-/// A service read on its own, with the names it gives that the whole app must agree on.
+/// A service read on its own, with the names it gives that the whole app must agree on (also
+/// when the service itself is refused, so that they are checked all the same).
 pub(crate) struct ReadService {
-    pub(crate) spec: ServiceSpec,
+    /// `None` if the service has a problem (already reported).
+    pub(crate) spec: Option<ServiceSpec>,
     /// `container_name`, with its path: a DNS alias of the service.
     pub(crate) container_name: Option<(String, String)>,
     /// `links`, as written.
     pub(crate) links: Vec<Link>,
+    /// The service lists `profiles`, so it is not deployed (no profile is enabled).
+    pub(crate) profiles: bool,
 }
 
 /// One `links` entry: `db` or `db:database` (`database` then names `db` too).
@@ -77,6 +83,8 @@ pub(crate) fn read_service(
     let mut saw_build = false;
     let mut container_name = None;
     let mut links = Vec::new();
+    let mut service_resources = Resources::default();
+    let mut profiles = false;
     let mut env_file_vars = BTreeMap::new();
     let mut environment = BTreeMap::new();
     let mut restart = None;
@@ -122,6 +130,15 @@ pub(crate) fn read_service(
                     .map(|name| (key_path.clone(), name.to_string()));
             }
             "links" => links = read_links(p, &key_path, v),
+            "cpus" | "mem_limit" | "mem_reservation" | "pids_limit" => {
+                read_service_level(p, &key, &key_path, v, &mut service_resources)
+            }
+            "profiles" => {
+                profiles = read_profiles(p, &key_path, v);
+                if profiles {
+                    p.note(&key_path, Unhonoured::Profiles);
+                }
+            }
             "pull_policy" => {
                 if let Some(policy) = read_pull_policy(p, &key_path, v) {
                     spec.pull_policy = policy;
@@ -189,6 +206,15 @@ pub(crate) fn read_service(
         }
         spec.resources = deploy.resources;
     }
+    let r = &mut spec.resources;
+    r.cpu_limit_nanos = r.cpu_limit_nanos.or(service_resources.cpu_limit_nanos);
+    r.memory_limit_bytes = r
+        .memory_limit_bytes
+        .or(service_resources.memory_limit_bytes);
+    r.memory_reservation_bytes = r
+        .memory_reservation_bytes
+        .or(service_resources.memory_reservation_bytes);
+    r.pids_limit = r.pids_limit.or(service_resources.pids_limit);
 
     if container_name.is_some() && (spec.mode == ServiceMode::Global || spec.replicas != 1) {
         p.push(
@@ -198,14 +224,33 @@ pub(crate) fn read_service(
         );
     }
 
-    (p.len() == before).then_some(ReadService {
-        spec: ServiceSpec {
+    Some(ReadService {
+        spec: (p.len() == before).then_some(ServiceSpec {
             image: image.unwrap_or_default(),
             ..spec
-        },
+        }),
         container_name,
         links,
+        profiles,
     })
+}
+
+/// `profiles`: a list of names. Whether any is listed is what matters: without `--profile`,
+/// Compose leaves such a service out.
+fn read_profiles(p: &mut Problems, path: &str, value: &Value) -> bool {
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                expect_str(p, &index(path, i), item, "- debug");
+            }
+            !items.is_empty()
+        }
+        Value::Null => false,
+        other => {
+            type_error(p, path, "a list", other, "profiles: [debug]");
+            false
+        }
+    }
 }
 
 /// `links`: a list of `SERVICE` or `SERVICE:ALIAS`. The targets are checked by `aliases`,

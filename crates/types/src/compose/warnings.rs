@@ -33,6 +33,11 @@ pub enum Unhonoured {
     EnvFileFormat,
     /// `networks.NAME.labels`: networks carry no labels.
     NetworkLabels,
+    /// A key a service works without (`tty`, `dns`, `deploy.placement`...), with what happens
+    /// instead (see `keys`).
+    Ignored(&'static str),
+    /// `profiles`: the service is not deployed (no profile is enabled).
+    Profiles,
     /// `networks.NAME.name`: the network is named by its key.
     NetworkName,
     /// `networks.NAME.ipam` / `driver_opts`: addresses come from the cluster's plan.
@@ -132,6 +137,11 @@ fn message(key: Unhonoured, service: &str) -> String {
                 .to_string()
         }
         Unhonoured::NetworkLabels => "ignored: networks carry no labels".to_string(),
+        Unhonoured::Ignored(message) => message.to_string(),
+        Unhonoured::Profiles => format!(
+            "{service} is not deployed: as with docker compose without --profile, services \
+             with profiles are left out, and Hivemind has no --profile yet"
+        ),
         Unhonoured::NetworkName => "ignored: the network is this app's own and is named by its \
              key in the file"
             .to_string(),

@@ -197,14 +197,19 @@ pub(super) fn cases() -> Vec<BadCase> {
             "`services.web.deploy.resources.reservations.devices` is not supported yet",
         ),
         (
-            web("deploy: {placement: {}}"),
-            "services.web.deploy.placement",
-            "not supported yet",
+            web("profiles: debug"),
+            "services.web.profiles",
+            "expected a list",
         ),
         (
-            web("deploy: {update_config: {parallelism: 1}}"),
-            "services.web.deploy.update_config",
-            "x-hivemind.strategy",
+            web("profiles: [debug]"),
+            "services",
+            "every service has `profiles`",
+        ),
+        (
+            web("mem_limit: lots"),
+            "services.web.mem_limit",
+            "\"lots\" is not a size",
         ),
         (
             web("deploy: {replica: 2}"),

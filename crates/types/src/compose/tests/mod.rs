@@ -11,6 +11,7 @@ mod names;
 mod networks;
 mod properties;
 mod robustness;
+mod spec_example;
 mod warnings;
 
 use std::collections::BTreeMap;

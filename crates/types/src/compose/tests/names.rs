@@ -238,3 +238,30 @@ fn dotted_network_aliases_are_accepted() {
         ["xmpp.meet.jitsi", "xmpp_internal"]
     );
 }
+
+#[test]
+fn service_level_limits_are_honoured() {
+    let spec = only_service(
+        "services: {web: {image: a, cpus: \"1.5\", mem_limit: 512m, mem_reservation: 128m, pids_limit: 100}}",
+    );
+    let r = &spec.resources;
+    assert_eq!(r.cpu_limit_nanos, Some(1_500_000_000));
+    assert_eq!(r.memory_limit_bytes, Some(512 << 20));
+    assert_eq!(r.memory_reservation_bytes, Some(128 << 20));
+    assert_eq!(r.pids_limit, Some(100));
+    // `deploy.resources` wins where both are set.
+    let spec = only_service(
+        "services: {web: {image: a, mem_limit: 1g, cpus: 2, deploy: {resources: {limits: {memory: 256m}}}}}",
+    );
+    assert_eq!(spec.resources.memory_limit_bytes, Some(256 << 20));
+    assert_eq!(spec.resources.cpu_limit_nanos, Some(2_000_000_000));
+}
+
+#[test]
+fn services_with_profiles_are_left_out() {
+    let app = parse_ok(
+        "services:\n  web: {image: a, links: [\"adminer:dbadmin\"]}\n  adminer: {image: a, profiles: [debug]}\n",
+    );
+    let names: Vec<&str> = app.services.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["web"]);
+}

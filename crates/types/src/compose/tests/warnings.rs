@@ -81,6 +81,36 @@ fn every_unhonoured_key_warns_once_with_its_path() {
             &["networks.back.labels"],
             "networks carry no labels",
         ),
+        (
+            web("deploy: {placement: {constraints: [node.role==manager]}}"),
+            &["services.web.deploy.placement"],
+            "spreads replicas over all nodes",
+        ),
+        (
+            web("deploy: {update_config: {parallelism: 1}}"),
+            &["services.web.deploy.update_config"],
+            "x-hivemind.strategy",
+        ),
+        (
+            web("stdin_open: true, tty: true"),
+            &["services.web.stdin_open", "services.web.tty"],
+            "stdin is empty",
+        ),
+        (
+            web("platform: linux/amd64"),
+            &["services.web.platform"],
+            "node's own platform",
+        ),
+        (
+            web("dns: [8.8.8.8], dns_search: [example.com]"),
+            &["services.web.dns", "services.web.dns_search"],
+            "cluster DNS",
+        ),
+        (
+            "services:\n  web: {image: a}\n  debug: {image: a, profiles: [debug]}\n".into(),
+            &["services.debug.profiles"],
+            "is not deployed",
+        ),
     ];
     for (source, paths, phrase) in table {
         let got = warnings_of(source);
@@ -92,7 +122,10 @@ fn every_unhonoured_key_warns_once_with_its_path() {
             got[0].message
         );
         for w in &got {
-            let expected = w.key.starts_with("services.").then(|| "web".to_string());
+            let expected = w
+                .key
+                .starts_with("services.")
+                .then(|| w.key.split('.').nth(1).unwrap_or_default().to_string());
             assert_eq!(w.service, expected, "{source}");
             assert!(!w.message.ends_with('.'), "{w}");
         }
