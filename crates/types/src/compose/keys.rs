@@ -77,6 +77,10 @@ const SERVICE_KEYS_WARNED: &[(&str, &str)] = &[
         "not checked yet: the image is pulled for the node's own platform",
     ),
     (
+        "shm_size",
+        "ignored: /dev/shm stays 64 MiB (Docker's default); a program that needs more shared memory fails when it runs out",
+    ),
+    (
         "stdin_open",
         "ignored: the container's stdin is empty, so a program that waits on it (an interactive shell) exits at once",
     ),
@@ -146,7 +150,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("scale", "set `deploy.replicas` instead"),
     ("secrets", ""),
     ("security_opt", ""),
-    ("shm_size", ""),
     ("storage_opt", ""),
     ("sysctls", ""),
     ("use_api_socket", ""),

@@ -10,6 +10,7 @@ mod limits;
 mod names;
 mod networks;
 mod properties;
+mod real_world;
 mod robustness;
 mod spec_example;
 mod warnings;
