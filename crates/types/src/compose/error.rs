@@ -48,13 +48,25 @@ fn path_prefix(path: &str) -> String {
     }
 }
 
+/// How many problems the message shows; a file written for another tool can have dozens, and
+/// a screenful with a tally reads better than a wall. `errors` keeps them all.
+const SHOWN: usize = 20;
+
 fn render(file: &str, errors: &[FieldError]) -> String {
     let mut out = String::new();
-    for (i, e) in errors.iter().enumerate() {
+    for (i, e) in errors.iter().take(SHOWN).enumerate() {
         if i > 0 {
             out.push('\n');
         }
         let _ = write!(out, "{file}: {e}");
+    }
+    if errors.len() > SHOWN {
+        let _ = write!(
+            out,
+            "\n{file}: and {} more problems ({} in all)",
+            errors.len() - SHOWN,
+            errors.len()
+        );
     }
     out
 }

@@ -36,7 +36,7 @@ pub(crate) fn read_resources(p: &mut Problems, path: &str, value: &Value) -> Res
     {
         if reservation > limit {
             p.push(
-                join(path, "reservations.memory"),
+                join(&join(path, "reservations"), "memory"),
                 "the memory reservation is above the memory limit",
                 "reserve at most limits.memory",
             );

@@ -184,12 +184,47 @@ pub(crate) fn string_entries<'v>(
     out
 }
 
-/// `services` + `web` -> `services.web`; an empty base yields the key alone.
+/// `services` + `web` -> `services.web`; an empty base yields the key alone. A key that would
+/// make the path ambiguous (`meet.jitsi`, `com.example.team`, spaces, brackets) is quoted:
+/// `services."meet.jitsi".image`.
 pub(crate) fn join(base: &str, key: &str) -> String {
+    let key = quote_key(key);
     if base.is_empty() {
-        key.to_string()
+        key
     } else {
         format!("{base}.{key}")
+    }
+}
+
+fn quote_key(key: &str) -> String {
+    let plain = !key.is_empty()
+        && !key
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '.' | '[' | ']' | '"' | '\\'));
+    if plain {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// The first key of `path` and the rest after its `.` or `[`, with the key unquoted:
+/// `"meet.jitsi".image` -> (`meet.jitsi`, `image`).
+pub(crate) fn first_key(path: &str) -> Option<(String, &str)> {
+    if let Some(rest) = path.strip_prefix('"') {
+        // Quoted by `quote_key` with Rust's escapes; the key ends at the first `"` that is
+        // not escaped.
+        let mut escaped = false;
+        let end = rest.char_indices().find_map(|(i, c)| {
+            let found = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            found.then_some(i)
+        })?;
+        let key = rest[..end].replace("\\\"", "\"").replace("\\\\", "\\");
+        Some((key, &rest[end + 1..]))
+    } else {
+        let end = path.find(['.', '[']).unwrap_or(path.len());
+        (end > 0).then(|| (path[..end].to_string(), &path[end..]))
     }
 }
 

@@ -81,8 +81,8 @@ pub fn warnings(app: &ComposeApp) -> Vec<Warning> {
         .map(|note| {
             let service = service_of(&note.path);
             Warning {
-                message: message(note.key, service.unwrap_or("the service")),
-                service: service.map(str::to_string),
+                message: message(note.key, service.as_deref().unwrap_or("the service")),
+                service,
                 key: note.path.clone(),
             }
         })
@@ -92,11 +92,12 @@ pub fn warnings(app: &ComposeApp) -> Vec<Warning> {
     out
 }
 
-/// `web` of `services.web.…`. Service names are DNS labels (the reader refuses others), so the
-/// name ends at the next `.` or `[`.
-fn service_of(path: &str) -> Option<&str> {
+/// The service of `services.web.…` (or `services."meet.jitsi".…`) by its DNS name, the name
+/// its objects have (`meet-jitsi`).
+fn service_of(path: &str) -> Option<String> {
     let rest = path.strip_prefix("services.")?;
-    rest.split(['.', '[']).next().filter(|s| !s.is_empty())
+    let (name, _) = super::value::first_key(rest)?;
+    Some(super::names::dns_name(super::names::Kind::Service, &name))
 }
 
 fn message(key: Unhonoured, service: &str) -> String {

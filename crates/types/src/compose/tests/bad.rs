@@ -74,7 +74,7 @@ fn cases() -> Vec<BadCase> {
         ),
         (
             s("services: {\"web 1\": {image: a}}"),
-            "services.web 1",
+            "services.\"web 1\"",
             "not a valid service name",
         ),
         (

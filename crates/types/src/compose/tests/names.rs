@@ -97,7 +97,7 @@ fn network_name_with_underscore_is_accepted() {
 fn names_with_the_same_dns_name_are_refused_naming_both() {
     let e = error_at(
         "services:\n  web_db: {image: a}\n  web.db: {image: a}\n",
-        "services.web.db",
+        "services.\"web.db\"",
     );
     assert!(e.contains("\"web_db\" and \"web.db\""), "{e}");
     assert!(e.contains("\"web-db\""), "{e}");
@@ -264,4 +264,41 @@ fn services_with_profiles_are_left_out() {
     );
     let names: Vec<&str> = app.services.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["web"]);
+}
+
+#[test]
+fn key_paths_quote_dotted_names() {
+    let err = parse_src("services: {meet.jitsi: {image: 3}}").unwrap_err();
+    assert_eq!(err.errors[0].path, "services.\"meet.jitsi\".image");
+    // The warning names the service by its DNS name, as `hivemind ps` shows it.
+    let app = parse_ok("services: {meet.jitsi: {image: a, tty: true}}");
+    let w = &crate::compose::warnings(&app)[0];
+    assert_eq!(w.key, "services.\"meet.jitsi\".tty");
+    assert_eq!(w.service.as_deref(), Some("meet-jitsi"));
+}
+
+#[test]
+fn many_problems_end_with_a_tally() {
+    let services: String = (0..25)
+        .map(|i| format!("  s{i}: {{image: a, frobnicate: 1}}\n"))
+        .collect();
+    let err = parse_src(&format!("services:\n{services}")).unwrap_err();
+    assert_eq!(err.errors.len(), 25);
+    let text = err.to_string();
+    assert_eq!(text.matches("unknown key").count(), 20, "{text}");
+    assert!(
+        text.ends_with("compose.yaml: and 5 more problems (25 in all)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn quoted_path_keys_read_back() {
+    use super::super::value::{first_key, join};
+    for key in ["web", "meet.jitsi", "a \"b\" c", "back\\slash", "x[1]"] {
+        let path = join(&join("", key), "image");
+        let (got, rest) = first_key(&path).unwrap_or_else(|| panic!("{path}"));
+        assert_eq!((got.as_str(), rest), (key, ".image"), "{path}");
+    }
+    assert_eq!(first_key("web[0]"), Some(("web".to_string(), "[0]")));
 }
