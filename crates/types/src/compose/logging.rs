@@ -2,15 +2,20 @@
 //! keep working: `logging: {driver: json-file, options: {max-size: 10m, max-file: "3"}}`.
 //!
 //! Every node writes logs one way (CRI records in rotated files, read by `hivemind logs`), so
-//! the drivers that store logs on the node (`json-file`, `local`) are accepted and mean that;
-//! drivers that ship logs elsewhere are refused rather than silently ignored.
+//! the drivers that store logs on the node (`json-file`, `local`) are accepted and mean that.
+//! A driver that ships logs elsewhere (`syslog`, `fluentd`...) is a warning, with its options
+//! left unread (they are that driver's): the app runs the same, its logs stay on the node.
 
 use serde_yaml_ng::Value;
 
 use super::error::Problems;
 use super::resources::parse_size;
 use super::value::{describe, expect_mapping, expect_str, expect_u32, join, string_entries};
+use super::warnings::Unhonoured;
 use crate::spec::LogOptions;
+
+const OTHER_DRIVER: &str = "ignored: replicas' output is kept on their node (read it with \
+     `hivemind logs`, or ship it from there with a collector following `hivemind logs -f`)";
 
 /// The smallest `max-size`: a file should hold more than a handful of records.
 const MIN_MAX_SIZE: u64 = 1024;
@@ -21,24 +26,25 @@ pub(crate) fn read_logging(p: &mut Problems, path: &str, value: &Value) -> LogOp
     let Some(map) = expect_mapping(p, path, value, example) else {
         return out;
     };
-    for (key, v) in string_entries(p, path, map) {
-        let key_path = join(path, &key);
-        match key.as_str() {
-            "driver" => {
-                if let Some(driver) = expect_str(p, &key_path, v, "driver: json-file") {
-                    if !matches!(driver.trim(), "json-file" | "local" | "") {
-                        p.push(
-                            &key_path,
-                            format!(
-                                "log driver {driver:?} is not supported: replicas' output is kept \
-                                 on their node and read with `hivemind logs`"
-                            ),
-                            "remove driver (or use json-file); ship logs elsewhere from inside \
-                             the container or with a collector reading `hivemind logs -f`",
-                        );
-                    }
+    let entries = string_entries(p, path, map);
+    // The driver decides how its options read, wherever it is written.
+    let mut on_node = true;
+    for (key, v) in &entries {
+        if key == "driver" {
+            let key_path = join(path, key);
+            if let Some(driver) = expect_str(p, &key_path, v, "driver: json-file") {
+                if !matches!(driver.trim(), "json-file" | "local" | "") {
+                    on_node = false;
+                    p.note(&key_path, Unhonoured::Ignored(OTHER_DRIVER));
                 }
             }
+        }
+    }
+    for (key, v) in entries {
+        let key_path = join(path, &key);
+        match key.as_str() {
+            "driver" => {}
+            "options" if !on_node => {}
             "options" => read_options(p, &key_path, v, &mut out),
             other => p.push(
                 &key_path,

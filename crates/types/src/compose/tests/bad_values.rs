@@ -381,11 +381,6 @@ pub(super) fn cases() -> Vec<BadCase> {
         ),
         // Logging.
         (
-            web("logging: {driver: syslog}"),
-            "services.web.logging.driver",
-            "log driver \"syslog\" is not supported",
-        ),
-        (
             web("logging: {options: {max-size: big}}"),
             "services.web.logging.options.max-size",
             "\"big\" is not a size",

@@ -68,7 +68,7 @@ const PIN: &[(&str, T)] = &[
     ("services.foo.labels", Honoured),
     ("services.foo.label_file", Refused),
     ("services.foo.links", Refused),
-    ("services.foo.logging", Refused),
+    ("services.foo.logging", Warned),
     ("services.foo.mac_address", Warned),
     ("services.foo.network_mode", Refused),
     ("services.foo.networks", Honoured),

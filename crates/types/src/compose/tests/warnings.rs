@@ -111,6 +111,11 @@ fn every_unhonoured_key_warns_once_with_its_path() {
             &["services.debug.profiles"],
             "is not deployed",
         ),
+        (
+            web("logging: {options: {syslog-address: \"tcp://10.0.0.1:514\"}, driver: syslog}"),
+            &["services.web.logging.driver"],
+            "kept on their node",
+        ),
     ];
     for (source, paths, phrase) in table {
         let got = warnings_of(source);
