@@ -52,6 +52,19 @@ const SERVICE_KEYS_WARNED: &[(&str, &str)] = &[
         "annotations",
         "ignored: containers carry the service's labels only",
     ),
+    ("attach", "ignored: `hivemind logs -f` follows a service's output"),
+    (
+        "cpu_shares",
+        "ignored: replicas get equal CPU weights; limit CPUs with `cpus`",
+    ),
+    (
+        "credential_spec",
+        "ignored: it applies to Windows containers only",
+    ),
+    (
+        "develop",
+        "ignored: `docker compose watch` settings have no meaning on a cluster",
+    ),
     (
         "dns",
         "ignored: replicas use the cluster DNS, which forwards other names to the node's resolvers",
@@ -67,6 +80,10 @@ const SERVICE_KEYS_WARNED: &[(&str, &str)] = &[
     (
         "domainname",
         "ignored: the container's hostname is its replica id, without a domain",
+    ),
+    (
+        "isolation",
+        "ignored: it applies to Windows containers only",
     ),
     (
         "mac_address",
@@ -93,27 +110,62 @@ const SERVICE_KEYS_WARNED: &[(&str, &str)] = &[
 /// Service keys of the Compose Specification that Hivemind does not honour yet, with advice
 /// for the ones where there is something better to say than "remove it".
 const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
-    ("attach", ""),
-    ("blkio_config", ""),
-    ("cgroup", ""),
-    ("cgroup_parent", ""),
-    ("configs", ""),
-    ("cpu_count", ""),
-    ("cpu_percent", ""),
-    ("cpu_period", ""),
-    ("cpu_quota", ""),
-    ("cpu_rt_period", ""),
-    ("cpu_rt_runtime", ""),
-    ("cpu_shares", ""),
-    ("cpuset", ""),
-    ("credential_spec", ""),
+    (
+        "blkio_config",
+        "disk I/O is shared without weights or limits",
+    ),
+    (
+        "cgroup",
+        "replicas get a cgroup namespace of their own",
+    ),
+    (
+        "cgroup_parent",
+        "replicas run in the cgroup the node's runtime gives them",
+    ),
+    (
+        "configs",
+        "put the file in the image, or pass its content in `environment`",
+    ),
+    (
+        "cpu_count",
+        "limit CPUs with `cpus` or `deploy.resources.limits.cpus`",
+    ),
+    (
+        "cpu_percent",
+        "limit CPUs with `cpus` or `deploy.resources.limits.cpus`",
+    ),
+    (
+        "cpu_period",
+        "limit CPUs with `cpus` or `deploy.resources.limits.cpus`",
+    ),
+    (
+        "cpu_quota",
+        "limit CPUs with `cpus` or `deploy.resources.limits.cpus`",
+    ),
+    (
+        "cpu_rt_period",
+        "real-time scheduling is not available to replicas",
+    ),
+    (
+        "cpu_rt_runtime",
+        "real-time scheduling is not available to replicas",
+    ),
+    (
+        "cpuset",
+        "limit CPUs with `cpus` or `deploy.resources.limits.cpus`",
+    ),
     (
         "depends_on",
         "services start in any order, so make the service retry connecting to its dependencies",
     ),
-    ("develop", ""),
-    ("device_cgroup_rules", ""),
-    ("devices", ""),
+    (
+        "device_cgroup_rules",
+        "replicas get the default devices only",
+    ),
+    (
+        "devices",
+        "replicas get the standard devices only (/dev/null, /dev/zero, /dev/urandom...)",
+    ),
     ("driver_opts", ""),
     (
         "extends",
@@ -123,39 +175,95 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "external_links",
         "services of an app reach each other by service name",
     ),
-    ("gpus", ""),
-    ("group_add", ""),
+    (
+        "gpus",
+        "replicas get no GPUs yet",
+    ),
+    (
+        "group_add",
+        "run as a user whose groups the image defines, with `user`",
+    ),
     (
         "healthcheck",
         "Hivemind considers a running container healthy for now",
     ),
-    ("ipc", ""),
-    ("isolation", ""),
+    (
+        "ipc",
+        "each replica has its own IPC namespace; share data over the network",
+    ),
     ("label_file", "list the labels under `labels`"),
-    ("mem_swappiness", ""),
-    ("memswap_limit", ""),
+    (
+        "mem_swappiness",
+        "limit memory with `mem_limit` or `deploy.resources.limits.memory`",
+    ),
+    (
+        "memswap_limit",
+        "limit memory with `mem_limit` or `deploy.resources.limits.memory`",
+    ),
     ("models", ""),
     (
         "network_mode",
         "list the service's app networks under `networks`",
     ),
-    ("oom_kill_disable", ""),
+    (
+        "oom_kill_disable",
+        "set a memory limit large enough instead",
+    ),
     ("oom_score_adj", ""),
-    ("pid", ""),
-    ("post_start", ""),
-    ("pre_stop", ""),
-    ("privileged", ""),
+    (
+        "pid",
+        "each replica has its own PID namespace",
+    ),
+    (
+        "post_start",
+        "run the step in the image's entrypoint",
+    ),
+    (
+        "pre_stop",
+        "handle the stop signal (`stop_signal`) in the program",
+    ),
+    (
+        "privileged",
+        "grant only the capabilities the program needs with `cap_add`",
+    ),
     ("provider", ""),
-    ("runtime", ""),
+    (
+        "runtime",
+        "replicas run with the node's default OCI runtime",
+    ),
     ("scale", "set `deploy.replicas` instead"),
-    ("secrets", ""),
-    ("security_opt", ""),
-    ("storage_opt", ""),
-    ("sysctls", ""),
-    ("use_api_socket", ""),
-    ("userns_mode", ""),
-    ("uts", ""),
-    ("volumes", ""),
+    (
+        "secrets",
+        "pass the value in `environment` (from the CLI's environment or an env_file) until secrets land",
+    ),
+    (
+        "security_opt",
+        "adjust privileges with `cap_add`, `cap_drop` and `read_only` instead",
+    ),
+    (
+        "storage_opt",
+        "the container's writable layer has no size quota",
+    ),
+    (
+        "sysctls",
+        "set the values on the node, or in the program",
+    ),
+    (
+        "use_api_socket",
+        "Hivemind has no Docker API to share",
+    ),
+    (
+        "userns_mode",
+        "replicas share the node's user namespace; choose the user with `user`",
+    ),
+    (
+        "uts",
+        "the hostname is the replica id, or `hostname`",
+    ),
+    (
+        "volumes",
+        "bake data into the image, or use `tmpfs` for scratch space, until volumes land",
+    ),
     ("volumes_from", ""),
 ];
 
@@ -190,11 +298,14 @@ const DEPLOY_KEYS_WARNED: &[(&str, &str)] = &[
 
 /// Top-level keys of the Compose Specification that Hivemind does not honour yet.
 const TOP_KEYS_NOT_YET: &[(&str, &str)] = &[
-    ("configs", ""),
+    ("configs", "put the files in the image until configs land"),
     ("include", "merge the included files into one"),
     ("models", ""),
-    ("secrets", ""),
-    ("volumes", ""),
+    ("secrets", "pass values in `environment` until secrets land"),
+    (
+        "volumes",
+        "bake data into the image, or use `tmpfs`, until volumes land",
+    ),
 ];
 
 /// Top-level keys Hivemind reads.
