@@ -171,7 +171,7 @@ async fn malformed_requests_name_the_field_and_write_nothing() {
         (Method::POST, "/api/v1/apps".into(), body(r#"{"compose": "services: ["}"#.into()), 422, Some("compose")),
         (Method::POST, "/api/v1/apps".into(), body(r#"{"compose": "name: x\nservices: {web: {build: .}}"}"#.into()), 422, Some("services.web.build")),
         (Method::POST, "/api/v1/apps".into(), body(r#"{"compose": "services: {web: {image: a}}"}"#.into()), 422, Some("name")),
-        (Method::POST, "/api/v1/apps".into(), body(format!(r#"{{"compose": {good}, "name": "Shop_2"}}"#)), 422, Some("name")),
+        (Method::POST, "/api/v1/apps".into(), body(format!(r#"{{"compose": {good}, "name": "Shop 2"}}"#)), 422, Some("name")),
         (Method::POST, "/api/v1/apps".into(), body(r#"{"compose": "name: x\nservices: {web: {image: a, env_file: a.env}}"}"#.into()), 422, Some("services.web.env_file")),
         (Method::POST, scale.into(), body(r#"{"replicas": -1}"#.into()), 400, Some("replicas")),
         (Method::POST, scale.into(), body(r#"{"replicas": 99999999999}"#.into()), 400, Some("replicas")),
