@@ -4,11 +4,11 @@
 //! This module decides *what the desired state is*; it never writes replicas, which is the
 //! service controller's job: it creates them, and deletes those whose service disappeared.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hivemind_client::wire::{DeployRequest, DeployResponse};
 use hivemind_store::{Expect, Op, Store};
-use hivemind_types::compose::{self, ComposeError, ComposeInput};
+use hivemind_types::compose::{self, ComposeError, ComposeFile, ComposeInput, ProjectInput};
 use hivemind_types::{App, Kind, Meta, Service};
 
 use crate::error::ApiError;
@@ -38,20 +38,7 @@ pub async fn deploy(
         None => namespace,
     };
     let file_name = req.file_name.as_deref().unwrap_or("compose.yaml");
-    let env_files = |path: &str| {
-        req.env_files.get(path).cloned().ok_or_else(|| {
-            "was not sent with the request (the CLI reads env_file paths relative to the \
-             compose file)"
-                .to_string()
-        })
-    };
-    let parsed = compose::parse(&ComposeInput {
-        file_name,
-        source: &req.compose,
-        env: &req.env,
-        env_files: &env_files,
-    })
-    .map_err(compose_error)?;
+    let parsed = read_model(file_name, req)?;
     let warnings = compose::warnings(&parsed);
     if req.strict && !warnings.is_empty() {
         return Err(strict_error(file_name, &warnings));
@@ -170,6 +157,40 @@ pub async fn deploy(
         },
         created: existing.is_none(),
     })
+}
+
+/// Reads the request's model with the CLI's own loader and reader. The CLI sends the model
+/// already interpolated (every `$` doubled, env_files inlined), so the loader's interpolation
+/// with the request's empty `env` gives it back unchanged; an older CLI's body, the file as
+/// written with the variables it mentions and the env_files it read, still loads the same way.
+fn read_model(file_name: &str, req: &DeployRequest) -> Result<compose::ComposeApp, ApiError> {
+    let env_files = |path: &str| {
+        req.env_files.get(path).cloned().ok_or_else(|| {
+            "was not sent with the request (the CLI reads env_file paths relative to the \
+             compose file)"
+                .to_string()
+        })
+    };
+    let project = compose::load_project(&ProjectInput {
+        files: &[ComposeFile {
+            name: file_name,
+            source: &req.compose,
+        }],
+        env: &req.env,
+        read_file: &env_files,
+        profiles: &[],
+    })
+    .map_err(compose_error)?;
+    let nothing = |_: &str| -> Result<String, String> {
+        Err("is read by the loader; the reader sees none".to_string())
+    };
+    compose::parse(&ComposeInput {
+        file_name,
+        source: &project.source,
+        env: &BTreeMap::new(),
+        env_files: &nothing,
+    })
+    .map_err(compose_error)
 }
 
 /// Deletes an app and its services in one transaction; returns the app as it was. The service

@@ -25,17 +25,23 @@ pub struct DeployRequest {
     /// Namespace; when absent the `?namespace=` query parameter, then `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// The Compose file's text.
+    /// The Compose model. The CLI sends its project already loaded
+    /// (`hivemind_types::compose::load_project`): every `-f` file merged, interpolated once
+    /// with its whole environment (every `$` left doubled), env_files and values taken from the
+    /// shell inlined into each service's `environment`, profiles applied; `env` and `env_files`
+    /// are then empty. A Compose file as written, with `env` and `env_files`, is read too.
     pub compose: String,
     /// The file's name as the user gave it, used in error messages (`compose.yaml` by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_name: Option<String>,
-    /// Variables for `${VAR}` interpolation: the CLI sends its environment plus `.env`.
-    #[serde(default)]
+    /// Variables for `${VAR}` interpolation of `compose`, for clients that send the file as
+    /// written (older CLIs sent the variables the text mentions); empty from the CLI now, which
+    /// interpolates before sending. Left out when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Contents of the files named by `env_file`, keyed by the path as written in the file. The
-    /// CLI reads them, because the server cannot see the user's disk.
-    #[serde(default)]
+    /// Contents of the files named by `env_file`, keyed by the path as written in the file, for
+    /// clients that send the file as written; empty from the CLI now. Left out when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_files: BTreeMap<String, String>,
     /// Optimistic concurrency: deploy only if the app is at exactly this revision (0 = must not
     /// exist yet). Stale revisions get 409.

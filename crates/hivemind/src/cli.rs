@@ -249,9 +249,19 @@ pub(crate) struct DownArgs {
 
 #[derive(Args)]
 pub(crate) struct DeployArgs {
-    /// The Compose file.
-    #[arg(long, short = 'f', default_value = "compose.yaml")]
-    pub(crate) file: PathBuf,
+    /// A Compose file; repeat to merge several, later ones over earlier ones. Without it:
+    /// `COMPOSE_FILE`, else compose.yaml (or compose.yml, docker-compose.yaml,
+    /// docker-compose.yml) here or in a parent directory, with its compose.override.yaml.
+    #[arg(long, short = 'f')]
+    pub(crate) file: Vec<PathBuf>,
+    /// Variables for interpolation from this file instead of the project's `.env`; repeat to
+    /// read several, later ones winning. The process environment wins over all of them.
+    #[arg(long = "env-file")]
+    pub(crate) env_file: Vec<PathBuf>,
+    /// Deploy the services of this profile too; repeat for several (`COMPOSE_PROFILES` adds
+    /// a comma-separated list, `*` enables every profile).
+    #[arg(long)]
+    pub(crate) profile: Vec<String>,
     /// App name; defaults to the file's `name:` or its directory's name.
     #[arg(long)]
     pub(crate) app: Option<String>,

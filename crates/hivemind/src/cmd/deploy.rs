@@ -1,14 +1,14 @@
 //! `deploy`, `scale` and `rm`: the commands that change desired state.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures::{FutureExt, StreamExt};
 use hivemind_client::wire::{DeployRequest, ReplicaFilter};
 use hivemind_client::Client;
-use hivemind_types::compose::{self, ComposeInput};
+use hivemind_types::compose::{self, ComposeFile, ComposeInput, ProjectInput};
 use hivemind_types::{ReplicaState, ServiceMode};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -16,7 +16,9 @@ use crate::cli::{DeployArgs, GlobalArgs, RmArgs, ScaleArgs};
 use crate::config::client;
 
 pub(crate) async fn deploy(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<()> {
-    let mut request = deploy_request(&args.file, args.app.clone())?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let process_env: BTreeMap<String, String> = std::env::vars().collect();
+    let mut request = deploy_request(&cwd, &process_env, &args)?;
     request.strict = args.strict;
     let client = client(global)?;
     let response = client.deploy(&request).await?;
@@ -41,70 +43,167 @@ pub(crate) async fn deploy(global: &GlobalArgs, args: DeployArgs) -> anyhow::Res
     Ok(())
 }
 
-/// Reads the Compose file, its `.env` and `env_file`s, and checks it locally first, so that a bad
-/// file is reported before anything is sent.
-fn deploy_request(file: &Path, app: Option<String>) -> anyhow::Result<DeployRequest> {
-    let source = std::fs::read_to_string(file).with_context(|| {
-        format!(
-            "cannot read {}: pass the Compose file with -f FILE",
-            file.display()
-        )
-    })?;
-    let dir = file.parent().unwrap_or(Path::new("."));
-    let file_name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "compose.yaml".into());
-    // `.env` beside the file, then the process environment, which wins (as in Docker Compose).
-    let mut env = match std::fs::read_to_string(dir.join(".env")) {
-        Ok(text) => compose::parse_dotenv(&text).map_err(|e| anyhow::anyhow!("{e}"))?,
-        Err(_) => BTreeMap::new(),
+/// The Compose file names Docker Compose looks for, in its order of preference.
+const DEFAULT_FILES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+
+/// Which Compose files make the project: `-f` files, else `COMPOSE_FILE` (separated by
+/// `COMPOSE_PATH_SEPARATOR`, `:` by default), else the first default file found in `cwd` or
+/// a parent directory, with its override file beside it, as Docker Compose does.
+fn compose_files(
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+    flags: &[PathBuf],
+) -> anyhow::Result<Vec<PathBuf>> {
+    if !flags.is_empty() {
+        return Ok(flags.iter().map(|f| cwd.join(f)).collect());
+    }
+    if let Some(list) = env.get("COMPOSE_FILE").filter(|l| !l.is_empty()) {
+        let sep = env
+            .get("COMPOSE_PATH_SEPARATOR")
+            .filter(|s| !s.is_empty())
+            .map_or(":", String::as_str);
+        return Ok(list
+            .split(sep)
+            .filter(|f| !f.is_empty())
+            .map(|f| cwd.join(f))
+            .collect());
+    }
+    for dir in cwd.ancestors() {
+        let Some(name) = DEFAULT_FILES.iter().find(|n| dir.join(n).is_file()) else {
+            continue;
+        };
+        let mut files = vec![dir.join(name)];
+        let stem = if name.starts_with("docker-") {
+            "docker-compose"
+        } else {
+            "compose"
+        };
+        // `compose.override.yaml` beside `compose.yaml`, either extension.
+        for ext in ["yaml", "yml"] {
+            let over = dir.join(format!("{stem}.override.{ext}"));
+            if over.is_file() {
+                files.push(over);
+                break;
+            }
+        }
+        return Ok(files);
+    }
+    bail!(
+        "no Compose file here or in a parent directory ({}): pass one with -f FILE or set COMPOSE_FILE",
+        DEFAULT_FILES.join(", ")
+    )
+}
+
+/// The interpolation variables: the `--env-file`s (or the project directory's `.env`), then
+/// the process environment, which wins (as in Docker Compose). A `.env` may refer to the
+/// process environment.
+fn project_env(
+    dir: &Path,
+    cwd: &Path,
+    process_env: &BTreeMap<String, String>,
+    env_files: &[PathBuf],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    let lookup = |name: &str| process_env.get(name).cloned();
+    let mut load = |path: &Path, required: bool| -> anyhow::Result<()> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => bail!(
+                "cannot read the env file {}: {e}: check the --env-file path",
+                path.display()
+            ),
+        };
+        let vars = compose::parse_dotenv_with(&path.display().to_string(), &text, &lookup)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        env.extend(vars);
+        Ok(())
     };
-    env.extend(std::env::vars());
-    // Send only the variables the file mentions: the rest of the environment is none of the
-    // server's business (and may hold secrets).
-    env.retain(|name, _| mentions(&source, name));
-    let env_files = std::cell::RefCell::new(BTreeMap::new());
-    let read_env_file = |path: &str| -> Result<String, String> {
-        let text = std::fs::read_to_string(dir.join(path))
-            .map_err(|e| format!("cannot read {path}: {e}"))?;
-        env_files
-            .borrow_mut()
-            .insert(path.to_string(), text.clone());
-        Ok(text)
+    if env_files.is_empty() {
+        load(&dir.join(".env"), false)?;
+    } else {
+        for file in env_files {
+            load(&cwd.join(file), true)?;
+        }
+    }
+    env.extend(process_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(env)
+}
+
+/// Loads the project (its files, `.env`, `env_file`s and profiles) into one interpolated model
+/// and checks it locally with the server's own reader, so that a bad file is reported before
+/// anything is sent. The request carries only the model: no variables, no files.
+fn deploy_request(
+    cwd: &Path,
+    process_env: &BTreeMap<String, String>,
+    args: &DeployArgs,
+) -> anyhow::Result<DeployRequest> {
+    let paths = compose_files(cwd, process_env, &args.file)?;
+    let mut texts = Vec::with_capacity(paths.len());
+    for path in &paths {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read {}: pass the Compose file with -f FILE",
+                path.display()
+            )
+        })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "compose.yaml".into());
+        texts.push((name, text));
+    }
+    // Relative paths in every file are relative to the first file's directory, as in Docker
+    // Compose.
+    let dir = paths
+        .first()
+        .and_then(|p| p.parent())
+        .unwrap_or(cwd)
+        .to_path_buf();
+    let env = project_env(&dir, cwd, process_env, &args.env_file)?;
+    let read_file = |path: &str| -> Result<String, String> {
+        std::fs::read_to_string(dir.join(path)).map_err(|e| e.to_string())
     };
-    let parsed = compose::parse(&ComposeInput {
-        file_name: &file_name,
-        source: &source,
+    let files: Vec<ComposeFile<'_>> = texts
+        .iter()
+        .map(|(name, source)| ComposeFile { name, source })
+        .collect();
+    let project = compose::load_project(&ProjectInput {
+        files: &files,
         env: &env,
-        env_files: &read_env_file,
+        read_file: &read_file,
+        profiles: &args.profile,
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let nothing = |_: &str| -> Result<String, String> { Err("was not inlined".into()) };
+    let parsed = compose::parse(&ComposeInput {
+        file_name: &project.file_name,
+        source: &project.source,
+        env: &BTreeMap::new(),
+        env_files: &nothing,
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Without `--app` or `name:`, the directory's name, as Docker Compose does.
-    let name = app.or(parsed.name).or_else(|| {
-        std::fs::canonicalize(dir)
+    let name = args.app.clone().or(parsed.name).or_else(|| {
+        std::fs::canonicalize(&dir)
             .ok()
             .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_lowercase()))
     });
     Ok(DeployRequest {
         name,
         namespace: None,
-        compose: source,
-        file_name: Some(file_name),
-        env,
-        env_files: env_files.into_inner(),
+        compose: project.source,
+        file_name: Some(project.file_name),
+        env: BTreeMap::new(),
+        env_files: BTreeMap::new(),
         revision: None,
         strict: false,
     })
-}
-
-fn mentions(source: &str, name: &str) -> bool {
-    source.match_indices(name).any(|(i, _)| {
-        let before = &source[..i];
-        let after = source[i + name.len()..].chars().next();
-        let ends = !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-        ends && (before.ends_with('$') || before.ends_with("${"))
-    }) || source.contains(&format!("- {name}\n"))
 }
 
 /// Follows the app's replicas until every service runs its desired count at its current
@@ -240,15 +339,5 @@ pub(crate) async fn rm(global: &GlobalArgs, args: RmArgs) -> anyhow::Result<()> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::mentions;
-
-    #[test]
-    fn only_mentioned_variables_are_sent() {
-        let src = "image: ${IMAGE:-busybox}\ncommand: echo $GREETING\n";
-        assert!(mentions(src, "IMAGE"));
-        assert!(mentions(src, "GREETING"));
-        assert!(!mentions(src, "HOME"));
-        assert!(!mentions(src, "GREET"));
-    }
-}
+#[path = "deploy_tests.rs"]
+mod tests;

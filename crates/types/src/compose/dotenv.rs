@@ -166,3 +166,39 @@ fn unescape_double(body: &str) -> String {
     }
     out
 }
+
+/// Parses an `env_file` with `format: raw`: `KEY=VALUE` lines whose values are kept exactly as
+/// written (quotes, `$`, `#` and trailing spaces included); blank lines and lines starting with
+/// `#` are skipped, and a bare `KEY` takes its value from `outer` as in the default format.
+pub(crate) fn parse_raw(
+    source: &str,
+    outer: Lookup<'_>,
+) -> Result<BTreeMap<String, String>, DotenvError> {
+    let mut vars = BTreeMap::new();
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    for (index, raw) in source.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        if trimmed.trim_end().is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match trimmed.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.to_string())),
+            None => (trimmed.trim_end(), None),
+        };
+        if !is_valid_key(key) {
+            return Err(DotenvError {
+                line: index + 1,
+                message: format!("{key:?} is not a valid variable name"),
+                fix: "write KEY=VALUE, where KEY has only letters, digits, `_`, `.` and `-`"
+                    .to_string(),
+            });
+        }
+        match value.or_else(|| outer(key)) {
+            Some(v) => {
+                vars.insert(key.to_string(), v);
+            }
+            None => continue,
+        }
+    }
+    Ok(vars)
+}

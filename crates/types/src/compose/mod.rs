@@ -14,16 +14,22 @@
 mod aliases;
 mod container;
 mod deploy;
+mod document;
 mod dotenv;
 mod duration;
+mod environment;
 mod error;
+mod extends;
 mod hivemind;
 mod interpolate;
 mod keys;
 mod logging;
+mod merge;
 mod names;
 mod networks;
 mod ports;
+mod profiles;
+mod project;
 mod resources;
 mod service;
 mod signal;
@@ -40,16 +46,16 @@ use serde_yaml_ng::{Mapping, Value};
 
 pub use error::{ComposeError, FieldError};
 pub use names::{app_dns_name, is_compose_name};
+pub use project::{load_project, ComposeFile, Project, ProjectInput};
 pub use warnings::{warnings, Note, Unhonoured, Warning};
 
 use crate::id::MAX_SERVICE_NAME_LEN;
 use crate::spec::ServiceSpec;
 use error::Problems;
-use interpolate::interpolate;
 use keys::{reject_key, Section};
 use networks::read_networks;
 use service::{read_service, ServiceContext};
-use value::{describe, expect_mapping, expect_str, join, string_entries};
+use value::{expect_mapping, expect_str, join, string_entries};
 
 /// What `parse` reads.
 pub struct ComposeInput<'a> {
@@ -96,18 +102,28 @@ pub fn parse(input: &ComposeInput<'_>) -> Result<ComposeApp, ComposeError> {
     )
 }
 
-/// Parses a `.env` file. References to variables defined earlier in the same file are expanded;
-/// the process environment is not consulted (this crate does no I/O), so a reference to
-/// anything else expands to the empty string.
 /// A size as Compose and Docker write it (`10m`, `500k`, `1.5g`, bytes), in bytes; `None` if
 /// it is not one. For flags that take sizes the way Compose files do.
 pub fn parse_size(text: &str) -> Option<u64> {
     resources::parse_size(text)
 }
 
+/// Parses a `.env` file. References to variables defined earlier in the same file are expanded;
+/// nothing else is consulted, so a reference to anything else expands to the empty string.
 pub fn parse_dotenv(source: &str) -> Result<BTreeMap<String, String>, ComposeError> {
-    dotenv::parse_with(source, &|_| None).map_err(|e| ComposeError {
-        file: ".env".to_string(),
+    parse_dotenv_with(".env", source, &|_| None)
+}
+
+/// Parses the project's `.env` file (`file_name` is for errors): references to variables
+/// defined earlier in the same file are expanded, then through `lookup` (the CLI passes the
+/// process environment, as Docker Compose does).
+pub fn parse_dotenv_with(
+    file_name: &str,
+    source: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, ComposeError> {
+    dotenv::parse_with(source, lookup).map_err(|e| ComposeError {
+        file: file_name.to_string(),
         errors: vec![FieldError {
             path: format!("line {}", e.line),
             message: e.message,
@@ -117,32 +133,11 @@ pub fn parse_dotenv(source: &str) -> Result<BTreeMap<String, String>, ComposeErr
 }
 
 fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeApp> {
-    let mut doc = load_yaml(p, input.source)?;
-    let top = match &mut doc {
-        Value::Mapping(map) => map,
-        Value::Null => {
-            p.push(
-                "",
-                "the file is empty",
-                "describe the app under `services:`, like services: {web: {image: nginx:1.27}}",
-            );
-            return None;
-        }
-        other => {
-            p.push(
-                "",
-                format!(
-                    "expected a mapping at the top of the file, got {}",
-                    describe(other)
-                ),
-                "start the file with `services:`",
-            );
-            return None;
-        }
-    };
+    let mut doc = document::load_yaml(p, input.source)?;
+    let top = document::top_mapping(p, &mut doc)?;
 
     let lookup = |name: &str| input.env.get(name).cloned();
-    interpolate_top(p, top, &lookup);
+    document::interpolate_top(p, top, &lookup);
     // Validating a value whose interpolation failed would only repeat the problem in other
     // words, so stop here, as Docker Compose does.
     if p.len() > 0 {
@@ -250,127 +245,6 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
     })
 }
 
-/// Parses the YAML and resolves `<<` merge keys.
-fn load_yaml(p: &mut Problems, source: &str) -> Option<Value> {
-    let mut doc: Value = match serde_yaml_ng::from_str(source) {
-        Ok(doc) => doc,
-        Err(e) => {
-            let fix = match e.location() {
-                Some(at) => format!(
-                    "check the indentation and quoting near line {}, column {}",
-                    at.line(),
-                    at.column()
-                ),
-                None => "check the indentation and quoting".to_string(),
-            };
-            p.push("", format!("invalid YAML: {e}"), fix);
-            return None;
-        }
-    };
-    // `apply_merge` resolves one level per pass: a mapping merged from an anchor that itself
-    // used `<<` brings that key along. Repeat until none is left; the depth of such chains is
-    // bounded by the file, and the bound below only guards against surprises.
-    for _ in 0..64 {
-        if let Err(e) = doc.apply_merge() {
-            p.push(
-                "",
-                format!("invalid merge key `<<`: {e}"),
-                "merge a mapping or a list of mappings, like `<<: *defaults`",
-            );
-            return None;
-        }
-        if !has_merge_key(&doc) {
-            return Some(doc);
-        }
-    }
-    p.push(
-        "",
-        "merge keys `<<` are nested too deeply",
-        "flatten the chain of anchors merged into each other",
-    );
-    None
-}
-
-fn has_merge_key(value: &Value) -> bool {
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Mapping(map) => {
-                if map.contains_key("<<") {
-                    return true;
-                }
-                stack.extend(map.values());
-            }
-            Value::Sequence(items) => stack.extend(items),
-            Value::Tagged(t) => stack.push(&t.value),
-            _ => {}
-        }
-    }
-    false
-}
-
-/// Interpolates every string value except under `x-*` keys at the top and on services, which
-/// Hivemind ignores (and which often hold half-finished anchors). Merged copies of anchors are
-/// interpolated where they are used.
-fn interpolate_top(p: &mut Problems, top: &mut Mapping, lookup: interpolate::Lookup<'_>) {
-    for (key, v) in top.iter_mut() {
-        let Some(key) = key.as_str() else { continue };
-        if key.starts_with("x-") {
-            continue;
-        }
-        if key == "services" {
-            if let Value::Mapping(services) = v {
-                for (name, service) in services.iter_mut() {
-                    let path = join("services", &value::key_text(name).unwrap_or_default());
-                    match service {
-                        Value::Mapping(fields) => {
-                            for (field, fv) in fields.iter_mut() {
-                                let field = value::key_text(field).unwrap_or_default();
-                                if field.starts_with("x-") && field != "x-hivemind" {
-                                    continue;
-                                }
-                                interpolate_value(p, &join(&path, &field), fv, lookup);
-                            }
-                        }
-                        other => interpolate_value(p, &path, other, lookup),
-                    }
-                }
-                continue;
-            }
-        }
-        interpolate_value(p, key, v, lookup);
-    }
-}
-
-fn interpolate_value(
-    p: &mut Problems,
-    path: &str,
-    value: &mut Value,
-    lookup: interpolate::Lookup<'_>,
-) {
-    match value {
-        Value::String(s) => match interpolate(s, lookup) {
-            Ok(expanded) => *s = expanded,
-            Err(e) => p.push(path, e.message, e.fix),
-        },
-        Value::Sequence(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                interpolate_value(p, &value::index(path, i), item, lookup);
-            }
-        }
-        Value::Mapping(map) => {
-            for (k, v) in map.iter_mut() {
-                let key = value::key_text(k).unwrap_or_default();
-                interpolate_value(p, &join(path, &key), v, lookup);
-            }
-        }
-        Value::Tagged(t) => interpolate_value(p, path, &mut t.value, lookup),
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
-}
-
-/// The app's DNS name: Compose project names like `full_example_project_name` are mapped as
-/// service names are.
 fn read_app_name(p: &mut Problems, value: &Value) -> Option<String> {
     let name = expect_str(p, "name", value, "name: shop")?;
     names::read_name(p, "name", names::Kind::App, name, 63)

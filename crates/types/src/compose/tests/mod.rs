@@ -9,6 +9,7 @@ mod good;
 mod limits;
 mod names;
 mod networks;
+mod project;
 mod properties;
 mod real_world;
 mod robustness;
