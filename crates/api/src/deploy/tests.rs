@@ -298,3 +298,41 @@ async fn app_name_from_the_request_with_underscore_is_accepted() {
     let out = deploy(&store, "default", &r).await.unwrap();
     assert_eq!(out.response.app.name, "my-app");
 }
+
+#[tokio::test]
+async fn a_model_loaded_by_the_cli_deploys_with_its_values_as_loaded() {
+    // What the CLI sends: the project loaded with its variables and files, no `env`.
+    let env = BTreeMap::from([
+        ("DB_PASS".to_string(), "p$ss ${x}".to_string()),
+        ("TAG".to_string(), "1".to_string()),
+    ]);
+    let files = [compose::ComposeFile {
+        name: "compose.yaml",
+        source: "name: shop\nservices:\n  web:\n    image: \"busybox:${TAG}\"\n    env_file: [{path: raw.env, format: raw}]\n    environment: {DB_PASS: }\n",
+    }];
+    let raw = |_: &str| Ok("RAW=$HOME \"q\"\n".to_string());
+    let project = compose::load_project(&compose::ProjectInput {
+        files: &files,
+        env: &env,
+        read_file: &raw,
+        profiles: &[],
+    })
+    .unwrap();
+    let store = Store::open_in_memory().unwrap();
+    let out = deploy(&store, "default", &req(&project.source))
+        .await
+        .unwrap();
+    let spec = &out.response.services[0].spec;
+    assert_eq!(spec.image, "busybox:1");
+    let env: Vec<(&str, &str)> = spec
+        .environment
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env, [("DB_PASS", "p$ss ${x}"), ("RAW", "$HOME \"q\"")]);
+    assert!(
+        out.response.warnings.is_empty(),
+        "{:?}",
+        out.response.warnings
+    );
+}

@@ -373,3 +373,78 @@ fn extends_cycles_and_unknown_services_are_errors_naming_them() {
     .unwrap_err();
     assert!(err.errors[0].message.contains("gone.yaml"), "{err}");
 }
+
+mod robustness {
+    //! The loader never panics either: random files merged over each other, with `extends`,
+    //! `profiles`, env_files and tags, give a model or an error with problems; and a model it
+    //! gives reads the same when loaded again (the server's side is idempotent).
+
+    use proptest::prelude::*;
+
+    use super::super::properties::{document, text, yamlish};
+    use super::*;
+
+    fn loaded(compose: &[&str], env_file: &str, profiles: &[&str]) {
+        let disk = [("x.env", env_file), ("other.yaml", compose[0])];
+        let env = [("A", "1"), ("COMPOSE_PROFILES", "p")];
+        match load(compose, &env, &disk, profiles) {
+            Ok(_) => {}
+            Err(e) => assert!(!e.errors.is_empty(), "an error without problems"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn merged_arbitrary_files_never_panic(a in document(), b in document(), c in yamlish()) {
+            loaded(&[&a, &b], "", &[]);
+            loaded(&[&a, &c], "", &["*"]);
+        }
+
+        #[test]
+        fn extends_profiles_and_tags_never_panic(
+            a in text(), b in text(), c in text(),
+            env_file in "([A-Z_]{1,4}=?[^\n]{0,12}\n?){0,4}|.{0,40}",
+        ) {
+            let base = format!(
+                "services:\n  web:\n    image: x\n    extends: {{service: \"{a}\", file: other.yaml}}\n    \
+                 env_file: [{{path: x.env, format: raw}}, x.env]\n    profiles: [\"{b}\"]\n    \
+                 depends_on: [\"{c}\"]\n  \"{a}\": {{image: y, extends: web, ports: !reset []}}\n"
+            );
+            let over = format!("services:\n  web:\n    environment: {{\"{c}\": !reset null}}\n    ports: !override [\"{b}\"]\n");
+            loaded(&[&base, &over], &env_file, &[&b]);
+        }
+    }
+}
+
+#[test]
+fn loading_the_loaded_model_again_changes_nothing() {
+    let compose = ["services:\n  web:\n    image: \"${IMAGE}\"\n    command: [sh, -c, \"echo $$HOME\"]\n    env_file: web.env\n    environment: [P]\n"];
+    let env = vars(&[("IMAGE", "a$b"), ("P", "x${y}$$")]);
+    let disk = [("web.env", "Q='$lit'\n")];
+    let read = files_of(&disk);
+    let files = [ComposeFile {
+        name: "compose.yaml",
+        source: compose[0],
+    }];
+    let first = load_project(&ProjectInput {
+        files: &files,
+        env: &env,
+        read_file: &read,
+        profiles: &[],
+    })
+    .unwrap();
+    let again = [ComposeFile {
+        name: "compose.yaml",
+        source: &first.source,
+    }];
+    let second = load_project(&ProjectInput {
+        files: &again,
+        env: &BTreeMap::new(),
+        read_file: &|_| Err("none".into()),
+        profiles: &[],
+    })
+    .unwrap();
+    assert_eq!(first.source, second.source);
+}

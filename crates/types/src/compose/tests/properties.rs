@@ -49,7 +49,7 @@ const NESTED_KEYS: &[&str] = &[
 ];
 
 /// Scalars a prober would try, and ones that look like the values the reader expects.
-fn text() -> impl Strategy<Value = String> {
+pub(super) fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("1e30".to_string()),
         Just("1e19".to_string()),
@@ -112,7 +112,7 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 /// A file with services whose known keys hold arbitrary values.
-fn document() -> impl Strategy<Value = String> {
+pub(super) fn document() -> impl Strategy<Value = String> {
     let service = prop::collection::vec(
         (
             prop::sample::select(SERVICE_KEYS).prop_map(str::to_string),
@@ -149,7 +149,7 @@ fn document() -> impl Strategy<Value = String> {
 }
 
 /// Text that is mostly YAML syntax and Compose words, in any order.
-fn yamlish() -> impl Strategy<Value = String> {
+pub(super) fn yamlish() -> impl Strategy<Value = String> {
     let token = prop_oneof![
         prop::sample::select(vec![
             "services:",
