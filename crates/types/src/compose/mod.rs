@@ -21,6 +21,7 @@ mod environment;
 mod error;
 mod extends;
 mod hivemind;
+mod include;
 mod interpolate;
 mod keys;
 mod logging;

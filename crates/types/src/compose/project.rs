@@ -1,5 +1,6 @@
 //! Loading a Compose project where its files are (the CLI): every `-f` file read and
-//! interpolated with the whole environment, merged in order, profiles applied, and each
+//! interpolated with the whole environment, its `include`s added, merged in order, `extends`
+//! resolved, profiles applied, and each
 //! service's env_files and shell-taken variables inlined into its `environment`. The result is
 //! one self-contained model, written back as YAML with every `$` doubled, so that the reader
 //! ([`super::parse`], which the server runs with no variables) interpolates it back to exactly
@@ -15,6 +16,7 @@ use super::document::{escape_top, interpolate_top, load_yaml, top_mapping};
 use super::environment::resolve_environments;
 use super::error::{ComposeError, Problems};
 use super::extends::resolve_extends;
+use super::include::apply_includes;
 use super::merge::{merge_files, strip_tags};
 use super::profiles::apply_profiles;
 
@@ -60,10 +62,20 @@ pub fn load_project(input: &ProjectInput<'_>) -> Result<Project, ComposeError> {
         .collect::<Vec<_>>()
         .join("+");
     let lookup = |name: &str| input.env.get(name).cloned();
+    // An included file, read and interpolated with its own variables.
+    let load_text = |name: &str, text: &str, vars: &BTreeMap<String, String>| {
+        let lookup = |n: &str| vars.get(n).cloned();
+        let mut p = Problems::default();
+        let top = read_file_model(&mut p, text, &lookup);
+        first_problem(name, p.finish(name, top))
+    };
     let mut model: Option<Mapping> = None;
     for file in input.files {
         let mut p = Problems::default();
-        let top = read_file_model(&mut p, file.source, &lookup);
+        let mut top = read_file_model(&mut p, file.source, &lookup);
+        if let Some(top) = &mut top {
+            apply_includes(&mut p, top, "", input.env, input.read_file, &load_text, 0);
+        }
         let top = p.finish(file.name, top)?;
         let Some(mut top) = top else { continue };
         match &mut model {
@@ -101,20 +113,7 @@ pub fn load_project(input: &ProjectInput<'_>) -> Result<Project, ComposeError> {
         let text = (input.read_file)(path)?;
         let mut p = Problems::default();
         let top = read_file_model(&mut p, &text, &lookup);
-        match p.finish(path, top) {
-            Ok(Some(mut top)) => {
-                strip_tags(&mut top);
-                Ok(top)
-            }
-            Ok(None) => Err("it has no Compose model".to_string()),
-            Err(e) => Err(e.errors.first().map_or_else(String::new, |f| {
-                if f.path.is_empty() {
-                    f.message.clone()
-                } else {
-                    format!("{}: {}", f.path, f.message)
-                }
-            })),
-        }
+        first_problem(path, p.finish(path, top))
     };
     if let Some(Value::Mapping(services)) = model.get_mut("services") {
         // After merging, so that a service of an override file may extend one of the base file.
@@ -169,4 +168,25 @@ fn unreachable_model<T>() -> Result<T, ComposeError> {
             fix: "report this as a bug, with the Compose files".to_string(),
         }],
     })
+}
+
+/// A file's model with its tags applied, or its first problem as one line.
+fn first_problem(
+    _name: &str,
+    read: Result<Option<Mapping>, ComposeError>,
+) -> Result<Mapping, String> {
+    match read {
+        Ok(Some(mut top)) => {
+            strip_tags(&mut top);
+            Ok(top)
+        }
+        Ok(None) => Err("it has no Compose model".to_string()),
+        Err(e) => Err(e.errors.first().map_or_else(String::new, |f| {
+            if f.path.is_empty() {
+                f.message.clone()
+            } else {
+                format!("{}: {}", f.path, f.message)
+            }
+        })),
+    }
 }

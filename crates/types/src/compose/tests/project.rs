@@ -376,7 +376,7 @@ fn extends_cycles_and_unknown_services_are_errors_naming_them() {
 
 mod robustness {
     //! The loader never panics either: random files merged over each other, with `extends`,
-    //! `profiles`, env_files and tags, give a model or an error with problems; and a model it
+    //! `include` (of itself too), `profiles`, env_files and tags, give a model or an error with problems; and a model it
     //! gives reads the same when loaded again (the server's side is idempotent).
 
     use proptest::prelude::*;
@@ -408,7 +408,7 @@ mod robustness {
             env_file in "([A-Z_]{1,4}=?[^\n]{0,12}\n?){0,4}|.{0,40}",
         ) {
             let base = format!(
-                "services:\n  web:\n    image: x\n    extends: {{service: \"{a}\", file: other.yaml}}\n    \
+                "include: [other.yaml, {{path: [\"{b}\"]}}]\nservices:\n  web:\n    image: x\n    extends: {{service: \"{a}\", file: other.yaml}}\n    \
                  env_file: [{{path: x.env, format: raw}}, x.env]\n    profiles: [\"{b}\"]\n    \
                  depends_on: [\"{c}\"]\n  \"{a}\": {{image: y, extends: web, ports: !reset []}}\n"
             );
@@ -447,4 +447,34 @@ fn loading_the_loaded_model_again_changes_nothing() {
     })
     .unwrap();
     assert_eq!(first.source, second.source);
+}
+
+#[test]
+fn include_adds_services_with_paths_and_dotenv_of_the_included_file() {
+    let app = load_ok(
+        &["include: [db/compose.yaml]\nservices:\n  web: {image: nginx}\n"],
+        &[],
+        &[
+            (
+                "db/compose.yaml",
+                "services:\n  db:\n    image: \"postgres:${PG}\"\n    env_file: db.env\n",
+            ),
+            ("db/.env", "PG=16\n"),
+            ("db/db.env", "POSTGRES_DB=shop\n"),
+        ],
+    );
+    assert_eq!(service(&app, "db").image, "postgres:16");
+    assert_eq!(env_of(&app, "db"), pairs(&[("POSTGRES_DB", "shop")]));
+    let err = load(
+        &["include: [other.yaml]\nservices:\n  web: {image: nginx}\n"],
+        &[],
+        &[("other.yaml", "services:\n  web: {image: x}\n")],
+        &[],
+    )
+    .unwrap_err();
+    let e = err.at("include[0]").expect("names the include");
+    assert!(
+        e.message.contains("web") && e.message.contains("other.yaml"),
+        "{e}"
+    );
 }
