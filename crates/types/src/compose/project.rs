@@ -1,7 +1,7 @@
 //! Loading a Compose project where its files are (the CLI): every `-f` file read and
 //! interpolated with the whole environment, its `include`s added, merged in order, `extends`
-//! resolved, profiles applied, and each
-//! service's env_files and shell-taken variables inlined into its `environment`. The result is
+//! resolved, profiles applied, and each service's env_files and shell-taken variables inlined
+//! into its `environment`. The result is
 //! one self-contained model, written back as YAML with every `$` doubled, so that the reader
 //! ([`super::parse`], which the server runs with no variables) interpolates it back to exactly
 //! these values and needs no files.
@@ -67,7 +67,7 @@ pub fn load_project(input: &ProjectInput<'_>) -> Result<Project, ComposeError> {
         let lookup = |n: &str| vars.get(n).cloned();
         let mut p = Problems::default();
         let top = read_file_model(&mut p, text, &lookup);
-        first_problem(name, p.finish(name, top))
+        first_problem(p.finish(name, top))
     };
     let mut model: Option<Mapping> = None;
     for file in input.files {
@@ -113,7 +113,7 @@ pub fn load_project(input: &ProjectInput<'_>) -> Result<Project, ComposeError> {
         let text = (input.read_file)(path)?;
         let mut p = Problems::default();
         let top = read_file_model(&mut p, &text, &lookup);
-        first_problem(path, p.finish(path, top))
+        first_problem(p.finish(path, top))
     };
     if let Some(Value::Mapping(services)) = model.get_mut("services") {
         // After merging, so that a service of an override file may extend one of the base file.
@@ -171,10 +171,7 @@ fn unreachable_model<T>() -> Result<T, ComposeError> {
 }
 
 /// A file's model with its tags applied, or its first problem as one line.
-fn first_problem(
-    _name: &str,
-    read: Result<Option<Mapping>, ComposeError>,
-) -> Result<Mapping, String> {
+fn first_problem(read: Result<Option<Mapping>, ComposeError>) -> Result<Mapping, String> {
     match read {
         Ok(Some(mut top)) => {
             strip_tags(&mut top);

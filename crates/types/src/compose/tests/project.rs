@@ -478,3 +478,30 @@ fn include_adds_services_with_paths_and_dotenv_of_the_included_file() {
         "{e}"
     );
 }
+
+#[test]
+fn merge_rules_for_names_lists_and_logging() {
+    let yaml = |s: &str| -> serde_yaml_ng::Mapping { serde_yaml_ng::from_str(s).unwrap() };
+    let mut base = yaml(
+        "services:\n  web:\n    depends_on: [db]\n    networks: [front]\n    cap_add: [NET_ADMIN]\n    \
+         logging: {driver: json-file, options: {max-size: 1m}}\n    extra_hosts: [\"a:10.0.0.1\"]\n",
+    );
+    let over = yaml(
+        "services:\n  web:\n    depends_on: {cache: {condition: service_healthy}}\n    networks: [back, front]\n    \
+         cap_add: [NET_ADMIN, SYS_TIME]\n    logging: {options: {max-file: \"3\"}}\n    extra_hosts: {a: 10.0.0.2}\n",
+    );
+    super::super::merge::merge_files(&mut base, over);
+    let expected = yaml(
+        "services:\n  web:\n    depends_on: {db: {condition: service_started}, cache: {condition: service_healthy}}\n    \
+         networks: [front, back]\n    cap_add: [NET_ADMIN, SYS_TIME]\n    \
+         logging: {driver: json-file, options: {max-size: 1m, max-file: \"3\"}}\n    extra_hosts: {a: 10.0.0.2}\n",
+    );
+    assert_eq!(base, expected);
+    // A new logging driver replaces the old settings.
+    let mut base = yaml("services: {web: {logging: {driver: json-file, options: {max-size: 1m}}}}");
+    super::super::merge::merge_files(
+        &mut base,
+        yaml("services: {web: {logging: {driver: local}}}"),
+    );
+    assert_eq!(base, yaml("services: {web: {logging: {driver: local}}}"));
+}
