@@ -26,6 +26,13 @@ pub enum StoreError {
     /// transaction was in failed (nothing of it was written).
     #[error("store unavailable: {reason}")]
     Unavailable { reason: String },
+    /// The store's files could not be created private to their owner, or tightened to that.
+    #[error("cannot make the store file {path} private (mode 0600): {source}; run hivemind as the user that owns the data dir, or fix its owner")]
+    Permissions {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("store database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error(

@@ -199,3 +199,57 @@ async fn compacted_files_stop_growing() {
     assert_eq!(changes_after(&store, 1200).await.unwrap().len(), 0);
     assert_eq!(changes_after(&store, 0).await, Err(1200));
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Issue 10: the database, its WAL and its shared-memory file are 0600 from the start, whatever
+/// the umask lets through (they were 0644).
+#[tokio::test]
+async fn store_files_are_private_to_their_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).unwrap();
+    store
+        .txn(vec![Op::put(Kind::Node, "n1", &obj("n1"), Expect::Any)])
+        .await
+        .unwrap();
+    for name in ["state.db", "state.db-wal", "state.db-shm"] {
+        assert_eq!(mode(&dir.path().join(name)), 0o600, "{name}");
+    }
+}
+
+/// Issue 10, for stores made before the fix: files left 0644 are tightened when the store
+/// opens, and the data written before stays.
+#[tokio::test]
+async fn store_files_left_world_readable_are_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).unwrap();
+    store
+        .txn(vec![Op::put(Kind::Node, "n1", &obj("n1"), Expect::Any)])
+        .await
+        .unwrap();
+    let names = ["state.db", "state.db-wal", "state.db-shm"];
+    // Open handles keep the WAL and shm files in place, as after a crash of an older version.
+    for name in names {
+        std::fs::set_permissions(
+            dir.path().join(name),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    let reopened = Store::open(&path).unwrap();
+    for name in names {
+        assert_eq!(mode(&dir.path().join(name)), 0o600, "{name}");
+    }
+    assert_eq!(reopened.revision().await.unwrap(), 1);
+    drop(store);
+}

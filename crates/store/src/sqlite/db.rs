@@ -56,6 +56,7 @@ const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
 /// Opens the writer's connection at `path`, creating and migrating the schema.
 pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    make_private(path)?;
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -63,6 +64,40 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     // grows it to hundreds of MB, which SQLite would otherwise keep as the file's high mark.
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     migrate(conn)
+}
+
+/// Creates the database file mode 0600 if it is missing, and takes group and other access off
+/// it and its `-wal` and `-shm` files if they have any (stores made before this were 0644).
+/// Why: the store holds every app's environment and the credentials' hashes. SQLite creates the
+/// WAL and shared-memory files with the database file's mode, so the database's 0600 carries
+/// over to them; only files an older version left behind need the chmod.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |path: &Path, source| StoreError::Permissions {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| failed(path, e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        let mode = match std::fs::metadata(file) {
+            Ok(meta) => meta.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failed(file, e)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(|e| failed(file, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens a reader's connection to a store `open_writer` already migrated. WAL lets readers see
