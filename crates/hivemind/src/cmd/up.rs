@@ -102,8 +102,7 @@ async fn start_server(
     tokio::task::JoinHandle<()>,
 )> {
     let data_dir = &global.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    private_data_dir(data_dir)?;
     let store = Store::open(&data_dir.join("state.db"))
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let token = hivemind_api::load_or_create_admin_token(data_dir)
@@ -223,6 +222,7 @@ async fn node_identity(
     client: Client,
     node: &str,
 ) -> anyhow::Result<(Client, String)> {
+    private_data_dir(&global.data_dir)?;
     let path = global.data_dir.join("node.credential");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -244,8 +244,6 @@ async fn node_identity(
         .join(node)
         .await
         .with_context(|| format!("cannot join node {node}: pass a join token with --token"))?;
-    std::fs::create_dir_all(&global.data_dir)
-        .with_context(|| format!("cannot create {}", global.data_dir.display()))?;
     write_private(
         &path,
         &format!("{}\n{}\n", joined.credential, joined.agent_secret),
@@ -253,6 +251,33 @@ async fn node_identity(
     .with_context(|| format!("cannot save the node credential in {}", path.display()))?;
     info!(%node, "joined");
     Ok((client.with_token(joined.credential), joined.agent_secret))
+}
+
+/// Creates the data dir mode 0700, or takes group and other access off it if it has any (data
+/// dirs made before were 0755). Why: it holds the store, the secrets and the replicas' logs, and
+/// a private directory keeps every file in it private, whatever mode a file got.
+fn private_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the data dir {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)).with_context(
+            || {
+                format!(
+                    "cannot make the data dir {} private (mode 0700): run hivemind as its owner, or pick another with --data-dir",
+                    dir.display()
+                )
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Writes `text` to a new file at `path` created with mode 0600 (never readable by others, not
