@@ -6,6 +6,7 @@
 //! - [`sim`]: simulated nodes that load a real server like a cluster (`hivemind-sim`).
 //! - [`probe`]: the time one replica's change takes to reach every node (`hivemind-sim --probe`).
 //! - [`http`]: a raw HTTP/1.1 request, for hostile paths an HTTP client would not send.
+//! - [`server`]: a real `hivemind server` process, measured from outside (RSS, `/healthz`).
 //! - [`containerd`]: `ctr` listings and the emptying of a test's containerd namespace.
 
 pub mod containerd;
@@ -14,4 +15,5 @@ pub mod image;
 pub mod log_driver;
 pub mod probe;
 pub mod registry;
+pub mod server;
 pub mod sim;
