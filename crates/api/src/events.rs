@@ -57,6 +57,15 @@ pub(crate) async fn change_stream(
             stream::once(future::ready(Ok(reset_event("compacted")))).right_stream()
         }
     });
+    // Each event costs its connection's task a unit of tokio's cooperative budget, so that the
+    // task yields every so many events. Without it a watcher whose client reads as fast as it
+    // is written never yielded: only socket writes count against the budget, and hyper buffers
+    // hundreds of events per write, so ten watchers of a long backlog kept `/healthz` and every
+    // other connection waiting for seconds.
+    let body = body.then(|event| async move {
+        tokio::task::coop::consume_budget().await;
+        event
+    });
     // On shutdown the stream just ends; watchers reconnect from their last revision.
     let body: Events = Box::pin(body.take_until(stopped(shutdown)));
     Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
