@@ -80,6 +80,8 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
+        // An existing store is opened to check its mode, never emptied.
+        .truncate(false)
         .mode(0o600)
         .open(path)
         .map_err(|e| failed(path, e))?;
