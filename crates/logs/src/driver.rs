@@ -16,6 +16,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -311,7 +312,12 @@ impl RotatingWriter {
         let dir = config.dir.clone();
         let max_size = config.rotation.max_size;
         let opened = (|| -> io::Result<(u64, File, u64)> {
-            std::fs::create_dir_all(&dir)?;
+            // Logs hold what apps print, secrets included at times: owner only, like the
+            // data dir around them.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
             let newest = files::list(&dir)?.last().copied();
             let seq = match newest {
                 Some(seq) => {
@@ -431,6 +437,7 @@ fn open_append(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
 }
 

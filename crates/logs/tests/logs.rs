@@ -77,3 +77,25 @@ fn bad_settings_drain_the_output_instead_of_exiting() {
     drop(input);
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn log_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("web-1");
+    let mut child = spawn(&format!("1048576:2:{}", logs.display()));
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"DB_PASS=hunter2\n").unwrap();
+    drop(input);
+    assert!(child.wait().unwrap().success());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&logs), 0o700, "the replica's log dir");
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!files.is_empty());
+    for f in files {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+}
