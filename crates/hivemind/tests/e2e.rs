@@ -225,7 +225,8 @@ fn bad_compose_files_are_refused_before_anything_is_written() {
             "services:\n  web:\n    image: x\n    ports: [\"80:abc\"]\n",
             "services.web.ports[0]",
         ),
-        ("services:\n  Web_1:\n    image: x\n", "Web_1"),
+        // `Web_1` is a valid Compose name now (mapped to `web-1`); a space is not.
+        ("services:\n  \"Web 1\":\n    image: x\n", "Web 1"),
         (
             "services:\n  web:\n    image: x\n    deploy: { replicas: three }\n",
             "services.web.deploy.replicas",

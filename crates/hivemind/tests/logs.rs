@@ -320,11 +320,19 @@ fn rotated_logs_tail_since_and_timestamps() {
         "bad.yaml",
         &rotating_compose().replace("driver: json-file", "driver: syslog"),
     );
-    let out = node.cli(&["deploy", "-f", bad.to_str().unwrap(), "--app", "bad"]);
+    // Another log driver is a warning (logs stay on the node), which --strict refuses.
+    let out = node.cli(&[
+        "deploy",
+        "-f",
+        bad.to_str().unwrap(),
+        "--app",
+        "bad",
+        "--strict",
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("services.chatty.logging.driver") && stderr.contains("syslog"),
+        stderr.contains("services.chatty.logging.driver") && stderr.contains("--strict"),
         "{stderr}"
     );
 }

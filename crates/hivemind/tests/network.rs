@@ -405,10 +405,11 @@ fn bad_network_input_is_refused() {
         "{stderr}"
     );
 
-    // An invalid network name is refused by the Compose reader.
+    // An invalid network name is refused by the Compose reader (`Bad_Net` is valid Compose,
+    // mapped to `bad-net`; a space is not).
     let c = node.write(
         "c.yaml",
-        &format!("services:\n  web:\n    image: {WORKLOAD}\nnetworks:\n  Bad_Net: {{}}\n"),
+        &format!("services:\n  web:\n    image: {WORKLOAD}\nnetworks:\n  \"Bad Net\": {{}}\n"),
     );
     let out = node.cli(&["deploy", "-f", c.to_str().unwrap(), "--app", "third"]);
     assert!(!out.status.success());
