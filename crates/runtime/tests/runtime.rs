@@ -53,15 +53,8 @@ struct TestEnv {
 impl TestEnv {
     /// `None` when system tests are skipped on purpose.
     async fn new() -> Option<TestEnv> {
-        if !Path::new(SOCKET).exists() {
-            if std::env::var("HIVEMIND_SKIP_SYSTEM_TESTS").as_deref() == Ok("1") {
-                eprintln!("skipping: {SOCKET} absent and HIVEMIND_SKIP_SYSTEM_TESTS=1");
-                return None;
-            }
-            panic!(
-                "containerd is not running ({SOCKET} absent): start it with `containerd &` as \
-                 root, or set HIVEMIND_SKIP_SYSTEM_TESTS=1 to skip system tests"
-            );
+        if !hivemind_test_support::containerd::require_containerd() {
+            return None;
         }
         let namespace = format!("hm-test-{:08x}", rand::random::<u32>());
         let dir = tempfile::tempdir().expect("tempdir");

@@ -74,3 +74,22 @@ pub fn cleanup_namespace(namespace: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// containerd's socket on every machine the tests run on.
+pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+
+/// Fails the test unless containerd is there (CI always has it), or skips it (`false`) when the
+/// developer says so explicitly with HIVEMIND_SKIP_SYSTEM_TESTS=1.
+pub fn require_containerd() -> bool {
+    if std::path::Path::new(CONTAINERD_SOCKET).exists() {
+        return true;
+    }
+    if std::env::var("HIVEMIND_SKIP_SYSTEM_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipping: containerd is not running and HIVEMIND_SKIP_SYSTEM_TESTS=1");
+        return false;
+    }
+    panic!(
+        "containerd is not running at {CONTAINERD_SOCKET}: start it (scripts/test.sh does), or \
+         set HIVEMIND_SKIP_SYSTEM_TESTS=1 to skip system tests"
+    );
+}

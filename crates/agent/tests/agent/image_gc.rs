@@ -8,7 +8,7 @@
 //! `HIVEMIND_SKIP_SYSTEM_TESTS=1` is set.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::SOCKET;
 use hivemind_agent::converge::image_gc::{collect_images, ImageGcPolicy};
@@ -67,15 +67,8 @@ async fn image_names(runtime: &Containerd) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn image_gc_removes_unused_images_and_keeps_used_ones() {
-    if !Path::new(SOCKET).exists() {
-        if std::env::var("HIVEMIND_SKIP_SYSTEM_TESTS").as_deref() == Ok("1") {
-            eprintln!("skipping: {SOCKET} absent and HIVEMIND_SKIP_SYSTEM_TESTS=1");
-            return;
-        }
-        panic!(
-            "containerd is not running ({SOCKET} absent): start it with `containerd &` as root, \
-             or set HIVEMIND_SKIP_SYSTEM_TESTS=1 to skip system tests"
-        );
+    if !hivemind_test_support::containerd::require_containerd() {
+        return;
     }
     let namespace = format!("hm-test-gc-{:08x}", rand::random::<u32>());
     let _guard = NamespaceGuard(namespace.clone());

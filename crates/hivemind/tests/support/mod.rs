@@ -12,7 +12,6 @@ use rand::Rng;
 
 pub const IMAGE: &str = "hivemind.test/busybox:1";
 pub const WORKLOAD: &str = "hivemind.test/workload:1";
-pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 
 pub struct TestNode {
     pub dir: tempfile::TempDir,
@@ -33,18 +32,7 @@ fn next_slot() -> u32 {
     (std::process::id() * 7 + n) % 50
 }
 
-/// Fails the test unless containerd is there (CI always has it), or skips it when the developer
-/// says so explicitly with HIVEMIND_SKIP_SYSTEM_TESTS=1.
-pub fn require_containerd() -> bool {
-    if Path::new(CONTAINERD_SOCKET).exists() {
-        return true;
-    }
-    if std::env::var("HIVEMIND_SKIP_SYSTEM_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipping: containerd is not running and HIVEMIND_SKIP_SYSTEM_TESTS=1");
-        return false;
-    }
-    panic!("containerd is not running at {CONTAINERD_SOCKET}: start it (scripts/test.sh does), or set HIVEMIND_SKIP_SYSTEM_TESTS=1 to skip system tests");
-}
+pub use hivemind_test_support::containerd::require_containerd;
 
 /// `hm-workload`, built by `cargo test --workspace` beside this test binary.
 pub fn workload_bin() -> PathBuf {
