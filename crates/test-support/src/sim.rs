@@ -76,6 +76,7 @@ pub fn observe(
                 ip,
                 exits: Vec::new(),
                 failure: None,
+                health: None,
                 meta: Default::default(),
             },
         );

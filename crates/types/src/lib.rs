@@ -8,6 +8,7 @@ pub mod compose;
 pub mod endpoints;
 pub mod event;
 pub mod exec;
+pub mod health;
 pub mod id;
 pub mod limits;
 pub mod logs;
@@ -21,6 +22,7 @@ pub mod util;
 pub use assignment_delta::EndpointChange;
 pub use endpoints::{AddressClaim, AddressPool, EndpointReplica, Endpoints};
 pub use event::{Event, EventObject, EventType};
+pub use health::{Health, HealthStatus};
 pub use limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
 pub use network::ClusterNetwork;
 pub use object::{

@@ -170,6 +170,9 @@ pub struct ObservedReplica {
     /// The last failure to create or start the container, while it lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureRecord>,
+    /// What its health check last found; `None` when the service has no check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
     #[serde(default)]
     pub meta: Meta,
 }

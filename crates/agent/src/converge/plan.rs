@@ -116,6 +116,7 @@ pub fn plan(
             ip: None,
             exits: Vec::new(),
             failure: None,
+            health: None,
             meta: Default::default(),
         };
         if in_flight.contains(&replica.id) {

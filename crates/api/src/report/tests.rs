@@ -52,6 +52,7 @@ fn status(id: &str, node: &str, state: ReplicaState) -> ObservedReplica {
         ip: None,
         exits: Vec::new(),
         failure: None,
+        health: None,
         meta: Meta::default(),
     }
 }

@@ -44,6 +44,7 @@ fn exit_report(generation: u64) -> NodeReport {
                 last_lines: vec!["hello".into()],
             }],
             failure: None,
+            health: None,
             meta: Meta::default(),
         }],
     }

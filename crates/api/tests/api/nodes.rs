@@ -81,6 +81,7 @@ async fn reports_show_up_in_nodes_and_replica_views() {
             ip: None,
             exits: Vec::new(),
             failure: None,
+            health: None,
             meta: Meta::default(),
         }],
     };
@@ -207,6 +208,7 @@ async fn node_rm_removes_the_nodes_replica_statuses() {
         ip: None,
         exits: Vec::new(),
         failure: None,
+        health: None,
         meta: Meta::default(),
     };
     for (node, id) in [("n1", "web-11111"), ("n2", "web-22222")] {

@@ -46,6 +46,7 @@ fn status(id: &str, state: ReplicaState, exits: Vec<ExitRecord>) -> ObservedRepl
         ip: None,
         exits,
         failure: None,
+        health: None,
         meta: Meta::default(),
     }
 }

@@ -71,6 +71,7 @@ fn status(id: &str, state: ReplicaState) -> (String, ObservedReplica) {
             ip: None,
             exits: Vec::new(),
             failure: None,
+            health: None,
             meta: Meta::default(),
         },
     )
