@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod event;
 pub mod exec;
 pub mod health;
+pub mod healthcheck;
 pub mod id;
 pub mod limits;
 pub mod logs;

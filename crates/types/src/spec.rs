@@ -90,6 +90,10 @@ pub struct ServiceSpec {
     /// of the JSON when unset, so that older specs keep their revision hash.
     #[serde(default, skip_serializing_if = "LogOptions::is_empty")]
     pub logging: LogOptions,
+    /// The service's health check (Compose `healthcheck`, or `x-hivemind.healthcheck`, which
+    /// wins). `None`: the image's `HEALTHCHECK`, if any. Template: a change replaces replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::healthcheck::HealthCheck>,
 }
 
 /// A service's log rotation (Compose `logging.options`, Docker's names).

@@ -25,6 +25,7 @@ const KEYS: &[&str] = &[
     "proxy_protocol",
     "canary",
     "ab",
+    "healthcheck",
 ];
 const STRATEGIES: &[&str] = &["rolling", "blue-green", "canary", "ab"];
 
@@ -75,6 +76,8 @@ pub(crate) fn read_hivemind(
                 check_ab(p, &key_path, v);
                 p.note(&key_path, Unhonoured::Ab);
             }
+            // Read by `healthcheck::read_probe`: the probe is template, not routing.
+            "healthcheck" => {}
             other => unknown_key(p, &key_path, other, KEYS.iter().copied()),
         }
     }

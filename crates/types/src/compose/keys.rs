@@ -43,6 +43,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "mem_reservation",
     "pids_limit",
     "profiles",
+    "healthcheck",
 ];
 
 /// Service keys Hivemind accepts without acting on them, because a service works without
@@ -182,10 +183,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     (
         "group_add",
         "run as a user whose groups the image defines, with `user`",
-    ),
-    (
-        "healthcheck",
-        "Hivemind considers a running container healthy for now",
     ),
     (
         "ipc",

@@ -20,6 +20,7 @@ mod duration;
 mod environment;
 mod error;
 mod extends;
+mod healthcheck;
 mod hivemind;
 mod include;
 mod interpolate;

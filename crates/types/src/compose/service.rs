@@ -16,6 +16,7 @@ use super::deploy::{read_deploy, read_restart};
 use super::dotenv;
 use super::duration::read_duration_ms;
 use super::error::Problems;
+use super::healthcheck::{read_healthcheck, read_probe};
 use super::hivemind::read_hivemind;
 use super::keys::{is_near_hivemind, reject_key, unknown_key, Section};
 use super::logging::read_logging;
@@ -91,6 +92,7 @@ pub(crate) fn read_service(
     let mut deploy = None;
     let mut exposed = Vec::new();
     let mut networks = None;
+    let mut probe = None;
 
     for (key, v) in string_entries(p, path, map) {
         let key_path = join(path, &key);
@@ -154,7 +156,13 @@ pub(crate) fn read_service(
             "hostname" => spec.hostname = read_hostname(p, &key_path, v),
             "extra_hosts" => spec.extra_hosts = read_extra_hosts(p, &key_path, v),
             "logging" => spec.logging = read_logging(p, &key_path, v),
-            "x-hivemind" => spec.hivemind = read_hivemind(p, &key_path, v, cx.service_names),
+            "healthcheck" => spec.healthcheck = read_healthcheck(p, &key_path, v),
+            "x-hivemind" => {
+                spec.hivemind = read_hivemind(p, &key_path, v, cx.service_names);
+                if let Some(v) = v.as_mapping().and_then(|m| m.get("healthcheck")) {
+                    probe = read_probe(p, &join(&key_path, "healthcheck"), v);
+                }
+            }
             _ if is_near_hivemind(&key) => unknown_key(p, &key_path, &key, ["x-hivemind"]),
             _ if key.starts_with("x-") => {}
             other => reject_key(p, Section::Service, path, other),
@@ -191,6 +199,10 @@ pub(crate) fn read_service(
         None => read_service_networks(p, path, &Value::Null, cx.networks),
     };
 
+    // `x-hivemind.healthcheck` wins: the Compose one may be there for Docker.
+    if probe.is_some() {
+        spec.healthcheck = probe;
+    }
     if let Some(policy) = restart {
         spec.restart = policy;
     }

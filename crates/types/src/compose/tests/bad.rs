@@ -113,11 +113,6 @@ fn cases() -> Vec<BadCase> {
             "unknown key `flavour`",
         ),
         (
-            web("healthcheck: {test: [CMD, true]}"),
-            "services.web.healthcheck",
-            "`services.web.healthcheck` is not supported yet",
-        ),
-        (
             web("volumes: [\"data:/data\"]"),
             "services.web.volumes",
             "is not supported yet",

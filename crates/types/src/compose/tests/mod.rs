@@ -6,6 +6,7 @@
 mod bad;
 mod bad_values;
 mod good;
+mod healthcheck;
 mod limits;
 mod names;
 mod networks;

@@ -61,7 +61,7 @@ const PIN: &[(&str, T)] = &[
     ("services.foo.external_links", Refused),
     ("services.foo.extra_hosts", Honoured),
     ("services.foo.hostname", Honoured),
-    ("services.foo.healthcheck", Refused),
+    ("services.foo.healthcheck", Honoured),
     ("services.foo.image", Honoured),
     ("services.foo.ipc", Refused),
     ("services.foo.uts", Refused),
