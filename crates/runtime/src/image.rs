@@ -83,6 +83,9 @@ pub struct ContainerConfig {
     pub cmd: Option<Vec<String>>,
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// The image's `HEALTHCHECK` (Docker's `Healthcheck`); OCI images have none.
+    #[serde(default)]
+    pub healthcheck: Option<hivemind_types::healthcheck::ImageHealthcheck>,
 }
 
 /// Whether a media type names a manifest list or OCI index (as opposed to a single manifest).
@@ -185,6 +188,20 @@ mod tests {
         assert_eq!(
             sha256_digest(b""),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn image_config_reads_dockers_healthcheck() {
+        let json = r#"{"config":{"Cmd":["sh"],"Healthcheck":{"Test":["CMD-SHELL","pg_isready"],
+            "Interval":2000000000,"Timeout":1000000000,"Retries":4}},
+            "rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cfg: ImageConfigFile = serde_json::from_str(json).unwrap();
+        let check = cfg.config.unwrap().healthcheck.unwrap();
+        assert_eq!(check.test, ["CMD-SHELL", "pg_isready"]);
+        assert_eq!(
+            (check.interval, check.timeout, check.retries),
+            (2_000_000_000, 1_000_000_000, 4)
         );
     }
 

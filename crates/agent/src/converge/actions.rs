@@ -20,14 +20,25 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
         // Creates and starts are bounded (they load runc and the disk); removals are not, since
         // they mostly wait out grace periods and must not hold up new replicas.
         let _permit = match &action {
-            Action::Remove { .. } => None,
+            Action::Remove { .. } | Action::Restart { .. } => None,
             _ => match shared.permits.acquire().await {
                 Ok(permit) => Some(permit),
                 Err(_) => return,
             },
         };
+        let mut stopped_exit = None;
         let result = match &action {
             Action::Create(replica) => create_replica(&shared, replica).await,
+            Action::Restart {
+                id,
+                signal,
+                grace_ms,
+            } => shared
+                .runtime
+                .stop(id, signal, Duration::from_millis(*grace_ms))
+                .await
+                .map(|code| stopped_exit = Some(code.unwrap_or(137)))
+                .map_err(|e| error_chain(&e)),
             Action::Start { id } => shared
                 .runtime
                 .start(id)
@@ -63,17 +74,27 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
         state.in_flight.remove(&id);
         state.finished_actions += 1;
         match result {
+            Ok(()) if stopped_exit.is_some() => {
+                info!(code = stopped_exit, "unhealthy replica stopped for a restart");
+                if let Some(local) = state.local.get_mut(&id) {
+                    local.unhealthy = false;
+                    local.stopped_exit = stopped_exit;
+                }
+            }
             Ok(()) => {
                 match &action {
                     Action::Create(_) => info!("replica started"),
                     Action::Start { .. } => info!("replica restarted"),
                     Action::Remove { .. } => info!("replica removed"),
+                    Action::Restart { .. } => {}
                 }
                 if let Some(local) = state.local.get_mut(&id) {
                     if matches!(action, Action::Start { .. }) && local.exit.is_some() {
                         local.restarts += 1;
                     }
                     local.exit = None;
+                    local.stopped_exit = None;
+                    local.unhealthy = false;
                     local.oom_killed = false;
                     local.error = None;
                     local.failures = 0;

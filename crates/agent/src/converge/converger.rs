@@ -15,6 +15,7 @@ use hivemind_types::{ExitRecord, NodeReport};
 use tracing::{debug, warn};
 
 use super::actions::execute;
+use super::health_hook;
 use super::plan::{self, Pass};
 use super::{error_chain, Shared, State};
 use hivemind_runtime::ContainerRuntime;
@@ -108,9 +109,11 @@ pub(super) async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) 
             assignment,
             local,
             in_flight,
+            health,
             ..
         } = &mut *state;
         let assignment = assignment.as_ref().expect("checked above");
+        health_hook::mark_restarts(health, local, assignment, now);
         let pass = plan::plan(
             &shared.config.node,
             &assignment.replicas,
@@ -135,7 +138,7 @@ pub(super) async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) 
         // Networking of replicas that are neither desired nor have a container is a leftover
         // (a crash, or a replica removed before its container was ever created). Checked when
         // that set changes, so a quiet node does no netlink dumps.
-        let mut live: BTreeSet<String> = containers.into_iter().map(|c| c.id).collect();
+        let mut live: BTreeSet<String> = containers.iter().map(|c| c.id.clone()).collect();
         live.extend(pass.statuses.iter().map(|s| s.id.clone()));
         let changed = {
             let mut state = shared.state();
@@ -148,6 +151,7 @@ pub(super) async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) 
             dataplane.reconcile(&live).await;
         }
     }
+    health_hook::sync(shared, &mut pass.statuses, &containers);
     let problems = match &shared.dataplane {
         Some(dataplane) => dataplane.problems().await,
         None => Vec::new(),

@@ -23,6 +23,7 @@ pub mod dataplane;
 pub mod dataplane_plan;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+mod health_hook;
 pub mod image_gc;
 mod leftovers;
 pub mod plan;
@@ -76,6 +77,8 @@ struct State {
     finished_actions: u64,
     /// The replicas whose networking was last checked for leftovers.
     network_live: Option<BTreeSet<String>>,
+    /// Health checks of the running replicas (`crate::health`).
+    health: crate::health::Monitors,
 }
 
 struct Shared<R> {
@@ -123,6 +126,7 @@ impl<R: ContainerRuntime> Shared<R> {
                 in_flight: BTreeSet::new(),
                 finished_actions: 0,
                 network_live: None,
+                health: Default::default(),
             }),
             wake: Notify::new(),
             report,
@@ -213,6 +217,7 @@ pub(crate) async fn run_with<R: ContainerRuntime>(
     for t in tasks {
         t.abort();
     }
+    shared.state().health.clear();
     if let Some(dataplane) = &shared.dataplane {
         dataplane.shutdown().await;
     }

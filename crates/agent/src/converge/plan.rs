@@ -47,6 +47,12 @@ pub struct LocalReplica {
     /// status so that the server records each as an event. Their `last_lines` are filled in by
     /// the converger after the pass (reading log files is I/O, which the planner does not do).
     pub exits: Vec<ExitRecord>,
+    /// Its health check failed `retries` times and traffic left it (`health`): the next pass
+    /// stops the run for the restart policy to start it again, as Swarm does.
+    pub unhealthy: bool,
+    /// The exit code of that stop. The stop deletes the task, so a pass that finds no task
+    /// takes this as the run's exit (recorded, restarted with the policy's back-off).
+    pub stopped_exit: Option<i32>,
 }
 
 pub type LocalState = BTreeMap<String, LocalReplica>;
@@ -57,6 +63,13 @@ pub enum Action {
     Create(Box<Replica>),
     /// Start a task for an existing container (a restart when it ran before).
     Start { id: String },
+    /// Stop a running container that is unhealthy (signal, grace, SIGKILL), keeping it for the
+    /// restart policy.
+    Restart {
+        id: String,
+        signal: String,
+        grace_ms: u64,
+    },
     /// Stop (signal, grace, SIGKILL) and remove a container that is no longer desired.
     Remove {
         id: String,
@@ -69,7 +82,7 @@ impl Action {
     pub fn id(&self) -> &str {
         match self {
             Action::Create(r) => &r.id,
-            Action::Start { id } | Action::Remove { id, .. } => id,
+            Action::Start { id } | Action::Restart { id, .. } | Action::Remove { id, .. } => id,
         }
     }
 }
@@ -140,6 +153,19 @@ pub fn plan(
                 status.pid = Some(pid);
                 status.restarts = state.restarts;
                 status.started_at = state.started_at;
+                if state.unhealthy {
+                    status.message = "unhealthy, restarting".to_string();
+                    pass.actions.push(Action::Restart {
+                        id: replica.id.clone(),
+                        signal: replica.spec.stop_signal.clone(),
+                        grace_ms: replica.spec.stop_grace_period_ms,
+                    });
+                }
+            }
+            (Some(_), None) if state.stopped_exit.is_some() => {
+                // Stopped for being unhealthy: an exit like any other.
+                let code = state.stopped_exit.unwrap_or(137);
+                plan_exited(replica, state, code, now, &mut status, &mut pass);
             }
             (Some(_), Some(TaskState::Stopped { exit_code })) => {
                 plan_exited(replica, state, exit_code, now, &mut status, &mut pass);

@@ -372,3 +372,56 @@ fn failures_are_reported_with_their_retry() {
         ("image not found", 100, 2, 2_000)
     );
 }
+
+#[test]
+fn unhealthy_replica_is_stopped_then_restarted_with_back_off() {
+    let r = replica("web-a", RestartCondition::Always);
+    let running = container("web-a", Some(TaskState::Running { pid: 42 }));
+    let mut local = LocalState::new();
+    run(
+        std::slice::from_ref(&r),
+        std::slice::from_ref(&running),
+        &mut local,
+        0,
+    );
+    local.get_mut("web-a").unwrap().unhealthy = true;
+    let pass = run(std::slice::from_ref(&r), &[running], &mut local, 1_000);
+    assert_eq!(
+        pass.actions,
+        [Action::Restart {
+            id: "web-a".into(),
+            signal: "SIGINT".into(),
+            grace_ms: 3_000,
+        }]
+    );
+    assert_eq!(pass.statuses[0].message, "unhealthy, restarting");
+    // The stop deleted the task; the exit it returned is recorded like a crash and the first
+    // restart is at once (the policy's delay).
+    let l = local.get_mut("web-a").unwrap();
+    l.unhealthy = false;
+    l.stopped_exit = Some(143);
+    let stopped = container("web-a", None);
+    let pass = run(
+        std::slice::from_ref(&r),
+        std::slice::from_ref(&stopped),
+        &mut local,
+        2_000,
+    );
+    assert_eq!(pass.actions, [Action::Start { id: "web-a".into() }]);
+    assert_eq!(pass.statuses[0].state, ReplicaState::Restarting);
+    assert_eq!(pass.statuses[0].exits.len(), 1);
+    assert_eq!(pass.statuses[0].exits[0].exit_code, 143);
+    // A second unhealthy stop soon after waits out the back-off instead of starting at once.
+    let l = local.get_mut("web-a").unwrap();
+    l.restarts = 1;
+    l.exit = None;
+    l.started_at = Some(2_100);
+    l.stopped_exit = Some(143);
+    let pass = run(std::slice::from_ref(&r), &[stopped], &mut local, 3_000);
+    assert!(pass.actions.is_empty(), "{:?}", pass.actions);
+    assert!(
+        pass.statuses[0].message.contains("restart in"),
+        "{}",
+        pass.statuses[0].message
+    );
+}

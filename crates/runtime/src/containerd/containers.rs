@@ -20,6 +20,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::v1::{Process, Status};
 use containerd_client::types::Mount as ProtoMount;
+use hivemind_types::healthcheck::{ImageHealthcheck, IMAGE_HEALTHCHECK_LABEL};
 use hivemind_types::{Replica, ServiceSpec};
 use tonic::Code;
 use tracing::{debug, info, warn};
@@ -130,7 +131,7 @@ impl Containerd {
                 let spec_json = serde_json::to_vec(&spec).expect("spec serializes");
                 let container = Container {
                     id: id.to_string(),
-                    labels: container_labels(replica),
+                    labels: container_labels(replica, image_config.healthcheck.as_ref()),
                     image: image.name.clone(),
                     runtime: Some(Runtime {
                         name: RUNC.to_string(),
@@ -507,8 +508,16 @@ fn task_state(p: &Process) -> TaskState {
     }
 }
 
-fn container_labels(replica: &Replica) -> HashMap<String, String> {
+fn container_labels(
+    replica: &Replica,
+    image_check: Option<&ImageHealthcheck>,
+) -> HashMap<String, String> {
     let mut out: BTreeMap<String, String> = replica.spec.labels.clone();
+    // The agent runs the image's own check when the service sets none: it reads it from the
+    // container's labels, which it lists anyway, rather than from the image on every pass.
+    if let Some(label) = image_check.and_then(image_healthcheck_label) {
+        out.insert(IMAGE_HEALTHCHECK_LABEL.to_string(), label);
+    }
     for (k, v) in [
         (labels::REPLICA, &replica.id),
         (labels::SERVICE, &replica.service),
@@ -527,6 +536,23 @@ fn container_labels(replica: &Replica) -> HashMap<String, String> {
         out.insert(labels::LOG_MAX_FILES.to_string(), files.to_string());
     }
     out.into_iter().collect()
+}
+
+/// The image's check as a label value, if it has a test and fits a containerd label (4 kB
+/// with its key; a longer test is dropped with a warning rather than failing the create).
+fn image_healthcheck_label(check: &ImageHealthcheck) -> Option<String> {
+    if check.test.is_empty() {
+        return None;
+    }
+    let json = serde_json::to_string(check).expect("healthcheck serializes");
+    if json.len() + IMAGE_HEALTHCHECK_LABEL.len() > 4000 {
+        warn!(
+            bytes = json.len(),
+            "the image's HEALTHCHECK is too long for a container label; it is not run"
+        );
+        return None;
+    }
+    Some(json)
 }
 
 /// Reads /etc/passwd and /etc/group from a snapshot's layers without mounting it: the upper
