@@ -61,6 +61,7 @@ pub fn aggregates(reason: &str) -> bool {
         reason::OOM_KILLED,
         reason::BACK_OFF,
         reason::FAILED,
+        reason::UNHEALTHY,
     ]
     .contains(&reason)
 }
@@ -214,6 +215,10 @@ pub mod reason {
     pub const PORT_UNAVAILABLE: &str = "PortUnavailable";
     /// A node problem reported before is gone.
     pub const RESOLVED: &str = "Resolved";
+    /// A replica's health check failed `retries` times in a row (the agent restarts it).
+    pub const UNHEALTHY: &str = "Unhealthy";
+    /// A replica's health check passed after it started or was unhealthy.
+    pub const HEALTHY: &str = "Healthy";
 }
 
 /// How many events are kept, like the Kubernetes API server's bounded event store...

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use hivemind_store::{Change, ChangeOp, Expect, Op, Store, WatchEvent};
-use hivemind_types::{Endpoints, Kind, ObservedReplica, Replica, ReplicaState, Service};
+use hivemind_types::{
+    Endpoints, HealthStatus, Kind, ObservedReplica, Replica, ReplicaState, Service,
+};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -33,6 +35,12 @@ const MAX_COALESCE: usize = 1_000;
 /// thousands of replicas running) changes gather for this long instead of fanning out once per
 /// report; a change after a quiet spell is written at once.
 const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The part of a status's health the cache needs (its output is skipped).
+#[derive(Deserialize)]
+struct HealthHead {
+    status: HealthStatus,
+}
 
 /// What the cache keeps of a replica.
 #[derive(Debug, Clone)]
@@ -58,6 +66,8 @@ struct StatusHead {
     state: ReplicaState,
     #[serde(default)]
     ip: Option<String>,
+    #[serde(default)]
+    health: Option<HealthHead>,
 }
 
 /// The controller's view of the store, and the services whose endpoints may be stale.
@@ -66,7 +76,7 @@ pub struct Cache {
     services: HashMap<String, Service>,
     replicas: HashMap<String, ReplicaEntry>,
     by_service: HashMap<String, BTreeSet<String>>,
-    statuses: HashMap<String, (ReplicaState, Option<String>)>,
+    statuses: HashMap<String, (ReplicaState, Option<String>, Option<HealthStatus>)>,
     /// Each service's stored slices, by slice number.
     endpoints: HashMap<String, BTreeMap<u32, Endpoints>>,
     dirty: BTreeSet<String>,
@@ -96,7 +106,8 @@ impl Cache {
             });
         }
         for s in statuses {
-            cache.statuses.insert(s.id, (s.state, s.ip));
+            let health = s.health.map(|h| h.status);
+            cache.statuses.insert(s.id, (s.state, s.ip, health));
         }
         for e in endpoints {
             cache.dirty.insert(e.service_key());
@@ -160,13 +171,13 @@ impl Cache {
                 let status = put
                     .then(|| StatusHead::deserialize(&change.value).ok())
                     .flatten();
-                let new = status.map(|s| (s.state, s.ip));
+                let new = status.map(|s| (s.state, s.ip, s.health.map(|h| h.status)));
                 let old = match &new {
                     Some(new) => self.statuses.insert(change.key.clone(), new.clone()),
                     None => self.statuses.remove(&change.key),
                 };
-                // Restart counts, exits and messages change statuses too; only readiness and
-                // the address matter here.
+                // Restart counts, exits and messages change statuses too; only the state, the
+                // address and the health status matter here.
                 if old != new {
                     if let Some(r) = self.replicas.get(&change.key) {
                         self.dirty.insert(r.service.clone());
@@ -233,6 +244,7 @@ impl Cache {
                     &r.revision_hash,
                     status.map(|s| s.0),
                     status.and_then(|s| s.1.as_deref()),
+                    status.and_then(|s| s.2),
                 ))
             })
             .collect();

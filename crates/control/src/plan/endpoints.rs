@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use hivemind_types::{EndpointReplica, Endpoints, ReplicaState, Service};
+use hivemind_types::{EndpointReplica, Endpoints, HealthStatus, ReplicaState, Service};
 
 /// What to do with one service's `Endpoints` object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,21 +15,32 @@ pub enum EndpointsChange {
     Keep,
 }
 
-/// One replica as its endpoints show it: ready when it runs with an address.
+/// One replica as its endpoints show it (see [`is_ready`]); `health` is what its check last
+/// found (`None`: it has no check).
 pub fn member(
     id: &str,
     node: &str,
     revision_hash: &str,
     state: Option<ReplicaState>,
     ip: Option<&str>,
+    health: Option<HealthStatus>,
 ) -> EndpointReplica {
     EndpointReplica {
         id: id.to_string(),
         node: node.to_string(),
         ip: ip.map(str::to_string),
-        ready: state == Some(ReplicaState::Running) && ip.is_some(),
+        ready: is_ready(state, ip.is_some(), health),
         revision_hash: revision_hash.to_string(),
     }
+}
+
+/// Traffic may go to a replica that runs with an address and is healthy, or has no check: one
+/// that is starting (no check passed yet) or unhealthy gets none, like Docker's and
+/// Kubernetes' readiness.
+pub fn is_ready(state: Option<ReplicaState>, has_ip: bool, health: Option<HealthStatus>) -> bool {
+    state == Some(ReplicaState::Running)
+        && has_ip
+        && matches!(health, None | Some(HealthStatus::Healthy))
 }
 
 /// The slices `service` should have with `members` (any order), against the stored `current`
@@ -178,17 +189,18 @@ mod tests {
         let got = put(plan_one(
             Some(&service()),
             vec![
-                member("web-b", "n1", "h1", running, Some("10.42.0.2")),
-                member("web-a", "n2", "h1", running, Some("10.42.1.3")),
+                member("web-b", "n1", "h1", running, Some("10.42.0.2"), None),
+                member("web-a", "n2", "h1", running, Some("10.42.1.3"), None),
                 member(
                     "web-c",
                     "n1",
                     "h1",
                     Some(ReplicaState::Restarting),
                     Some("10.42.0.4"),
+                    None,
                 ),
-                member("web-d", "n1", "h2", running, None),
-                member("web-e", "n1", "h2", None, None),
+                member("web-d", "n1", "h2", running, None, None),
+                member("web-e", "n1", "h2", None, None, None),
             ],
             None,
         ));
@@ -216,14 +228,14 @@ mod tests {
     #[test]
     fn written_only_when_the_content_changes() {
         let running = Some(ReplicaState::Running);
-        let one = || vec![member("web-a", "n1", "h", running, Some("10.42.0.2"))];
+        let one = || vec![member("web-a", "n1", "h", running, Some("10.42.0.2"), None)];
         let mut stored = put(plan_one(Some(&service()), one(), None));
         stored.meta.revision = 7;
         assert_eq!(
             plan_one(Some(&service()), one(), Some(&stored)),
             EndpointsChange::Keep
         );
-        let moved = vec![member("web-a", "n1", "h", running, Some("10.42.0.9"))];
+        let moved = vec![member("web-a", "n1", "h", running, Some("10.42.0.9"), None)];
         let got = put(plan_one(Some(&service()), moved, Some(&stored)));
         assert_eq!(got.replicas[0].ip.as_deref(), Some("10.42.0.9"));
         let mut published = service();
@@ -243,12 +255,46 @@ mod tests {
         assert_eq!(
             plan_one(
                 None,
-                vec![member("web-a", "n1", "h", None, None)],
+                vec![member("web-a", "n1", "h", None, None, None)],
                 Some(&stored)
             ),
             EndpointsChange::Delete
         );
         assert_eq!(plan_one(None, vec![], None), EndpointsChange::Keep);
+    }
+
+    #[test]
+    fn ready_means_running_with_an_address_and_healthy_or_without_a_check() {
+        use HealthStatus::*;
+        let running = Some(ReplicaState::Running);
+        let table = [
+            (running, true, None, true),
+            (running, true, Some(Healthy), true),
+            (running, true, Some(Starting), false),
+            (running, true, Some(Unhealthy), false),
+            (running, false, Some(Healthy), false),
+            (running, false, None, false),
+            (Some(ReplicaState::Restarting), true, Some(Healthy), false),
+            (Some(ReplicaState::Starting), true, None, false),
+            (None, true, Some(Healthy), false),
+        ];
+        for (state, has_ip, health, want) in table {
+            assert_eq!(
+                is_ready(state, has_ip, health),
+                want,
+                "{state:?} ip={has_ip} {health:?}"
+            );
+        }
+        let unhealthy = member(
+            "web-a",
+            "n1",
+            "h",
+            running,
+            Some("10.42.0.2"),
+            Some(Unhealthy),
+        );
+        assert!(!unhealthy.ready);
+        assert_eq!(unhealthy.ip.as_deref(), Some("10.42.0.2"));
     }
 
     fn members(ids: std::ops::Range<usize>) -> Vec<EndpointReplica> {
@@ -259,6 +305,7 @@ mod tests {
                 "h",
                 Some(ReplicaState::Running),
                 Some("10.42.0.2"),
+                None,
             )
         })
         .collect()

@@ -17,8 +17,8 @@ use std::collections::{BTreeSet, HashMap};
 use hivemind_types::event::{self, reason};
 use hivemind_types::limits::human_bytes;
 use hivemind_types::{
-    Event, EventObject, EventType, ExitRecord, FailureRecord, Kind, Meta, NodeProblem,
-    ObservedReplica, Replica, ReplicaState,
+    Event, EventObject, EventType, ExitRecord, FailureRecord, Health, HealthStatus, Kind, Meta,
+    NodeProblem, ObservedReplica, Replica, ReplicaState,
 };
 
 /// A failure message longer than this is cut in the event (a registry can answer with a page).
@@ -32,6 +32,8 @@ pub struct Seen {
     pub exit_code: Option<i32>,
     pub exits_at: Vec<u64>,
     pub failure_at: Option<u64>,
+    /// The health status and when the check that set it ran.
+    pub health: Option<(HealthStatus, Option<u64>)>,
 }
 
 impl Seen {
@@ -41,6 +43,7 @@ impl Seen {
             exit_code: status.exit_code,
             exits_at: status.exits.iter().map(|e| e.at).collect(),
             failure_at: status.failure.as_ref().map(|f| f.at),
+            health: status.health.as_ref().map(|h| (h.status, h.checked_at)),
         }
     }
 }
@@ -77,9 +80,23 @@ fn new_failure<'a>(old: Option<&Seen>, new: &'a ObservedReplica) -> Option<&'a F
     (!known).then_some(failure)
 }
 
+/// The health transition in `new` worth an event: to healthy or unhealthy, by a check that
+/// `old` has not seen (a new run starting over is no event; its first pass is).
+fn new_health<'a>(old: Option<&Seen>, new: &'a ObservedReplica) -> Option<&'a Health> {
+    let health = new.health.as_ref()?;
+    let checked_at = health.checked_at?;
+    if health.status == HealthStatus::Starting {
+        return None;
+    }
+    let known = old.and_then(|o| o.health) == Some((health.status, Some(checked_at)));
+    (!known).then_some(health)
+}
+
 /// Whether `new` brings any event over `old`: the executor reads the replica only then.
 pub fn has_news(old: Option<&Seen>, new: &ObservedReplica) -> bool {
-    !new_exits(old, new).is_empty() || new_failure(old, new).is_some()
+    !new_exits(old, new).is_empty()
+        || new_failure(old, new).is_some()
+        || new_health(old, new).is_some()
 }
 
 /// The events `new` brings over `old`: one per new exit (`Exited` or `OOMKilled`, and `BackOff`
@@ -97,7 +114,46 @@ pub fn replica_events(
     if let Some(failure) = new_failure(old, new) {
         events.push(failure_event(replica, new, failure));
     }
+    if let Some(health) = new_health(old, new) {
+        events.push(health_event(replica, new, health));
+    }
     events
+}
+
+/// A health transition, with the output of the check that made it (bounded like exit lines).
+fn health_event(replica: Option<&Replica>, status: &ObservedReplica, health: &Health) -> Event {
+    let id = &status.id;
+    let at = health.checked_at.unwrap_or_default();
+    let object = replica_object(replica, status);
+    let mut e = match health.status {
+        HealthStatus::Unhealthy => event(
+            at,
+            EventType::Warning,
+            reason::UNHEALTHY,
+            object,
+            format!(
+                "replica {id} is unhealthy: {} health checks failed in a row; it leaves traffic and is restarted",
+                health.failing_streak
+            ),
+        ),
+        _ => event(
+            at,
+            EventType::Normal,
+            reason::HEALTHY,
+            object,
+            format!("replica {id} is healthy: its health check passed"),
+        ),
+    };
+    let lines: Vec<String> = health
+        .last_output
+        .chars()
+        .take(Health::MAX_OUTPUT)
+        .collect::<String>()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    e.last_lines = ExitRecord::bound_lines(lines);
+    e
 }
 
 fn replica_object(replica: Option<&Replica>, status: &ObservedReplica) -> EventObject {

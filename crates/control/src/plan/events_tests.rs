@@ -425,3 +425,69 @@ fn delays_read_as_people_write_them() {
     assert_eq!(duration(300_000), "5m");
     assert_eq!(duration(90_000), "1m30s");
 }
+
+fn with_health(
+    status: HealthStatus,
+    streak: u32,
+    output: &str,
+    at: Option<u64>,
+) -> ObservedReplica {
+    let mut s = self::status("web-1", ReplicaState::Running, Vec::new());
+    s.health = Some(Health {
+        status,
+        failing_streak: streak,
+        last_output: output.into(),
+        checked_at: at,
+    });
+    s
+}
+
+#[test]
+fn health_transitions_are_recorded_once_with_the_checks_output() {
+    let mut r = Recorder::with(&[replica("web-1", "shop", "web")]);
+    // Starting records nothing, not even with a check time.
+    r.send(vec![with_health(HealthStatus::Starting, 0, "", None)]);
+    assert!(r.replica_events().is_empty());
+    r.send(vec![with_health(
+        HealthStatus::Healthy,
+        0,
+        "ok",
+        Some(NOW - 30),
+    )]);
+    r.send(vec![with_health(
+        HealthStatus::Healthy,
+        0,
+        "ok",
+        Some(NOW - 30),
+    )]);
+    let healthy = r.by_reason(reason::HEALTHY);
+    assert_eq!(healthy.len(), 1);
+    assert_eq!(healthy[0].event_type, EventType::Normal);
+    let long = format!("no such file\n{}", "x".repeat(10_000));
+    r.send(vec![with_health(
+        HealthStatus::Unhealthy,
+        3,
+        &long,
+        Some(NOW - 10),
+    )]);
+    r.send(vec![with_health(
+        HealthStatus::Unhealthy,
+        3,
+        &long,
+        Some(NOW - 10),
+    )]);
+    let unhealthy = r.by_reason(reason::UNHEALTHY);
+    assert_eq!(unhealthy.len(), 1);
+    let e = &unhealthy[0];
+    assert_eq!(e.event_type, EventType::Warning);
+    assert_eq!(e.time, NOW - 10);
+    assert!(
+        e.message.contains("3 health checks failed"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.object.service.as_deref(), Some("web"));
+    assert_eq!(e.last_lines[0], "no such file");
+    // The output is bounded: one line cut to the exit lines' width.
+    assert!(e.last_lines[1].chars().count() <= ExitRecord::MAX_LINE_CHARS + 1);
+}
