@@ -49,6 +49,15 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// "3m", "2h", "5d": the age of something created at `created_ms` (Unix ms).
+/// A replica's state as `ps` shows it: with its health in parentheses when it has a check,
+/// like `docker ps` (`running (healthy)`, `running (starting)`, `restarting (unhealthy)`).
+pub(crate) fn replica_state(status: &hivemind_types::ObservedReplica) -> String {
+    match &status.health {
+        Some(h) => format!("{} ({})", status.state.as_str(), h.status.as_str()),
+        None => status.state.as_str().to_string(),
+    }
+}
+
 pub(crate) fn age(created_ms: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -86,6 +95,31 @@ pub(crate) fn print_error(e: &anyhow::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replica_state_shows_health_like_docker_ps() {
+        let mut s: hivemind_types::ObservedReplica = serde_json::from_value(serde_json::json!({
+            "id": "web-1", "node": "n1", "state": "running"
+        }))
+        .unwrap();
+        assert_eq!(replica_state(&s), "running");
+        for (status, want) in [
+            (hivemind_types::HealthStatus::Healthy, "running (healthy)"),
+            (hivemind_types::HealthStatus::Starting, "running (starting)"),
+            (
+                hivemind_types::HealthStatus::Unhealthy,
+                "running (unhealthy)",
+            ),
+        ] {
+            s.health = Some(hivemind_types::Health {
+                status,
+                failing_streak: 0,
+                last_output: String::new(),
+                checked_at: None,
+            });
+            assert_eq!(replica_state(&s), want);
+        }
+    }
 
     #[test]
     fn tables_align_columns() {

@@ -206,8 +206,18 @@ fn deploy_request(
     })
 }
 
+/// Running, and healthy when it has a health check.
+fn is_up(status: &hivemind_types::ObservedReplica) -> bool {
+    status.state == ReplicaState::Running
+        && status
+            .health
+            .as_ref()
+            .is_none_or(|h| h.status == hivemind_types::HealthStatus::Healthy)
+}
+
 /// Follows the app's replicas until every service runs its desired count at its current
-/// revision. Fails at the first replica that cannot start, or at the timeout.
+/// revision, healthy where it has a health check. Fails at the first replica that cannot
+/// start, or at the timeout.
 async fn wait_until_running(
     client: &Client,
     app: &str,
@@ -265,13 +275,10 @@ async fn wait_until_running(
                     );
                 }
             }
+            // A replica with a health check counts once it is healthy (it gets traffic then).
             let running = current
                 .iter()
-                .filter(|r| {
-                    r.status
-                        .as_ref()
-                        .is_some_and(|s| s.state == ReplicaState::Running)
-                })
+                .filter(|r| r.status.as_ref().is_some_and(is_up))
                 .count();
             let want = match service.spec.mode {
                 ServiceMode::Replicated => service.spec.replicas as usize,

@@ -5,7 +5,7 @@ use hivemind_types::ServiceMode;
 
 use crate::cli::{GlobalArgs, PsArgs, ServicesArgs};
 use crate::config::client;
-use crate::output::{age, print_list};
+use crate::output::{age, print_list, replica_state};
 
 pub(crate) async fn apps(global: &GlobalArgs) -> anyhow::Result<()> {
     let apps = client(global)?.apps().await?;
@@ -94,7 +94,7 @@ pub(crate) async fn ps(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<()> 
         .map(|r| {
             let (state, restarts, pid, ip, message) = match &r.status {
                 Some(s) => (
-                    s.state.as_str().to_string(),
+                    replica_state(s),
                     s.restarts.to_string(),
                     s.pid.map(|p| p.to_string()).unwrap_or_default(),
                     s.ip.clone().unwrap_or_default(),
