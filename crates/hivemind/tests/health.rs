@@ -1,0 +1,168 @@
+//! System tests of health checks through the real binary, server, agent and containerd (see
+//! `support`): a `CMD-SHELL` check that passes and then fails takes its replica out of DNS
+//! within an interval, is recorded as an event with the check's output, and the replica is
+//! restarted, healthy again; `ps` and `deploy --wait` follow the health.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use support::{require_containerd, TestNode, IMAGE};
+
+/// The addresses the node's DNS gives for every ready replica of `web` in app `app`.
+fn dns_ready(node: &TestNode, app: &str) -> BTreeSet<String> {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", node.gateway()))
+        .args(["+short", "+time=1", "+tries=1"])
+        .arg(format!("tasks.web.{app}.default.hivemind"))
+        .output()
+        .expect("dig (dnsutils) is installed by scripts/lib.sh");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .collect()
+}
+
+fn ps(node: &TestNode) -> Vec<serde_json::Value> {
+    node.cli_json(&["ps", "web"]).as_array().unwrap().clone()
+}
+
+fn field<'a>(replica: &'a serde_json::Value, path: &[&str]) -> &'a serde_json::Value {
+    path.iter().fold(replica, |v, k| &v[*k])
+}
+
+#[test]
+fn a_failing_check_takes_the_replica_out_of_dns_and_restarts_it() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    // Each run creates /tmp/ok, so a restarted replica passes again.
+    let compose = format!(
+        r#"
+services:
+  web:
+    image: {IMAGE}
+    command: ["sh", "-c", "touch /tmp/ok; exec sleep 100000"]
+    stop_grace_period: 1s
+    deploy: {{replicas: 2}}
+    healthcheck:
+      test: test -f /tmp/ok || (echo no /tmp/ok; exit 1)
+      interval: 1s
+      timeout: 2s
+      retries: 2
+"#
+    );
+    let started = Instant::now();
+    let out = node.deploy_wait("shop", &compose);
+    let to_healthy = started.elapsed();
+    assert!(out.contains("web 2/2"), "{out}");
+    // `--wait` returned only once both were healthy.
+    let replicas = ps(&node);
+    assert_eq!(replicas.len(), 2);
+    for r in &replicas {
+        assert_eq!(field(r, &["status", "health", "status"]), "healthy", "{r}");
+    }
+    let table = node.cli_ok(&["ps"]);
+    assert_eq!(table.matches("running (healthy)").count(), 2, "{table}");
+    node.wait_for("both in DNS", Duration::from_secs(5), || {
+        dns_ready(&node, "shop").len() == 2
+    });
+
+    let victim = field(&replicas[0], &["replica", "id"])
+        .as_str()
+        .unwrap()
+        .to_string();
+    let victim_ip = field(&replicas[0], &["status", "ip"])
+        .as_str()
+        .unwrap()
+        .to_string();
+    let removed = Instant::now();
+    node.cli_ok(&["exec", &victim, "--", "rm", "/tmp/ok"]);
+
+    // Unhealthy after `retries` (2) failed checks at 1 s; out of DNS within one more interval.
+    let mut saw_unhealthy = false;
+    let mut out_of_dns = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && (out_of_dns.is_none() || !saw_unhealthy) {
+        if out_of_dns.is_none() && !dns_ready(&node, "shop").contains(&victim_ip) {
+            out_of_dns = Some(removed.elapsed());
+        }
+        let table = node.cli_ok(&["ps"]);
+        saw_unhealthy |= table
+            .lines()
+            .any(|l| l.contains(&victim) && l.contains("(unhealthy)"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out_of_dns = out_of_dns.expect("the failing replica left DNS");
+    eprintln!(
+        "deploy to healthy {to_healthy:?}; failing check to out of DNS {out_of_dns:?} (2 checks at 1s + drain)"
+    );
+    assert!(saw_unhealthy, "ps never showed the replica unhealthy");
+    assert!(
+        out_of_dns < Duration::from_millis(2 * 1_000 + 1_000 + 2_000),
+        "left DNS only after {out_of_dns:?}"
+    );
+
+    // Restarted (not replaced): same id, a restart counted, healthy and in DNS again.
+    node.wait_for("the victim healthy again", Duration::from_secs(30), || {
+        ps(&node).iter().any(|r| {
+            field(r, &["replica", "id"]) == victim.as_str()
+                && field(r, &["status", "restarts"]).as_u64() >= Some(1)
+                && field(r, &["status", "health", "status"]) == "healthy"
+        })
+    });
+    node.wait_for("both in DNS again", Duration::from_secs(10), || {
+        dns_ready(&node, "shop").len() == 2
+    });
+
+    // The events carry the transition and the check's output.
+    let events = node.cli_json(&["events"]);
+    let unhealthy: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "Unhealthy" && e["object"]["name"] == victim.as_str())
+        .collect();
+    assert_eq!(unhealthy.len(), 1, "{events:#}");
+    let lines = unhealthy[0]["last_lines"].to_string();
+    assert!(lines.contains("no /tmp/ok"), "{}", unhealthy[0]);
+}
+
+#[test]
+fn a_check_that_outlives_its_timeout_is_killed() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    let compose = format!(
+        r#"
+services:
+  web:
+    image: {IMAGE}
+    command: ["sleep", "100000"]
+    stop_grace_period: 1s
+    healthcheck:
+      test: [CMD, sleep, "30"]
+      interval: 1s
+      timeout: 500ms
+      retries: 100
+"#
+    );
+    let file = node.write("compose.yaml", &compose);
+    node.cli_ok(&["deploy", "-f", file.to_str().unwrap(), "--app", "shop"]);
+    node.wait_for("a timed-out check", Duration::from_secs(20), || {
+        node.cli_ok(&["ps"]).contains("running (starting)")
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let replica = node.replica_of("web");
+    // Four checks started by now; each was killed at 500 ms, so at most the current one runs.
+    let execs = node
+        .ctr(&["tasks", "ps", &replica])
+        .lines()
+        .filter(|l| l.contains("ExecID"))
+        .count();
+    assert!(execs <= 1, "{execs} exec processes left running");
+}
