@@ -1,14 +1,16 @@
 //! System tests of health checks through the real binary, server, agent and containerd (see
 //! `support`): a `CMD-SHELL` check that passes and then fails takes its replica out of DNS
 //! within an interval, is recorded as an event with the check's output, and the replica is
-//! restarted, healthy again; `ps` and `deploy --wait` follow the health.
+//! restarted, healthy again; `ps` and `deploy --wait` follow the health; and a request loop
+//! through the ingress sees no failure while one replica of two goes unhealthy (issue 10's
+//! acceptance 2).
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use support::{require_containerd, TestNode, IMAGE};
+use support::{http_get, require_containerd, TestNode, IMAGE, WORKLOAD};
 
 /// The addresses the node's DNS gives for every ready replica of `web` in app `app`.
 fn dns_ready(node: &TestNode, app: &str) -> BTreeSet<String> {
@@ -165,4 +167,102 @@ services:
         .filter(|l| l.contains("ExecID"))
         .count();
     assert!(execs <= 1, "{execs} exec processes left running");
+}
+
+/// `POST path` to `addr`; returns the status.
+fn http_post(addr: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn requests_through_the_ingress_never_fail_while_a_replica_goes_unhealthy() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    node.import_workload();
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The probe runs from the node: the image needs no tool for it.
+    let compose = format!(
+        r#"
+services:
+  web:
+    image: {WORKLOAD}
+    ports: ["{port}:80"]
+    stop_grace_period: 1s
+    deploy: {{replicas: 2}}
+    x-hivemind:
+      healthcheck:
+        http: {{path: /healthz, port: 80}}
+        interval: 1s
+        timeout: 1s
+        retries: 2
+"#
+    );
+    node.deploy_wait("shop", &compose);
+    let replicas = ps(&node);
+    let victim = field(&replicas[0], &["replica", "id"])
+        .as_str()
+        .unwrap()
+        .to_string();
+    let victim_ip = field(&replicas[0], &["status", "ip"])
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looper = {
+        let stop = stop.clone();
+        let addr = format!("127.0.0.1:{port}");
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match http_get(&addr, "shop", "/") {
+                    Ok((200, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(http_post(&format!("{victim_ip}:80"), "/fail-health"), 200);
+    node.wait_for(
+        "the victim restarted and healthy",
+        Duration::from_secs(30),
+        || {
+            ps(&node).iter().any(|r| {
+                field(r, &["replica", "id"]) == victim.as_str()
+                    && field(r, &["status", "restarts"]).as_u64() >= Some(1)
+                    && field(r, &["status", "health", "status"]) == "healthy"
+            })
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = looper.join().unwrap();
+    eprintln!("{ok} requests through the ingress, {} failed", failed.len());
+    assert!(ok > 50, "only {ok} requests went through");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
 }
