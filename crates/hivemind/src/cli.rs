@@ -265,7 +265,8 @@ pub(crate) struct DeployArgs {
     /// App name; defaults to the file's `name:` or its directory's name.
     #[arg(long)]
     pub(crate) app: Option<String>,
-    /// Wait until every replica runs; exit non-zero if one fails.
+    /// Wait until every replica runs (and is healthy, where it has a health check); exit
+    /// non-zero if one fails.
     #[arg(long)]
     pub(crate) wait: bool,
     /// Give up waiting after this long (`90s`, `5m`).

@@ -266,3 +266,98 @@ services:
     assert!(ok > 50, "only {ok} requests went through");
     assert!(failed.is_empty(), "failed requests: {failed:?}");
 }
+
+/// utime + stime (and, with `children`, the reaped children's) of process `pid`, in ticks.
+fn cpu_ticks(pid: u32, children: bool) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start at the state, field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let own = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    let reaped = f.get(13).copied().unwrap_or(0) + f.get(14).copied().unwrap_or(0);
+    own + if children { reaped } else { 0 }
+}
+
+/// Pids whose command line contains every one of `needles`.
+fn pids_with(needles: &[&str]) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            needles.iter().all(|n| cmd.contains(n))
+        })
+        .collect()
+}
+
+/// CPU (% of one core) over `window` of: the `up` process (server and agent), containerd, and
+/// the namespace's shims with the exec processes they reaped (runc, the checks).
+fn cpu_over(node: &TestNode, window: Duration) -> (f64, f64, f64) {
+    let up = pids_with(&["up", "--api-addr", &node.addr]);
+    let containerd: Vec<u32> = pids_with(&["containerd"])
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "containerd")
+        })
+        .collect();
+    let shims = pids_with(&["containerd-shim", &node.namespace]);
+    let sum =
+        |pids: &[u32], children: bool| pids.iter().map(|p| cpu_ticks(*p, children)).sum::<u64>();
+    let before = (sum(&up, false), sum(&containerd, false), sum(&shims, true));
+    std::thread::sleep(window);
+    let after = (sum(&up, false), sum(&containerd, false), sum(&shims, true));
+    // Clock ticks are 1/100 s on Linux.
+    let pct = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / window.as_secs_f64();
+    (
+        pct(before.0, after.0),
+        pct(before.1, after.1),
+        pct(before.2, after.2),
+    )
+}
+
+/// Issue 10's figure: what health checks cost at 50 replicas with a 1 s interval. Run by hand
+/// (`cargo test -p hivemind --test health -- --ignored --nocapture`): it takes minutes.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn cost_of_health_checks_at_50_replicas_every_second() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    let window = Duration::from_secs(30);
+    let deploy = |check: &str| {
+        let compose = format!(
+            "services:\n  web:\n    image: {IMAGE}\n    command: [httpd, -f, -p, \"80\"]\n    stop_grace_period: 1s\n    deploy: {{replicas: 50}}\n{check}"
+        );
+        let file = node.write("compose.yaml", &compose);
+        node.cli_ok(&[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--wait",
+            "--timeout",
+            "5m",
+        ]);
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    deploy("");
+    let none = cpu_over(&node, window);
+    deploy("    healthcheck: {test: [CMD, \"true\"], interval: 1s, timeout: 5s}\n");
+    let exec = cpu_over(&node, window);
+    deploy("    x-hivemind: {healthcheck: {http: {port: 80, status: 200-499}, interval: 1s}}\n");
+    let http = cpu_over(&node, window);
+    for (what, (up, containerd, shims)) in
+        [("no check", none), ("CMD exec", exec), ("HTTP probe", http)]
+    {
+        eprintln!(
+            "{what:>10}: hivemind up (server+agent) {up:.1}% of a core, containerd {containerd:.1}%, shims+runc {shims:.1}%"
+        );
+    }
+}
