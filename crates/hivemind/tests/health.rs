@@ -361,3 +361,46 @@ fn cost_of_health_checks_at_50_replicas_every_second() {
         );
     }
 }
+
+#[test]
+fn the_images_healthcheck_runs_unless_the_service_disables_it() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    let image = "hivemind.test/checked:1";
+    let tar = node.dir.path().join("checked.tar");
+    hivemind_test_support::image::build_busybox_image_with_healthcheck(
+        &tar,
+        image,
+        serde_json::json!({
+            "Test": ["CMD-SHELL", "test -f /tmp/ok"],
+            "Interval": 1_000_000_000u64,
+            "Retries": 2,
+        }),
+    )
+    .unwrap();
+    node.cli_ok(&["image", "import", tar.to_str().unwrap()]);
+    let compose = format!(
+        r#"
+services:
+  web:
+    image: {image}
+    command: ["sh", "-c", "touch /tmp/ok; exec sleep 100000"]
+    stop_grace_period: 1s
+  off:
+    image: {image}
+    command: ["sleep", "100000"]
+    stop_grace_period: 1s
+    healthcheck: {{disable: true}}
+"#
+    );
+    // `--wait` waits for web's image check to pass; `off` has none.
+    node.deploy_wait("shop", &compose);
+    let health =
+        |service: &str| node.cli_json(&["ps", service])[0]["status"]["health"]["status"].clone();
+    assert_eq!(health("web"), "healthy");
+    assert_eq!(health("off"), serde_json::Value::Null);
+    let table = node.cli_ok(&["ps"]);
+    assert!(table.contains("running (healthy)"), "{table}");
+}

@@ -64,6 +64,25 @@ pub fn build_busybox_image(out: &Path, name: &str) -> Result<BuiltImage, ImageEr
     write_docker_archive(out, name, &layer, &["sh"])
 }
 
+/// [`build_busybox_image`] whose config carries Docker's `Healthcheck` (what a Dockerfile's
+/// `HEALTHCHECK` writes), e.g. `{"Test": ["CMD-SHELL", "test -f /tmp/ok"], "Interval": 1e9}`.
+pub fn build_busybox_image_with_healthcheck(
+    out: &Path,
+    name: &str,
+    healthcheck: serde_json::Value,
+) -> Result<BuiltImage, ImageError> {
+    let layer = rootfs_layer(&[]).map_err(io_err(out))?;
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&config_json(&digest(&layer), &["sh"])).expect("json");
+    config["config"]["Healthcheck"] = healthcheck;
+    write_docker_archive_config(
+        out,
+        name,
+        &layer,
+        serde_json::to_vec(&config).expect("json"),
+    )
+}
+
 /// Writes an OCI image layout tarball (oci-layout, index.json, blobs/sha256/…) with a gzipped
 /// layer. The index entry carries containerd's full-name annotation and the OCI ref name (tag).
 pub fn build_busybox_oci_image(out: &Path, name: &str) -> Result<BuiltImage, ImageError> {
@@ -85,9 +104,18 @@ fn write_docker_archive(
     layer: &[u8],
     cmd: &[&str],
 ) -> Result<BuiltImage, ImageError> {
+    write_docker_archive_config(out, name, layer, config_json(&digest(layer), cmd))
+}
+
+/// A `docker save` archive of one layer with the given config blob.
+fn write_docker_archive_config(
+    out: &Path,
+    name: &str,
+    layer: &[u8],
+    config: Vec<u8>,
+) -> Result<BuiltImage, ImageError> {
     let io_err = io_err(out);
     let diff_id = digest(layer);
-    let config = config_json(&diff_id, cmd);
     let config_digest = digest(&config);
     let config_name = format!("{}.json", hex_of(&config_digest));
     let layer_name = format!("{}/layer.tar", hex_of(&diff_id));
