@@ -4,6 +4,7 @@
 //! over fakes, fixtures, waiting helpers); the tests are grouped by topic in its submodules.
 
 mod backoff;
+mod health;
 mod lifecycle;
 mod report;
 
