@@ -2,12 +2,15 @@
 //! health to their statuses and spawns a monitor task for each new run with a check; before
 //! planning, unhealthy runs that traffic has left are marked for a restart.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use hivemind_runtime::{ContainerInfo, ContainerRuntime};
-use hivemind_types::healthcheck::{ImageHealthcheck, ResolvedCheck, IMAGE_HEALTHCHECK_LABEL};
+use hivemind_types::healthcheck::{
+    ImageHealthcheck, Probe, ResolvedCheck, IMAGE_HEALTHCHECK_LABEL,
+};
 use hivemind_types::{Assignment, ObservedReplica, Replica};
 use tracing::{info, info_span, warn, Instrument};
 
@@ -50,16 +53,21 @@ pub(super) fn sync<R: ContainerRuntime>(
         let super::State {
             assignment, health, ..
         } = &mut *state;
-        let replicas: HashMap<&str, &Replica> = assignment
-            .iter()
-            .flat_map(|a| a.replicas.iter())
-            .map(|r| (r.id.as_str(), r))
-            .collect();
-        let labels: HashMap<&str, &ContainerInfo> =
-            containers.iter().map(|c| (c.id.as_str(), c)).collect();
+        // Built only in a pass that sees a new run: most passes attach health and nothing else.
+        let replicas: OnceCell<HashMap<&str, &Replica>> = OnceCell::new();
+        let labels: OnceCell<HashMap<&str, &ContainerInfo>> = OnceCell::new();
         let resolve = |id: &str| {
-            let replica = replicas.get(id)?;
+            let replica = replicas
+                .get_or_init(|| {
+                    assignment
+                        .iter()
+                        .flat_map(|a| a.replicas.iter())
+                        .map(|r| (r.id.as_str(), r))
+                        .collect()
+                })
+                .get(id)?;
             let image = labels
+                .get_or_init(|| containers.iter().map(|c| (c.id.as_str(), c)).collect())
                 .get(id)
                 .and_then(|c| c.labels.get(IMAGE_HEALTHCHECK_LABEL))
                 .and_then(
@@ -97,9 +105,10 @@ async fn monitor<R: ContainerRuntime>(shared: Arc<Shared<R>>, start: Start) {
     let mut delay = first_delay;
     loop {
         tokio::time::sleep(delay).await;
-        let ip = match &shared.dataplane {
-            Some(dataplane) => dataplane.ip(&id).await.map(IpAddr::V4),
-            None => None,
+        // Only the node-side probes need the address (an exec runs inside the container).
+        let ip = match (&shared.dataplane, &check.probe) {
+            (_, Probe::Exec(_)) | (None, _) => None,
+            (Some(dataplane), _) => dataplane.ip(&id).await.map(IpAddr::V4),
         };
         let result = run_probe(&shared.runtime, &id, ip, &check).await;
         let outcome = Outcome {
