@@ -64,6 +64,10 @@ impl Drop for Entry {
 #[derive(Debug, Default)]
 pub struct Monitors {
     entries: HashMap<String, Entry>,
+    /// A pass has run. The runs of the first one were started before this agent (live
+    /// restore): their health is unknown, so they are checked at once rather than after an
+    /// interval, lest a restarted agent take every healthy replica out of traffic for that long.
+    primed: bool,
 }
 
 impl Monitors {
@@ -76,6 +80,7 @@ impl Monitors {
         resolve: impl Fn(&str) -> Option<ResolvedCheck>,
         now: u64,
     ) -> Vec<Start> {
+        let adopted = !std::mem::replace(&mut self.primed, true);
         let mut starts = Vec::new();
         let mut seen = std::collections::HashSet::with_capacity(statuses.len());
         for status in statuses.iter_mut() {
@@ -89,7 +94,11 @@ impl Monitors {
                 Some(pid) => match resolve(&status.id) {
                     Some(check) => {
                         let machine = HealthMachine::new(status.started_at.unwrap_or(now));
-                        let first_delay = machine.next_delay(&check, now);
+                        let first_delay = if adopted {
+                            Duration::ZERO
+                        } else {
+                            machine.next_delay(&check, now)
+                        };
                         starts.push(Start {
                             id: status.id.clone(),
                             pid,

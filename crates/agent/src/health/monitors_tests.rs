@@ -56,6 +56,8 @@ fn a_running_replica_with_a_check_starts_as_starting_in_the_same_pass() {
     let starts = m.sync(&mut statuses, with_check, 100);
     assert_eq!(starts.len(), 1);
     assert_eq!((starts[0].id.as_str(), starts[0].pid), ("web-1", 10));
+    // Found running by the agent's first pass (live restore): checked at once.
+    assert_eq!(starts[0].first_delay, Duration::ZERO);
     // Never reported running without a health: the endpoints would count it ready.
     assert_eq!(
         statuses[0].health.as_ref().map(|h| h.status),
@@ -63,8 +65,13 @@ fn a_running_replica_with_a_check_starts_as_starting_in_the_same_pass() {
     );
     assert_eq!(statuses[1].health, None);
     assert_eq!(statuses[2].health, None);
-    // The next pass starts nothing new for the same run.
+    // The next pass starts nothing new for the same run; a run that starts later waits an
+    // interval before its first check, as in Docker.
     assert!(m.sync(&mut statuses, with_check, 200).is_empty());
+    statuses.push(status("web-3", ReplicaState::Running, Some(12)));
+    let starts = m.sync(&mut statuses, with_check, 300);
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].first_delay, Duration::from_secs(1));
 }
 
 #[test]
