@@ -230,16 +230,31 @@ services:
         .unwrap()
         .to_string();
 
+    // `--wait` follows the statuses; the node's ingress gets the endpoints a moment later. The
+    // loop starts once both replicas answer through it (`/` answers the replica's name).
+    let mut names = BTreeSet::new();
+    node.wait_for(
+        "both replicas behind the ingress",
+        Duration::from_secs(10),
+        || {
+            if let Ok((200, name)) = http_get(&format!("127.0.0.1:{port}"), "shop", "/") {
+                names.insert(name);
+            }
+            names.len() == 2
+        },
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let looper = {
         let stop = stop.clone();
         let addr = format!("127.0.0.1:{port}");
+        let t0 = Instant::now();
         std::thread::spawn(move || {
             let (mut ok, mut failed) = (0u32, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 match http_get(&addr, "shop", "/") {
                     Ok((200, _)) => ok += 1,
-                    other => failed.push(format!("{other:?}")),
+                    // When, from the loop's start (the check is failed after 1 s).
+                    other => failed.push(format!("at {:?}: {other:?}", t0.elapsed())),
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -262,6 +277,9 @@ services:
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok, failed) = looper.join().unwrap();
+    if !failed.is_empty() {
+        eprintln!("{}\n{}", node.cli_ok(&["events"]), node.log_tail());
+    }
     eprintln!("{ok} requests through the ingress, {} failed", failed.len());
     assert!(ok > 50, "only {ok} requests went through");
     assert!(failed.is_empty(), "failed requests: {failed:?}");

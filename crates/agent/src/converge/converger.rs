@@ -113,8 +113,8 @@ pub(super) async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) 
             ..
         } = &mut *state;
         let assignment = assignment.as_ref().expect("checked above");
-        health_hook::mark_restarts(health, local, assignment, now);
-        let pass = plan::plan(
+        let restart_at = health_hook::mark_restarts(health, local, assignment, now);
+        let mut pass = plan::plan(
             &shared.config.node,
             &assignment.replicas,
             &containers,
@@ -122,6 +122,9 @@ pub(super) async fn converge_once<R: ContainerRuntime>(shared: &Arc<Shared<R>>) 
             local,
             now,
         );
+        if let Some(at) = restart_at {
+            pass.wake_at = Some(pass.wake_at.map_or(at, |w| w.min(at)));
+        }
         for action in &pass.actions {
             in_flight.insert(action.id().to_string());
         }

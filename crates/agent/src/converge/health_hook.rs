@@ -19,13 +19,14 @@ use super::Shared;
 use crate::health::probe::run_probe;
 use crate::health::{Monitors, Outcome, Start};
 
-/// Marks the unhealthy runs that are due a restart in `local`, for the pass about to plan.
+/// Marks the unhealthy runs that are due a restart in `local`, for the pass about to plan;
+/// returns when the next one is due.
 pub(super) fn mark_restarts(
     monitors: &mut Monitors,
     local: &mut LocalState,
     assignment: &Assignment,
     now: u64,
-) {
+) -> Option<u64> {
     let routed = |id: &str| {
         assignment
             .network
@@ -33,12 +34,14 @@ pub(super) fn mark_restarts(
             .iter()
             .any(|s| s.endpoints.iter().any(|e| e.replica == id))
     };
-    for id in monitors.restarts_due(now, routed) {
+    let (due, next) = monitors.restarts_due(now, routed);
+    for id in due {
         info!(replica = %id, "unhealthy and out of traffic: restarting");
         if let Some(l) = local.get_mut(&id) {
             l.unhealthy = true;
         }
     }
+    next
 }
 
 /// Attaches health to `statuses` and spawns the monitors of new runs.

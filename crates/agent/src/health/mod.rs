@@ -6,8 +6,9 @@
 //! runs, kept in the converger's state: each pass attaches every run's reported health to the
 //! replica's status (so a report is sent only when a status changes), starts monitors for new
 //! runs and drops those of runs that ended. An unhealthy run is restarted by the converger
-//! (`plan`'s `Action::Restart`), once traffic has left it: when the node's assignment no longer
-//! lists it as an endpoint, or after [`DRAIN_WAIT_MS`] if the server does not answer.
+//! (`plan`'s `Action::Restart`), once traffic has left it: [`DRAIN_GRACE_MS`] after the node's
+//! assignment stopped listing it as an endpoint (connections forwarded just before finish), or
+//! after [`DRAIN_WAIT_MS`] if the server does not answer.
 //!
 //! The converger's side of this (spawning the tasks, which need the agent's shared state) is
 //! `converge::health_hook`.
@@ -27,6 +28,10 @@ pub use machine::{HealthMachine, Outcome};
 /// How long an unhealthy replica may wait for the endpoints to drop it before it is restarted
 /// anyway (the server may be unreachable; the replica is failing either way).
 pub const DRAIN_WAIT_MS: u64 = 3_000;
+
+/// How long an unhealthy replica keeps running once traffic left it, so that connections the
+/// data plane forwarded just before are answered rather than reset.
+pub const DRAIN_GRACE_MS: u64 = 1_000;
 
 /// A monitor to spawn: replica `id`'s run with process `pid`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,8 @@ struct Entry {
     /// the status until a new run starts).
     task: Option<AbortHandle>,
     unhealthy_at: Option<u64>,
+    /// When the unhealthy run was first seen out of the endpoints.
+    unrouted_at: Option<u64>,
     restart_requested: bool,
 }
 
@@ -113,6 +120,7 @@ impl Monitors {
                                 machine,
                                 task: None,
                                 unhealthy_at: None,
+                                unrouted_at: None,
                                 restart_requested: false,
                             },
                         );
@@ -156,15 +164,21 @@ impl Monitors {
             entry.unhealthy_at = Some(at);
         } else if entry.machine.status() != HealthStatus::Unhealthy {
             entry.unhealthy_at = None;
+            entry.unrouted_at = None;
         }
         Some((changed, entry.machine.next_delay(&entry.check, at)))
     }
 
-    /// Unhealthy runs to restart now, each once: those traffic has left (`routed` says whether
-    /// the node's assignment still lists the replica as an endpoint) or that waited
-    /// [`DRAIN_WAIT_MS`].
-    pub fn restarts_due(&mut self, now: u64, routed: impl Fn(&str) -> bool) -> Vec<String> {
+    /// Unhealthy runs to restart now, each once: those traffic left [`DRAIN_GRACE_MS`] ago
+    /// (`routed` says whether the node's assignment still lists the replica as an endpoint) or
+    /// that waited [`DRAIN_WAIT_MS`]; and when to ask again for the others.
+    pub fn restarts_due(
+        &mut self,
+        now: u64,
+        routed: impl Fn(&str) -> bool,
+    ) -> (Vec<String>, Option<u64>) {
         let mut due = Vec::new();
+        let mut next: Option<u64> = None;
         for (id, e) in &mut self.entries {
             let Some(since) = e.unhealthy_at else {
                 continue;
@@ -172,13 +186,22 @@ impl Monitors {
             if e.restart_requested {
                 continue;
             }
-            if !routed(id) || now.saturating_sub(since) >= DRAIN_WAIT_MS {
+            if e.unrouted_at.is_none() && !routed(id) {
+                e.unrouted_at = Some(now);
+            }
+            let at = match e.unrouted_at {
+                Some(unrouted) => (unrouted + DRAIN_GRACE_MS).min(since + DRAIN_WAIT_MS),
+                None => since + DRAIN_WAIT_MS,
+            };
+            if now >= at {
                 e.restart_requested = true;
                 due.push(id.clone());
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
         due.sort();
-        due
+        (due, next)
     }
 
     /// Stops every monitor (the agent stops).

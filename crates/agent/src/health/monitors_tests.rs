@@ -90,11 +90,16 @@ fn unhealthy_runs_restart_once_traffic_left_or_after_the_drain_wait() {
         );
         assert_eq!(m.observe(id, pid, fail(2_000)).map(|r| r.0), Some(true));
     }
-    // web-1 is still an endpoint, web-2 is not any more.
+    // web-1 is still an endpoint, web-2 is not any more: it goes after the drain grace.
     let routed = |id: &str| id == "web-1";
-    assert_eq!(m.restarts_due(2_100, routed), ["web-2"]);
-    assert!(m.restarts_due(2_200, routed).is_empty());
-    assert_eq!(m.restarts_due(2_000 + DRAIN_WAIT_MS, routed), ["web-1"]);
+    let (due, next) = m.restarts_due(2_100, routed);
+    assert!(due.is_empty());
+    assert_eq!(next, Some(2_100 + DRAIN_GRACE_MS));
+    let (due, _) = m.restarts_due(2_100 + DRAIN_GRACE_MS, routed);
+    assert_eq!(due, ["web-2"]);
+    assert!(m.restarts_due(2_200 + DRAIN_GRACE_MS, routed).0.is_empty());
+    let (due, next) = m.restarts_due(2_000 + DRAIN_WAIT_MS, routed);
+    assert_eq!((due, next), (vec!["web-1".to_string()], None));
     m.sync(&mut statuses, with_check, 5_000);
     assert_eq!(
         statuses[0]
