@@ -14,7 +14,7 @@ use hivemind_client::wire::{
     DeployRequest, DeployResponse, ErrorBody, EventFilter, ReplicaFilter, ReplicaView, ScaleRequest,
 };
 use hivemind_store::Store;
-use hivemind_types::{App, Assignment, ClusterNetwork, Kind, Node, NodeReport, Service};
+use hivemind_types::{App, ClusterNetwork, Kind, Node, NodeReport, Service};
 
 use crate::assignments::{self, Hub};
 use crate::error::ApiError;
@@ -213,25 +213,23 @@ pub(crate) async fn get_assignment(
     shutdown: Option<Extension<Shutdown>>,
     params: Params,
     Path(node): Path<String>,
-) -> ApiResult<Json<Assignment>> {
+) -> ApiResult<assignments::AssignmentAnswer> {
     let after = params.u64("after")?;
     let delta = crate::deploy::bool_param("delta", params.str("delta"))?;
     let timeout = params
         .u64("timeout_ms")?
         .map_or(DEFAULT_POLL, Duration::from_millis);
-    Ok(Json(
-        assignments::wait_assignment_delta(
-            &hub,
-            &store,
-            &net,
-            &node,
-            after,
-            delta,
-            timeout,
-            stopped(shutdown.map(|e| e.0)),
-        )
-        .await?,
-    ))
+    assignments::wait_assignment_delta(
+        &hub,
+        &store,
+        &net,
+        &node,
+        after,
+        delta,
+        timeout,
+        stopped(shutdown.map(|e| e.0)),
+    )
+    .await
 }
 
 #[utoipa::path(
