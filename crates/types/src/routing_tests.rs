@@ -26,6 +26,7 @@ fn full_service() -> ServiceSpec {
             condition: RestartCondition::OnFailure,
             max_attempts: Some(5),
             delay_ms: 2_000,
+            window_ms: None,
         },
         stop_signal: "SIGQUIT".into(),
         stop_grace_period_ms: 30_000,
@@ -79,6 +80,8 @@ fn full_service() -> ServiceSpec {
             max_size: Some(10 << 20),
             max_files: Some(3),
         },
+        depends_on: BTreeMap::new(),
+        stopped: false,
     }
 }
 

@@ -38,6 +38,7 @@ fn minimal_service_gets_the_defaults() {
                 condition: RestartCondition::Always,
                 max_attempts: None,
                 delay_ms: 0,
+                window_ms: None,
             },
             stop_signal: "SIGTERM".into(),
             stop_grace_period_ms: 10_000,
@@ -338,14 +339,16 @@ fn restart_forms() {
         condition,
         max_attempts,
         delay_ms,
+        window_ms: None,
     };
-    use RestartCondition::{Always, Never, OnFailure};
+    use RestartCondition::{Always, Never, OnFailure, UnlessStopped};
     let cases: &[(&str, RestartPolicy)] = &[
         ("restart: \"no\"", policy(Never, None, 0)),
         ("restart: no", policy(Never, None, 0)),
         ("restart: false", policy(Never, None, 0)),
         ("restart: always", policy(Always, None, 0)),
-        ("restart: unless-stopped", policy(Always, None, 0)),
+        // Regression (issue 10): `unless-stopped` became `always`, losing what it means.
+        ("restart: unless-stopped", policy(UnlessStopped, None, 0)),
         ("restart: on-failure", policy(OnFailure, None, 0)),
         ("restart: \"on-failure:5\"", policy(OnFailure, Some(5), 0)),
         ("restart: \"on-failure:0\"", policy(OnFailure, None, 0)),
@@ -353,7 +356,14 @@ fn restart_forms() {
         ("deploy: {restart_policy: {condition: none}}", policy(Never, None, 0)),
         (
             "deploy: {restart_policy: {condition: on-failure, delay: 5s, max_attempts: 3, window: 2m}}",
-            policy(OnFailure, Some(3), 5000),
+            RestartPolicy {
+                window_ms: Some(120_000),
+                ..policy(OnFailure, Some(3), 5000)
+            },
+        ),
+        (
+            "deploy: {restart_policy: {window: 0s}}",
+            policy(Always, None, 0),
         ),
         (
             "restart: \"no\", deploy: {restart_policy: {condition: any, delay: 500ms}}",
