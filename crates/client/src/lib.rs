@@ -179,6 +179,23 @@ impl Client {
             .await
     }
 
+    /// Stops (`stopped: true`) or starts again one service of `app`, or every service of it
+    /// when `service` is `None` (`hivemind stop/start`). Returns the services as they are now.
+    pub async fn set_stopped(
+        &self,
+        app: &str,
+        service: Option<&str>,
+        stopped: bool,
+    ) -> Result<Vec<Service>> {
+        let verb = if stopped { "stop" } else { "start" };
+        let path = match service {
+            Some(name) => format!("/services/{}/{}/{verb}", seg(app), seg(name)),
+            None => format!("/apps/{}/{verb}", seg(app)),
+        };
+        self.call::<_, ()>(reqwest::Method::POST, &path, &[], None)
+            .await
+    }
+
     /// Replicas joined with their last reported status.
     pub async fn replicas(&self, filter: &ReplicaFilter) -> Result<Vec<ReplicaView>> {
         let mut query = Vec::new();

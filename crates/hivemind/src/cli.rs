@@ -79,6 +79,11 @@ pub(crate) enum Command {
     Ps(PsArgs),
     /// Set replica counts: `hivemind scale web=5 [app/api=2 ...]`.
     Scale(ScaleArgs),
+    /// Stop an app's services, or one (`hivemind stop shop/web`): their containers stop and
+    /// are kept, and stay stopped (across agent and node restarts) until `hivemind start`.
+    Stop(RunStateArgs),
+    /// Start services stopped with `hivemind stop` again: `hivemind start shop[/web]`.
+    Start(RunStateArgs),
     /// List nodes.
     Nodes,
     /// Manage nodes: `hivemind node rm NAME`.
@@ -347,6 +352,12 @@ pub(crate) struct EventsArgs {
     /// Keep printing new events as they are recorded.
     #[arg(long, short)]
     pub(crate) follow: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct RunStateArgs {
+    /// `APP` (every service of it) or `APP/SERVICE`.
+    pub(crate) target: String,
 }
 
 #[derive(Args)]

@@ -89,6 +89,14 @@ pub(crate) async fn ps(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<()> 
         filter.service = Some(s.name);
     }
     let replicas = client.replicas(&filter).await?;
+    // Services held by `depends_on` have no replica to show: a row says what they wait for.
+    let waiting = crate::cmd::lifecycle::waiting_rows(
+        &client,
+        filter.app.as_deref(),
+        filter.service.as_deref(),
+        &replicas,
+    )
+    .await?;
     let rows = replicas
         .iter()
         .map(|r| {
@@ -121,6 +129,7 @@ pub(crate) async fn ps(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<()> 
                 message,
             ]
         })
+        .chain(waiting)
         .collect();
     print_list(
         global.output,
