@@ -594,3 +594,16 @@ fn logging_options_read_like_docker() {
     let plain = only_service("services:\n  web:\n    image: nginx:1.27\n");
     assert!(!serde_json::to_string(&plain).unwrap().contains("logging"));
 }
+
+/// Issue 10: `restart: unless-stopped` was read as `always`, losing what it means (a replica
+/// the user stopped stays stopped). The spec keeps it apart, and both restart after an exit.
+#[test]
+fn unless_stopped_becomes_always() {
+    let spec = only_service(&web("restart: unless-stopped"));
+    assert_eq!(spec.restart.condition, RestartCondition::UnlessStopped);
+    assert_ne!(spec.restart.condition, RestartCondition::Always);
+    assert!(spec.restart.condition.restarts_after(0));
+    assert!(spec.restart.condition.restarts_after(1));
+    let json = serde_json::to_value(&spec.restart).unwrap();
+    assert_eq!(json["condition"], "unless-stopped");
+}
