@@ -40,9 +40,14 @@ pub(crate) async fn services(global: &GlobalArgs, args: ServicesArgs) -> anyhow:
                 .iter()
                 .filter(|r| r.replica.app == s.app && r.replica.service == s.name)
                 .filter(|r| {
-                    r.status
-                        .as_ref()
-                        .is_some_and(|st| st.state == hivemind_types::ReplicaState::Running)
+                    // A one-shot that completed is done, not missing.
+                    r.status.as_ref().is_some_and(|st| {
+                        matches!(
+                            st.state,
+                            hivemind_types::ReplicaState::Running
+                                | hivemind_types::ReplicaState::Completed
+                        )
+                    })
                 })
                 .count();
             let want = match s.spec.mode {

@@ -55,12 +55,31 @@ impl Cache {
 /// What the controller last recorded about each service's wait.
 #[derive(Debug, Default)]
 pub(super) struct WaitEvents {
+    /// Service key → the [`signature`] of the wait last recorded.
     reported: HashMap<String, String>,
+}
+
+/// What a wait is about, without its progress: `migrate:service_completed_successfully`
+/// waiting, `db:service_healthy` failed. `None` when nothing holds.
+fn signature(gate: &Gate) -> Option<String> {
+    if !gate.holds() {
+        return None;
+    }
+    let part = |what: &str, u: &crate::plan::depends::Unmet| {
+        format!("{what} {}:{}", u.service, u.condition.as_str())
+    };
+    let parts: Vec<String> = gate
+        .waiting
+        .iter()
+        .map(|u| part("waiting", u))
+        .chain(gate.failed.iter().map(|u| part("failed", u)))
+        .collect();
+    Some(parts.join(", "))
 }
 
 impl WaitEvents {
     /// The events the gates of the services planned bring, and the memory to keep once they
-    /// are written (`commit`). `gates` holds every planned service that exists.
+    /// are written (`commit`). `planned` holds every planned service that exists.
     pub(super) fn events(
         &self,
         planned: &[(&Service, Option<&Gate>)],
@@ -71,8 +90,10 @@ impl WaitEvents {
         for (i, (service, gate)) in planned.iter().enumerate() {
             let key = service.key();
             let summary = gate.and_then(Gate::summary);
-            let before = self.reported.get(&key);
-            if summary.as_ref() == before {
+            // Recorded when the set of dependencies waited for (or failed) changes, not at
+            // every replica of a big dependency that comes up.
+            let signature = gate.and_then(signature);
+            if signature.as_ref() == self.reported.get(&key) {
                 continue;
             }
             // Apart by a millisecond each, so that ids stay unique within one run.
@@ -98,7 +119,7 @@ impl WaitEvents {
                 ),
             };
             events.push(service_event(service, time, why, event_type, message));
-            memory.push((key, summary));
+            memory.push((key, signature));
         }
         (events, memory)
     }
@@ -139,5 +160,92 @@ fn service_event(
         count: 1,
         first_time: None,
         meta: Meta::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hivemind_types::{DependencyCondition, ServiceSpec};
+
+    use super::*;
+    use crate::plan::depends::Unmet;
+
+    fn web() -> Service {
+        Service {
+            namespace: "default".into(),
+            app: "shop".into(),
+            name: "web".into(),
+            spec: ServiceSpec::default(),
+            vip: None,
+            meta: Meta::default(),
+        }
+    }
+
+    fn unmet(reason: &str) -> Unmet {
+        Unmet {
+            service: "migrate".into(),
+            condition: DependencyCondition::ServiceCompletedSuccessfully,
+            reason: reason.into(),
+        }
+    }
+
+    /// Records what `gate` brings and returns the reasons of the events.
+    fn step(waits: &mut WaitEvents, gate: Option<&Gate>, now: u64) -> Vec<String> {
+        let service = web();
+        let (events, memory) = waits.events(&[(&service, gate)], now);
+        waits.commit(memory);
+        events
+            .iter()
+            .map(|e| format!("{} {}", e.reason, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_wait_is_recorded_when_it_begins_changes_kind_and_ends_not_at_each_step() {
+        let mut waits = WaitEvents::default();
+        let waiting = |reason: &str| Gate {
+            waiting: vec![unmet(reason)],
+            ..Default::default()
+        };
+        assert_eq!(
+            step(&mut waits, Some(&waiting("0/2 replicas completed")), 1),
+            ["Waiting service web: waiting for migrate (service_completed_successfully): 0/2 replicas completed"]
+        );
+        // Progress of the same wait records nothing more.
+        assert!(step(&mut waits, Some(&waiting("1/2 replicas completed")), 2).is_empty());
+        let failed = Gate {
+            failed: vec![unmet("exited with code 3")],
+            ..Default::default()
+        };
+        assert_eq!(
+            step(&mut waits, Some(&failed), 3),
+            ["DependencyFailed service web: dependency failed: migrate (service_completed_successfully): exited with code 3"]
+        );
+        assert!(step(&mut waits, Some(&failed), 4).is_empty());
+        assert_eq!(
+            step(&mut waits, Some(&Gate::default()), 5),
+            ["DependenciesReady service web: its dependencies hold; creating its replicas"]
+        );
+        // Nothing held and nothing reported before: silence, with or without depends_on.
+        assert!(step(&mut waits, Some(&Gate::default()), 6).is_empty());
+        assert!(step(&mut waits, None, 7).is_empty());
+    }
+
+    #[test]
+    fn events_of_one_run_get_distinct_ids_and_name_the_service() {
+        let waits = WaitEvents::default();
+        let a = web();
+        let mut b = web();
+        b.name = "api".into();
+        let gate = Gate {
+            waiting: vec![unmet("0/1 replicas completed")],
+            ..Default::default()
+        };
+        let (events, _) = waits.events(&[(&a, Some(&gate)), (&b, Some(&gate))], 10);
+        assert_eq!(events.len(), 2);
+        assert_ne!(events[0].id, events[1].id);
+        assert_eq!(events[1].object.kind, Kind::Service);
+        assert_eq!(events[1].object.service.as_deref(), Some("api"));
+        assert_eq!(events[1].object.app.as_deref(), Some("shop"));
     }
 }
