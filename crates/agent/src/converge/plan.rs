@@ -2,7 +2,11 @@
 //!
 //! Pure and synchronous: time comes in as `now` (Unix ms), and the only state it touches is the
 //! agent's own per-replica bookkeeping (`LocalState`), which it updates as it observes exits.
-//! The restart policy and its back-off live here, like kubelet's container restarts in a pod.
+//! The restart policy and its back-off live here, like kubelet's container restarts in a pod:
+//! `max_attempts` counts restarts (a run of at least the policy's `window` starts the count
+//! afresh), an exit 0 that is not restarted is `Completed` (a one-shot job), a replica whose
+//! service the user stopped is stopped and keeps its container, and first starts wait for
+//! local dependencies (`start_order`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
