@@ -179,6 +179,7 @@ fn read_model(file_name: &str, req: &DeployRequest) -> Result<compose::ComposeAp
         env: &req.env,
         read_file: &env_files,
         profiles: &[],
+        project_dir: None,
     })
     .map_err(compose_error)?;
     let nothing = |_: &str| -> Result<String, String> {

@@ -67,6 +67,7 @@ impl ServiceSpec {
             hostname,
             extra_hosts,
             logging,
+            volumes,
         } = self.clone();
         let HivemindExt {
             strategy,
@@ -101,6 +102,7 @@ impl ServiceSpec {
             hostname,
             extra_hosts,
             logging,
+            volumes,
         };
         let routing = Routing {
             ports,

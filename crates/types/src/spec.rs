@@ -90,6 +90,10 @@ pub struct ServiceSpec {
     /// of the JSON when unset, so that older specs keep their revision hash.
     #[serde(default, skip_serializing_if = "LogOptions::is_empty")]
     pub logging: LogOptions,
+    /// Named volumes, anonymous volumes and bind mounts (Compose `volumes`, `volumes_from`),
+    /// in file order; see `volume`. Left out of the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 /// A service's log rotation (Compose `logging.options`, Docker's names).

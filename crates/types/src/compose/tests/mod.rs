@@ -14,6 +14,7 @@ mod properties;
 mod real_world;
 mod robustness;
 mod spec_example;
+mod volumes;
 mod warnings;
 
 use std::collections::BTreeMap;
