@@ -328,3 +328,6 @@ pub(crate) async fn node_volumes(
         volumes.into_iter().filter(|v| v.node == node).collect(),
     ))
 }
+
+#[cfg(test)]
+mod tests;
