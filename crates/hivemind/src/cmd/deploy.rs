@@ -338,8 +338,17 @@ pub(crate) async fn scale(global: &GlobalArgs, args: ScaleArgs) -> anyhow::Resul
 
 pub(crate) async fn rm(global: &GlobalArgs, args: RmArgs) -> anyhow::Result<()> {
     let client = client(global)?;
-    let app = client.delete_app(&args.app).await?;
-    println!("app {} removed; its containers are being stopped", app.name);
+    let app = client
+        .delete_app_with_volumes(&args.app, args.volumes)
+        .await?;
+    if args.volumes {
+        println!(
+            "app {} removed; its containers are being stopped, then its volumes removed",
+            app.name
+        );
+    } else {
+        println!("app {} removed; its containers are being stopped", app.name);
+    }
     Ok(())
 }
 
