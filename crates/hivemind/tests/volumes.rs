@@ -316,3 +316,56 @@ fn external_volumes_are_created_refused_while_in_use_and_removed() {
         !volume_dir(&node, "shared").exists()
     });
 }
+
+/// A volume with `driver_opts` is mount(8) of them at first use, and unmounted when removed.
+#[test]
+fn driver_opts_are_mounted_at_first_use_and_unmounted_at_removal() {
+    if !require_containerd() {
+        return;
+    }
+    let node = TestNode::start();
+    node.cli_ok(&[
+        "volume",
+        "create",
+        "fast",
+        "--driver-opt",
+        "type=tmpfs",
+        "--driver-opt",
+        "device=tmpfs",
+        "--driver-opt",
+        "o=size=2m,mode=0777,nosuid",
+    ]);
+    node.deploy_wait(
+        "opts",
+        &format!(
+            "volumes:\n  fast: {{external: true}}\nservices:\n  web:\n    image: {IMAGE}\n    command: [sleep, \"3600\"]\n    stop_grace_period: 1s\n    volumes: [\"fast:/fast\"]\n"
+        ),
+    );
+    let data = volume_dir(&node, "fast").join("_data");
+    let host_mount = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(data.to_str().unwrap()))
+            .map(String::from)
+    };
+    let line = host_mount().expect("the volume is mounted on the node");
+    assert!(
+        line.contains(" - tmpfs tmpfs ") && line.contains("size=2048k"),
+        "{line}"
+    );
+    let replica = node.replica_of("web");
+    let mounts = sh_ok(&node, &replica, "cat /proc/mounts");
+    assert!(
+        mounts.lines().any(|l| l.starts_with("tmpfs /fast tmpfs ")),
+        "{mounts}"
+    );
+
+    node.cli_ok(&["rm", "opts"]);
+    node.wait_for("the volume removable", WAIT, || {
+        node.cli(&["volume", "rm", "fast"]).status.success()
+    });
+    node.wait_for("unmounted and removed by the node", WAIT, || {
+        host_mount().is_none() && !volume_dir(&node, "fast").exists()
+    });
+}

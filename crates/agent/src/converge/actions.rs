@@ -113,11 +113,23 @@ async fn create_replica<R: ContainerRuntime>(
         None => CreateOptions::default(),
     };
     options.mounts = prepare_volumes(shared, replica).await?;
+    // Two replicas sharing a new volume would both find it empty and both copy the image in,
+    // the second over what the first may have written since: copy-ups take turns, and the
+    // mounts are prepared again once it is this one's turn.
+    let _turn = match options.mounts.iter().any(|m| m.copy_up) {
+        true => {
+            let turn = COPY_UP_TURN.lock().await;
+            options.mounts = prepare_volumes(shared, replica).await?;
+            Some(turn)
+        }
+        false => None,
+    };
     shared
         .runtime
         .create(replica, &options)
         .await
         .map_err(|e| error_chain(&e))?;
+    drop(_turn);
     shared
         .runtime
         .start(&replica.id)
@@ -125,6 +137,9 @@ async fn create_replica<R: ContainerRuntime>(
         .map(|_| ())
         .map_err(|e| error_chain(&e))
 }
+
+/// Held by a create that copies an image's content into a new volume (see `create_replica`).
+static COPY_UP_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The replica's volumes and bind mounts, made ready on the node (see `crate::volumes`).
 async fn prepare_volumes<R: ContainerRuntime>(
