@@ -367,7 +367,11 @@ fn named(
     nocopy: bool,
     subpath: Option<String>,
 ) -> Option<NamedVolume> {
-    let service = path.split('.').nth(1).unwrap_or("the service");
+    // `services.NAME.volumes[i]...`, NAME quoted when it has dots.
+    let service = path
+        .strip_prefix("services.")
+        .and_then(|rest| rest.rsplit_once(".volumes"))
+        .map_or("the service", |(name, _)| name);
     let Some(def) = defs.get(key) else {
         p.push(
             path,

@@ -466,6 +466,12 @@ fn bad_volumes_are_refused_naming_the_key() {
             message,
         );
     }
+    // A dotted service name is named whole.
+    expect_error(
+        "services:\n  meet.web: {image: a, volumes: [\"nope:/d\"]}\n",
+        "services.\"meet.web\".volumes[0]",
+        "service \"meet.web\" mounts volume \"nope\"",
+    );
     // An anonymous volume belongs to one replica, so another service cannot share it.
     expect_error(
         "services:\n  db: {image: a, volumes: [/d]}\n  web: {image: a, volumes_from: [db]}\n",
