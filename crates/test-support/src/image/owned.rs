@@ -57,9 +57,7 @@ pub fn build_image_with_entries(
     }
     append(&mut tar, &config_name, &config).map_err(io_err)?;
     append(&mut tar, "manifest.json", manifest.as_bytes()).map_err(io_err)?;
-    tar.into_inner()
-        .and_then(|mut f| f.flush())
-        .map_err(io_err)
+    tar.into_inner().and_then(|mut f| f.flush()).map_err(io_err)
 }
 
 fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8]) -> io::Result<()> {
