@@ -11,5 +11,6 @@
 
 pub mod converge;
 pub mod serve;
+pub mod volumes;
 
 pub use converge::{run_agent, AgentConfig};

@@ -312,7 +312,8 @@ impl Routes {
             | Kind::ReplicaStatus
             | Kind::Event
             | Kind::Address
-            | Kind::Token => Targets::None,
+            | Kind::Token
+            | Kind::Volume => Targets::None,
         }
     }
 

@@ -38,7 +38,7 @@ pub async fn deploy(
         None => namespace,
     };
     let file_name = req.file_name.as_deref().unwrap_or("compose.yaml");
-    let parsed = read_model(file_name, req)?;
+    let mut parsed = read_model(file_name, req)?;
     let warnings = compose::warnings(&parsed);
     if req.strict && !warnings.is_empty() {
         return Err(strict_error(file_name, &warnings));
@@ -58,6 +58,7 @@ pub async fn deploy(
         }
     };
     check_label("name", &name, true)?;
+    crate::volumes::prepare_deploy(store, namespace, &name, &mut parsed).await?;
     let mut names = BTreeSet::new();
     for (service, _) in &parsed.services {
         // The parser checks these too; the store keys depend on it, so check again here.
@@ -179,6 +180,7 @@ fn read_model(file_name: &str, req: &DeployRequest) -> Result<compose::ComposeAp
         env: &req.env,
         read_file: &env_files,
         profiles: &[],
+        project_dir: None,
     })
     .map_err(compose_error)?;
     let nothing = |_: &str| -> Result<String, String> {
@@ -196,6 +198,17 @@ fn read_model(file_name: &str, req: &DeployRequest) -> Result<compose::ComposeAp
 /// Deletes an app and its services in one transaction; returns the app as it was. The service
 /// controller then deletes their replicas.
 pub async fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<App, ApiError> {
+    delete_app_with(store, namespace, name, false).await
+}
+
+/// [`delete_app`]; with `volumes`, the app's volumes are marked for removal in the same
+/// transaction (`hivemind rm --volumes`), and go once its replicas are gone.
+pub async fn delete_app_with(
+    store: &Store,
+    namespace: &str,
+    name: &str,
+    volumes: bool,
+) -> Result<App, ApiError> {
     let app_key = format!("{namespace}/{name}");
     let app: App = store
         .get(Kind::App, &app_key)
@@ -213,6 +226,9 @@ pub async fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<Ap
             s.key(),
             Expect::Revision(s.meta.revision),
         ));
+    }
+    if volumes {
+        ops.extend(crate::volumes::removal_ops(store, namespace, name).await?);
     }
     store.txn(ops).await?;
     Ok(app)

@@ -28,6 +28,7 @@ mod shutdown;
 #[cfg(test)]
 mod testing;
 pub mod tokens;
+pub mod volumes;
 
 use std::future::Future;
 use std::io;
@@ -101,6 +102,15 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .route("/nodes/{node}/report", put(routes::put_report))
         .route("/nodes/{node}/lease", put(routes::put_lease))
         .route("/events", get(routes::get_events))
+        .route(
+            "/volumes",
+            get(volumes::list_volumes).post(volumes::create_volume),
+        )
+        .route(
+            "/volumes/{name}",
+            get(volumes::get_volume).delete(volumes::delete_volume),
+        )
+        .route("/nodes/{node}/volumes", get(volumes::node_volumes))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(auth::unknown_route)
         .route_layer(axum::middleware::from_fn(extract::check_path))

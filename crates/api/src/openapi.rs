@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{exec, logs, routes, tokens};
+use crate::{exec, logs, routes, tokens, volumes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +36,11 @@ use crate::{exec, logs, routes, tokens};
         tokens::delete_token,
         tokens::join_node,
         tokens::delete_node,
+        volumes::list_volumes,
+        volumes::create_volume,
+        volumes::get_volume,
+        volumes::delete_volume,
+        volumes::node_volumes,
     ),
     components(schemas(hivemind_client::wire::ChangeEvent)),
     modifiers(&BearerAuth),

@@ -39,7 +39,8 @@ impl Principal {
             Principal::Admin => "everything".to_string(),
             Principal::Node(name) => format!(
                 "a node credential may only GET /api/v1/nodes/{name}/assignment, PUT \
-                 /api/v1/nodes/{name}/report and PUT /api/v1/nodes/{name}/lease; use the admin \
+                 /api/v1/nodes/{name}/report, PUT /api/v1/nodes/{name}/lease and GET \
+                 /api/v1/nodes/{name}/volumes; use the admin \
                  token for anything else"
             ),
             Principal::Join(_) => "a join token may only POST /api/v1/nodes/{name}/join, which \
@@ -55,6 +56,8 @@ pub enum Action {
     ReadAssignment(String),
     WriteReport(String),
     WriteLease(String),
+    /// The volumes kept on the node: its agent removes the data of those that are gone.
+    ReadNodeVolumes(String),
     JoinNode(String),
     /// The OpenAPI document: public knowledge, readable by any principal.
     ReadOpenApi,
@@ -68,6 +71,7 @@ impl fmt::Display for Action {
             Action::ReadAssignment(n) => write!(f, "read the assignment of node {n}"),
             Action::WriteReport(n) => write!(f, "write the report of node {n}"),
             Action::WriteLease(n) => write!(f, "renew the lease of node {n}"),
+            Action::ReadNodeVolumes(n) => write!(f, "read the volumes of node {n}"),
             Action::JoinNode(n) => write!(f, "join node {n}"),
             Action::ReadOpenApi => f.write_str("read the OpenAPI document"),
             Action::AdminOnly(route) => write!(f, "call {route}"),
@@ -93,6 +97,7 @@ pub fn action_for(method: &Method, pattern: &str, path: &str) -> Action {
         (&Method::GET, "/nodes/{node}/assignment") => Action::ReadAssignment(node()),
         (&Method::PUT, "/nodes/{node}/report") => Action::WriteReport(node()),
         (&Method::PUT, "/nodes/{node}/lease") => Action::WriteLease(node()),
+        (&Method::GET, "/nodes/{node}/volumes") => Action::ReadNodeVolumes(node()),
         (&Method::POST, "/nodes/{node}/join") => Action::JoinNode(node()),
         (&Method::GET, "/openapi.json") => Action::ReadOpenApi,
         _ => Action::AdminOnly(format!("{method} {pattern}")),
@@ -115,7 +120,10 @@ pub fn authorize(principal: &Principal, action: &Action) -> Result<(), Forbidden
         (Principal::Admin, _) | (_, Action::ReadOpenApi) => true,
         (
             Principal::Node(me),
-            Action::ReadAssignment(node) | Action::WriteReport(node) | Action::WriteLease(node),
+            Action::ReadAssignment(node)
+            | Action::WriteReport(node)
+            | Action::WriteLease(node)
+            | Action::ReadNodeVolumes(node),
         ) => me == node,
         (Principal::Join(_), Action::JoinNode(_)) => true,
         _ => false,
@@ -218,6 +226,20 @@ mod tests {
         ),
         ("POST", "/api/v1/nodes/{node}/join", "/api/v1/nodes/n1/join"),
         ("POST", "/api/v1/nodes/{node}/join", "/api/v1/nodes/n3/join"),
+        (
+            "GET",
+            "/api/v1/nodes/{node}/volumes",
+            "/api/v1/nodes/n1/volumes",
+        ),
+        (
+            "GET",
+            "/api/v1/nodes/{node}/volumes",
+            "/api/v1/nodes/n2/volumes",
+        ),
+        ("GET", "/api/v1/volumes", "/api/v1/volumes"),
+        ("POST", "/api/v1/volumes", "/api/v1/volumes"),
+        ("GET", "/api/v1/volumes/{name}", "/api/v1/volumes/data"),
+        ("DELETE", "/api/v1/volumes/{name}", "/api/v1/volumes/data"),
         ("GET", "/api/v1/events", "/api/v1/events"),
         ("POST", "/api/v1/tokens", "/api/v1/tokens"),
         ("GET", "/api/v1/tokens", "/api/v1/tokens"),
@@ -233,6 +255,7 @@ mod tests {
                 "/api/v1/nodes/n1/assignment",
                 "/api/v1/nodes/n1/report",
                 "/api/v1/nodes/n1/lease",
+                "/api/v1/nodes/n1/volumes",
                 "/api/v1/openapi.json",
             ],
             Principal::Join(_) => vec![

@@ -97,7 +97,11 @@ pub(crate) async fn get_app(
 
 #[utoipa::path(
     delete, path = "/api/v1/apps/{name}",
-    params(("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    params(
+        ("name" = String, Path,),
+        ("namespace" = Option<String>, Query,),
+        ("volumes" = Option<bool>, Query, description = "also remove the app's volumes, once its replicas are gone"),
+    ),
     responses((status = 200, description = "the deleted app", body = Object), (status = 404, body = ErrorBody))
 )]
 pub(crate) async fn delete_app(
@@ -106,7 +110,8 @@ pub(crate) async fn delete_app(
     Path(name): Path<String>,
 ) -> ApiResult<Json<App>> {
     let namespace = params.namespace()?;
-    let app = deploy::delete_app(&store, &namespace, &name).await?;
+    let volumes = deploy::bool_param("volumes", params.str("volumes"))?;
+    let app = deploy::delete_app_with(&store, &namespace, &name, volumes).await?;
     tracing::info!(app = %name, "deleted");
     Ok(Json(app))
 }

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod logs;
 mod remote;
 mod sse;
+pub mod volumes;
 pub mod wire;
 
 use std::time::Duration;

@@ -71,7 +71,7 @@ pub(crate) enum Command {
     Deploy(DeployArgs),
     /// List apps.
     Apps,
-    /// Remove an app and all its replicas.
+    /// Remove an app and all its replicas (its volumes stay, unless --volumes).
     Rm(RmArgs),
     /// List services.
     Services(ServicesArgs),
@@ -90,6 +90,8 @@ pub(crate) enum Command {
     Node(NodeArgs),
     /// Join tokens for nodes, and the nodes' credentials: create, list, revoke.
     Token(TokenArgs),
+    /// Named volumes: list, create, inspect, remove.
+    Volume(crate::cmd::volume::VolumeArgs),
     /// Manage images in the local containerd.
     Image(ImageArgs),
     /// Registry credentials (Docker's config.json, also read by `docker` and `skopeo`).
@@ -294,6 +296,10 @@ pub(crate) struct DeployArgs {
 #[derive(Args)]
 pub(crate) struct RmArgs {
     pub(crate) app: String,
+    /// Also remove the app's named volumes and their data, once its replicas are gone
+    /// (external volumes stay).
+    #[arg(long)]
+    pub(crate) volumes: bool,
 }
 
 #[derive(Args)]

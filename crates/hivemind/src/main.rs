@@ -50,6 +50,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes => cmd::query::nodes(&global).await,
         Command::Node(args) => cmd::token::node(&global, args).await,
         Command::Token(args) => cmd::token::token(&global, args).await,
+        Command::Volume(args) => cmd::volume::volume(&global, args).await,
         Command::Image(args) => cmd::image::image(&global, args).await,
         Command::Registry(args) => cmd::registry::registry(args).await,
         Command::Logs(args) => cmd::logs::logs(&global, args).await,

@@ -19,6 +19,7 @@ pub mod routing;
 pub mod spec;
 pub mod token;
 pub mod util;
+pub mod volume;
 
 pub use assignment_delta::EndpointChange;
 pub use endpoints::{AddressClaim, AddressPool, EndpointReplica, Endpoints};
@@ -39,3 +40,4 @@ pub use spec::{
 };
 pub use token::{constant_time_eq, Token, TokenRole};
 pub use util::{error_chain, now_millis};
+pub use volume::{MountSource, NamedVolume, Volume, VolumeMount};

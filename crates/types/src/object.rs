@@ -27,10 +27,12 @@ pub enum Kind {
     Address,
     /// A join token or a node's credential (`crate::token::Token`), its secret only as a hash.
     Token,
+    /// A named volume and the node it lives on (`crate::volume::Volume`).
+    Volume,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::App,
         Kind::Service,
         Kind::Replica,
@@ -40,6 +42,7 @@ impl Kind {
         Kind::Endpoints,
         Kind::Address,
         Kind::Token,
+        Kind::Volume,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::Address => "address",
             Kind::Token => "token",
+            Kind::Volume => "volume",
         }
     }
 

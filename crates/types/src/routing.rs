@@ -70,6 +70,7 @@ impl ServiceSpec {
             logging,
             depends_on: _,
             stopped: _,
+            volumes,
         } = self.clone();
         let HivemindExt {
             strategy,
@@ -106,6 +107,7 @@ impl ServiceSpec {
             logging,
             depends_on: Default::default(),
             stopped: false,
+            volumes,
         };
         let routing = Routing {
             ports,

@@ -82,6 +82,9 @@ fn full_service() -> ServiceSpec {
         },
         depends_on: BTreeMap::new(),
         stopped: false,
+        // Empty, so that the golden hash stays that of a service without volumes (the new
+        // field is left out of the JSON); `template_changes_replace_replicas` adds one.
+        volumes: Vec::new(),
     }
 }
 
@@ -203,6 +206,14 @@ fn template_changes_replace_replicas() {
         ("hostname", |s| s.hostname = None),
         ("extra_hosts", |s| s.extra_hosts.clear()),
         ("logging", |s| s.logging.max_files = None),
+        ("volumes", |s| {
+            s.volumes.push(crate::volume::VolumeMount {
+                source: crate::volume::MountSource::Anonymous { nocopy: false },
+                target: "/data".into(),
+                read_only: false,
+                propagation: None,
+            })
+        }),
     ];
     for (what, change) in changes {
         let mut changed = base.clone();

@@ -102,6 +102,10 @@ pub struct ServiceSpec {
     /// on neither side of `split`, so stopping replaces nothing.
     #[serde(default, skip_serializing_if = "is_false")]
     pub stopped: bool,
+    /// Named volumes, anonymous volumes and bind mounts (Compose `volumes`, `volumes_from`),
+    /// in file order; see `volume`. Left out of the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 /// A service's log rotation (Compose `logging.options`, Docker's names).

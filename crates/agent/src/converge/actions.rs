@@ -59,6 +59,9 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
                 }
                 let removed = shared.runtime.remove(id).await.map_err(|e| error_chain(&e));
                 if removed.is_ok() {
+                    if let Some(dir) = &shared.config.volumes {
+                        crate::volumes::NodeVolumes::new(dir).remove_anonymous(id).await;
+                    }
                     if let Some(dataplane) = &shared.dataplane {
                         if let Err(error) = dataplane.detach(id).await {
                             warn!(error = %error_chain(&error), "cannot detach the replica's network");
@@ -118,22 +121,55 @@ async fn create_replica<R: ContainerRuntime>(
     shared: &Shared<R>,
     replica: &hivemind_types::Replica,
 ) -> Result<(), String> {
-    let options = match &shared.dataplane {
+    let mut options = match &shared.dataplane {
         Some(dataplane) => dataplane
             .attach(replica)
             .await
             .map_err(|e| format!("cannot attach to the node network: {}", error_chain(&e)))?,
         None => CreateOptions::default(),
     };
+    options.mounts = prepare_volumes(shared, replica).await?;
+    // Two replicas sharing a new volume would both find it empty and both copy the image in,
+    // the second over what the first may have written since: copy-ups take turns, and the
+    // mounts are prepared again once it is this one's turn.
+    let _turn = match options.mounts.iter().any(|m| m.copy_up) {
+        true => {
+            let turn = COPY_UP_TURN.lock().await;
+            options.mounts = prepare_volumes(shared, replica).await?;
+            Some(turn)
+        }
+        false => None,
+    };
     shared
         .runtime
         .create(replica, &options)
         .await
         .map_err(|e| error_chain(&e))?;
+    drop(_turn);
     shared
         .runtime
         .start(&replica.id)
         .await
         .map(|_| ())
+        .map_err(|e| error_chain(&e))
+}
+
+/// Held by a create that copies an image's content into a new volume (see `create_replica`).
+static COPY_UP_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The replica's volumes and bind mounts, made ready on the node (see `crate::volumes`).
+async fn prepare_volumes<R: ContainerRuntime>(
+    shared: &Shared<R>,
+    replica: &hivemind_types::Replica,
+) -> Result<Vec<hivemind_runtime::HostMount>, String> {
+    if replica.spec.volumes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(dir) = &shared.config.volumes else {
+        return Err("the service mounts volumes, and this agent keeps none (it was started without a volume directory)".to_string());
+    };
+    crate::volumes::NodeVolumes::new(dir)
+        .prepare(replica)
+        .await
         .map_err(|e| error_chain(&e))
 }

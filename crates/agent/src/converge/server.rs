@@ -45,6 +45,9 @@ pub trait ServerLink: Send + Sync + 'static {
     /// Renews the node's lease: the cheap liveness call, which writes nothing on the server.
     /// Refused until the node has registered with its first report.
     async fn renew_lease(&self, node: &str) -> Result<(), ClientError>;
+
+    /// The volumes the store keeps on the node (`volume_sweep` removes the data of others).
+    async fn node_volumes(&self, node: &str) -> Result<Vec<hivemind_types::Volume>, ClientError>;
 }
 
 #[async_trait::async_trait]
@@ -73,6 +76,10 @@ impl ServerLink for Client {
 
     async fn renew_lease(&self, node: &str) -> Result<(), ClientError> {
         Client::renew_lease(self, node).await
+    }
+
+    async fn node_volumes(&self, node: &str) -> Result<Vec<hivemind_types::Volume>, ClientError> {
+        Client::node_volumes(self, node).await
     }
 }
 

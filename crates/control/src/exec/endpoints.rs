@@ -191,7 +191,7 @@ impl Cache {
                     None => self.forget_slice(service, n),
                 }
             }
-            Kind::App | Kind::Node | Kind::Event | Kind::Address | Kind::Token => {}
+            Kind::App | Kind::Node | Kind::Event | Kind::Address | Kind::Token | Kind::Volume => {}
         }
     }
 

@@ -286,7 +286,12 @@ impl Cache {
                     }
                 }
             }
-            Kind::App | Kind::Event | Kind::Endpoints | Kind::Address | Kind::Token => {}
+            Kind::App
+            | Kind::Event
+            | Kind::Endpoints
+            | Kind::Address
+            | Kind::Token
+            | Kind::Volume => {}
         }
     }
 

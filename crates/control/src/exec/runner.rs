@@ -22,6 +22,7 @@ use crate::exec::events::run_events;
 use crate::exec::nodes::NodeLivenessController;
 use crate::exec::now_millis;
 use crate::exec::replicas::ServiceController;
+use crate::exec::volumes::VolumeController;
 use crate::plan::allocate::ClusterNetwork;
 
 #[async_trait::async_trait]
@@ -124,6 +125,7 @@ pub fn spawn_controllers(
             config.retention,
             config.compaction_period,
         )),
+        Box::new(VolumeController::new(store.clone())),
     ];
     for (index, task) in tasks.into_iter().enumerate() {
         controllers

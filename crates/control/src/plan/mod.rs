@@ -7,3 +7,4 @@ pub mod events;
 pub mod nodes;
 pub mod replicas;
 pub mod schedule;
+pub mod volumes;

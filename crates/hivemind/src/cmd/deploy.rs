@@ -173,11 +173,16 @@ fn deploy_request(
         .iter()
         .map(|(name, source)| ComposeFile { name, source })
         .collect();
+    // Bind sources are made absolute here, the only place that sees the user's files. They
+    // name paths on the node: single-node, the server runs where the CLI does; in a cluster
+    // a path that does not exist on the replica's node fails that replica, naming the path.
+    let project_dir = cwd.join(&dir).to_string_lossy().into_owned();
     let project = compose::load_project(&ProjectInput {
         files: &files,
         env: &env,
         read_file: &read_file,
         profiles: &args.profile,
+        project_dir: Some(&project_dir),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let nothing = |_: &str| -> Result<String, String> { Err("was not inlined".into()) };
@@ -334,8 +339,17 @@ pub(crate) async fn scale(global: &GlobalArgs, args: ScaleArgs) -> anyhow::Resul
 
 pub(crate) async fn rm(global: &GlobalArgs, args: RmArgs) -> anyhow::Result<()> {
     let client = client(global)?;
-    let app = client.delete_app(&args.app).await?;
-    println!("app {} removed; its containers are being stopped", app.name);
+    let app = client
+        .delete_app_with_volumes(&args.app, args.volumes)
+        .await?;
+    if args.volumes {
+        println!(
+            "app {} removed; its containers are being stopped, then its volumes removed",
+            app.name
+        );
+    } else {
+        println!("app {} removed; its containers are being stopped", app.name);
+    }
     Ok(())
 }
 

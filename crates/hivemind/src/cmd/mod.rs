@@ -11,3 +11,4 @@ pub(crate) mod query;
 pub(crate) mod registry;
 pub(crate) mod token;
 pub(crate) mod up;
+pub(crate) mod volume;

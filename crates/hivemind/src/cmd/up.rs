@@ -211,6 +211,7 @@ async fn start_agent(
         agent_url: Some(agent_url),
         image_gc: image_gc_policy(args)?,
         logs: Some(runtime.config().clone()),
+        volumes: Some(global.data_dir.join("volumes")),
     };
     info!(node = %config.node, "agent starting");
     Ok(tokio::spawn(hivemind_agent::run_agent(

@@ -44,6 +44,8 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "pids_limit",
     "profiles",
     "depends_on",
+    "volumes",
+    "volumes_from",
 ];
 
 /// Service keys Hivemind accepts without acting on them, because a service works without
@@ -257,11 +259,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "uts",
         "the hostname is the replica id, or `hostname`",
     ),
-    (
-        "volumes",
-        "bake data into the image, or use `tmpfs` for scratch space, until volumes land",
-    ),
-    ("volumes_from", ""),
 ];
 
 /// Keys under `deploy` that Hivemind reads.
@@ -299,14 +296,10 @@ const TOP_KEYS_NOT_YET: &[(&str, &str)] = &[
     ("include", "merge the included files into one"),
     ("models", ""),
     ("secrets", "pass values in `environment` until secrets land"),
-    (
-        "volumes",
-        "bake data into the image, or use `tmpfs`, until volumes land",
-    ),
 ];
 
 /// Top-level keys Hivemind reads.
-pub(crate) const TOP_KEYS: &[&str] = &["name", "services", "networks", "version"];
+pub(crate) const TOP_KEYS: &[&str] = &["name", "services", "networks", "version", "volumes"];
 
 /// Keys with a message each.
 type Table = &'static [(&'static str, &'static str)];

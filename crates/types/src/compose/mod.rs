@@ -36,6 +36,7 @@ mod resources;
 mod service;
 mod signal;
 mod value;
+mod volumes;
 mod warnings;
 mod words;
 
@@ -49,6 +50,7 @@ use serde_yaml_ng::{Mapping, Value};
 pub use error::{ComposeError, FieldError};
 pub use names::{app_dns_name, is_compose_name};
 pub use project::{load_project, ComposeFile, Project, ProjectInput};
+pub use volumes::name_volumes;
 pub use warnings::{warnings, Note, Unhonoured, Warning};
 
 use crate::id::MAX_SERVICE_NAME_LEN;
@@ -149,11 +151,13 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
     let mut name = None;
     let mut services = None;
     let mut networks = None;
+    let mut volumes = BTreeMap::new();
     for (key, v) in string_entries(p, "", top) {
         match key.as_str() {
             "name" => name = read_app_name(p, v),
             "services" => services = Some(v),
             "networks" => networks = Some(read_networks(p, v)),
+            "volumes" => volumes = volumes::read_volumes(p, v),
             // Obsolete in the Compose Specification and ignored by Docker Compose too.
             "version" => {}
             _ if key.starts_with("x-") => {}
@@ -208,6 +212,7 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
         env_files: input.env_files,
         service_names: &service_names,
         networks: &networks,
+        volumes: &volumes,
     };
     let mut read: Vec<aliases::Entry> = entries
         .into_iter()
@@ -230,6 +235,7 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
         })
         .collect();
     depends_on::refuse_cycles(p, &graph);
+    volumes::resolve_volumes_from(p, &mut read);
     let profiled = read
         .iter()
         .filter(|e| e.read.as_ref().is_some_and(|r| r.profiles))

@@ -27,6 +27,9 @@ use super::signal::read_signal;
 use super::value::{
     describe, expect_mapping, expect_scalar, expect_str, index, join, string_entries, type_error,
 };
+use super::volumes::{
+    merge_volume_tmpfs, read_service_volumes, read_volumes_from, VolumeDef, VolumesFrom,
+};
 use super::warnings::Unhonoured;
 use super::words::split_words;
 use crate::limits::Resources;
@@ -43,6 +46,8 @@ pub(crate) struct ServiceContext<'a> {
     pub(crate) service_names: &'a BTreeMap<String, String>,
     /// The app's networks (top-level `networks` plus the implicit `default`).
     pub(crate) networks: &'a BTreeMap<String, NetworkDef>,
+    /// The top-level `volumes`, which named mounts must refer to.
+    pub(crate) volumes: &'a BTreeMap<String, VolumeDef>,
 }
 
 /// A service read on its own, with the names it gives that the whole app must agree on (also
@@ -56,6 +61,8 @@ pub(crate) struct ReadService {
     pub(crate) links: Vec<Link>,
     /// The service lists `profiles`, so it is not deployed (no profile is enabled).
     pub(crate) profiles: bool,
+    /// `volumes_from`, resolved once every service is read (`volumes::resolve_volumes_from`).
+    pub(crate) volumes_from: Vec<VolumesFrom>,
 }
 
 /// One `links` entry: `db` or `db:database` (`database` then names `db` too).
@@ -92,6 +99,8 @@ pub(crate) fn read_service(
     let mut deploy = None;
     let mut exposed = Vec::new();
     let mut networks = None;
+    let mut volume_tmpfs = Vec::new();
+    let mut volumes_from = Vec::new();
 
     for (key, v) in string_entries(p, path, map) {
         let key_path = join(path, &key);
@@ -153,6 +162,10 @@ pub(crate) fn read_service(
             "cap_add" => spec.cap_add = read_capabilities(p, &key_path, v),
             "cap_drop" => spec.cap_drop = read_capabilities(p, &key_path, v),
             "tmpfs" => spec.tmpfs = read_tmpfs(p, &key_path, v),
+            "volumes" => {
+                (spec.volumes, volume_tmpfs) = read_service_volumes(p, &key_path, v, cx.volumes)
+            }
+            "volumes_from" => volumes_from = read_volumes_from(p, &key_path, v),
             "ulimits" => spec.ulimits = read_ulimits(p, &key_path, v),
             "init" => spec.init = read_flag(p, &key_path, v, "init: true"),
             "hostname" => spec.hostname = read_hostname(p, &key_path, v),
@@ -172,6 +185,8 @@ pub(crate) fn read_service(
             "set image to a reference such as nginx:1.27 or registry.example.com/shop/web:1.4",
         );
     }
+
+    merge_volume_tmpfs(p, path, &mut spec, volume_tmpfs);
 
     // `environment` wins over `env_file`, key by key.
     spec.environment = env_file_vars;
@@ -236,6 +251,7 @@ pub(crate) fn read_service(
         container_name,
         links,
         profiles,
+        volumes_from,
     })
 }
 

@@ -32,9 +32,9 @@ fn cases() -> Vec<BadCase> {
         ),
         // Top-level keys.
         (
-            s("volumes: {data: {}}\nservices: {web: {image: a}}"),
-            "volumes",
-            "`volumes` is not supported yet",
+            s("volumes: {data: {driver: flocker}}\nservices: {web: {image: a}}"),
+            "volumes.data.driver",
+            "volume driver \"flocker\" is not supported",
         ),
         (
             s("secrets: {}\nservices: {web: {image: a}}"),
@@ -119,8 +119,8 @@ fn cases() -> Vec<BadCase> {
         ),
         (
             web("volumes: [\"data:/data\"]"),
-            "services.web.volumes",
-            "is not supported yet",
+            "services.web.volumes[0]",
+            "service web mounts volume \"data\", which the file does not define",
         ),
         (
             web("depends_on: [db]"),

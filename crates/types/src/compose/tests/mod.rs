@@ -15,6 +15,7 @@ mod properties;
 mod real_world;
 mod robustness;
 mod spec_example;
+mod volumes;
 mod warnings;
 
 use std::collections::BTreeMap;

@@ -95,6 +95,8 @@ const PIN: &[(&str, T)] = &[
     ("services.foo.tty", Warned),
     ("services.foo.ulimits", Honoured),
     ("services.foo.user", Honoured),
+    // `datavolume` is not defined under the top-level volumes (Docker Compose refuses it too),
+    // and `.`/`~` sources read without the CLI's loader have no directory to be relative to.
     ("services.foo.volumes", Refused),
     ("services.foo.working_dir", Honoured),
     ("services.foo.x-bar", Honoured),
@@ -111,7 +113,26 @@ const PIN: &[(&str, T)] = &[
     ("networks.other-external-network.external", Warned),
     ("networks.other-external-network.x-bar", Honoured),
     ("networks.other-external-network.x-foo", Honoured),
-    ("volumes", Refused),
+    // Drivers other than `local` (flocker, vsphere) and their driver_opts are refused with
+    // advice; the rest of the section is honoured.
+    ("volumes.some-volume", Honoured),
+    ("volumes.other-volume", Honoured),
+    ("volumes.other-volume.driver", Refused),
+    ("volumes.other-volume.driver_opts", Refused),
+    ("volumes.other-volume.labels", Honoured),
+    ("volumes.another-volume", Honoured),
+    ("volumes.another-volume.name", Honoured),
+    ("volumes.another-volume.driver", Refused),
+    ("volumes.another-volume.driver_opts", Refused),
+    ("volumes.external-volume", Honoured),
+    ("volumes.external-volume.external", Honoured),
+    ("volumes.other-external-volume", Honoured),
+    ("volumes.other-external-volume.external", Honoured),
+    ("volumes.external-volume3", Honoured),
+    ("volumes.external-volume3.name", Honoured),
+    ("volumes.external-volume3.external", Honoured),
+    ("volumes.external-volume3.x-bar", Honoured),
+    ("volumes.external-volume3.x-foo", Honoured),
     ("configs", Refused),
     ("secrets", Refused),
     ("x-bar", Honoured),
@@ -163,9 +184,9 @@ fn key_paths(doc: &Value) -> Vec<String> {
                     }
                 }
             }
-            "networks" => {
+            "networks" | "volumes" => {
                 for (net, nv) in keys(&v) {
-                    let path = join("networks", &net);
+                    let path = join(&key, &net);
                     out.push(path.clone());
                     out.extend(keys(&nv).into_iter().map(|(k, _)| join(&path, &k)));
                 }
