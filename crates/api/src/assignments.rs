@@ -308,7 +308,9 @@ impl Routes {
             | Kind::ReplicaStatus
             | Kind::Event
             | Kind::Address
-            | Kind::Token => Targets::None,
+            | Kind::Token
+            | Kind::Secret
+            | Kind::Config => Targets::None,
         }
     }
 
@@ -494,6 +496,7 @@ impl Hub {
                 ..Default::default()
             },
             delta: false,
+            files: Vec::new(),
         })
     }
 
@@ -532,6 +535,7 @@ impl Hub {
                 service_keys: delta.service_keys,
             },
             delta: true,
+            files: Vec::new(),
         }))
     }
 }
@@ -630,6 +634,7 @@ pub(crate) async fn read_assignment(
             ..Default::default()
         },
         delta: false,
+        files: Vec::new(),
     })
 }
 

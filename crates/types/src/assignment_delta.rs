@@ -88,6 +88,11 @@ impl Assignment {
             replicas.insert(r.id.clone(), r);
         }
         self.replicas = replicas.into_values().collect();
+        self.files = crate::secret::merge_values(
+            std::mem::take(&mut self.files),
+            next.files,
+            &self.replicas,
+        );
         self.replica_removes = Vec::new();
         self.network.subnet = net.subnet;
         self.network.cluster_cidr = net.cluster_cidr;
@@ -140,6 +145,7 @@ mod tests {
                 ..Default::default()
             },
             delta: false,
+            files: Vec::new(),
         }
     }
 

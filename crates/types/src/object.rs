@@ -27,10 +27,14 @@ pub enum Kind {
     Address,
     /// A join token or a node's credential (`crate::token::Token`), its secret only as a hash.
     Token,
+    /// A secret (`crate::secret::StoredFile`), its value sealed; left out of the change stream.
+    Secret,
+    /// A config (`crate::secret::StoredFile`), its value plain.
+    Config,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::App,
         Kind::Service,
         Kind::Replica,
@@ -40,6 +44,8 @@ impl Kind {
         Kind::Endpoints,
         Kind::Address,
         Kind::Token,
+        Kind::Secret,
+        Kind::Config,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +59,8 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::Address => "address",
             Kind::Token => "token",
+            Kind::Secret => "secret",
+            Kind::Config => "config",
         }
     }
 
@@ -333,6 +341,10 @@ pub struct Assignment {
     /// Absent (false) in full answers and in payloads from before deltas existed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delta: bool,
+    /// The secret and config values the replicas in `replicas` mount (in a delta answer, those
+    /// of the changed replicas only), sent only to the node itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::secret::FileValue>,
 }
 
 /// The network part of a node's assignment: its subnet and every service's endpoints.

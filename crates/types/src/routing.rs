@@ -67,6 +67,8 @@ impl ServiceSpec {
             hostname,
             extra_hosts,
             logging,
+            secrets,
+            configs,
         } = self.clone();
         let HivemindExt {
             strategy,
@@ -101,6 +103,8 @@ impl ServiceSpec {
             hostname,
             extra_hosts,
             logging,
+            secrets,
+            configs,
         };
         let routing = Routing {
             ports,

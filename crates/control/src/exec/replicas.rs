@@ -206,7 +206,13 @@ impl Cache {
                     None => self.states.remove(&change.key),
                 };
             }
-            Kind::App | Kind::Event | Kind::Endpoints | Kind::Address | Kind::Token => {}
+            Kind::App
+            | Kind::Event
+            | Kind::Endpoints
+            | Kind::Address
+            | Kind::Token
+            | Kind::Secret
+            | Kind::Config => {}
         }
     }
 

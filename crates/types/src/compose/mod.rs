@@ -32,6 +32,7 @@ mod ports;
 mod profiles;
 mod project;
 mod resources;
+mod secrets;
 mod service;
 mod signal;
 mod value;
@@ -48,9 +49,11 @@ use serde_yaml_ng::{Mapping, Value};
 pub use error::{ComposeError, FieldError};
 pub use names::{app_dns_name, is_compose_name};
 pub use project::{load_project, ComposeFile, Project, ProjectInput};
+pub use secrets::{FileDef, FileSource};
 pub use warnings::{warnings, Note, Unhonoured, Warning};
 
 use crate::id::MAX_SERVICE_NAME_LEN;
+use crate::secret::FileKind;
 use crate::spec::ServiceSpec;
 use error::Problems;
 use keys::{reject_key, Section};
@@ -83,6 +86,10 @@ pub struct ComposeApp {
     pub services: Vec<(String, ServiceSpec)>,
     /// Keys read but not honoured, in file order; [`warnings`] words them.
     pub unhonoured: Vec<Note>,
+    /// The top-level `secrets`, by key: the CLI sends the values of those it reads.
+    pub secrets: BTreeMap<String, FileDef>,
+    /// The top-level `configs`, by key.
+    pub configs: BTreeMap<String, FileDef>,
 }
 
 /// Reads and validates a Compose file, reporting every problem found.
@@ -97,6 +104,8 @@ pub fn parse(input: &ComposeInput<'_>) -> Result<ComposeApp, ComposeError> {
                 name: None,
                 services: Vec::new(),
                 unhonoured: Vec::new(),
+                secrets: BTreeMap::new(),
+                configs: BTreeMap::new(),
             },
             |app| ComposeApp { unhonoured, ..app },
         ),
@@ -148,9 +157,12 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
     let mut name = None;
     let mut services = None;
     let mut networks = None;
+    let (mut secret_defs, mut config_defs) = (BTreeMap::new(), BTreeMap::new());
     for (key, v) in string_entries(p, "", top) {
         match key.as_str() {
             "name" => name = read_app_name(p, v),
+            "secrets" => secret_defs = secrets::read_defs(p, FileKind::Secret, "secrets", v),
+            "configs" => config_defs = secrets::read_defs(p, FileKind::Config, "configs", v),
             "services" => services = Some(v),
             "networks" => networks = Some(read_networks(p, v)),
             // Obsolete in the Compose Specification and ignored by Docker Compose too.
@@ -207,6 +219,8 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
         env_files: input.env_files,
         service_names: &service_names,
         networks: &networks,
+        secrets: &secret_defs,
+        configs: &config_defs,
     };
     let mut read: Vec<aliases::Entry> = entries
         .into_iter()
@@ -243,6 +257,8 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
         name,
         services: out,
         unhonoured: Vec::new(),
+        secrets: secret_defs,
+        configs: config_defs,
     })
 }
 

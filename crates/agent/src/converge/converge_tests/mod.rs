@@ -81,6 +81,7 @@ fn assignment(generation: u64, replicas: &[Replica]) -> Assignment {
             ..Default::default()
         },
         delta: false,
+        files: Vec::new(),
     }
 }
 
