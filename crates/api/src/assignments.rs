@@ -674,5 +674,6 @@ mod delta;
 #[cfg(test)]
 mod delta_tests;
 mod replica_log;
+pub(crate) mod secrets;
 #[cfg(test)]
 mod tests;

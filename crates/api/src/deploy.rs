@@ -30,6 +30,17 @@ pub async fn deploy(
     namespace: &str,
     req: &DeployRequest,
 ) -> Result<DeployOutcome, ApiError> {
+    deploy_with(store, namespace, req, None).await
+}
+
+/// [`deploy`] with the server's secrets key, which the app's own secrets are sealed with; without
+/// one, a file with secrets is refused.
+pub async fn deploy_with(
+    store: &Store,
+    namespace: &str,
+    req: &DeployRequest,
+    secrets_key: Option<&crate::secrets::SecretsKey>,
+) -> Result<DeployOutcome, ApiError> {
     let namespace = match &req.namespace {
         Some(ns) => {
             check_label("namespace", ns, true)?;
@@ -38,7 +49,7 @@ pub async fn deploy(
         None => namespace,
     };
     let file_name = req.file_name.as_deref().unwrap_or("compose.yaml");
-    let parsed = read_model(file_name, req)?;
+    let mut parsed = read_model(file_name, req)?;
     let warnings = compose::warnings(&parsed);
     if req.strict && !warnings.is_empty() {
         return Err(strict_error(file_name, &warnings));
@@ -58,11 +69,11 @@ pub async fn deploy(
         }
     };
     check_label("name", &name, true)?;
-    let mut names = BTreeSet::new();
+    let mut names: BTreeSet<String> = BTreeSet::new();
     for (service, _) in &parsed.services {
         // The parser checks these too; the store keys depend on it, so check again here.
         check_label(&format!("services.{service}"), service, true)?;
-        names.insert(service.as_str());
+        names.insert(service.clone());
     }
 
     let app_key = format!("{namespace}/{name}");
@@ -78,7 +89,9 @@ pub async fn deploy(
         }
     }
 
-    let mut ops = Vec::new();
+    let mut ops =
+        crate::secrets::deploy::prepare(store, secrets_key, namespace, &name, &mut parsed, req)
+            .await?;
     let app = App {
         namespace: namespace.to_string(),
         name: name.clone(),
@@ -214,6 +227,7 @@ pub async fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<Ap
             Expect::Revision(s.meta.revision),
         ));
     }
+    ops.extend(crate::secrets::deploy::delete_ops(store, namespace, name).await?);
     store.txn(ops).await?;
     Ok(app)
 }

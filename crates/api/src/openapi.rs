@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{exec, logs, routes, tokens};
+use crate::{exec, logs, routes, secrets, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,14 @@ use crate::{exec, logs, routes, tokens};
         tokens::delete_token,
         tokens::join_node,
         tokens::delete_node,
+        secrets::routes::create_secret,
+        secrets::routes::list_secrets,
+        secrets::routes::inspect_secret,
+        secrets::routes::remove_secret,
+        secrets::routes::create_config,
+        secrets::routes::list_configs,
+        secrets::routes::inspect_config,
+        secrets::routes::remove_config,
     ),
     components(schemas(hivemind_client::wire::ChangeEvent)),
     modifiers(&BearerAuth),

@@ -85,6 +85,11 @@ pub(crate) enum Command {
     Node(NodeArgs),
     /// Join tokens for nodes, and the nodes' credentials: create, list, revoke.
     Token(TokenArgs),
+    /// Secrets for services (Compose `external`), encrypted at rest, never shown: create, ls,
+    /// inspect, rm.
+    Secret(crate::cmd::secret::FileArgs),
+    /// Configs for services (Compose `external`): create, ls, inspect, rm.
+    Config(crate::cmd::secret::FileArgs),
     /// Manage images in the local containerd.
     Image(ImageArgs),
     /// Registry credentials (Docker's config.json, also read by `docker` and `skopeo`).

@@ -191,7 +191,13 @@ impl Cache {
                     None => self.forget_slice(service, n),
                 }
             }
-            Kind::App | Kind::Node | Kind::Event | Kind::Address | Kind::Token => {}
+            Kind::App
+            | Kind::Node
+            | Kind::Event
+            | Kind::Address
+            | Kind::Token
+            | Kind::Secret
+            | Kind::Config => {}
         }
     }
 

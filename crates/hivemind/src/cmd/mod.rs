@@ -8,5 +8,6 @@ pub(crate) mod image;
 pub(crate) mod logs;
 pub(crate) mod query;
 pub(crate) mod registry;
+pub(crate) mod secret;
 pub(crate) mod token;
 pub(crate) mod up;

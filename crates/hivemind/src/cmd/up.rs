@@ -109,6 +109,13 @@ async fn start_server(
         .with_context(|| format!("cannot write the admin token in {}", data_dir.display()))?;
     let agent_key = hivemind_api::tokens::load_or_create_agent_key(data_dir)
         .with_context(|| format!("cannot write the agent key in {}", data_dir.display()))?;
+    let secrets_key =
+        hivemind_api::secrets::load_or_create_secrets_key(data_dir).with_context(|| {
+            format!(
+                "cannot read or write the secrets key in {}",
+                data_dir.display()
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(args.api_addr)
         .await
         .with_context(|| {
@@ -134,6 +141,7 @@ async fn start_server(
             tokens: vec![token],
             network,
             agent_key: agent_key.clone(),
+            secrets_key,
         },
     );
     let mut stop = shutdown;
