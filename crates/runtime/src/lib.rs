@@ -102,6 +102,17 @@ pub struct CreateOptions {
     pub resolv_conf: Option<String>,
     /// The container's own address, written to its `/etc/hosts` next to its hostname.
     pub ip: Option<std::net::IpAddr>,
+    /// Host files bind-mounted read-only into the container (secrets and configs, which the
+    /// agent writes to a tmpfs first).
+    pub file_binds: Vec<FileBind>,
+}
+
+/// One host file mounted read-only at `target` in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileBind {
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub target: String,
 }
 
 /// The state of a container's task (its running process).

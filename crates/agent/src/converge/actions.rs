@@ -49,6 +49,11 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
                 }
                 let removed = shared.runtime.remove(id).await.map_err(|e| error_chain(&e));
                 if removed.is_ok() {
+                    if let Err(error) =
+                        crate::secrets::remove(shared.config.secrets_dir.as_deref(), id)
+                    {
+                        warn!(%error, "cannot remove the replica's secrets tmpfs");
+                    }
                     if let Some(dataplane) = &shared.dataplane {
                         if let Err(error) = dataplane.detach(id).await {
                             warn!(error = %error_chain(&error), "cannot detach the replica's network");
@@ -102,13 +107,21 @@ async fn create_replica<R: ContainerRuntime>(
     shared: &Shared<R>,
     replica: &hivemind_types::Replica,
 ) -> Result<(), String> {
-    let options = match &shared.dataplane {
+    let mut options = match &shared.dataplane {
         Some(dataplane) => dataplane
             .attach(replica)
             .await
             .map_err(|e| format!("cannot attach to the node network: {}", error_chain(&e)))?,
         None => CreateOptions::default(),
     };
+    let values = shared
+        .state()
+        .assignment
+        .as_ref()
+        .map(|a| a.files.clone())
+        .unwrap_or_default();
+    options.file_binds =
+        crate::secrets::prepare(shared.config.secrets_dir.as_deref(), replica, &values)?;
     shared
         .runtime
         .create(replica, &options)

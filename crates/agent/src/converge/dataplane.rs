@@ -228,6 +228,7 @@ impl DataPlane for NodeDataPlane {
                 &replica.app,
             )),
             ip: Some(IpAddr::V4(attachment.ip)),
+            file_binds: Vec::new(),
         })
     }
 

@@ -153,6 +153,7 @@ impl DataPlane for FakeDataPlane {
                 &replica.app,
             )),
             ip: Some(IpAddr::V4(ip)),
+            file_binds: Vec::new(),
         })
     }
 

@@ -66,6 +66,9 @@ pub struct AgentConfig {
     /// Where replica log files are, so that each recorded exit carries the container's last
     /// lines; `None` records exits without them.
     pub logs: Option<RuntimeConfig>,
+    /// Where each replica's secret and config files get a tmpfs of their own
+    /// (`{secrets_dir}/{replica}`); `None` fails replicas that mount any.
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 struct State {

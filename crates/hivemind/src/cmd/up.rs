@@ -215,6 +215,9 @@ async fn start_agent(
         agent_url: Some(agent_url),
         image_gc: image_gc_policy(args)?,
         logs: Some(runtime.config().clone()),
+        // Each replica's files get a tmpfs of their own under it; the directory itself holds
+        // nothing but mount points.
+        secrets_dir: Some(global.data_dir.join("secrets")),
     };
     info!(node = %config.node, "agent starting");
     Ok(tokio::spawn(hivemind_agent::run_agent(

@@ -35,6 +35,7 @@ fn config() -> AgentConfig {
         agent_url: Some("http://192.0.2.1:7946".into()),
         image_gc: None,
         logs: None,
+        secrets_dir: None,
     }
 }
 
