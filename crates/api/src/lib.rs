@@ -101,7 +101,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
             post(secrets::routes::create_secret).get(secrets::routes::list_secrets),
         )
         .route(
-            "/secrets/{name}",
+            "/secrets/{secret}",
             get(secrets::routes::inspect_secret).delete(secrets::routes::remove_secret),
         )
         .route(
@@ -109,7 +109,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
             post(secrets::routes::create_config).get(secrets::routes::list_configs),
         )
         .route(
-            "/configs/{name}",
+            "/configs/{config}",
             get(secrets::routes::inspect_config).delete(secrets::routes::remove_config),
         )
         .route("/nodes/{node}/assignment", get(routes::get_assignment))

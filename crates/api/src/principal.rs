@@ -212,24 +212,24 @@ mod tests {
         ("GET", "/api/v1/secrets", "/api/v1/secrets"),
         (
             "GET",
-            "/api/v1/secrets/{name}",
+            "/api/v1/secrets/{secret}",
             "/api/v1/secrets/db_password",
         ),
         (
             "DELETE",
-            "/api/v1/secrets/{name}",
+            "/api/v1/secrets/{secret}",
             "/api/v1/secrets/db_password",
         ),
         ("POST", "/api/v1/configs", "/api/v1/configs"),
         ("GET", "/api/v1/configs", "/api/v1/configs"),
         (
             "GET",
-            "/api/v1/configs/{name}",
+            "/api/v1/configs/{config}",
             "/api/v1/configs/nginx.conf",
         ),
         (
             "DELETE",
-            "/api/v1/configs/{name}",
+            "/api/v1/configs/{config}",
             "/api/v1/configs/nginx.conf",
         ),
         ("GET", "/api/v1/openapi.json", "/api/v1/openapi.json"),

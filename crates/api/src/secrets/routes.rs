@@ -204,7 +204,7 @@ async fn remove(
 }
 
 macro_rules! handlers {
-    ($kind:expr, $create:ident, $list:ident, $inspect:ident, $remove:ident, $route:literal, $item:literal) => {
+    ($kind:expr, $create:ident, $list:ident, $inspect:ident, $remove:ident, $route:literal, $item:literal, $param:literal) => {
         #[utoipa::path(post, path = $route, request_body = FileCreateRequest,
             responses((status = 201, body = FileView), (status = 409, body = hivemind_client::wire::ErrorBody),
                       (status = 422, body = hivemind_client::wire::ErrorBody)))]
@@ -222,7 +222,7 @@ macro_rules! handlers {
         }
 
         #[utoipa::path(get, path = $item,
-            params(("name" = String, Path,), ("app" = Option<String>, Query, description = "one of this app's own")),
+            params(($param = String, Path,), ("app" = Option<String>, Query, description = "one of this app's own")),
             responses((status = 200, body = FileView), (status = 404, body = hivemind_client::wire::ErrorBody)))]
         pub(crate) async fn $inspect(
             State(store): State<Store>,
@@ -233,7 +233,7 @@ macro_rules! handlers {
         }
 
         #[utoipa::path(delete, path = $item,
-            params(("name" = String, Path,), ("app" = Option<String>, Query, description = "one of this app's own")),
+            params(($param = String, Path,), ("app" = Option<String>, Query, description = "one of this app's own")),
             responses((status = 200, body = FileView), (status = 404, body = hivemind_client::wire::ErrorBody),
                       (status = 409, description = "in use by a service", body = hivemind_client::wire::ErrorBody)))]
         pub(crate) async fn $remove(
@@ -253,7 +253,8 @@ handlers!(
     inspect_secret,
     remove_secret,
     "/api/v1/secrets",
-    "/api/v1/secrets/{name}"
+    "/api/v1/secrets/{secret}",
+    "secret"
 );
 handlers!(
     FileKind::Config,
@@ -262,5 +263,6 @@ handlers!(
     inspect_config,
     remove_config,
     "/api/v1/configs",
-    "/api/v1/configs/{name}"
+    "/api/v1/configs/{config}",
+    "config"
 );
