@@ -26,7 +26,7 @@ impl Client {
             .await
     }
 
-    /// Every secret or config: the cluster's and the apps' own.
+    /// The cluster's secrets or configs and the own ones of the apps in the client's namespace.
     pub async fn files(&self, kind: FileKind) -> Result<Vec<FileView>> {
         self.get(route(kind), &[]).await
     }

@@ -134,12 +134,20 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view(kind, created, &[]))))
 }
 
-async fn list(store: &Store, kind: FileKind) -> ApiResult<Json<Vec<FileView>>> {
+/// The cluster ones and those of the apps in `?namespace=`.
+async fn list(store: &Store, kind: FileKind, params: &Params) -> ApiResult<Json<Vec<FileView>>> {
+    let namespace = params.namespace()?;
     let services: Vec<Service> = store.list(hivemind_types::Kind::Service, "").await?;
     let files: Vec<StoredFile> = store.list(store_kind(kind), "").await?;
+    let mine = |f: &StoredFile| {
+        f.app
+            .as_deref()
+            .is_none_or(|app| app.split_once('/').is_some_and(|(ns, _)| ns == namespace))
+    };
     Ok(Json(
         files
             .into_iter()
+            .filter(mine)
             .map(|f| view(kind, f, &services))
             .collect(),
     ))
@@ -216,9 +224,14 @@ macro_rules! handlers {
             create(&store, &key, $kind, req).await
         }
 
-        #[utoipa::path(get, path = $route, responses((status = 200, body = Vec<FileView>)))]
-        pub(crate) async fn $list(State(store): State<Store>) -> ApiResult<Json<Vec<FileView>>> {
-            list(&store, $kind).await
+        #[utoipa::path(get, path = $route,
+            params(("namespace" = Option<String>, Query, description = "whose apps' own to list besides the cluster ones; default: `default`")),
+            responses((status = 200, body = Vec<FileView>)))]
+        pub(crate) async fn $list(
+            State(store): State<Store>,
+            params: Params,
+        ) -> ApiResult<Json<Vec<FileView>>> {
+            list(&store, $kind, &params).await
         }
 
         #[utoipa::path(get, path = $item,
