@@ -421,6 +421,25 @@ fn read_mode(p: &mut Problems, path: &str, value: &Value) -> Option<u32> {
     }
 }
 
+/// The `file:` paths of an included file's `secrets` and `configs`, made relative to the project
+/// directory as its own env_files are (`~/` and absolute paths stay).
+pub(crate) fn rebase_files(model: &mut serde_yaml_ng::Mapping, file: &str) {
+    for section in ["secrets", "configs"] {
+        let Some(Value::Mapping(defs)) = model.get_mut(section) else {
+            continue;
+        };
+        for def in defs.values_mut() {
+            if let Value::Mapping(fields) = def {
+                if let Some(Value::String(path)) = fields.get_mut("file") {
+                    if !path.starts_with('~') {
+                        *path = super::extends::rebase(file, path);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "secrets_tests.rs"]
 mod tests;

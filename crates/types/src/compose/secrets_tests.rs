@@ -259,3 +259,33 @@ fn damaged_sections_never_panic() {
         let _ = read(&file);
     }
 }
+
+#[test]
+fn an_included_files_secret_paths_are_relative_to_it() {
+    use super::super::{load_project, ComposeFile, ProjectInput};
+    let read = |path: &str| match path {
+        "db/compose.yaml" => Ok("services:\n  db: {image: postgres, secrets: [pw, home]}\n\
+             secrets:\n  pw: {file: ./pw.txt}\n  home: {file: ~/pw.txt}\n"
+            .to_string()),
+        _ => Err("no such file".to_string()),
+    };
+    let project = load_project(&ProjectInput {
+        files: &[ComposeFile {
+            name: "compose.yaml",
+            source: "include: [db/compose.yaml]\nservices:\n  web: {image: nginx}\n",
+        }],
+        env: &BTreeMap::new(),
+        read_file: &read,
+        profiles: &[],
+    })
+    .unwrap();
+    let app = read_ok(&project.source);
+    assert_eq!(
+        app.secrets["pw"].source,
+        FileSource::File("db/./pw.txt".into())
+    );
+    assert_eq!(
+        app.secrets["home"].source,
+        FileSource::File("~/pw.txt".into())
+    );
+}
