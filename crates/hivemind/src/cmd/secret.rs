@@ -33,7 +33,7 @@ pub(crate) enum FileCommand {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: Option<PathBuf>,
     },
-    /// List them all: the cluster's and the apps' own.
+    /// List the cluster's and those of the namespace's apps.
     Ls,
     /// Show one (never its value): size, digest prefix, age, the services that use it.
     Inspect {
