@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod exec;
 mod extract;
+pub mod lifecycle;
 mod logs;
 mod openapi;
 mod ports;
@@ -84,6 +85,10 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .route("/services", get(routes::list_services))
         .route("/services/{app}/{name}", get(routes::get_service))
         .route("/services/{app}/{name}/scale", post(routes::scale_service))
+        .route("/services/{app}/{name}/stop", post(routes::stop_service))
+        .route("/services/{app}/{name}/start", post(routes::start_service))
+        .route("/apps/{name}/stop", post(routes::stop_app))
+        .route("/apps/{name}/start", post(routes::start_app))
         .route("/services/{app}/{name}/logs", get(logs::service_logs))
         .route("/replicas", get(routes::list_replicas))
         .route("/replicas/{id}/logs", get(logs::replica_logs))

@@ -155,6 +155,22 @@ mod tests {
             "/api/v1/services/shop/web/scale",
         ),
         (
+            "POST",
+            "/api/v1/services/{app}/{name}/stop",
+            "/api/v1/services/shop/web/stop",
+        ),
+        (
+            "POST",
+            "/api/v1/services/{app}/{name}/start",
+            "/api/v1/services/shop/web/start",
+        ),
+        ("POST", "/api/v1/apps/{name}/stop", "/api/v1/apps/shop/stop"),
+        (
+            "POST",
+            "/api/v1/apps/{name}/start",
+            "/api/v1/apps/shop/start",
+        ),
+        (
             "GET",
             "/api/v1/services/{app}/{name}/logs",
             "/api/v1/services/shop/web/logs",

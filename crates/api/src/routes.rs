@@ -14,13 +14,13 @@ use hivemind_client::wire::{
     DeployRequest, DeployResponse, ErrorBody, EventFilter, ReplicaFilter, ReplicaView, ScaleRequest,
 };
 use hivemind_store::Store;
-use hivemind_types::{App, Assignment, ClusterNetwork, Kind, Node, NodeReport, Service};
+use hivemind_types::{App, ClusterNetwork, Kind, Node, NodeReport, Service};
 
 use crate::assignments::{self, Hub};
 use crate::error::ApiError;
 use crate::extract::{check_label, JsonBody, Params};
 use crate::shutdown::{stopped, Shutdown};
-use crate::{deploy, events, recorded, report, scale};
+use crate::{deploy, events, lifecycle, recorded, report, scale};
 use hivemind_types::now_millis;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -173,6 +173,85 @@ pub(crate) async fn scale_service(
 }
 
 #[utoipa::path(
+    post, path = "/api/v1/services/{app}/{name}/stop",
+    params(("app" = String, Path,), ("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses(
+        (status = 200, description = "the service, stopped: its replicas stop and stay stopped until started", body = Vec<Object>),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn stop_service(
+    State(store): State<Store>,
+    params: Params,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<Service>>> {
+    run_state(store, params, app, Some(name), true).await
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/services/{app}/{name}/start",
+    params(("app" = String, Path,), ("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses(
+        (status = 200, description = "the service, started again", body = Vec<Object>),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn start_service(
+    State(store): State<Store>,
+    params: Params,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<Service>>> {
+    run_state(store, params, app, Some(name), false).await
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/apps/{name}/stop",
+    params(("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses(
+        (status = 200, description = "the app's services, stopped", body = Vec<Object>),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn stop_app(
+    State(store): State<Store>,
+    params: Params,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<Service>>> {
+    run_state(store, params, app, None, true).await
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/apps/{name}/start",
+    params(("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses(
+        (status = 200, description = "the app's services, started again", body = Vec<Object>),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn start_app(
+    State(store): State<Store>,
+    params: Params,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<Service>>> {
+    run_state(store, params, app, None, false).await
+}
+
+async fn run_state(
+    store: Store,
+    params: Params,
+    app: String,
+    service: Option<String>,
+    stopped: bool,
+) -> ApiResult<Json<Vec<Service>>> {
+    let namespace = params.namespace()?;
+    let services =
+        lifecycle::set_stopped(&store, &namespace, &app, service.as_deref(), stopped).await?;
+    let verb = if stopped { "stopped" } else { "started" };
+    tracing::info!(app = %app, service = ?service, "{verb}");
+    Ok(Json(services))
+}
+
+#[utoipa::path(
     get, path = "/api/v1/replicas",
     params(ReplicaFilter, ("namespace" = Option<String>, Query,)),
     responses((status = 200, body = Vec<ReplicaView>))
@@ -218,7 +297,7 @@ pub(crate) async fn get_assignment(
     shutdown: Option<Extension<Shutdown>>,
     params: Params,
     Path(node): Path<String>,
-) -> ApiResult<Json<Assignment>> {
+) -> ApiResult<assignments::AssignmentAnswer> {
     let after = params.u64("after")?;
     let delta = crate::deploy::bool_param("delta", params.str("delta"))?;
     let timeout = params
@@ -237,7 +316,7 @@ pub(crate) async fn get_assignment(
     .await?;
     let principal = principal.map(|e| e.0);
     assignments::secrets::attach(&store, &secrets_key, principal.as_ref(), &mut assignment).await?;
-    Ok(Json(assignment))
+    Ok(assignment)
 }
 
 #[utoipa::path(

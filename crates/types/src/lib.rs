@@ -10,6 +10,7 @@ pub mod event;
 pub mod exec;
 pub mod health;
 pub mod id;
+pub mod lifecycle;
 pub mod limits;
 pub mod logs;
 pub mod network;
@@ -24,6 +25,7 @@ pub use assignment_delta::EndpointChange;
 pub use endpoints::{AddressClaim, AddressPool, EndpointReplica, Endpoints};
 pub use event::{Event, EventObject, EventType};
 pub use health::{Health, HealthStatus};
+pub use lifecycle::{Dependency, DependencyCondition};
 pub use limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
 pub use network::ClusterNetwork;
 pub use object::{

@@ -257,8 +257,16 @@ pub enum ReplicaState {
     Running,
     /// The container exited and will be restarted after a back-off.
     Restarting,
-    /// The container exited and its restart policy says not to restart it.
+    /// The container exited and its restart policy says not to restart it (or it gave up after
+    /// `max_attempts`): exited for good, not missing.
     Exited,
+    /// The container exited with code 0 and its restart policy does not restart it: a one-shot
+    /// job (a migration) that is done. Its container is kept, stopped, so its logs stay
+    /// readable, until the replica is removed.
+    Completed,
+    /// The user stopped its service (`hivemind stop`): the container is kept, stopped, until
+    /// `hivemind start`.
+    Stopped,
     /// The container could not be created or started (bad image, bad spec).
     Failed,
 }
@@ -271,8 +279,19 @@ impl ReplicaState {
             ReplicaState::Running => "running",
             ReplicaState::Restarting => "restarting",
             ReplicaState::Exited => "exited",
+            ReplicaState::Completed => "completed",
+            ReplicaState::Stopped => "stopped",
             ReplicaState::Failed => "failed",
         }
+    }
+
+    /// Whether the replica will not run again unless something changes its desired state (a
+    /// redeploy, `hivemind start`): it is not missing, and nothing replaces it.
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            ReplicaState::Exited | ReplicaState::Completed | ReplicaState::Stopped
+        )
     }
 }
 

@@ -26,6 +26,7 @@ fn full_service() -> ServiceSpec {
             condition: RestartCondition::OnFailure,
             max_attempts: Some(5),
             delay_ms: 2_000,
+            window_ms: None,
         },
         stop_signal: "SIGQUIT".into(),
         stop_grace_period_ms: 30_000,
@@ -82,6 +83,8 @@ fn full_service() -> ServiceSpec {
         // Empty: a spec without secrets or configs keeps its hash (see `secret`'s tests).
         secrets: Vec::new(),
         configs: Vec::new(),
+        depends_on: BTreeMap::new(),
+        stopped: false,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The converger's actions, each spawned on its own task: create (attach the network, create,
-//! start), start (a restart) and remove (stop with the replica's signal and grace, remove,
+//! start), start (a restart), stop (a stopped service: the container is kept) and remove (stop with the replica's signal and grace, remove,
 //! detach). Each records its outcome in the agent's per-replica state (failures and their
 //! back-off, restarts) and wakes the converger.
 
@@ -20,7 +20,7 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
         // Creates and starts are bounded (they load runc and the disk); removals are not, since
         // they mostly wait out grace periods and must not hold up new replicas.
         let _permit = match &action {
-            Action::Remove { .. } => None,
+            Action::Remove { .. } | Action::Stop { .. } => None,
             _ => match shared.permits.acquire().await {
                 Ok(permit) => Some(permit),
                 Err(_) => return,
@@ -31,6 +31,16 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
             Action::Start { id } => shared
                 .runtime
                 .start(id)
+                .await
+                .map(|_| ())
+                .map_err(|e| error_chain(&e)),
+            Action::Stop {
+                id,
+                signal,
+                grace_ms,
+            } => shared
+                .runtime
+                .stop(id, signal, Duration::from_millis(*grace_ms))
                 .await
                 .map(|_| ())
                 .map_err(|e| error_chain(&e)),
@@ -72,18 +82,24 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
                 match &action {
                     Action::Create(_) => info!("replica started"),
                     Action::Start { .. } => info!("replica restarted"),
+                    Action::Stop { .. } => info!("replica stopped (its service was stopped)"),
                     Action::Remove { .. } => info!("replica removed"),
                 }
                 if let Some(local) = state.local.get_mut(&id) {
                     if matches!(action, Action::Start { .. }) && local.exit.is_some() {
                         local.restarts += 1;
+                        local.attempts += 1;
                     }
                     local.exit = None;
                     local.oom_killed = false;
                     local.error = None;
                     local.failures = 0;
                     local.next_attempt_at = None;
-                    local.started_at = Some(now);
+                    // After a stop nothing runs: no start time to report or back off from.
+                    local.started_at = match action {
+                        Action::Stop { .. } => None,
+                        _ => Some(now),
+                    };
                 }
             }
             Err(message) => {

@@ -27,6 +27,7 @@ pub mod image_gc;
 mod leftovers;
 pub mod plan;
 pub mod server;
+mod start_order;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use base64::Engine as _;
 use hivemind_store::Store;
 use hivemind_types::secret::{mounts_of, FileValue, StoredFile};
-use hivemind_types::Assignment;
 use tracing::warn;
 
 use crate::error::ApiError;
@@ -28,7 +27,7 @@ pub(crate) async fn attach(
     store: &Store,
     key: &SecretsKey,
     principal: Option<&Principal>,
-    assignment: &mut Assignment,
+    assignment: &mut super::AssignmentAnswer,
 ) -> Result<(), ApiError> {
     assignment.files.clear();
     if principal != Some(&Principal::Node(assignment.node.clone())) {

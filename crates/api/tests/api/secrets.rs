@@ -199,10 +199,11 @@ async fn values_reach_their_node_only_and_no_answer_carries_one() {
     // A delta answer carries the values of the replicas it carries; merged, they add up.
     let r2 = db_replica(&s, "db-bbbbb", "n1").await;
     put_replica(&s.store, &r2).await;
-    let merged = n1
-        .assignment_since("n1", Some(&mine), Duration::from_secs(5))
+    let mut merged = Some(mine.clone());
+    n1.assignment_since("n1", &mut merged, Duration::from_secs(5))
         .await
         .unwrap();
+    let merged = merged.unwrap();
     assert_eq!(merged.replicas.len(), 2);
     assert_eq!(
         value_of(&merged.files, "default/shop/db_password").as_deref(),

@@ -1,6 +1,7 @@
 //! Pure planners. Each takes the desired and observed objects and returns what to write.
 
 pub mod allocate;
+pub mod depends;
 pub mod endpoints;
 pub mod events;
 pub mod nodes;

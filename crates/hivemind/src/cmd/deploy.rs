@@ -271,12 +271,13 @@ async fn wait_until_running(
                     );
                 }
             }
+            // A one-shot job that completed is as done as a running server.
             let running = current
                 .iter()
                 .filter(|r| {
-                    r.status
-                        .as_ref()
-                        .is_some_and(|s| s.state == ReplicaState::Running)
+                    r.status.as_ref().is_some_and(|s| {
+                        matches!(s.state, ReplicaState::Running | ReplicaState::Completed)
+                    })
                 })
                 .count();
             let want = match service.spec.mode {

@@ -5,6 +5,7 @@ pub(crate) mod down;
 pub(crate) mod events;
 pub(crate) mod exec;
 pub(crate) mod image;
+pub(crate) mod lifecycle;
 pub(crate) mod logs;
 pub(crate) mod query;
 pub(crate) mod registry;

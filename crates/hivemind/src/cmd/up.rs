@@ -131,6 +131,10 @@ async fn start_server(
         store.clone(),
         hivemind_control::ControlConfig {
             network,
+            retention: hivemind_control::exec::compaction::Retention {
+                revisions: args.history_revisions,
+                age: args.history_age,
+            },
             ..Default::default()
         },
         shutdown.clone(),

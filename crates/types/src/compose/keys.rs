@@ -45,6 +45,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "mem_reservation",
     "pids_limit",
     "profiles",
+    "depends_on",
 ];
 
 /// Service keys Hivemind accepts without acting on them, because a service works without
@@ -148,10 +149,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     (
         "cpuset",
         "limit CPUs with `cpus` or `deploy.resources.limits.cpus`",
-    ),
-    (
-        "depends_on",
-        "services start in any order, so make the service retry connecting to its dependencies",
     ),
     (
         "device_cgroup_rules",

@@ -13,6 +13,7 @@
 
 mod aliases;
 mod container;
+mod depends_on;
 mod deploy;
 mod document;
 mod dotenv;
@@ -235,6 +236,14 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
         })
         .collect();
     aliases::resolve(p, &mut read);
+    let graph: Vec<_> = read
+        .iter()
+        .filter_map(|e| {
+            let spec = e.read.as_ref()?.spec.as_ref()?;
+            Some((e.written.as_str(), e.dns.as_deref()?, &spec.depends_on))
+        })
+        .collect();
+    depends_on::refuse_cycles(p, &graph);
     let profiled = read
         .iter()
         .filter(|e| e.read.as_ref().is_some_and(|r| r.profiles))

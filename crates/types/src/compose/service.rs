@@ -12,6 +12,7 @@ use serde_yaml_ng::Value;
 use super::container::{
     read_capabilities, read_extra_hosts, read_flag, read_hostname, read_tmpfs, read_ulimits,
 };
+use super::depends_on::read_depends_on;
 use super::deploy::{read_deploy, read_restart};
 use super::dotenv;
 use super::duration::read_duration_ms;
@@ -135,6 +136,9 @@ pub(crate) fn read_service(
                     .map(|name| (key_path.clone(), name.to_string()));
             }
             "links" => links = read_links(p, &key_path, v),
+            "depends_on" => {
+                spec.depends_on = read_depends_on(p, &key_path, v, cx.service_names);
+            }
             "cpus" | "mem_limit" | "mem_reservation" | "pids_limit" => {
                 read_service_level(p, &key, &key_path, v, &mut service_resources)
             }

@@ -49,6 +49,7 @@ fn spec(image: &str, restart: RestartCondition) -> ServiceSpec {
             condition: restart,
             max_attempts: None,
             delay_ms: 0,
+            window_ms: None,
         },
         ..Default::default()
     }

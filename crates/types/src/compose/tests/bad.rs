@@ -124,8 +124,8 @@ fn cases() -> Vec<BadCase> {
         ),
         (
             web("depends_on: [db]"),
-            "services.web.depends_on",
-            "retry connecting",
+            "services.web.depends_on[0]",
+            "service \"db\" is not defined",
         ),
         (web("scale: 3"), "services.web.scale", "deploy.replicas"),
         (

@@ -5,6 +5,7 @@
 
 mod bad;
 mod bad_values;
+mod depends_on;
 mod good;
 mod limits;
 mod names;

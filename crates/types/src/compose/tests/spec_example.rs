@@ -46,7 +46,7 @@ const PIN: &[(&str, T)] = &[
     ("services.foo.deploy.rollback_config", Warned),
     ("services.foo.deploy.update_config", Warned),
     ("services.foo.deploy.resources", Refused),
-    ("services.foo.deploy.restart_policy", Warned),
+    ("services.foo.deploy.restart_policy", Honoured),
     ("services.foo.deploy.placement", Warned),
     ("services.foo.deploy.endpoint_mode", Warned),
     ("services.foo.device_cgroup_rules", Refused),
