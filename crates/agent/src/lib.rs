@@ -10,6 +10,7 @@
 //! crate's tests and, with the `fake` feature, for other crates.
 
 pub mod converge;
+mod secrets;
 pub mod serve;
 pub mod volumes;
 

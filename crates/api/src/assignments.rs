@@ -313,7 +313,9 @@ impl Routes {
             | Kind::Event
             | Kind::Address
             | Kind::Token
-            | Kind::Volume => Targets::None,
+            | Kind::Volume
+            | Kind::Secret
+            | Kind::Config => Targets::None,
         }
     }
 
@@ -540,6 +542,7 @@ impl Hub {
             service_cidr: net.service_cidr_string(),
             routed,
             delta: false,
+            files: Vec::new(),
         })
     }
 
@@ -574,6 +577,7 @@ impl Hub {
             service_cidr: net.service_cidr_string(),
             routed: delta.routed,
             delta: true,
+            files: Vec::new(),
         }))
     }
 }
@@ -672,6 +676,7 @@ pub(crate) async fn read_assignment(
             ..Default::default()
         },
         delta: false,
+        files: Vec::new(),
     })
 }
 
@@ -712,5 +717,6 @@ mod delta;
 #[cfg(test)]
 mod delta_tests;
 mod replica_log;
+pub(crate) mod secrets;
 #[cfg(test)]
 mod tests;

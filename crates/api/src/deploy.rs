@@ -30,6 +30,17 @@ pub async fn deploy(
     namespace: &str,
     req: &DeployRequest,
 ) -> Result<DeployOutcome, ApiError> {
+    deploy_with(store, namespace, req, None).await
+}
+
+/// [`deploy`] with the server's secrets key, which the app's own secrets are sealed with; without
+/// one, a file with secrets is refused.
+pub async fn deploy_with(
+    store: &Store,
+    namespace: &str,
+    req: &DeployRequest,
+    secrets_key: Option<&crate::secrets::SecretsKey>,
+) -> Result<DeployOutcome, ApiError> {
     let namespace = match &req.namespace {
         Some(ns) => {
             check_label("namespace", ns, true)?;
@@ -59,11 +70,11 @@ pub async fn deploy(
     };
     check_label("name", &name, true)?;
     crate::volumes::prepare_deploy(store, namespace, &name, &mut parsed).await?;
-    let mut names = BTreeSet::new();
+    let mut names: BTreeSet<String> = BTreeSet::new();
     for (service, _) in &parsed.services {
         // The parser checks these too; the store keys depend on it, so check again here.
         check_label(&format!("services.{service}"), service, true)?;
-        names.insert(service.as_str());
+        names.insert(service.clone());
     }
 
     let app_key = format!("{namespace}/{name}");
@@ -79,7 +90,9 @@ pub async fn deploy(
         }
     }
 
-    let mut ops = Vec::new();
+    let mut ops =
+        crate::secrets::deploy::prepare(store, secrets_key, namespace, &name, &mut parsed, req)
+            .await?;
     let app = App {
         namespace: namespace.to_string(),
         name: name.clone(),
@@ -230,6 +243,7 @@ pub async fn delete_app_with(
     if volumes {
         ops.extend(crate::volumes::removal_ops(store, namespace, name).await?);
     }
+    ops.extend(crate::secrets::deploy::delete_ops(store, namespace, name).await?);
     store.txn(ops).await?;
     Ok(app)
 }

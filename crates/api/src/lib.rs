@@ -24,6 +24,7 @@ pub mod recorded;
 pub mod report;
 mod routes;
 pub mod scale;
+pub mod secrets;
 mod shutdown;
 #[cfg(test)]
 mod testing;
@@ -63,6 +64,9 @@ pub struct ApiConfig {
     /// The key of the secrets presented to node agents when proxying logs and exec (one per
     /// node, see `tokens`); the default is random, for this process only.
     pub agent_key: tokens::AgentKey,
+    /// The key secrets are sealed with at rest (`secrets`); the default is random, for this
+    /// process only.
+    pub secrets_key: secrets::SecretsKey,
 }
 
 /// All routes, with authentication, the body limit and request tracing applied. Starts the
@@ -98,6 +102,22 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
             post(tokens::create_token).get(tokens::list_tokens),
         )
         .route("/tokens/{token}", delete(tokens::delete_token))
+        .route(
+            "/secrets",
+            post(secrets::routes::create_secret).get(secrets::routes::list_secrets),
+        )
+        .route(
+            "/secrets/{secret}",
+            get(secrets::routes::inspect_secret).delete(secrets::routes::remove_secret),
+        )
+        .route(
+            "/configs",
+            post(secrets::routes::create_config).get(secrets::routes::list_configs),
+        )
+        .route(
+            "/configs/{config}",
+            get(secrets::routes::inspect_config).delete(secrets::routes::remove_config),
+        )
         .route("/nodes/{node}/assignment", get(routes::get_assignment))
         .route("/nodes/{node}/report", put(routes::put_report))
         .route("/nodes/{node}/lease", put(routes::put_lease))
@@ -121,6 +141,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .layer(axum::Extension(config.network))
         .layer(axum::Extension(hub))
         .layer(axum::Extension(config.agent_key))
+        .layer(axum::Extension(config.secrets_key))
         .with_state(store);
     let root = Router::new()
         .route("/healthz", get(routes::healthz))

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{exec, logs, routes, tokens, volumes};
+use crate::{exec, logs, routes, secrets, tokens, volumes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +41,14 @@ use crate::{exec, logs, routes, tokens, volumes};
         volumes::get_volume,
         volumes::delete_volume,
         volumes::node_volumes,
+        secrets::routes::create_secret,
+        secrets::routes::list_secrets,
+        secrets::routes::inspect_secret,
+        secrets::routes::remove_secret,
+        secrets::routes::create_config,
+        secrets::routes::list_configs,
+        secrets::routes::inspect_config,
+        secrets::routes::remove_config,
     ),
     components(schemas(hivemind_client::wire::ChangeEvent)),
     modifiers(&BearerAuth),

@@ -4,7 +4,9 @@
 //! The rule: the admin may do anything; a node may read only its own assignment and write only
 //! its own report and lease (the calls its agent makes); a join token may only join nodes.
 //! Anything else is admin-only, including every read of cluster state, because a node that is
-//! broken into must not learn more of the cluster than it is given.
+//! broken into must not learn more of the cluster than it is given. Secrets and configs
+//! (`/secrets`, `/configs`) are admin-only too; a node gets the values of its own replicas'
+//! ones in its assignment, and nothing else.
 
 use std::fmt;
 
@@ -244,6 +246,30 @@ mod tests {
         ("POST", "/api/v1/tokens", "/api/v1/tokens"),
         ("GET", "/api/v1/tokens", "/api/v1/tokens"),
         ("DELETE", "/api/v1/tokens/{token}", "/api/v1/tokens/0a1b2c"),
+        ("POST", "/api/v1/secrets", "/api/v1/secrets"),
+        ("GET", "/api/v1/secrets", "/api/v1/secrets"),
+        (
+            "GET",
+            "/api/v1/secrets/{secret}",
+            "/api/v1/secrets/db_password",
+        ),
+        (
+            "DELETE",
+            "/api/v1/secrets/{secret}",
+            "/api/v1/secrets/db_password",
+        ),
+        ("POST", "/api/v1/configs", "/api/v1/configs"),
+        ("GET", "/api/v1/configs", "/api/v1/configs"),
+        (
+            "GET",
+            "/api/v1/configs/{config}",
+            "/api/v1/configs/nginx.conf",
+        ),
+        (
+            "DELETE",
+            "/api/v1/configs/{config}",
+            "/api/v1/configs/nginx.conf",
+        ),
         ("GET", "/api/v1/openapi.json", "/api/v1/openapi.json"),
     ];
 

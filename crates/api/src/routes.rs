@@ -49,12 +49,13 @@ pub(crate) async fn healthz() -> &'static str {
 )]
 pub(crate) async fn deploy_app(
     State(store): State<Store>,
+    Extension(secrets_key): Extension<crate::secrets::SecretsKey>,
     params: Params,
     JsonBody(mut req): JsonBody<DeployRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let namespace = params.namespace()?;
     req.strict |= deploy::strict_param(params.str("strict"))?;
-    let outcome = deploy::deploy(&store, &namespace, &req).await?;
+    let outcome = deploy::deploy_with(&store, &namespace, &req, Some(&secrets_key)).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -290,10 +291,14 @@ pub(crate) async fn list_nodes(State(store): State<Store>) -> ApiResult<Json<Vec
     ),
     responses((status = 200, description = "the node's whole desired set", body = Object), (status = 400, body = ErrorBody))
 )]
+// Axum extractors, one per argument.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn get_assignment(
     State(store): State<Store>,
     Extension(net): Extension<ClusterNetwork>,
     Extension(hub): Extension<Hub>,
+    Extension(secrets_key): Extension<crate::secrets::SecretsKey>,
+    principal: Option<Extension<crate::principal::Principal>>,
     shutdown: Option<Extension<Shutdown>>,
     params: Params,
     Path(node): Path<String>,
@@ -303,7 +308,7 @@ pub(crate) async fn get_assignment(
     let timeout = params
         .u64("timeout_ms")?
         .map_or(DEFAULT_POLL, Duration::from_millis);
-    assignments::wait_assignment_delta(
+    let mut assignment = assignments::wait_assignment_delta(
         &hub,
         &store,
         &net,
@@ -313,7 +318,10 @@ pub(crate) async fn get_assignment(
         timeout,
         stopped(shutdown.map(|e| e.0)),
     )
-    .await
+    .await?;
+    let principal = principal.map(|e| e.0);
+    assignments::secrets::attach(&store, &secrets_key, principal.as_ref(), &mut assignment).await?;
+    Ok(assignment)
 }
 
 #[utoipa::path(

@@ -6,6 +6,7 @@
 
 mod error;
 pub mod exec;
+mod files;
 pub mod logs;
 mod remote;
 mod sse;

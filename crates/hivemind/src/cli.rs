@@ -92,6 +92,11 @@ pub(crate) enum Command {
     Token(TokenArgs),
     /// Named volumes: list, create, inspect, remove.
     Volume(crate::cmd::volume::VolumeArgs),
+    /// Secrets for services (Compose `external`), encrypted at rest, never shown: create, ls,
+    /// inspect, rm.
+    Secret(crate::cmd::secret::FileArgs),
+    /// Configs for services (Compose `external`): create, ls, inspect, rm.
+    Config(crate::cmd::secret::FileArgs),
     /// Manage images in the local containerd.
     Image(ImageArgs),
     /// Registry credentials (Docker's config.json, also read by `docker` and `skopeo`).

@@ -51,6 +51,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => cmd::token::node(&global, args).await,
         Command::Token(args) => cmd::token::token(&global, args).await,
         Command::Volume(args) => cmd::volume::volume(&global, args).await,
+        Command::Secret(args) => {
+            cmd::secret::run(&global, hivemind_types::secret::FileKind::Secret, args).await
+        }
+        Command::Config(args) => {
+            cmd::secret::run(&global, hivemind_types::secret::FileKind::Config, args).await
+        }
         Command::Image(args) => cmd::image::image(&global, args).await,
         Command::Registry(args) => cmd::registry::registry(args).await,
         Command::Logs(args) => cmd::logs::logs(&global, args).await,

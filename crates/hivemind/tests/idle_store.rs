@@ -220,6 +220,7 @@ async fn data_dir_and_secrets_are_private_to_their_owner() {
         "state.db-shm",
         "admin.token",
         "agent.key",
+        "secrets.key",
     ] {
         assert_eq!(mode(&data.join(name)), 0o600, "{name}");
     }

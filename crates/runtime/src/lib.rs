@@ -104,6 +104,17 @@ pub struct CreateOptions {
     pub ip: Option<std::net::IpAddr>,
     /// The service's volumes and bind mounts, as host paths the agent prepared.
     pub mounts: Vec<HostMount>,
+    /// Host files bind-mounted read-only into the container (secrets and configs, which the
+    /// agent writes to a tmpfs first).
+    pub file_binds: Vec<FileBind>,
+}
+
+/// One host file mounted read-only at `target` in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileBind {
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub target: String,
 }
 
 /// A host directory bind-mounted into the container: a volume's data or a bind mount's

@@ -7,6 +7,7 @@
 //! devices allowed, and fresh pid/ipc/uts/mount/network namespaces. The service's limits and
 //! privileges (`resources.rs`, `security.rs`) adjust that.
 
+pub(crate) mod files;
 mod resources;
 mod security;
 mod volumes;

@@ -356,6 +356,7 @@ mod tests {
                 ..Default::default()
             },
             delta: false,
+            files: Vec::new(),
         };
         let read: SimAssignment =
             serde_json::from_value(serde_json::to_value(&whole).unwrap()).unwrap();

@@ -77,6 +77,11 @@ impl Assignment {
             &next.replica_removes,
             |r| r.id.as_str(),
         );
+        self.files = crate::secret::merge_values(
+            std::mem::take(&mut self.files),
+            next.files,
+            &self.replicas,
+        );
         self.replica_removes = Vec::new();
         self.network.subnet = net.subnet;
         self.network.cluster_cidr = net.cluster_cidr;
@@ -177,6 +182,7 @@ mod tests {
                 ..Default::default()
             },
             delta: false,
+            files: Vec::new(),
         }
     }
 

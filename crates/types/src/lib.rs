@@ -16,6 +16,7 @@ pub mod logs;
 pub mod network;
 pub mod object;
 pub mod routing;
+pub mod secret;
 pub mod spec;
 pub mod token;
 pub mod util;

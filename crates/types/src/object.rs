@@ -29,10 +29,14 @@ pub enum Kind {
     Token,
     /// A named volume and the node it lives on (`crate::volume::Volume`).
     Volume,
+    /// A secret (`crate::secret::StoredFile`), its value sealed; left out of the change stream.
+    Secret,
+    /// A config (`crate::secret::StoredFile`), its value plain.
+    Config,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::App,
         Kind::Service,
         Kind::Replica,
@@ -43,6 +47,8 @@ impl Kind {
         Kind::Address,
         Kind::Token,
         Kind::Volume,
+        Kind::Secret,
+        Kind::Config,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +63,8 @@ impl Kind {
             Kind::Address => "address",
             Kind::Token => "token",
             Kind::Volume => "volume",
+            Kind::Secret => "secret",
+            Kind::Config => "config",
         }
     }
 
@@ -356,6 +364,10 @@ pub struct Assignment {
     /// Absent (false) in full answers and in payloads from before deltas existed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delta: bool,
+    /// The secret and config values the replicas in `replicas` mount (in a delta answer, those
+    /// of the changed replicas only), sent only to the node itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::secret::FileValue>,
 }
 
 /// The network part of a node's assignment: its subnet and every service's endpoints.

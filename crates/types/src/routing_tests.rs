@@ -80,6 +80,9 @@ fn full_service() -> ServiceSpec {
             max_size: Some(10 << 20),
             max_files: Some(3),
         },
+        // Empty: a spec without secrets or configs keeps its hash (see `secret`'s tests).
+        secrets: Vec::new(),
+        configs: Vec::new(),
         depends_on: BTreeMap::new(),
         stopped: false,
         // Empty, so that the golden hash stays that of a service without volumes (the new

@@ -91,6 +91,13 @@ pub struct ServiceSpec {
     /// of the JSON when unset, so that older specs keep their revision hash.
     #[serde(default, skip_serializing_if = "LogOptions::is_empty")]
     pub logging: LogOptions,
+    /// Secret files (Compose `secrets`), read-only from a tmpfs on the node. Left out of the
+    /// JSON when empty, so that older specs keep their revision hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secret::FileMount>,
+    /// Config files (Compose `configs`), like secrets but not secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<crate::secret::FileMount>,
     /// The services (by DNS name) whose replicas must reach a condition before this one's are
     /// created (Compose `depends_on`). On neither side of `split`: ordering is the control
     /// plane's and the agent's business, so a change to it replaces no replica.

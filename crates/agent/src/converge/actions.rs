@@ -62,6 +62,11 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
                     if let Some(dir) = &shared.config.volumes {
                         crate::volumes::NodeVolumes::new(dir).remove_anonymous(id).await;
                     }
+                    if let Err(error) =
+                        crate::secrets::remove(shared.config.secrets_dir.as_deref(), id)
+                    {
+                        warn!(%error, "cannot remove the replica's secrets tmpfs");
+                    }
                     if let Some(dataplane) = &shared.dataplane {
                         if let Err(error) = dataplane.detach(id).await {
                             warn!(error = %error_chain(&error), "cannot detach the replica's network");
@@ -140,6 +145,14 @@ async fn create_replica<R: ContainerRuntime>(
         }
         false => None,
     };
+    let values = shared
+        .state()
+        .assignment
+        .as_ref()
+        .map(|a| a.files.clone())
+        .unwrap_or_default();
+    options.file_binds =
+        crate::secrets::prepare(shared.config.secrets_dir.as_deref(), replica, &values)?;
     shared
         .runtime
         .create(replica, &options)

@@ -229,6 +229,7 @@ impl DataPlane for NodeDataPlane {
             )),
             ip: Some(IpAddr::V4(attachment.ip)),
             mounts: Vec::new(),
+            file_binds: Vec::new(),
         })
     }
 

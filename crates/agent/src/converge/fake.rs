@@ -154,6 +154,7 @@ impl DataPlane for FakeDataPlane {
             )),
             ip: Some(IpAddr::V4(ip)),
             mounts: Vec::new(),
+            file_binds: Vec::new(),
         })
     }
 

@@ -71,6 +71,9 @@ pub struct AgentConfig {
     /// The node's volume directory (`{data-dir}/volumes`, see `crate::volumes`); `None` keeps
     /// none, and a replica that mounts volumes fails saying so.
     pub volumes: Option<std::path::PathBuf>,
+    /// Where each replica's secret and config files get a tmpfs of their own
+    /// (`{secrets_dir}/{replica}`); `None` fails replicas that mount any.
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 struct State {

@@ -107,6 +107,8 @@ pub struct AssignmentAnswer {
     pub(crate) service_cidr: String,
     pub(crate) routed: Arc<Routed>,
     pub(crate) delta: bool,
+    /// The node's own secret and config values (`assignments::secrets`): never shared.
+    pub(crate) files: Vec<hivemind_types::secret::FileValue>,
 }
 
 /// The wire form: field for field what `Assignment` serializes to.
@@ -120,6 +122,8 @@ struct Wire<'a> {
     network: NetworkWire<'a>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     delta: bool,
+    #[serde(skip_serializing_if = "<[hivemind_types::secret::FileValue]>::is_empty")]
+    files: &'a [hivemind_types::secret::FileValue],
 }
 
 #[derive(Serialize)]
@@ -152,6 +156,7 @@ impl AssignmentAnswer {
                 service_keys: self.routed.service_keys.as_deref(),
             },
             delta: self.delta,
+            files: &self.files,
         };
         serde_json::to_vec(&wire).expect("an assignment serializes")
     }

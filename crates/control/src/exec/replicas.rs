@@ -291,7 +291,9 @@ impl Cache {
             | Kind::Endpoints
             | Kind::Address
             | Kind::Token
-            | Kind::Volume => {}
+            | Kind::Volume
+            | Kind::Secret
+            | Kind::Config => {}
         }
     }
 

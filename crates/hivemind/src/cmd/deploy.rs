@@ -9,6 +9,7 @@ use futures::{FutureExt, StreamExt};
 use hivemind_client::wire::{DeployRequest, ReplicaFilter};
 use hivemind_client::Client;
 use hivemind_types::compose::{self, ComposeFile, ComposeInput, ProjectInput};
+use hivemind_types::secret::FileKind;
 use hivemind_types::{ReplicaState, ServiceMode};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -199,6 +200,9 @@ fn deploy_request(
             .ok()
             .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_lowercase()))
     });
+    // Values read here travel beside the model, never in it: the model is stored as sent.
+    let secrets = super::secret::compose_values(FileKind::Secret, &dir, &env, &parsed.secrets)?;
+    let configs = super::secret::compose_values(FileKind::Config, &dir, &env, &parsed.configs)?;
     Ok(DeployRequest {
         name,
         namespace: None,
@@ -208,6 +212,8 @@ fn deploy_request(
         env_files: BTreeMap::new(),
         revision: None,
         strict: false,
+        secrets,
+        configs,
     })
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod logs;
 pub(crate) mod query;
 pub(crate) mod registry;
+pub(crate) mod secret;
 pub(crate) mod token;
 pub(crate) mod up;
 pub(crate) mod volume;

@@ -126,10 +126,12 @@ impl Containerd {
                     network_ns: options.network_ns.as_deref(),
                     volumes: &options.mounts,
                 };
-                let spec = build_spec(&input, args).map_err(|source| RuntimeError::Spec {
-                    id: id.to_string(),
-                    source,
-                })?;
+                let spec = build_spec(&input, args)
+                    .and_then(|spec| crate::oci::files::with_file_binds(spec, &options.file_binds))
+                    .map_err(|source| RuntimeError::Spec {
+                        id: id.to_string(),
+                        source,
+                    })?;
                 let spec_json = serde_json::to_vec(&spec).expect("spec serializes");
                 let container = Container {
                     id: id.to_string(),

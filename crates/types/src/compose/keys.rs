@@ -38,6 +38,8 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "extra_hosts",
     "logging",
     "links",
+    "secrets",
+    "configs",
     "cpus",
     "mem_limit",
     "mem_reservation",
@@ -117,17 +119,10 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "blkio_config",
         "disk I/O is shared without weights or limits",
     ),
-    (
-        "cgroup",
-        "replicas get a cgroup namespace of their own",
-    ),
+    ("cgroup", "replicas get a cgroup namespace of their own"),
     (
         "cgroup_parent",
         "replicas run in the cgroup the node's runtime gives them",
-    ),
-    (
-        "configs",
-        "put the file in the image, or pass its content in `environment`",
     ),
     (
         "cpu_count",
@@ -174,10 +169,7 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "external_links",
         "services of an app reach each other by service name",
     ),
-    (
-        "gpus",
-        "replicas get no GPUs yet",
-    ),
+    ("gpus", "replicas get no GPUs yet"),
     (
         "group_add",
         "run as a user whose groups the image defines, with `user`",
@@ -209,14 +201,8 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "set a memory limit large enough instead",
     ),
     ("oom_score_adj", ""),
-    (
-        "pid",
-        "each replica has its own PID namespace",
-    ),
-    (
-        "post_start",
-        "run the step in the image's entrypoint",
-    ),
+    ("pid", "each replica has its own PID namespace"),
+    ("post_start", "run the step in the image's entrypoint"),
     (
         "pre_stop",
         "handle the stop signal (`stop_signal`) in the program",
@@ -232,10 +218,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ),
     ("scale", "set `deploy.replicas` instead"),
     (
-        "secrets",
-        "pass the value in `environment` (from the CLI's environment or an env_file) until secrets land",
-    ),
-    (
         "security_opt",
         "adjust privileges with `cap_add`, `cap_drop` and `read_only` instead",
     ),
@@ -243,22 +225,13 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "storage_opt",
         "the container's writable layer has no size quota",
     ),
-    (
-        "sysctls",
-        "set the values on the node, or in the program",
-    ),
-    (
-        "use_api_socket",
-        "Hivemind has no Docker API to share",
-    ),
+    ("sysctls", "set the values on the node, or in the program"),
+    ("use_api_socket", "Hivemind has no Docker API to share"),
     (
         "userns_mode",
         "replicas share the node's user namespace; choose the user with `user`",
     ),
-    (
-        "uts",
-        "the hostname is the replica id, or `hostname`",
-    ),
+    ("uts", "the hostname is the replica id, or `hostname`"),
 ];
 
 /// Keys under `deploy` that Hivemind reads.
@@ -292,14 +265,14 @@ const DEPLOY_KEYS_WARNED: &[(&str, &str)] = &[
 
 /// Top-level keys of the Compose Specification that Hivemind does not honour yet.
 const TOP_KEYS_NOT_YET: &[(&str, &str)] = &[
-    ("configs", "put the files in the image until configs land"),
     ("include", "merge the included files into one"),
     ("models", ""),
-    ("secrets", "pass values in `environment` until secrets land"),
 ];
 
 /// Top-level keys Hivemind reads.
-pub(crate) const TOP_KEYS: &[&str] = &["name", "services", "networks", "version", "volumes"];
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "name", "services", "networks", "version", "volumes", "secrets", "configs",
+];
 
 /// Keys with a message each.
 type Table = &'static [(&'static str, &'static str)];

@@ -23,6 +23,7 @@ use super::logging::read_logging;
 use super::networks::{read_service_networks, NetworkDef};
 use super::ports::{read_expose, read_ports};
 use super::resources::read_service_level;
+use super::secrets::read_mounts;
 use super::signal::read_signal;
 use super::value::{
     describe, expect_mapping, expect_scalar, expect_str, index, join, string_entries, type_error,
@@ -33,6 +34,7 @@ use super::volumes::{
 use super::warnings::Unhonoured;
 use super::words::split_words;
 use crate::limits::Resources;
+use crate::secret::FileKind;
 use crate::spec::{PullPolicy, RestartPolicy, ServiceMode, ServiceSpec};
 
 /// What every service of a file shares while being read.
@@ -48,6 +50,9 @@ pub(crate) struct ServiceContext<'a> {
     pub(crate) networks: &'a BTreeMap<String, NetworkDef>,
     /// The top-level `volumes`, which named mounts must refer to.
     pub(crate) volumes: &'a BTreeMap<String, VolumeDef>,
+    /// The top-level `secrets` and `configs`, by key.
+    pub(crate) secrets: &'a BTreeMap<String, super::secrets::FileDef>,
+    pub(crate) configs: &'a BTreeMap<String, super::secrets::FileDef>,
 }
 
 /// A service read on its own, with the names it gives that the whole app must agree on (also
@@ -171,6 +176,8 @@ pub(crate) fn read_service(
             "hostname" => spec.hostname = read_hostname(p, &key_path, v),
             "extra_hosts" => spec.extra_hosts = read_extra_hosts(p, &key_path, v),
             "logging" => spec.logging = read_logging(p, &key_path, v),
+            "secrets" => spec.secrets = read_mounts(p, FileKind::Secret, &key_path, v, cx.secrets),
+            "configs" => spec.configs = read_mounts(p, FileKind::Config, &key_path, v, cx.configs),
             "x-hivemind" => spec.hivemind = read_hivemind(p, &key_path, v, cx.service_names),
             _ if is_near_hivemind(&key) => unknown_key(p, &key_path, &key, ["x-hivemind"]),
             _ if key.starts_with("x-") => {}

@@ -36,6 +36,7 @@ fn config() -> AgentConfig {
         image_gc: None,
         logs: None,
         volumes: None,
+        secrets_dir: None,
     }
 }
 
@@ -83,6 +84,7 @@ fn assignment(generation: u64, replicas: &[Replica]) -> Assignment {
             ..Default::default()
         },
         delta: false,
+        files: Vec::new(),
     }
 }
 

@@ -37,14 +37,14 @@ fn cases() -> Vec<BadCase> {
             "volume driver \"flocker\" is not supported",
         ),
         (
-            s("secrets: {}\nservices: {web: {image: a}}"),
+            s("secrets: [a]\nservices: {web: {image: a}}"),
             "secrets",
-            "`secrets` is not supported yet",
+            "expected a mapping, got a list",
         ),
         (
-            s("configs: {}\nservices: {web: {image: a}}"),
-            "configs",
-            "`configs` is not supported yet",
+            s("configs: {c: {}}\nservices: {web: {image: a}}"),
+            "configs.c",
+            "the config has no value",
         ),
         (
             s("networks: [front]\nservices: {web: {image: a}}"),

@@ -36,7 +36,7 @@ const PIN: &[(&str, T)] = &[
     ("services.foo.cap_drop", Honoured),
     ("services.foo.cgroup_parent", Refused),
     ("services.foo.command", Honoured),
-    ("services.foo.configs", Refused),
+    ("services.foo.configs", Honoured),
     ("services.foo.container_name", Refused),
     ("services.foo.depends_on", Refused),
     ("services.foo.deploy", Honoured),
@@ -84,7 +84,7 @@ const PIN: &[(&str, T)] = &[
     ("services.foo.privileged", Refused),
     ("services.foo.read_only", Honoured),
     ("services.foo.restart", Honoured),
-    ("services.foo.secrets", Refused),
+    ("services.foo.secrets", Honoured),
     ("services.foo.security_opt", Refused),
     ("services.foo.stdin_open", Warned),
     ("services.foo.stop_grace_period", Honoured),
@@ -133,8 +133,8 @@ const PIN: &[(&str, T)] = &[
     ("volumes.external-volume3.external", Honoured),
     ("volumes.external-volume3.x-bar", Honoured),
     ("volumes.external-volume3.x-foo", Honoured),
-    ("configs", Refused),
-    ("secrets", Refused),
+    ("configs", Honoured),
+    ("secrets", Honoured),
     ("x-bar", Honoured),
     ("x-foo", Honoured),
     ("x-nested", Honoured),
@@ -229,6 +229,8 @@ fn the_compose_spec_full_example_is_pinned_key_by_key() {
         name: None,
         services: Vec::new(),
         unhonoured: notes,
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
     })
     .into_iter()
     .map(|w| w.key)
