@@ -71,7 +71,7 @@ services:
     deploy: { replicas: 0 }
 YAML
 "$BIN" deploy -f "$DATA/compose.yaml" --app bench >/dev/null
-t0=$(now_ms)
+t0=$(now_ms); sticks0=$(cpu_ticks $SERVER_PID); simticks0=$(cpu_ticks $SIM_PID)
 "$BIN" scale bench/web="$REPLICAS" >/dev/null
 last=0
 while :; do
@@ -82,8 +82,14 @@ while :; do
   sleep 1
 done
 echo "0 -> $REPLICAS replicas running: $(( $(now_ms) - t0 )) ms (budget 30000 ms)"
+# CPU time is steadier than wall time on a busy machine: what the scale-up cost each side.
+awk -v s="$(( $(cpu_ticks $SERVER_PID) - sticks0 ))" -v m="$(( $(cpu_ticks $SIM_PID) - simticks0 ))" -v hz="$(getconf CLK_TCK)" \
+  'BEGIN {printf "  CPU for it:               server %.1f s, simulated nodes %.1f s\n", s / hz, m / hz}'
 echo "server RSS:                 $(( $(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status) / 1024 )) MB"
 
 # 3. One replica stops, then runs again: time until every node routing to it has the change.
+sticks0=$(cpu_ticks $SERVER_PID)
 "$SIM" --server "http://127.0.0.1:$PORT" --token "$TOKEN" --probe bench/web --rounds "${ROUNDS:-5}"
 echo "server RSS:                 $(( $(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status) / 1024 )) MB"
+awk -v s="$(( $(cpu_ticks $SERVER_PID) - sticks0 ))" -v hz="$(getconf CLK_TCK)" \
+  'BEGIN {printf "server CPU for the rounds:  %.1f s\n", s / hz}'

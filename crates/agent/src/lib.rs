@@ -11,6 +11,8 @@
 
 pub mod converge;
 pub mod health;
+mod secrets;
 pub mod serve;
+pub mod volumes;
 
 pub use converge::{run_agent, AgentConfig};

@@ -20,12 +20,14 @@ use std::time::Duration;
 
 use hivemind_store::{Change, ChangeOp, Store, WatchEvent};
 use hivemind_types::spec::{IngressRule, PortSpec};
-use hivemind_types::{Assignment, ClusterNetwork, Endpoints, Kind, Node, NodeNetwork, Replica};
+use hivemind_types::{Assignment, ClusterNetwork, Endpoints, Kind, Node, Replica};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::warn;
 
 use crate::error::ApiError;
+pub use answer::AssignmentAnswer;
+use answer::{Routed, RoutedCache, RoutedKey};
 
 /// The longest a long poll may be held; longer requests are cut to this, so that proxies and
 /// the client's own timeout do not fire first.
@@ -42,7 +44,8 @@ pub async fn wait_assignment(
     timeout: Duration,
     stopping: impl std::future::Future<Output = ()>,
 ) -> Result<Assignment, ApiError> {
-    wait_assignment_delta(hub, store, net, node, after, false, timeout, stopping).await
+    let answer = wait_assignment_delta(hub, store, net, node, after, false, timeout, stopping);
+    Ok(answer.await?.decode())
 }
 
 /// As [`wait_assignment`], but with `delta` (and `after`) answers with what changed since
@@ -58,17 +61,17 @@ pub async fn wait_assignment_delta(
     delta: bool,
     timeout: Duration,
     stopping: impl std::future::Future<Output = ()>,
-) -> Result<Assignment, ApiError> {
+) -> Result<AssignmentAnswer, ApiError> {
     let Some(after) = after else {
-        return hub.assignment(store, net, node).await;
+        return hub.whole_answer(store, net, node).await;
     };
     hub.wait(node, after, timeout.min(MAX_POLL), stopping).await;
     if delta {
-        if let Some(a) = hub.delta_assignment(store, net, node, after).await? {
+        if let Some(a) = hub.delta_answer(store, net, node, after).await? {
             return Ok(a);
         }
     }
-    hub.assignment(store, net, node).await
+    hub.whole_answer(store, net, node).await
 }
 
 /// Who must hear of one change.
@@ -91,10 +94,20 @@ pub struct Routes {
     replicas: HashMap<String, Placed>,
     /// Each node's replica ids, and those that left it recently (for delta answers).
     node_replicas: HashMap<String, replica_log::NodeReplicas>,
-    app_nodes: HashMap<String, HashMap<String, usize>>,
+    /// Each app's nodes: how many of its replicas each runs, since when.
+    app_nodes: HashMap<String, HashMap<String, Presence>>,
     public: BTreeSet<String>,
     subnets: HashMap<String, Option<String>>,
     diffs: delta::Diffs,
+    routed: RoutedCache,
+}
+
+/// How many replicas of an app a node runs, and the revision it gained the first of them
+/// (its services are new to the node after that).
+#[derive(Debug, Clone, Copy)]
+struct Presence {
+    count: usize,
+    since: u64,
 }
 
 /// Where a replica is and when it last changed.
@@ -179,12 +192,15 @@ impl Routes {
             .entry(node.to_string())
             .or_default()
             .put(id);
-        *self
-            .app_nodes
+        self.app_nodes
             .entry(app.to_string())
             .or_default()
             .entry(node.to_string())
-            .or_default() += 1;
+            .or_insert(Presence {
+                count: 0,
+                since: revision,
+            })
+            .count += 1;
         self.replicas.insert(
             id.to_string(),
             Placed {
@@ -210,9 +226,9 @@ impl Routes {
             }
         }
         if let Some(nodes) = self.app_nodes.get_mut(&app) {
-            if let Some(count) = nodes.get_mut(&node) {
-                *count -= 1;
-                if *count == 0 {
+            if let Some(presence) = nodes.get_mut(&node) {
+                presence.count -= 1;
+                if presence.count == 0 {
                     nodes.remove(&node);
                 }
             }
@@ -238,25 +254,13 @@ impl Routes {
                 } else {
                     None
                 };
-                // Asked before the old place is forgotten, so that an update in place is no
-                // arrival.
-                let arrives = new.as_ref().map(|r| {
-                    let app = format!("{}/{}", r.namespace, r.app);
-                    let had = self
-                        .app_nodes
-                        .get(&app)
-                        .is_some_and(|n| n.contains_key(&r.node));
-                    (app, had)
-                });
                 let mut nodes = BTreeSet::new();
                 // Its old node (a move or a delete) and its new one.
                 let staying_on = new.as_ref().map(|r| r.node.clone());
                 nodes.extend(self.remove_replica(revision, &change.key, staying_on.as_deref()));
-                if let (Some(r), Some((app, had))) = (new, arrives) {
+                if let Some(r) = new {
+                    let app = format!("{}/{}", r.namespace, r.app);
                     self.add_replica(revision, &change.key, &r.node, &app);
-                    if !had {
-                        self.diffs.joined(revision, &r.node, &app);
-                    }
                     nodes.insert(r.node);
                 }
                 Targets::Nodes(nodes)
@@ -308,7 +312,10 @@ impl Routes {
             | Kind::ReplicaStatus
             | Kind::Event
             | Kind::Address
-            | Kind::Token => Targets::None,
+            | Kind::Token
+            | Kind::Volume
+            | Kind::Secret
+            | Kind::Config => Targets::None,
         }
     }
 
@@ -371,7 +378,7 @@ impl Routes {
 
     /// What changed for `node` since `after`, at the processed revision; `None` when the
     /// history does not reach back to `after`.
-    pub(crate) fn delta(&self, node: &str, after: u64) -> Option<delta::NodeDelta> {
+    pub(crate) fn delta(&mut self, node: &str, after: u64) -> Option<delta::NodeDelta> {
         if !self.diffs.covers(after, self.processed) {
             return None;
         }
@@ -381,16 +388,49 @@ impl Routes {
             }
             None => replica_log::ReplicaDelta::default(),
         };
-        let apps: BTreeSet<String> = self
-            .app_nodes
-            .iter()
-            .filter(|(_, nodes)| nodes.contains_key(node))
-            .map(|(app, _)| app.clone())
-            .collect();
-        let mut out = self.diffs.delta(after, node, &apps, &self.public);
-        out.replicas = replicas;
-        out.subnet = self.subnets.get(node).cloned().flatten();
-        Some(out)
+        let mut apps = BTreeSet::new();
+        let mut joined = BTreeSet::new();
+        for (app, nodes) in &self.app_nodes {
+            if let Some(presence) = nodes.get(node) {
+                apps.insert(app.clone());
+                if presence.since > after {
+                    joined.insert(app.clone());
+                }
+            }
+        }
+        let keys = self.diffs.routed(&apps, &self.public);
+        let key = RoutedKey {
+            full: false,
+            from: self.diffs.first_after(after),
+            keys: keys.iter().cloned().collect(),
+            joined: joined.iter().cloned().collect(),
+        };
+        let diffs = &self.diffs;
+        let routed = self.routed.get_or_build(diffs.version(), key, || {
+            let (services, changes) = diffs.delta(after, &keys, &joined);
+            let keys: Vec<String> = keys.iter().cloned().collect();
+            Routed::delta(&services, &changes, &keys)
+        });
+        Some(delta::NodeDelta {
+            replicas,
+            subnet: self.subnets.get(node).cloned().flatten(),
+            routed,
+        })
+    }
+
+    /// The routed part of a full answer for a node running `apps`.
+    fn whole_routed(&mut self, apps: &BTreeSet<String>) -> Arc<Routed> {
+        let keys = self.diffs.routed(apps, &self.public);
+        let key = RoutedKey {
+            full: true,
+            from: None,
+            keys: keys.iter().cloned().collect(),
+            joined: Vec::new(),
+        };
+        let diffs = &self.diffs;
+        self.routed.get_or_build(diffs.version(), key, || {
+            Routed::whole(&diffs.whole_services(&keys))
+        })
     }
 }
 
@@ -458,13 +498,24 @@ impl Hub {
         }
     }
 
-    /// `node`'s assignment, with the hub's processed revision as its generation.
+    /// `node`'s assignment, with the hub's processed revision as its generation, as the
+    /// node reads it.
     pub async fn assignment(
         &self,
         store: &Store,
         net: &ClusterNetwork,
         node: &str,
     ) -> Result<Assignment, ApiError> {
+        Ok(self.whole_answer(store, net, node).await?.decode())
+    }
+
+    /// `node`'s whole assignment, with the hub's processed revision as its generation.
+    pub async fn whole_answer(
+        &self,
+        store: &Store,
+        net: &ClusterNetwork,
+        node: &str,
+    ) -> Result<AssignmentAnswer, ApiError> {
         self.ready().await;
         let generation = self.routes().processed();
         // Read after the generation, so at least as new; the services at the generation come
@@ -474,26 +525,24 @@ impl Hub {
             .iter()
             .map(|r| format!("{}/{}", r.namespace, r.app))
             .collect();
-        let (subnet, services) = {
-            let routes = self.routes();
+        let (subnet, routed) = {
+            let mut routes = self.routes();
             (
                 routes.subnets.get(node).cloned().flatten(),
-                routes.diffs.whole_services(&apps, &routes.public),
+                routes.whole_routed(&apps),
             )
         };
-        Ok(Assignment {
+        Ok(AssignmentAnswer {
             node: node.to_string(),
             generation,
             replicas,
             replica_removes: Vec::new(),
-            network: NodeNetwork {
-                subnet,
-                cluster_cidr: Some(net.cluster_cidr_string()),
-                service_cidr: Some(net.service_cidr_string()),
-                services,
-                ..Default::default()
-            },
+            subnet,
+            cluster_cidr: net.cluster_cidr_string(),
+            service_cidr: net.service_cidr_string(),
+            routed,
             delta: false,
+            files: Vec::new(),
         })
     }
 
@@ -502,36 +551,33 @@ impl Hub {
     /// Everything comes from the hub's memory at that revision except the changed replicas'
     /// values, read from the store (at least as new): a wake that changed no replica of the
     /// node reads nothing.
-    pub async fn delta_assignment(
+    pub async fn delta_answer(
         &self,
         store: &Store,
         net: &ClusterNetwork,
         node: &str,
         after: u64,
-    ) -> Result<Option<Assignment>, ApiError> {
+    ) -> Result<Option<AssignmentAnswer>, ApiError> {
         self.ready().await;
         let (generation, delta) = {
-            let routes = self.routes();
+            let mut routes = self.routes();
             let Some(delta) = routes.delta(node, after) else {
                 return Ok(None);
             };
             (routes.processed(), delta)
         };
         let (replicas, replica_removes) = read_changed(store, node, delta.replicas).await?;
-        Ok(Some(Assignment {
+        Ok(Some(AssignmentAnswer {
             node: node.to_string(),
             generation,
             replicas,
             replica_removes,
-            network: NodeNetwork {
-                subnet: delta.subnet,
-                cluster_cidr: Some(net.cluster_cidr_string()),
-                service_cidr: Some(net.service_cidr_string()),
-                services: delta.services,
-                endpoint_changes: delta.endpoint_changes,
-                service_keys: delta.service_keys,
-            },
+            subnet: delta.subnet,
+            cluster_cidr: net.cluster_cidr_string(),
+            service_cidr: net.service_cidr_string(),
+            routed: delta.routed,
             delta: true,
+            files: Vec::new(),
         }))
     }
 }
@@ -622,7 +668,7 @@ pub(crate) async fn read_assignment(
         generation,
         replicas,
         replica_removes: Vec::new(),
-        network: NodeNetwork {
+        network: hivemind_types::NodeNetwork {
             subnet,
             cluster_cidr: Some(net.cluster_cidr_string()),
             service_cidr: Some(net.service_cidr_string()),
@@ -630,6 +676,7 @@ pub(crate) async fn read_assignment(
             ..Default::default()
         },
         delta: false,
+        files: Vec::new(),
     })
 }
 
@@ -665,9 +712,11 @@ async fn read_changed(
     Ok((replicas, removes))
 }
 
+mod answer;
 mod delta;
 #[cfg(test)]
 mod delta_tests;
 mod replica_log;
+pub(crate) mod secrets;
 #[cfg(test)]
 mod tests;

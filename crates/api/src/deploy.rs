@@ -30,6 +30,17 @@ pub async fn deploy(
     namespace: &str,
     req: &DeployRequest,
 ) -> Result<DeployOutcome, ApiError> {
+    deploy_with(store, namespace, req, None).await
+}
+
+/// [`deploy`] with the server's secrets key, which the app's own secrets are sealed with; without
+/// one, a file with secrets is refused.
+pub async fn deploy_with(
+    store: &Store,
+    namespace: &str,
+    req: &DeployRequest,
+    secrets_key: Option<&crate::secrets::SecretsKey>,
+) -> Result<DeployOutcome, ApiError> {
     let namespace = match &req.namespace {
         Some(ns) => {
             check_label("namespace", ns, true)?;
@@ -38,7 +49,7 @@ pub async fn deploy(
         None => namespace,
     };
     let file_name = req.file_name.as_deref().unwrap_or("compose.yaml");
-    let parsed = read_model(file_name, req)?;
+    let mut parsed = read_model(file_name, req)?;
     let warnings = compose::warnings(&parsed);
     if req.strict && !warnings.is_empty() {
         return Err(strict_error(file_name, &warnings));
@@ -58,11 +69,12 @@ pub async fn deploy(
         }
     };
     check_label("name", &name, true)?;
-    let mut names = BTreeSet::new();
+    crate::volumes::prepare_deploy(store, namespace, &name, &mut parsed).await?;
+    let mut names: BTreeSet<String> = BTreeSet::new();
     for (service, _) in &parsed.services {
         // The parser checks these too; the store keys depend on it, so check again here.
         check_label(&format!("services.{service}"), service, true)?;
-        names.insert(service.as_str());
+        names.insert(service.clone());
     }
 
     let app_key = format!("{namespace}/{name}");
@@ -78,7 +90,9 @@ pub async fn deploy(
         }
     }
 
-    let mut ops = Vec::new();
+    let mut ops =
+        crate::secrets::deploy::prepare(store, secrets_key, namespace, &name, &mut parsed, req)
+            .await?;
     let app = App {
         namespace: namespace.to_string(),
         name: name.clone(),
@@ -179,6 +193,7 @@ fn read_model(file_name: &str, req: &DeployRequest) -> Result<compose::ComposeAp
         env: &req.env,
         read_file: &env_files,
         profiles: &[],
+        project_dir: None,
     })
     .map_err(compose_error)?;
     let nothing = |_: &str| -> Result<String, String> {
@@ -196,6 +211,17 @@ fn read_model(file_name: &str, req: &DeployRequest) -> Result<compose::ComposeAp
 /// Deletes an app and its services in one transaction; returns the app as it was. The service
 /// controller then deletes their replicas.
 pub async fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<App, ApiError> {
+    delete_app_with(store, namespace, name, false).await
+}
+
+/// [`delete_app`]; with `volumes`, the app's volumes are marked for removal in the same
+/// transaction (`hivemind rm --volumes`), and go once its replicas are gone.
+pub async fn delete_app_with(
+    store: &Store,
+    namespace: &str,
+    name: &str,
+    volumes: bool,
+) -> Result<App, ApiError> {
     let app_key = format!("{namespace}/{name}");
     let app: App = store
         .get(Kind::App, &app_key)
@@ -214,6 +240,10 @@ pub async fn delete_app(store: &Store, namespace: &str, name: &str) -> Result<Ap
             Expect::Revision(s.meta.revision),
         ));
     }
+    if volumes {
+        ops.extend(crate::volumes::removal_ops(store, namespace, name).await?);
+    }
+    ops.extend(crate::secrets::deploy::delete_ops(store, namespace, name).await?);
     store.txn(ops).await?;
     Ok(app)
 }

@@ -48,9 +48,15 @@ pub(crate) async fn change_stream(
     // time, as the client takes them: a watcher holds at most the transaction being sent, and a
     // slow client slows its own stream down instead of piling events up here.
     let body = store.watch(since).flat_map(|event| match event {
-        // Credentials stay out of the stream: their hashes are nobody's business.
+        // Credentials stay out of the stream: their hashes are nobody's business; and so do
+        // secrets, sealed as they are.
         WatchEvent::Txn { changes, .. } => stream::iter(changes)
-            .filter(|c| future::ready(c.kind != hivemind_types::Kind::Token))
+            .filter(|c| {
+                future::ready(!matches!(
+                    c.kind,
+                    hivemind_types::Kind::Token | hivemind_types::Kind::Secret
+                ))
+            })
             .map(|c| Ok(change_event(&c)))
             .left_stream(),
         WatchEvent::Compacted { .. } => {

@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod exec;
 mod extract;
+pub mod lifecycle;
 mod logs;
 mod openapi;
 mod ports;
@@ -23,10 +24,12 @@ pub mod recorded;
 pub mod report;
 mod routes;
 pub mod scale;
+pub mod secrets;
 mod shutdown;
 #[cfg(test)]
 mod testing;
 pub mod tokens;
+pub mod volumes;
 
 use std::future::Future;
 use std::io;
@@ -61,6 +64,9 @@ pub struct ApiConfig {
     /// The key of the secrets presented to node agents when proxying logs and exec (one per
     /// node, see `tokens`); the default is random, for this process only.
     pub agent_key: tokens::AgentKey,
+    /// The key secrets are sealed with at rest (`secrets`); the default is random, for this
+    /// process only.
+    pub secrets_key: secrets::SecretsKey,
 }
 
 /// All routes, with authentication, the body limit and request tracing applied. Starts the
@@ -80,6 +86,10 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .route("/services", get(routes::list_services))
         .route("/services/{app}/{name}", get(routes::get_service))
         .route("/services/{app}/{name}/scale", post(routes::scale_service))
+        .route("/services/{app}/{name}/stop", post(routes::stop_service))
+        .route("/services/{app}/{name}/start", post(routes::start_service))
+        .route("/apps/{name}/stop", post(routes::stop_app))
+        .route("/apps/{name}/start", post(routes::start_app))
         .route("/services/{app}/{name}/logs", get(logs::service_logs))
         .route("/replicas", get(routes::list_replicas))
         .route("/replicas/{id}/logs", get(logs::replica_logs))
@@ -92,10 +102,35 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
             post(tokens::create_token).get(tokens::list_tokens),
         )
         .route("/tokens/{token}", delete(tokens::delete_token))
+        .route(
+            "/secrets",
+            post(secrets::routes::create_secret).get(secrets::routes::list_secrets),
+        )
+        .route(
+            "/secrets/{secret}",
+            get(secrets::routes::inspect_secret).delete(secrets::routes::remove_secret),
+        )
+        .route(
+            "/configs",
+            post(secrets::routes::create_config).get(secrets::routes::list_configs),
+        )
+        .route(
+            "/configs/{config}",
+            get(secrets::routes::inspect_config).delete(secrets::routes::remove_config),
+        )
         .route("/nodes/{node}/assignment", get(routes::get_assignment))
         .route("/nodes/{node}/report", put(routes::put_report))
         .route("/nodes/{node}/lease", put(routes::put_lease))
         .route("/events", get(routes::get_events))
+        .route(
+            "/volumes",
+            get(volumes::list_volumes).post(volumes::create_volume),
+        )
+        .route(
+            "/volumes/{name}",
+            get(volumes::get_volume).delete(volumes::delete_volume),
+        )
+        .route("/nodes/{node}/volumes", get(volumes::node_volumes))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(auth::unknown_route)
         .route_layer(axum::middleware::from_fn(extract::check_path))
@@ -106,6 +141,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .layer(axum::Extension(config.network))
         .layer(axum::Extension(hub))
         .layer(axum::Extension(config.agent_key))
+        .layer(axum::Extension(config.secrets_key))
         .with_state(store);
     let root = Router::new()
         .route("/healthz", get(routes::healthz))

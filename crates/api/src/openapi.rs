@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{exec, logs, routes, tokens};
+use crate::{exec, logs, routes, secrets, tokens, volumes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,10 @@ use crate::{exec, logs, routes, tokens};
         routes::list_services,
         routes::get_service,
         routes::scale_service,
+        routes::stop_service,
+        routes::start_service,
+        routes::stop_app,
+        routes::start_app,
         routes::list_replicas,
         routes::list_nodes,
         routes::get_assignment,
@@ -32,6 +36,19 @@ use crate::{exec, logs, routes, tokens};
         tokens::delete_token,
         tokens::join_node,
         tokens::delete_node,
+        volumes::list_volumes,
+        volumes::create_volume,
+        volumes::get_volume,
+        volumes::delete_volume,
+        volumes::node_volumes,
+        secrets::routes::create_secret,
+        secrets::routes::list_secrets,
+        secrets::routes::inspect_secret,
+        secrets::routes::remove_secret,
+        secrets::routes::create_config,
+        secrets::routes::list_configs,
+        secrets::routes::inspect_config,
+        secrets::routes::remove_config,
     ),
     components(schemas(hivemind_client::wire::ChangeEvent)),
     modifiers(&BearerAuth),

@@ -4,7 +4,9 @@
 //! The rule: the admin may do anything; a node may read only its own assignment and write only
 //! its own report and lease (the calls its agent makes); a join token may only join nodes.
 //! Anything else is admin-only, including every read of cluster state, because a node that is
-//! broken into must not learn more of the cluster than it is given.
+//! broken into must not learn more of the cluster than it is given. Secrets and configs
+//! (`/secrets`, `/configs`) are admin-only too; a node gets the values of its own replicas'
+//! ones in its assignment, and nothing else.
 
 use std::fmt;
 
@@ -39,7 +41,8 @@ impl Principal {
             Principal::Admin => "everything".to_string(),
             Principal::Node(name) => format!(
                 "a node credential may only GET /api/v1/nodes/{name}/assignment, PUT \
-                 /api/v1/nodes/{name}/report and PUT /api/v1/nodes/{name}/lease; use the admin \
+                 /api/v1/nodes/{name}/report, PUT /api/v1/nodes/{name}/lease and GET \
+                 /api/v1/nodes/{name}/volumes; use the admin \
                  token for anything else"
             ),
             Principal::Join(_) => "a join token may only POST /api/v1/nodes/{name}/join, which \
@@ -55,6 +58,8 @@ pub enum Action {
     ReadAssignment(String),
     WriteReport(String),
     WriteLease(String),
+    /// The volumes kept on the node: its agent removes the data of those that are gone.
+    ReadNodeVolumes(String),
     JoinNode(String),
     /// The OpenAPI document: public knowledge, readable by any principal.
     ReadOpenApi,
@@ -68,6 +73,7 @@ impl fmt::Display for Action {
             Action::ReadAssignment(n) => write!(f, "read the assignment of node {n}"),
             Action::WriteReport(n) => write!(f, "write the report of node {n}"),
             Action::WriteLease(n) => write!(f, "renew the lease of node {n}"),
+            Action::ReadNodeVolumes(n) => write!(f, "read the volumes of node {n}"),
             Action::JoinNode(n) => write!(f, "join node {n}"),
             Action::ReadOpenApi => f.write_str("read the OpenAPI document"),
             Action::AdminOnly(route) => write!(f, "call {route}"),
@@ -93,6 +99,7 @@ pub fn action_for(method: &Method, pattern: &str, path: &str) -> Action {
         (&Method::GET, "/nodes/{node}/assignment") => Action::ReadAssignment(node()),
         (&Method::PUT, "/nodes/{node}/report") => Action::WriteReport(node()),
         (&Method::PUT, "/nodes/{node}/lease") => Action::WriteLease(node()),
+        (&Method::GET, "/nodes/{node}/volumes") => Action::ReadNodeVolumes(node()),
         (&Method::POST, "/nodes/{node}/join") => Action::JoinNode(node()),
         (&Method::GET, "/openapi.json") => Action::ReadOpenApi,
         _ => Action::AdminOnly(format!("{method} {pattern}")),
@@ -115,7 +122,10 @@ pub fn authorize(principal: &Principal, action: &Action) -> Result<(), Forbidden
         (Principal::Admin, _) | (_, Action::ReadOpenApi) => true,
         (
             Principal::Node(me),
-            Action::ReadAssignment(node) | Action::WriteReport(node) | Action::WriteLease(node),
+            Action::ReadAssignment(node)
+            | Action::WriteReport(node)
+            | Action::WriteLease(node)
+            | Action::ReadNodeVolumes(node),
         ) => me == node,
         (Principal::Join(_), Action::JoinNode(_)) => true,
         _ => false,
@@ -151,6 +161,22 @@ mod tests {
             "POST",
             "/api/v1/services/{app}/{name}/scale",
             "/api/v1/services/shop/web/scale",
+        ),
+        (
+            "POST",
+            "/api/v1/services/{app}/{name}/stop",
+            "/api/v1/services/shop/web/stop",
+        ),
+        (
+            "POST",
+            "/api/v1/services/{app}/{name}/start",
+            "/api/v1/services/shop/web/start",
+        ),
+        ("POST", "/api/v1/apps/{name}/stop", "/api/v1/apps/shop/stop"),
+        (
+            "POST",
+            "/api/v1/apps/{name}/start",
+            "/api/v1/apps/shop/start",
         ),
         (
             "GET",
@@ -202,10 +228,48 @@ mod tests {
         ),
         ("POST", "/api/v1/nodes/{node}/join", "/api/v1/nodes/n1/join"),
         ("POST", "/api/v1/nodes/{node}/join", "/api/v1/nodes/n3/join"),
+        (
+            "GET",
+            "/api/v1/nodes/{node}/volumes",
+            "/api/v1/nodes/n1/volumes",
+        ),
+        (
+            "GET",
+            "/api/v1/nodes/{node}/volumes",
+            "/api/v1/nodes/n2/volumes",
+        ),
+        ("GET", "/api/v1/volumes", "/api/v1/volumes"),
+        ("POST", "/api/v1/volumes", "/api/v1/volumes"),
+        ("GET", "/api/v1/volumes/{name}", "/api/v1/volumes/data"),
+        ("DELETE", "/api/v1/volumes/{name}", "/api/v1/volumes/data"),
         ("GET", "/api/v1/events", "/api/v1/events"),
         ("POST", "/api/v1/tokens", "/api/v1/tokens"),
         ("GET", "/api/v1/tokens", "/api/v1/tokens"),
         ("DELETE", "/api/v1/tokens/{token}", "/api/v1/tokens/0a1b2c"),
+        ("POST", "/api/v1/secrets", "/api/v1/secrets"),
+        ("GET", "/api/v1/secrets", "/api/v1/secrets"),
+        (
+            "GET",
+            "/api/v1/secrets/{secret}",
+            "/api/v1/secrets/db_password",
+        ),
+        (
+            "DELETE",
+            "/api/v1/secrets/{secret}",
+            "/api/v1/secrets/db_password",
+        ),
+        ("POST", "/api/v1/configs", "/api/v1/configs"),
+        ("GET", "/api/v1/configs", "/api/v1/configs"),
+        (
+            "GET",
+            "/api/v1/configs/{config}",
+            "/api/v1/configs/nginx.conf",
+        ),
+        (
+            "DELETE",
+            "/api/v1/configs/{config}",
+            "/api/v1/configs/nginx.conf",
+        ),
         ("GET", "/api/v1/openapi.json", "/api/v1/openapi.json"),
     ];
 
@@ -217,6 +281,7 @@ mod tests {
                 "/api/v1/nodes/n1/assignment",
                 "/api/v1/nodes/n1/report",
                 "/api/v1/nodes/n1/lease",
+                "/api/v1/nodes/n1/volumes",
                 "/api/v1/openapi.json",
             ],
             Principal::Join(_) => vec![

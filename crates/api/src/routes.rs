@@ -14,13 +14,13 @@ use hivemind_client::wire::{
     DeployRequest, DeployResponse, ErrorBody, EventFilter, ReplicaFilter, ReplicaView, ScaleRequest,
 };
 use hivemind_store::Store;
-use hivemind_types::{App, Assignment, ClusterNetwork, Kind, Node, NodeReport, Service};
+use hivemind_types::{App, ClusterNetwork, Kind, Node, NodeReport, Service};
 
 use crate::assignments::{self, Hub};
 use crate::error::ApiError;
 use crate::extract::{check_label, JsonBody, Params};
 use crate::shutdown::{stopped, Shutdown};
-use crate::{deploy, events, recorded, report, scale};
+use crate::{deploy, events, lifecycle, recorded, report, scale};
 use hivemind_types::now_millis;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -49,12 +49,13 @@ pub(crate) async fn healthz() -> &'static str {
 )]
 pub(crate) async fn deploy_app(
     State(store): State<Store>,
+    Extension(secrets_key): Extension<crate::secrets::SecretsKey>,
     params: Params,
     JsonBody(mut req): JsonBody<DeployRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let namespace = params.namespace()?;
     req.strict |= deploy::strict_param(params.str("strict"))?;
-    let outcome = deploy::deploy(&store, &namespace, &req).await?;
+    let outcome = deploy::deploy_with(&store, &namespace, &req, Some(&secrets_key)).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -97,7 +98,11 @@ pub(crate) async fn get_app(
 
 #[utoipa::path(
     delete, path = "/api/v1/apps/{name}",
-    params(("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    params(
+        ("name" = String, Path,),
+        ("namespace" = Option<String>, Query,),
+        ("volumes" = Option<bool>, Query, description = "also remove the app's volumes, once its replicas are gone"),
+    ),
     responses((status = 200, description = "the deleted app", body = Object), (status = 404, body = ErrorBody))
 )]
 pub(crate) async fn delete_app(
@@ -106,7 +111,8 @@ pub(crate) async fn delete_app(
     Path(name): Path<String>,
 ) -> ApiResult<Json<App>> {
     let namespace = params.namespace()?;
-    let app = deploy::delete_app(&store, &namespace, &name).await?;
+    let volumes = deploy::bool_param("volumes", params.str("volumes"))?;
+    let app = deploy::delete_app_with(&store, &namespace, &name, volumes).await?;
     tracing::info!(app = %name, "deleted");
     Ok(Json(app))
 }
@@ -172,6 +178,85 @@ pub(crate) async fn scale_service(
 }
 
 #[utoipa::path(
+    post, path = "/api/v1/services/{app}/{name}/stop",
+    params(("app" = String, Path,), ("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses(
+        (status = 200, description = "the service, stopped: its replicas stop and stay stopped until started", body = Vec<Object>),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn stop_service(
+    State(store): State<Store>,
+    params: Params,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<Service>>> {
+    run_state(store, params, app, Some(name), true).await
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/services/{app}/{name}/start",
+    params(("app" = String, Path,), ("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses(
+        (status = 200, description = "the service, started again", body = Vec<Object>),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn start_service(
+    State(store): State<Store>,
+    params: Params,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<Service>>> {
+    run_state(store, params, app, Some(name), false).await
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/apps/{name}/stop",
+    params(("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses(
+        (status = 200, description = "the app's services, stopped", body = Vec<Object>),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn stop_app(
+    State(store): State<Store>,
+    params: Params,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<Service>>> {
+    run_state(store, params, app, None, true).await
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/apps/{name}/start",
+    params(("name" = String, Path,), ("namespace" = Option<String>, Query,)),
+    responses(
+        (status = 200, description = "the app's services, started again", body = Vec<Object>),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn start_app(
+    State(store): State<Store>,
+    params: Params,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<Service>>> {
+    run_state(store, params, app, None, false).await
+}
+
+async fn run_state(
+    store: Store,
+    params: Params,
+    app: String,
+    service: Option<String>,
+    stopped: bool,
+) -> ApiResult<Json<Vec<Service>>> {
+    let namespace = params.namespace()?;
+    let services =
+        lifecycle::set_stopped(&store, &namespace, &app, service.as_deref(), stopped).await?;
+    let verb = if stopped { "stopped" } else { "started" };
+    tracing::info!(app = %app, service = ?service, "{verb}");
+    Ok(Json(services))
+}
+
+#[utoipa::path(
     get, path = "/api/v1/replicas",
     params(ReplicaFilter, ("namespace" = Option<String>, Query,)),
     responses((status = 200, body = Vec<ReplicaView>))
@@ -206,32 +291,37 @@ pub(crate) async fn list_nodes(State(store): State<Store>) -> ApiResult<Json<Vec
     ),
     responses((status = 200, description = "the node's whole desired set", body = Object), (status = 400, body = ErrorBody))
 )]
+// Axum extractors, one per argument.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn get_assignment(
     State(store): State<Store>,
     Extension(net): Extension<ClusterNetwork>,
     Extension(hub): Extension<Hub>,
+    Extension(secrets_key): Extension<crate::secrets::SecretsKey>,
+    principal: Option<Extension<crate::principal::Principal>>,
     shutdown: Option<Extension<Shutdown>>,
     params: Params,
     Path(node): Path<String>,
-) -> ApiResult<Json<Assignment>> {
+) -> ApiResult<assignments::AssignmentAnswer> {
     let after = params.u64("after")?;
     let delta = crate::deploy::bool_param("delta", params.str("delta"))?;
     let timeout = params
         .u64("timeout_ms")?
         .map_or(DEFAULT_POLL, Duration::from_millis);
-    Ok(Json(
-        assignments::wait_assignment_delta(
-            &hub,
-            &store,
-            &net,
-            &node,
-            after,
-            delta,
-            timeout,
-            stopped(shutdown.map(|e| e.0)),
-        )
-        .await?,
-    ))
+    let mut assignment = assignments::wait_assignment_delta(
+        &hub,
+        &store,
+        &net,
+        &node,
+        after,
+        delta,
+        timeout,
+        stopped(shutdown.map(|e| e.0)),
+    )
+    .await?;
+    let principal = principal.map(|e| e.0);
+    assignments::secrets::attach(&store, &secrets_key, principal.as_ref(), &mut assignment).await?;
+    Ok(assignment)
 }
 
 #[utoipa::path(

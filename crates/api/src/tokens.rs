@@ -70,7 +70,7 @@ impl AgentKey {
 
 /// HMAC-SHA256 (RFC 2104) over the workspace's `sha2`: a keyed hash, so that knowing one
 /// node's secret tells nothing about another's, unlike a plain hash of key and name.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut block = [0u8; BLOCK];
     if key.len() > BLOCK {

@@ -31,6 +31,10 @@ mod identities;
 #[path = "api/misuse.rs"]
 mod misuse;
 
+/// Secrets and configs: values only to their node, never in an answer.
+#[path = "api/secrets.rs"]
+mod secrets;
+
 /// Hostile values in every parameter and path segment of every route.
 #[path = "api/hostile.rs"]
 mod hostile;
@@ -174,6 +178,10 @@ async fn openapi_document_lists_the_paths() {
         "/api/v1/nodes/{node}/lease",
         "/api/v1/nodes/{node}",
         "/api/v1/nodes/{node}/join",
+        "/api/v1/secrets",
+        "/api/v1/secrets/{secret}",
+        "/api/v1/configs",
+        "/api/v1/configs/{config}",
     ] {
         assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys());
     }

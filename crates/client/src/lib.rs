@@ -6,9 +6,11 @@
 
 mod error;
 pub mod exec;
+mod files;
 pub mod logs;
 mod remote;
 mod sse;
+pub mod volumes;
 pub mod wire;
 
 use std::time::Duration;
@@ -179,6 +181,23 @@ impl Client {
             .await
     }
 
+    /// Stops (`stopped: true`) or starts again one service of `app`, or every service of it
+    /// when `service` is `None` (`hivemind stop/start`). Returns the services as they are now.
+    pub async fn set_stopped(
+        &self,
+        app: &str,
+        service: Option<&str>,
+        stopped: bool,
+    ) -> Result<Vec<Service>> {
+        let verb = if stopped { "stop" } else { "start" };
+        let path = match service {
+            Some(name) => format!("/services/{}/{}/{verb}", seg(app), seg(name)),
+            None => format!("/apps/{}/{verb}", seg(app)),
+        };
+        self.call::<_, ()>(reqwest::Method::POST, &path, &[], None)
+            .await
+    }
+
     /// Replicas joined with their last reported status.
     pub async fn replicas(&self, filter: &ReplicaFilter) -> Result<Vec<ReplicaView>> {
         let mut query = Vec::new();
@@ -245,33 +264,48 @@ impl Client {
         decode(check(resp, &url).await?, &url).await
     }
 
-    /// The node's whole assignment, long-polled as deltas: with `base` (the last whole
-    /// assignment) the server may answer with only what changed since it, which is merged
-    /// into a clone of `base` (`Assignment::apply`); without it, the full assignment at once.
-    pub async fn assignment_since(
+    /// The node's assignment after generation `after` as the server sends it, long-polled:
+    /// what changed since then (`delta: true`, merged with `Assignment::apply`) when the
+    /// server's history reaches back that far, else whole; without `after`, whole at once.
+    /// Decoded as `T`, so that a caller needing only part of it (the simulator, one process
+    /// standing for a thousand nodes) skips the rest.
+    pub async fn assignment_delta<T: DeserializeOwned>(
         &self,
         node: &str,
-        base: Option<&Assignment>,
+        after: Option<u64>,
         timeout: Duration,
-    ) -> Result<Assignment> {
-        let Some(base) = base else {
-            return self.assignment(node, None, timeout).await;
-        };
+    ) -> Result<T> {
         let url = self.url(&format!("/nodes/{}/assignment", seg(node)));
-        let query = [
-            ("timeout_ms", timeout.as_millis().to_string()),
-            ("after", base.generation.to_string()),
-            ("delta", "true".to_string()),
-        ];
+        let mut query = vec![("timeout_ms", timeout.as_millis().to_string())];
+        if let Some(after) = after {
+            query.push(("after", after.to_string()));
+            query.push(("delta", "true".to_string()));
+        }
         let req = self
             .authed(self.http.get(&url))
             .query(&query)
             .timeout(timeout + Duration::from_secs(10));
         let resp = self.send(req, &url).await?;
-        let next: Assignment = decode(check(resp, &url).await?, &url).await?;
-        let mut merged = base.clone();
-        merged.apply(next);
-        Ok(merged)
+        decode(check(resp, &url).await?, &url).await
+    }
+
+    /// Brings `base` (the node's last whole assignment, or none yet) to the next one,
+    /// long-polled as a delta and merged in place: without a base, the whole assignment at
+    /// once. On an error `base` is left as it was.
+    pub async fn assignment_since(
+        &self,
+        node: &str,
+        base: &mut Option<Assignment>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let next = self
+            .assignment_delta(node, base.as_ref().map(|b| b.generation), timeout)
+            .await?;
+        match base {
+            Some(whole) => whole.apply(next),
+            None => *base = Some(next),
+        }
+        Ok(())
     }
 
     /// Reports what the agent observed on its node.

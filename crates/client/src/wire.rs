@@ -52,6 +52,35 @@ pub struct DeployRequest {
     /// false, so that older servers accept the requests of newer clients.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strict: bool,
+    /// The values of the file's `secrets` that the CLI reads (`file`, `environment`), base64,
+    /// by their key in the file. The server seals them before they are stored; they are never
+    /// in `compose`, which is stored as sent. Left out when empty.
+    #[serde(default, skip_serializing_if = "FileValues::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub secrets: FileValues,
+    /// The values of the file's `configs` that the CLI reads (`file`, `environment`), as for
+    /// `secrets`.
+    #[serde(default, skip_serializing_if = "FileValues::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub configs: FileValues,
+}
+
+/// Secret or config values by name, base64. Its `Debug` shows the names only, so that a
+/// logged request never carries a value.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FileValues(pub BTreeMap<String, String>);
+
+impl FileValues {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for FileValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// The app and all its services as stored after a deploy.
@@ -240,4 +269,43 @@ pub struct JoinResponse {
     /// What the server presents to this node's agent endpoint (logs, exec); the agent accepts
     /// nothing else. Derived per node, so one node's secret opens no other node's agent.
     pub agent_secret: String,
+}
+
+/// `POST /api/v1/secrets` and `POST /api/v1/configs`: a cluster secret or config, which
+/// Compose files name as `external`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FileCreateRequest {
+    pub name: String,
+    /// The value, base64.
+    pub data: String,
+}
+
+impl std::fmt::Debug for FileCreateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCreateRequest")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A secret or config as the API shows it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FileView {
+    pub name: String,
+    /// `{namespace}/{app}` for an app's own (from its Compose file); absent for a cluster one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Bytes.
+    pub size: u64,
+    /// The first 12 hex digits of the value's digest (keyed for secrets), to tell versions
+    /// apart.
+    pub digest: String,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    /// The services that mount it (`{namespace}/{app}/{service}`).
+    #[serde(default)]
+    pub users: Vec<String>,
 }

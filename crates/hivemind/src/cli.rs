@@ -71,7 +71,7 @@ pub(crate) enum Command {
     Deploy(DeployArgs),
     /// List apps.
     Apps,
-    /// Remove an app and all its replicas.
+    /// Remove an app and all its replicas (its volumes stay, unless --volumes).
     Rm(RmArgs),
     /// List services.
     Services(ServicesArgs),
@@ -79,12 +79,24 @@ pub(crate) enum Command {
     Ps(PsArgs),
     /// Set replica counts: `hivemind scale web=5 [app/api=2 ...]`.
     Scale(ScaleArgs),
+    /// Stop an app's services, or one (`hivemind stop shop/web`): their containers stop and
+    /// are kept, and stay stopped (across agent and node restarts) until `hivemind start`.
+    Stop(RunStateArgs),
+    /// Start services stopped with `hivemind stop` again: `hivemind start shop[/web]`.
+    Start(RunStateArgs),
     /// List nodes.
     Nodes,
     /// Manage nodes: `hivemind node rm NAME`.
     Node(NodeArgs),
     /// Join tokens for nodes, and the nodes' credentials: create, list, revoke.
     Token(TokenArgs),
+    /// Named volumes: list, create, inspect, remove.
+    Volume(crate::cmd::volume::VolumeArgs),
+    /// Secrets for services (Compose `external`), encrypted at rest, never shown: create, ls,
+    /// inspect, rm.
+    Secret(crate::cmd::secret::FileArgs),
+    /// Configs for services (Compose `external`): create, ls, inspect, rm.
+    Config(crate::cmd::secret::FileArgs),
     /// Manage images in the local containerd.
     Image(ImageArgs),
     /// Registry credentials (Docker's config.json, also read by `docker` and `skopeo`).
@@ -123,6 +135,15 @@ pub(crate) struct ServerArgs {
     /// below the process's open files limit).
     #[arg(long, env = "HIVEMIND_MAX_CONNECTIONS", default_value_t = hivemind_api::connections::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub(crate) max_connections: u64,
+    /// Store history kept for watchers (agents, `events --follow`, controllers) to resume
+    /// from after a reconnect: at most this many revisions; a watcher further behind lists
+    /// again.
+    #[arg(long, env = "HIVEMIND_HISTORY_REVISIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub(crate) history_revisions: u64,
+    /// And no history older than this (`5m`, `1h`).
+    #[arg(long, env = "HIVEMIND_HISTORY_AGE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub(crate) history_age: std::time::Duration,
 }
 
 #[derive(Args, Clone)]
@@ -281,6 +302,10 @@ pub(crate) struct DeployArgs {
 #[derive(Args)]
 pub(crate) struct RmArgs {
     pub(crate) app: String,
+    /// Also remove the app's named volumes and their data, once its replicas are gone
+    /// (external volumes stay).
+    #[arg(long)]
+    pub(crate) volumes: bool,
 }
 
 #[derive(Args)]
@@ -339,6 +364,12 @@ pub(crate) struct EventsArgs {
     /// Keep printing new events as they are recorded.
     #[arg(long, short)]
     pub(crate) follow: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct RunStateArgs {
+    /// `APP` (every service of it) or `APP/SERVICE`.
+    pub(crate) target: String,
 }
 
 #[derive(Args)]
@@ -493,6 +524,33 @@ mod tests {
             Command::Server(a) => Ok(a),
             Command::Up(a) => Ok(a.server),
             _ => Err("not server or up".into()),
+        }
+    }
+
+    #[test]
+    fn history_retention_is_a_flag_of_server_and_up() {
+        let kept = |args: &[&str]| server_args(args).map(|a| (a.history_revisions, a.history_age));
+        assert_eq!(
+            kept(&["hivemind", "server"]),
+            Ok((10_000, Duration::from_secs(300)))
+        );
+        assert_eq!(
+            kept(&[
+                "hivemind",
+                "up",
+                "--history-revisions",
+                "500",
+                "--history-age",
+                "1h"
+            ]),
+            Ok((500, Duration::from_secs(3600)))
+        );
+        for bad in [
+            "--history-revisions=10",
+            "--history-revisions=-1",
+            "--history-age=soon",
+        ] {
+            assert!(kept(&["hivemind", "server", bad]).is_err(), "{bad}");
         }
     }
 

@@ -45,9 +45,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Services(args) => cmd::query::services(&global, args).await,
         Command::Ps(args) => cmd::query::ps(&global, args).await,
         Command::Scale(args) => cmd::deploy::scale(&global, args).await,
+        Command::Stop(args) => cmd::lifecycle::run_state(&global, args, true).await,
+        Command::Start(args) => cmd::lifecycle::run_state(&global, args, false).await,
         Command::Nodes => cmd::query::nodes(&global).await,
         Command::Node(args) => cmd::token::node(&global, args).await,
         Command::Token(args) => cmd::token::token(&global, args).await,
+        Command::Volume(args) => cmd::volume::volume(&global, args).await,
+        Command::Secret(args) => {
+            cmd::secret::run(&global, hivemind_types::secret::FileKind::Secret, args).await
+        }
+        Command::Config(args) => {
+            cmd::secret::run(&global, hivemind_types::secret::FileKind::Config, args).await
+        }
         Command::Image(args) => cmd::image::image(&global, args).await,
         Command::Registry(args) => cmd::registry::registry(args).await,
         Command::Logs(args) => cmd::logs::logs(&global, args).await,

@@ -312,13 +312,13 @@ fn exec_session_refusals_malformed_frames_and_vanished_clients_leave_nothing_beh
     sized.size = Some(TtySize { cols: 0, rows: 0 });
     assert_eq!(refused(&replica, sized).0, Some(400));
     let mut done = None;
-    node.wait_for("done exited", Duration::from_secs(15), || {
+    node.wait_for("done completed", Duration::from_secs(15), || {
         let replicas = node.cli_json(&["ps", "done"]);
         done = replicas
             .as_array()
             .unwrap()
             .iter()
-            .find(|v| v["status"]["state"] == "exited")
+            .find(|v| v["status"]["state"] == "completed")
             .and_then(|v| v["replica"]["id"].as_str().map(str::to_string));
         done.is_some()
     });

@@ -136,7 +136,7 @@ async fn idle_server_with_heartbeating_nodes_writes_nothing() {
 /// a steady trickle of single writes (as status reports are), holds the file to a bounded size:
 /// after the first rounds set the high mark, later rounds reuse its pages. Without compaction
 /// each round adds about 250 KB. The retention is the task's own knob, small so this takes
-/// seconds; the server runs the same task with `Retention::DEFAULT` every 30 s.
+/// seconds; the server runs the same task with `--history-revisions` (10,000) and `--history-age` (5m) every 30 s.
 #[tokio::test]
 async fn compaction_bounds_the_store_file_under_a_trickle_of_writes() {
     const RETAINED: u64 = 500;
@@ -149,6 +149,7 @@ async fn compaction_bounds_the_store_file_under_a_trickle_of_writes() {
             revisions: RETAINED,
             age: Duration::from_secs(3600),
         },
+        CompactionTask::DEFAULT_PERIOD,
     );
     let padding = "x".repeat(1000);
     let mut sizes = Vec::new();
@@ -219,6 +220,7 @@ async fn data_dir_and_secrets_are_private_to_their_owner() {
         "state.db-shm",
         "admin.token",
         "agent.key",
+        "secrets.key",
     ] {
         assert_eq!(mode(&data.join(name)), 0o600, "{name}");
     }

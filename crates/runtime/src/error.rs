@@ -46,6 +46,14 @@ pub enum RuntimeError {
     #[error("invalid image archive {}: {reason}", path.display())]
     InvalidArchive { path: PathBuf, reason: String },
 
+    /// The image's content could not be copied into a new volume (Docker's copy-up).
+    #[error("container {id}: cannot copy the image's {target} into its new volume: {reason}")]
+    CopyUp {
+        id: String,
+        target: String,
+        reason: String,
+    },
+
     #[error("container {id} already exists")]
     AlreadyExists { id: String },
 

@@ -102,6 +102,36 @@ pub struct CreateOptions {
     pub resolv_conf: Option<String>,
     /// The container's own address, written to its `/etc/hosts` next to its hostname.
     pub ip: Option<std::net::IpAddr>,
+    /// The service's volumes and bind mounts, as host paths the agent prepared.
+    pub mounts: Vec<HostMount>,
+    /// Host files bind-mounted read-only into the container (secrets and configs, which the
+    /// agent writes to a tmpfs first).
+    pub file_binds: Vec<FileBind>,
+}
+
+/// One host file mounted read-only at `target` in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileBind {
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub target: String,
+}
+
+/// A host directory bind-mounted into the container: a volume's data or a bind mount's
+/// source, prepared by the agent (`hivemind_agent::volumes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostMount {
+    /// Absolute path on the node.
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub target: String,
+    pub read_only: bool,
+    /// `rprivate` when `None`, as Docker.
+    pub propagation: Option<String>,
+    /// Copy what the image has at `target` into `source` before the container is created
+    /// (Docker's copy-up into a new, empty volume), keeping owners, modes, symlinks and
+    /// extended attributes.
+    pub copy_up: bool,
 }
 
 /// The state of a container's task (its running process).

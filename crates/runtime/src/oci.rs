@@ -7,8 +7,10 @@
 //! devices allowed, and fresh pid/ipc/uts/mount/network namespaces. The service's limits and
 //! privileges (`resources.rs`, `security.rs`) adjust that.
 
+pub(crate) mod files;
 mod resources;
 mod security;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +87,8 @@ pub(crate) struct SpecInput<'a> {
     pub(crate) hostname: &'a Path,
     /// A network namespace to join (`/var/run/netns/<name>`); `None` makes a fresh, empty one.
     pub(crate) network_ns: Option<&'a Path>,
+    /// The service's volumes and bind mounts, prepared on the node.
+    pub(crate) volumes: &'a [crate::HostMount],
 }
 
 /// The process arguments, merged like Docker: `entrypoint` replaces the image's Entrypoint and
@@ -348,9 +352,11 @@ fn mounts(input: &SpecInput<'_>) -> Result<Vec<Mount>, OciSpecError> {
             &["rbind", "rprivate"],
         )?,
     ];
+    let user_start = out.len();
     for tmpfs in &input.service.tmpfs {
         out.push(security::tmpfs_mount(tmpfs)?);
     }
+    volumes::add_volume_mounts(&mut out, user_start, input.volumes)?;
     if input.service.init {
         out.push(security::init_mount()?);
     }
@@ -492,6 +498,7 @@ mod tests {
             hosts: Path::new("/run/x/hosts"),
             hostname: Path::new("/run/x/hostname"),
             network_ns,
+            volumes: &[],
         };
         let spec = build_spec(&input, vec!["sleep".into(), "1".into()]).unwrap();
         serde_json::to_value(&spec).unwrap()

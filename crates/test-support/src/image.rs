@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+mod owned;
 mod workload;
+pub use owned::{build_image_with_entries, EntryKind, OwnedEntry};
 pub use workload::{
     build_workload_image, build_workload_oci_image, library_closure, WORKLOAD_CMD, WORKLOAD_PATH,
 };

@@ -71,16 +71,16 @@ pub async fn round(
         );
         polls.spawn(async move {
             // This node's whole assignment, which each answer (a delta) is merged into.
-            let mut base = now;
+            let mut base = Some(now);
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match client.assignment_since(&node, Some(&base), left).await {
-                    Ok(a) => {
-                        if endpoint_state(&a, &service, &replica) == Some(running) {
+                match client.assignment_since(&node, &mut base, left).await {
+                    Ok(()) => {
+                        let a = base.as_ref().expect("assignment_since leaves a base");
+                        if endpoint_state(a, &service, &replica) == Some(running) {
                             return Some(Instant::now());
                         }
-                        base = a;
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }

@@ -18,7 +18,61 @@ use std::time::Duration;
 
 use hivemind_client::Client;
 use hivemind_types::now_millis;
-use hivemind_types::{Assignment, NodeReport, ObservedReplica, ReplicaState};
+use hivemind_types::{NodeReport, ObservedReplica, ReplicaState};
+use serde::Deserialize;
+
+/// What a simulated node reads of its assignment: its replicas (id and node) and its subnet.
+/// The rest, the endpoints its data plane would route (the bulk of an answer in a big
+/// cluster), is skipped unparsed: one process stands for a thousand nodes, each of which
+/// parses its own on its own machine, and the benchmark measures the server.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+pub struct SimAssignment {
+    pub generation: u64,
+    #[serde(default)]
+    pub replicas: Vec<SimReplica>,
+    #[serde(default)]
+    pub replica_removes: Vec<String>,
+    #[serde(default)]
+    pub network: SimNetwork,
+    #[serde(default)]
+    pub delta: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SimReplica {
+    pub id: String,
+    pub node: String,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+pub struct SimNetwork {
+    #[serde(default)]
+    pub subnet: Option<String>,
+}
+
+impl SimAssignment {
+    /// Brings `self` (the last whole assignment) to `next`, as `Assignment::apply` does for
+    /// the parts a simulated node reads.
+    pub fn apply(&mut self, next: SimAssignment) {
+        if !next.delta {
+            *self = next;
+            return;
+        }
+        let mut replicas: BTreeMap<String, SimReplica> = std::mem::take(&mut self.replicas)
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        for id in &next.replica_removes {
+            replicas.remove(id);
+        }
+        for r in next.replicas {
+            replicas.insert(r.id.clone(), r);
+        }
+        self.replicas = replicas.into_values().collect();
+        self.generation = next.generation;
+        self.network = next.network;
+    }
+}
 
 /// What one simulated node remembers between assignments: the replicas it runs, each with the
 /// address and start time it was given, so that a replica keeps both for its whole life (a
@@ -42,7 +96,7 @@ impl SimState {
 /// Replicas in the assignment start "running" at `now_ms`; replicas no longer in it are gone.
 pub fn observe(
     state: &mut SimState,
-    assignment: &Assignment,
+    assignment: &SimAssignment,
     now_ms: u64,
 ) -> Option<Vec<ObservedReplica>> {
     let wanted: BTreeMap<&str, _> = assignment
@@ -145,7 +199,7 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
     };
     let mut state = SimState::default();
     // The last whole assignment: the next answer is a delta merged into it, as the agent does.
-    let mut base: Option<Assignment> = None;
+    let mut base: Option<SimAssignment> = None;
     let mut generation = 0;
     // Renewals run beside the assignment loop, as the agent's reporter does, so that a slow
     // assignment never lets the lease lapse. A refused renewal asks the loop to register again.
@@ -182,8 +236,10 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
             }
         }
         let poll = config.poll;
-        let assignment = match client
-            .assignment_since(&node, base.as_ref(), poll.max(Duration::from_millis(100)))
+        let wait = poll.max(Duration::from_millis(100));
+        let after = base.as_ref().map(|b| b.generation);
+        let next = match client
+            .assignment_delta::<SimAssignment>(&node, after, wait)
             .await
         {
             Ok(a) => a,
@@ -193,9 +249,15 @@ pub async fn run_node(client: Client, node: String, address: String, config: Sim
                 continue;
             }
         };
+        let assignment = match &mut base {
+            Some(whole) => {
+                whole.apply(next);
+                whole
+            }
+            None => base.insert(next),
+        };
         generation = assignment.generation;
-        let observed = observe(&mut state, &assignment, now_millis());
-        base = Some(assignment);
+        let observed = observe(&mut state, assignment, now_millis());
         if let Some(replicas) = observed {
             let report = NodeReport {
                 node: node.clone(),
@@ -251,34 +313,79 @@ impl Drop for AbortOnDrop {
 
 #[cfg(test)]
 mod tests {
-    use hivemind_types::{NodeNetwork, Replica, ServiceSpec};
+    use hivemind_types::{Assignment, NodeNetwork, Replica, ServiceSpec};
 
     use super::*;
 
-    fn assignment(ids: &[&str]) -> Assignment {
-        Assignment {
-            node: "sim-1".into(),
-            generation: 7,
+    fn assignment(ids: &[&str]) -> SimAssignment {
+        SimAssignment {
+            generation: 1,
             replicas: ids
                 .iter()
-                .map(|id| Replica {
+                .map(|id| SimReplica {
                     id: id.to_string(),
-                    namespace: "default".into(),
-                    app: "a".into(),
-                    service: "web".into(),
                     node: "sim-1".into(),
-                    spec: ServiceSpec::default(),
-                    revision_hash: String::new(),
-                    meta: Default::default(),
                 })
                 .collect(),
+            replica_removes: Vec::new(),
+            network: SimNetwork {
+                subnet: Some("10.42.3.0/24".into()),
+            },
+            delta: false,
+        }
+    }
+
+    #[test]
+    fn a_whole_assignment_parses_as_the_parts_a_simulated_node_reads() {
+        let whole = Assignment {
+            node: "sim-1".into(),
+            generation: 7,
+            replicas: vec![Replica {
+                id: "web-a".into(),
+                namespace: "default".into(),
+                app: "a".into(),
+                service: "web".into(),
+                node: "sim-1".into(),
+                spec: ServiceSpec::default(),
+                revision_hash: String::new(),
+                meta: Default::default(),
+            }],
             replica_removes: Vec::new(),
             network: NodeNetwork {
                 subnet: Some("10.42.3.0/24".into()),
                 ..Default::default()
             },
             delta: false,
-        }
+            files: Vec::new(),
+        };
+        let read: SimAssignment =
+            serde_json::from_value(serde_json::to_value(&whole).unwrap()).unwrap();
+        assert_eq!(
+            read,
+            SimAssignment {
+                generation: 7,
+                ..assignment(&["web-a"])
+            }
+        );
+    }
+
+    #[test]
+    fn deltas_merge_replicas_by_id() {
+        let mut base = assignment(&["web-a", "web-b"]);
+        base.apply(SimAssignment {
+            generation: 2,
+            replicas: vec![SimReplica {
+                id: "web-c".into(),
+                node: "sim-1".into(),
+            }],
+            replica_removes: vec!["web-a".into()],
+            network: SimNetwork {
+                subnet: Some("10.42.3.0/24".into()),
+            },
+            delta: true,
+        });
+        let ids: Vec<_> = base.replicas.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!((base.generation, ids), (2, vec!["web-b", "web-c"]));
     }
 
     #[test]

@@ -59,35 +59,29 @@ impl Assignment {
             let Some(service) = services.get_mut(&change.service) else {
                 continue;
             };
-            let mut by_id: BTreeMap<String, Endpoint> = std::mem::take(&mut service.endpoints)
-                .into_iter()
-                .map(|e| (e.replica.clone(), e))
-                .collect();
-            for id in &change.removes {
-                by_id.remove(id);
-            }
-            for e in change.upserts {
-                by_id.insert(e.replica.clone(), e);
-            }
-            service.endpoints = by_id.into_values().collect();
+            merge_sorted(
+                &mut service.endpoints,
+                change.upserts,
+                &change.removes,
+                |e| e.replica.as_str(),
+            );
         }
         let keep: std::collections::BTreeSet<&str> =
             net.service_keys.iter().map(String::as_str).collect();
         services.retain(|key, _| keep.contains(key.as_str()));
         self.node = next.node;
         self.generation = next.generation;
-        let mut replicas: BTreeMap<String, crate::object::Replica> =
-            std::mem::take(&mut self.replicas)
-                .into_iter()
-                .map(|r| (r.id.clone(), r))
-                .collect();
-        for id in &next.replica_removes {
-            replicas.remove(id);
-        }
-        for r in next.replicas {
-            replicas.insert(r.id.clone(), r);
-        }
-        self.replicas = replicas.into_values().collect();
+        merge_sorted(
+            &mut self.replicas,
+            next.replicas,
+            &next.replica_removes,
+            |r| r.id.as_str(),
+        );
+        self.files = crate::secret::merge_values(
+            std::mem::take(&mut self.files),
+            next.files,
+            &self.replicas,
+        );
         self.replica_removes = Vec::new();
         self.network.subnet = net.subnet;
         self.network.cluster_cidr = net.cluster_cidr;
@@ -97,6 +91,54 @@ impl Assignment {
         self.network.service_keys = Vec::new();
         self.delta = false;
     }
+}
+
+/// Merges `upserts` (replacing items of the same id) and `removes` into `list`, kept in id
+/// order, in one pass: O(list + changes log changes) and no clone of what stays, where
+/// rebuilding a map of the list cost a clone of every id at every merge (a node routing a
+/// 100,000-replica service merged 100,000 ids per endpoint change). An id both removed and
+/// upserted ends upserted, as the server means it.
+fn merge_sorted<T>(
+    list: &mut Vec<T>,
+    mut upserts: Vec<T>,
+    removes: &[String],
+    id: impl Fn(&T) -> &str,
+) {
+    if upserts.is_empty() && removes.is_empty() {
+        return;
+    }
+    // Full answers come in id order; anything else is put in order first.
+    if !list.is_sorted_by(|a, b| id(a) <= id(b)) {
+        list.sort_by(|a, b| id(a).cmp(id(b)));
+    }
+    // A stable sort keeps upserts of one id in the order sent, and the last one wins.
+    upserts.sort_by(|a, b| id(a).cmp(id(b)));
+    let mut removes: Vec<&str> = removes.iter().map(String::as_str).collect();
+    removes.sort_unstable();
+    let old = std::mem::take(list);
+    let mut out = Vec::with_capacity(old.len() + upserts.len());
+    let mut ups = upserts.into_iter().peekable();
+    for item in old {
+        let mut replaced = false;
+        while let Some(u) = ups.next_if(|u| id(u) <= id(&item)) {
+            replaced |= id(&u) == id(&item);
+            // Later upserts of the same id replace earlier ones.
+            if out.last().is_some_and(|last: &T| id(last) == id(&u)) {
+                out.pop();
+            }
+            out.push(u);
+        }
+        if !replaced && removes.binary_search(&id(&item)).is_err() {
+            out.push(item);
+        }
+    }
+    for u in ups {
+        if out.last().is_some_and(|last: &T| id(last) == id(&u)) {
+            out.pop();
+        }
+        out.push(u);
+    }
+    *list = out;
 }
 
 #[cfg(test)]
@@ -140,6 +182,7 @@ mod tests {
                 ..Default::default()
             },
             delta: false,
+            files: Vec::new(),
         }
     }
 
@@ -308,5 +351,34 @@ mod tests {
         assert!(!a.delta && a.network.endpoint_changes.is_empty());
         let wire = serde_json::to_value(full(3, vec![])).unwrap();
         assert!(wire.get("delta").is_none(), "full answers look as before");
+    }
+
+    proptest::proptest! {
+        /// The one-pass merge equals the obvious one (a map of the list, removes, then
+        /// upserts in order), whatever the list, the upserts (repeats included) and removes.
+        #[test]
+        fn merge_sorted_equals_a_map_merge(
+            list in proptest::collection::btree_map("[a-f]{1,2}", 0u8..4, 0..20),
+            upserts in proptest::collection::vec(("[a-f]{1,2}", 0u8..4), 0..12),
+            removes in proptest::collection::vec("[a-f]{1,2}", 0..8),
+        ) {
+            let as_ep = |(id, n): (String, u8)| ep(&id, &format!("10.0.0.{n}"));
+            let mut want: BTreeMap<String, Endpoint> =
+                list.clone().into_iter().map(|(id, n)| (id.clone(), as_ep((id, n)))).collect();
+            for id in &removes {
+                want.remove(id);
+            }
+            for u in &upserts {
+                want.insert(u.0.clone(), as_ep(u.clone()));
+            }
+            let mut got: Vec<Endpoint> = list.into_iter().map(as_ep).collect();
+            merge_sorted(
+                &mut got,
+                upserts.into_iter().map(as_ep).collect(),
+                &removes,
+                |e| e.replica.as_str(),
+            );
+            proptest::prop_assert_eq!(got, want.into_values().collect::<Vec<_>>());
+        }
     }
 }

@@ -219,6 +219,14 @@ pub mod reason {
     pub const UNHEALTHY: &str = "Unhealthy";
     /// A replica's health check passed after it started or was unhealthy.
     pub const HEALTHY: &str = "Healthy";
+    /// A one-shot replica exited with code 0 and is not restarted: its job is done.
+    pub const COMPLETED: &str = "Completed";
+    /// A service's replicas wait for its `depends_on` conditions (the message says which).
+    pub const WAITING: &str = "Waiting";
+    /// A required dependency of a service failed for good: its replicas are not created.
+    pub const DEPENDENCY_FAILED: &str = "DependencyFailed";
+    /// A service's dependencies hold now: its replicas are created.
+    pub const DEPENDENCIES_READY: &str = "DependenciesReady";
 }
 
 /// How many events are kept, like the Kubernetes API server's bounded event store...

@@ -11,19 +11,23 @@ pub mod exec;
 pub mod health;
 pub mod healthcheck;
 pub mod id;
+pub mod lifecycle;
 pub mod limits;
 pub mod logs;
 pub mod network;
 pub mod object;
 pub mod routing;
+pub mod secret;
 pub mod spec;
 pub mod token;
 pub mod util;
+pub mod volume;
 
 pub use assignment_delta::EndpointChange;
 pub use endpoints::{AddressClaim, AddressPool, EndpointReplica, Endpoints};
 pub use event::{Event, EventObject, EventType};
 pub use health::{Health, HealthStatus};
+pub use lifecycle::{Dependency, DependencyCondition};
 pub use limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
 pub use network::ClusterNetwork;
 pub use object::{
@@ -38,3 +42,4 @@ pub use spec::{
 };
 pub use token::{constant_time_eq, Token, TokenRole};
 pub use util::{error_chain, now_millis};
+pub use volume::{MountSource, NamedVolume, Volume, VolumeMount};

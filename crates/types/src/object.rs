@@ -27,10 +27,16 @@ pub enum Kind {
     Address,
     /// A join token or a node's credential (`crate::token::Token`), its secret only as a hash.
     Token,
+    /// A named volume and the node it lives on (`crate::volume::Volume`).
+    Volume,
+    /// A secret (`crate::secret::StoredFile`), its value sealed; left out of the change stream.
+    Secret,
+    /// A config (`crate::secret::StoredFile`), its value plain.
+    Config,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 12] = [
         Kind::App,
         Kind::Service,
         Kind::Replica,
@@ -40,6 +46,9 @@ impl Kind {
         Kind::Endpoints,
         Kind::Address,
         Kind::Token,
+        Kind::Volume,
+        Kind::Secret,
+        Kind::Config,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +62,9 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::Address => "address",
             Kind::Token => "token",
+            Kind::Volume => "volume",
+            Kind::Secret => "secret",
+            Kind::Config => "config",
         }
     }
 
@@ -249,8 +261,16 @@ pub enum ReplicaState {
     Running,
     /// The container exited and will be restarted after a back-off.
     Restarting,
-    /// The container exited and its restart policy says not to restart it.
+    /// The container exited and its restart policy says not to restart it (or it gave up after
+    /// `max_attempts`): exited for good, not missing.
     Exited,
+    /// The container exited with code 0 and its restart policy does not restart it: a one-shot
+    /// job (a migration) that is done. Its container is kept, stopped, so its logs stay
+    /// readable, until the replica is removed.
+    Completed,
+    /// The user stopped its service (`hivemind stop`): the container is kept, stopped, until
+    /// `hivemind start`.
+    Stopped,
     /// The container could not be created or started (bad image, bad spec).
     Failed,
 }
@@ -263,8 +283,19 @@ impl ReplicaState {
             ReplicaState::Running => "running",
             ReplicaState::Restarting => "restarting",
             ReplicaState::Exited => "exited",
+            ReplicaState::Completed => "completed",
+            ReplicaState::Stopped => "stopped",
             ReplicaState::Failed => "failed",
         }
+    }
+
+    /// Whether the replica will not run again unless something changes its desired state (a
+    /// redeploy, `hivemind start`): it is not missing, and nothing replaces it.
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            ReplicaState::Exited | ReplicaState::Completed | ReplicaState::Stopped
+        )
     }
 }
 
@@ -333,6 +364,10 @@ pub struct Assignment {
     /// Absent (false) in full answers and in payloads from before deltas existed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delta: bool,
+    /// The secret and config values the replicas in `replicas` mount (in a delta answer, those
+    /// of the changed replicas only), sent only to the node itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::secret::FileValue>,
 }
 
 /// The network part of a node's assignment: its subnet and every service's endpoints.

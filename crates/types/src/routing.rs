@@ -37,7 +37,8 @@ impl ServiceSpec {
     /// The container template (the spec with the routing and the replica count left at their
     /// defaults) and the routing.
     ///
-    /// The replica count is on neither side: scaling keeps the replicas that exist.
+    /// The replica count is on neither side: scaling keeps the replicas that exist. Nor is
+    /// `depends_on`: it orders creations and starts, and a change to it replaces nothing.
     pub fn split(&self) -> (ServiceSpec, Routing) {
         // Every field by name, on purpose (see the module comment).
         let ServiceSpec {
@@ -68,6 +69,11 @@ impl ServiceSpec {
             extra_hosts,
             logging,
             healthcheck,
+            secrets,
+            configs,
+            depends_on: _,
+            stopped: _,
+            volumes,
         } = self.clone();
         let HivemindExt {
             strategy,
@@ -103,6 +109,11 @@ impl ServiceSpec {
             extra_hosts,
             logging,
             healthcheck,
+            secrets,
+            configs,
+            depends_on: Default::default(),
+            stopped: false,
+            volumes,
         };
         let routing = Routing {
             ports,

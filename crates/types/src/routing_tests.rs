@@ -26,6 +26,7 @@ fn full_service() -> ServiceSpec {
             condition: RestartCondition::OnFailure,
             max_attempts: Some(5),
             delay_ms: 2_000,
+            window_ms: None,
         },
         stop_signal: "SIGQUIT".into(),
         stop_grace_period_ms: 30_000,
@@ -82,6 +83,14 @@ fn full_service() -> ServiceSpec {
         // Left unset so that the golden hash below stays the one pinned before health checks
         // existed; `compose::tests::healthcheck` checks that a check changes the revision.
         healthcheck: None,
+        // Empty: a spec without secrets or configs keeps its hash (see `secret`'s tests).
+        secrets: Vec::new(),
+        configs: Vec::new(),
+        depends_on: BTreeMap::new(),
+        stopped: false,
+        // Empty, so that the golden hash stays that of a service without volumes (the new
+        // field is left out of the JSON); `template_changes_replace_replicas` adds one.
+        volumes: Vec::new(),
     }
 }
 
@@ -203,6 +212,14 @@ fn template_changes_replace_replicas() {
         ("hostname", |s| s.hostname = None),
         ("extra_hosts", |s| s.extra_hosts.clear()),
         ("logging", |s| s.logging.max_files = None),
+        ("volumes", |s| {
+            s.volumes.push(crate::volume::VolumeMount {
+                source: crate::volume::MountSource::Anonymous { nocopy: false },
+                target: "/data".into(),
+                read_only: false,
+                propagation: None,
+            })
+        }),
     ];
     for (what, change) in changes {
         let mut changed = base.clone();

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::Dependency;
 use crate::limits::{ExtraHost, Resources, TmpfsMount, Ulimit};
 
 /// One replicated container spec inside an app.
@@ -94,6 +95,28 @@ pub struct ServiceSpec {
     /// wins). `None`: the image's `HEALTHCHECK`, if any. Template: a change replaces replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<crate::healthcheck::HealthCheck>,
+    /// Secret files (Compose `secrets`), read-only from a tmpfs on the node. Left out of the
+    /// JSON when empty, so that older specs keep their revision hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secret::FileMount>,
+    /// Config files (Compose `configs`), like secrets but not secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<crate::secret::FileMount>,
+    /// The services (by DNS name) whose replicas must reach a condition before this one's are
+    /// created (Compose `depends_on`). On neither side of `split`: ordering is the control
+    /// plane's and the agent's business, so a change to it replaces no replica.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, Dependency>,
+    /// The user stopped the service (`hivemind stop`): its replicas keep their containers,
+    /// stopped, until `hivemind start` (or a deploy of the file, as `docker compose up` does).
+    /// Desired state decided by the control plane, which copies it into each replica's spec;
+    /// on neither side of `split`, so stopping replaces nothing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stopped: bool,
+    /// Named volumes, anonymous volumes and bind mounts (Compose `volumes`, `volumes_from`),
+    /// in file order; see `volume`. Left out of the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 /// A service's log rotation (Compose `logging.options`, Docker's names).
@@ -281,6 +304,10 @@ pub struct RestartPolicy {
     pub max_attempts: Option<u32>,
     /// Delay before the first restart (`deploy.restart_policy.delay`); back-off grows from it.
     pub delay_ms: u64,
+    /// `deploy.restart_policy.window`: a run at least this long was a successful restart, so it
+    /// does not count towards `max_attempts`. `None`: every restart counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<u64>,
 }
 
 impl Default for RestartPolicy {
@@ -289,6 +316,7 @@ impl Default for RestartPolicy {
             condition: RestartCondition::Always,
             max_attempts: None,
             delay_ms: 0,
+            window_ms: None,
         }
     }
 }
@@ -300,8 +328,22 @@ pub enum RestartCondition {
     Never,
     /// Restart on a non-zero exit code (`on-failure`).
     OnFailure,
-    /// Restart whatever the exit code (`always`, `unless-stopped`, `any`).
+    /// Restart whatever the exit code (`always`, `any`).
     Always,
+    /// As `Always`, and said apart so that the spec keeps what the file meant: a replica the
+    /// user stopped (`hivemind stop`) stays stopped across node and agent restarts.
+    UnlessStopped,
+}
+
+impl RestartCondition {
+    /// Whether an exit with `exit_code` asks for a restart (before `max_attempts`).
+    pub fn restarts_after(self, exit_code: i32) -> bool {
+        match self {
+            RestartCondition::Never => false,
+            RestartCondition::OnFailure => exit_code != 0,
+            RestartCondition::Always | RestartCondition::UnlessStopped => true,
+        }
+    }
 }
 
 /// `x-hivemind` on a service (SPEC §3). Later issues give these fields their behaviour; the parser

@@ -1,5 +1,5 @@
 //! The converger's actions, each spawned on its own task: create (attach the network, create,
-//! start), start (a restart) and remove (stop with the replica's signal and grace, remove,
+//! start), start (a restart), stop (a stopped service: the container is kept) and remove (stop with the replica's signal and grace, remove,
 //! detach). Each records its outcome in the agent's per-replica state (failures and their
 //! back-off, restarts) and wakes the converger.
 
@@ -20,7 +20,7 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
         // Creates and starts are bounded (they load runc and the disk); removals are not, since
         // they mostly wait out grace periods and must not hold up new replicas.
         let _permit = match &action {
-            Action::Remove { .. } | Action::Restart { .. } => None,
+            Action::Remove { .. } | Action::Restart { .. } | Action::Stop { .. } => None,
             _ => match shared.permits.acquire().await {
                 Ok(permit) => Some(permit),
                 Err(_) => return,
@@ -45,6 +45,16 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
                 .await
                 .map(|_| ())
                 .map_err(|e| error_chain(&e)),
+            Action::Stop {
+                id,
+                signal,
+                grace_ms,
+            } => shared
+                .runtime
+                .stop(id, signal, Duration::from_millis(*grace_ms))
+                .await
+                .map(|_| ())
+                .map_err(|e| error_chain(&e)),
             Action::Remove {
                 id,
                 signal,
@@ -60,6 +70,14 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
                 }
                 let removed = shared.runtime.remove(id).await.map_err(|e| error_chain(&e));
                 if removed.is_ok() {
+                    if let Some(dir) = &shared.config.volumes {
+                        crate::volumes::NodeVolumes::new(dir).remove_anonymous(id).await;
+                    }
+                    if let Err(error) =
+                        crate::secrets::remove(shared.config.secrets_dir.as_deref(), id)
+                    {
+                        warn!(%error, "cannot remove the replica's secrets tmpfs");
+                    }
                     if let Some(dataplane) = &shared.dataplane {
                         if let Err(error) = dataplane.detach(id).await {
                             warn!(error = %error_chain(&error), "cannot detach the replica's network");
@@ -85,12 +103,14 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
                 match &action {
                     Action::Create(_) => info!("replica started"),
                     Action::Start { .. } => info!("replica restarted"),
+                    Action::Stop { .. } => info!("replica stopped (its service was stopped)"),
                     Action::Remove { .. } => info!("replica removed"),
                     Action::Restart { .. } => {}
                 }
                 if let Some(local) = state.local.get_mut(&id) {
                     if matches!(action, Action::Start { .. }) && local.exit.is_some() {
                         local.restarts += 1;
+                        local.attempts += 1;
                     }
                     local.exit = None;
                     local.stopped_exit = None;
@@ -99,7 +119,11 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
                     local.error = None;
                     local.failures = 0;
                     local.next_attempt_at = None;
-                    local.started_at = Some(now);
+                    // After a stop nothing runs: no start time to report or back off from.
+                    local.started_at = match action {
+                        Action::Stop { .. } => None,
+                        _ => Some(now),
+                    };
                 }
             }
             Err(message) => {
@@ -123,22 +147,63 @@ async fn create_replica<R: ContainerRuntime>(
     shared: &Shared<R>,
     replica: &hivemind_types::Replica,
 ) -> Result<(), String> {
-    let options = match &shared.dataplane {
+    let mut options = match &shared.dataplane {
         Some(dataplane) => dataplane
             .attach(replica)
             .await
             .map_err(|e| format!("cannot attach to the node network: {}", error_chain(&e)))?,
         None => CreateOptions::default(),
     };
+    options.mounts = prepare_volumes(shared, replica).await?;
+    // Two replicas sharing a new volume would both find it empty and both copy the image in,
+    // the second over what the first may have written since: copy-ups take turns, and the
+    // mounts are prepared again once it is this one's turn.
+    let _turn = match options.mounts.iter().any(|m| m.copy_up) {
+        true => {
+            let turn = COPY_UP_TURN.lock().await;
+            options.mounts = prepare_volumes(shared, replica).await?;
+            Some(turn)
+        }
+        false => None,
+    };
+    let values = shared
+        .state()
+        .assignment
+        .as_ref()
+        .map(|a| a.files.clone())
+        .unwrap_or_default();
+    options.file_binds =
+        crate::secrets::prepare(shared.config.secrets_dir.as_deref(), replica, &values)?;
     shared
         .runtime
         .create(replica, &options)
         .await
         .map_err(|e| error_chain(&e))?;
+    drop(_turn);
     shared
         .runtime
         .start(&replica.id)
         .await
         .map(|_| ())
+        .map_err(|e| error_chain(&e))
+}
+
+/// Held by a create that copies an image's content into a new volume (see `create_replica`).
+static COPY_UP_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The replica's volumes and bind mounts, made ready on the node (see `crate::volumes`).
+async fn prepare_volumes<R: ContainerRuntime>(
+    shared: &Shared<R>,
+    replica: &hivemind_types::Replica,
+) -> Result<Vec<hivemind_runtime::HostMount>, String> {
+    if replica.spec.volumes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(dir) = &shared.config.volumes else {
+        return Err("the service mounts volumes, and this agent keeps none (it was started without a volume directory)".to_string());
+    };
+    crate::volumes::NodeVolumes::new(dir)
+        .prepare(replica)
+        .await
         .map_err(|e| error_chain(&e))
 }

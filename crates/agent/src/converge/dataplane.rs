@@ -228,6 +228,8 @@ impl DataPlane for NodeDataPlane {
                 &replica.app,
             )),
             ip: Some(IpAddr::V4(attachment.ip)),
+            mounts: Vec::new(),
+            file_binds: Vec::new(),
         })
     }
 

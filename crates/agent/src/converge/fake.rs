@@ -153,6 +153,8 @@ impl DataPlane for FakeDataPlane {
                 &replica.app,
             )),
             ip: Some(IpAddr::V4(ip)),
+            mounts: Vec::new(),
+            file_binds: Vec::new(),
         })
     }
 
@@ -390,6 +392,11 @@ impl ServerLink for FakeServer {
         drop(state);
         self.inner.received.send_replace(count);
         Ok(())
+    }
+
+    /// The converge tests keep no volumes: the sweep is skipped.
+    async fn node_volumes(&self, _node: &str) -> Result<Vec<hivemind_types::Volume>, ClientError> {
+        Err(unavailable("volumes"))
     }
 
     async fn renew_lease(&self, node: &str) -> Result<(), ClientError> {

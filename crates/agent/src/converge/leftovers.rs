@@ -22,6 +22,14 @@ pub(super) async fn run<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
         if let Err(error) = shared.runtime.sweep_leftovers(MIN_AGE).await {
             warn!(%error, "cannot sweep leftovers; retrying later");
         }
+        // Secrets tmpfs of containers that are gone. A create mounts its tmpfs before its
+        // container exists, so young ones stay, as for the runtime's own leftovers.
+        if let Ok(containers) = shared.runtime.list().await {
+            let mut live: std::collections::BTreeSet<String> =
+                containers.into_iter().map(|c| c.id).collect();
+            live.extend(shared.state().in_flight.iter().cloned());
+            crate::secrets::sweep(shared.config.secrets_dir.as_deref(), &live, MIN_AGE);
+        }
         tokio::time::sleep(EVERY).await;
     }
 }

@@ -28,6 +28,8 @@ pub mod image_gc;
 mod leftovers;
 pub mod plan;
 pub mod server;
+mod start_order;
+mod volume_sweep;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,12 @@ pub struct AgentConfig {
     /// Where replica log files are, so that each recorded exit carries the container's last
     /// lines; `None` records exits without them.
     pub logs: Option<RuntimeConfig>,
+    /// The node's volume directory (`{data-dir}/volumes`, see `crate::volumes`); `None` keeps
+    /// none, and a replica that mounts volumes fails saying so.
+    pub volumes: Option<std::path::PathBuf>,
+    /// Where each replica's secret and config files get a tmpfs of their own
+    /// (`{secrets_dir}/{replica}`); `None` fails replicas that mount any.
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 struct State {
@@ -204,6 +212,11 @@ pub(crate) async fn run_with<R: ContainerRuntime>(
     tasks.push(tokio::spawn(
         leftovers::run(shared.clone()).instrument(span.clone()),
     ));
+    if shared.config.volumes.is_some() {
+        tasks.push(tokio::spawn(
+            volume_sweep::run(shared.clone()).instrument(span.clone()),
+        ));
+    }
     if let Some(policy) = shared.config.image_gc.clone() {
         tasks.push(tokio::spawn(
             image_gc::run(shared.clone(), policy).instrument(span),

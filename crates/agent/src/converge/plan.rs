@@ -2,14 +2,16 @@
 //!
 //! Pure and synchronous: time comes in as `now` (Unix ms), and the only state it touches is the
 //! agent's own per-replica bookkeeping (`LocalState`), which it updates as it observes exits.
-//! The restart policy and its back-off live here, like kubelet's container restarts in a pod.
+//! The restart policy and its back-off live here, like kubelet's container restarts in a pod:
+//! `max_attempts` counts restarts (a run of at least the policy's `window` starts the count
+//! afresh), an exit 0 that is not restarted is `Completed` (a one-shot job), a replica whose
+//! service the user stopped is stopped and keeps its container, and first starts wait for
+//! local dependencies (`start_order`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use hivemind_types::limits::human_bytes;
-use hivemind_types::{
-    ExitRecord, FailureRecord, ObservedReplica, Replica, ReplicaState, RestartCondition,
-};
+use hivemind_types::{ExitRecord, FailureRecord, ObservedReplica, Replica, ReplicaState};
 
 use hivemind_runtime::{ContainerInfo, TaskState};
 
@@ -28,6 +30,12 @@ const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 pub struct LocalReplica {
     /// Restarts done under the restart policy (reported as `restarts`).
     pub restarts: u32,
+    /// Restarts that count towards the policy's `max_attempts`: all of them, except that a run
+    /// of at least the policy's `window` was a successful restart and starts the count afresh.
+    pub attempts: u32,
+    /// The replica was seen stopped by the user (`hivemind stop`): when it is started again,
+    /// the task it left is not an exit to handle under the restart policy.
+    pub user_stopped: bool,
     /// When the current run started (Unix ms), if known.
     pub started_at: Option<u64>,
     /// The exit being handled: (exit code, seen at).
@@ -70,6 +78,13 @@ pub enum Action {
         signal: String,
         grace_ms: u64,
     },
+    /// Stop the task (signal, grace, SIGKILL) and keep the container: its service was stopped
+    /// by the user (`hivemind stop`), and `hivemind start` starts it again.
+    Stop {
+        id: String,
+        signal: String,
+        grace_ms: u64,
+    },
     /// Stop (signal, grace, SIGKILL) and remove a container that is no longer desired.
     Remove {
         id: String,
@@ -82,7 +97,10 @@ impl Action {
     pub fn id(&self) -> &str {
         match self {
             Action::Create(r) => &r.id,
-            Action::Start { id } | Action::Restart { id, .. } | Action::Remove { id, .. } => id,
+            Action::Start { id }
+            | Action::Restart { id, .. }
+            | Action::Stop { id, .. }
+            | Action::Remove { id, .. } => id,
         }
     }
 }
@@ -138,8 +156,25 @@ pub fn plan(
         }
         let container = by_id.get(replica.id.as_str());
         let task = container.and_then(|c| c.task);
+        if replica.spec.stopped {
+            plan_stopped(replica, state, task, &mut status, &mut pass);
+            pass.statuses.push(with_history(status, state));
+            continue;
+        }
+        if state.user_stopped && !matches!(task, Some(TaskState::Running { .. })) {
+            // Started again after `hivemind stop`: what the stop left is no exit.
+            pass.actions.push(match container {
+                None => Action::Create(Box::new(replica.clone())),
+                Some(_) => Action::Start {
+                    id: replica.id.clone(),
+                },
+            });
+            pass.statuses.push(with_history(status, state));
+            continue;
+        }
         match (container, task) {
             (_, Some(TaskState::Running { pid })) => {
+                state.user_stopped = false;
                 state.exit = None;
                 state.error = None;
                 state.failures = 0;
@@ -208,6 +243,7 @@ pub fn plan(
                 .unwrap_or(DEFAULT_STOP_GRACE_MS),
         });
     }
+    super::start_order::hold_for_dependencies(desired, &mut pass);
     // Forget replicas that are neither desired nor present any more.
     let present: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
     local.retain(|id, _| {
@@ -226,12 +262,9 @@ fn plan_exited(
 ) {
     status.exit_code = Some(exit_code);
     let policy = &replica.spec.restart;
-    let wants_restart = |restarts: u32| {
-        (match policy.condition {
-            RestartCondition::Never => false,
-            RestartCondition::OnFailure => exit_code != 0,
-            RestartCondition::Always => true,
-        }) && policy.max_attempts.is_none_or(|max| restarts < max)
+    let wants_restart = |attempts: u32| {
+        policy.condition.restarts_after(exit_code)
+            && policy.max_attempts.is_none_or(|max| attempts < max)
     };
     if state.exit.is_none() {
         // First time this exit is seen: decide when to restart, and record it.
@@ -239,13 +272,17 @@ fn plan_exited(
         if ran_for >= BACKOFF_RESET_AFTER_MS {
             state.restarts = 0;
         }
+        // Swarm's window: a run that lasted it was a restart that worked.
+        if state.started_at.is_some() && policy.window_ms.is_some_and(|w| ran_for >= w) {
+            state.attempts = 0;
+        }
         let delay = restart_delay(policy.delay_ms, state.restarts);
         state.exits.push(ExitRecord {
             exit_code,
             at: now,
             oom: state.oom_killed,
             restarts: state.restarts,
-            restart_delay_ms: wants_restart(state.restarts).then_some(delay),
+            restart_delay_ms: wants_restart(state.attempts).then_some(delay),
             // Every run this agent started has a start time; an exit of a run without one
             // happened before this agent was there to see it.
             adopted: state.started_at.is_none(),
@@ -265,7 +302,7 @@ fn plan_exited(
             }
         }
     }
-    let wants_restart = wants_restart(state.restarts);
+    let wants_restart = wants_restart(state.attempts);
     // Say why when the kernel killed it for memory: a bare 137 reads like any SIGKILL.
     let exited = if state.oom_killed {
         let limit = replica.spec.resources.memory_limit_bytes;
@@ -277,8 +314,19 @@ fn plan_exited(
         format!("exited with code {exit_code}")
     };
     if !wants_restart {
+        // Exit 0 under a policy that does not restart it: a one-shot job that is done.
+        if exit_code == 0 && !state.oom_killed {
+            status.state = ReplicaState::Completed;
+            status.message = "completed (exit code 0)".to_string();
+            return;
+        }
         status.state = ReplicaState::Exited;
-        status.message = exited;
+        status.message = match policy.max_attempts {
+            Some(max) if policy.condition.restarts_after(exit_code) => {
+                format!("{exited}; gave up after {max} restarts (max_attempts)")
+            }
+            _ => exited,
+        };
         return;
     }
     let at = state.next_attempt_at.unwrap_or(now);
@@ -292,6 +340,39 @@ fn plan_exited(
         status.state = ReplicaState::Restarting;
         status.message = format!("crash-loop: {exited} (restart in {})", secs(at - now));
         pass.wake_at = min_opt(pass.wake_at, at);
+    }
+}
+
+/// A replica whose service the user stopped: stop a running task (keeping the container), and
+/// report it stopped. Its exit is the stop's doing, so it is not handled as one.
+fn plan_stopped(
+    replica: &Replica,
+    state: &mut LocalReplica,
+    task: Option<TaskState>,
+    status: &mut ObservedReplica,
+    pass: &mut Pass,
+) {
+    state.user_stopped = true;
+    state.exit = None;
+    state.started_at = None;
+    state.next_attempt_at = None;
+    state.error = None;
+    state.failures = 0;
+    status.started_at = None;
+    match task {
+        Some(TaskState::Running { .. }) => {
+            pass.actions.push(Action::Stop {
+                id: replica.id.clone(),
+                signal: replica.spec.stop_signal.clone(),
+                grace_ms: replica.spec.stop_grace_period_ms,
+            });
+            status.state = ReplicaState::Stopped;
+            status.message = "stopping (hivemind stop)".to_string();
+        }
+        _ => {
+            status.state = ReplicaState::Stopped;
+            status.message = "stopped by the user (hivemind start starts it)".to_string();
+        }
     }
 }
 
@@ -336,3 +417,7 @@ fn min_opt(a: Option<u64>, b: u64) -> Option<u64> {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_lifecycle_tests.rs"]
+mod lifecycle_tests;

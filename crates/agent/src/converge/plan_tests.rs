@@ -9,7 +9,7 @@ use hivemind_types::{
 use super::*;
 use hivemind_runtime::{ContainerInfo, TaskState};
 
-fn replica(id: &str, restart: RestartCondition) -> Replica {
+pub(super) fn replica(id: &str, restart: RestartCondition) -> Replica {
     let spec = ServiceSpec {
         image: "busybox".into(),
         replicas: 1,
@@ -19,6 +19,7 @@ fn replica(id: &str, restart: RestartCondition) -> Replica {
             condition: restart,
             max_attempts: None,
             delay_ms: 0,
+            window_ms: None,
         },
         ..Default::default()
     };
@@ -34,7 +35,7 @@ fn replica(id: &str, restart: RestartCondition) -> Replica {
     }
 }
 
-fn container(id: &str, task: Option<TaskState>) -> ContainerInfo {
+pub(super) fn container(id: &str, task: Option<TaskState>) -> ContainerInfo {
     ContainerInfo {
         id: id.into(),
         labels: BTreeMap::new(),
@@ -43,7 +44,7 @@ fn container(id: &str, task: Option<TaskState>) -> ContainerInfo {
     }
 }
 
-fn run(
+pub(super) fn run(
     desired: &[Replica],
     containers: &[ContainerInfo],
     local: &mut LocalState,
@@ -135,25 +136,26 @@ fn first_restart_is_immediate_then_backs_off() {
 
 #[test]
 fn restart_conditions_table() {
-    // (condition, exit code, restarts?)
+    // (condition, exit code, the state it leaves): restarted, completed (a one-shot job that
+    // is done) or exited for good.
+    use ReplicaState::{Completed, Exited, Restarting};
     let cases = [
-        (RestartCondition::Always, 0, true),
-        (RestartCondition::Always, 1, true),
-        (RestartCondition::OnFailure, 0, false),
-        (RestartCondition::OnFailure, 2, true),
-        (RestartCondition::Never, 1, false),
+        (RestartCondition::Always, 0, Restarting),
+        (RestartCondition::Always, 1, Restarting),
+        (RestartCondition::UnlessStopped, 0, Restarting),
+        (RestartCondition::UnlessStopped, 1, Restarting),
+        (RestartCondition::OnFailure, 0, Completed),
+        (RestartCondition::OnFailure, 2, Restarting),
+        (RestartCondition::Never, 0, Completed),
+        (RestartCondition::Never, 1, Exited),
     ];
-    for (condition, code, restarts) in cases {
+    for (condition, code, want) in cases {
         let r = replica("web-a", condition);
         let c = container("web-a", Some(TaskState::Stopped { exit_code: code }));
         let pass = run(&[r], &[c], &mut LocalState::new(), 0);
+        let restarts = want == Restarting;
         assert_eq!(!pass.actions.is_empty(), restarts, "{condition:?} {code}");
-        let want = if restarts {
-            ReplicaState::Restarting
-        } else {
-            ReplicaState::Exited
-        };
-        assert_eq!(pass.statuses[0].state, want);
+        assert_eq!(pass.statuses[0].state, want, "{condition:?} {code}");
         assert_eq!(pass.statuses[0].exit_code, Some(code));
     }
 }
@@ -201,12 +203,17 @@ fn max_attempts_stops_restarting() {
         "web-a".into(),
         LocalReplica {
             restarts: 2,
+            attempts: 2,
             ..Default::default()
         },
     );
     let pass = run(&[r], &[c], &mut local, 0);
     assert!(pass.actions.is_empty());
     assert_eq!(pass.statuses[0].state, ReplicaState::Exited);
+    assert_eq!(
+        pass.statuses[0].message,
+        "exited with code 1; gave up after 2 restarts (max_attempts)"
+    );
 }
 
 #[test]

@@ -27,16 +27,16 @@ pub trait ServerLink: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<Assignment, ClientError>;
 
-    /// The node's whole assignment after `base` (the last one), as [`ServerLink::assignment`]
-    /// after its generation; the real link asks for a delta and merges it into `base`.
-    async fn assignment_since(
+    /// The node's assignment after generation `after`, to merge into the last whole one
+    /// (`Assignment::apply`): as [`ServerLink::assignment`] (a whole answer merges as itself);
+    /// the real link asks for a delta.
+    async fn assignment_delta(
         &self,
         node: &str,
-        base: Option<&Assignment>,
+        after: Option<u64>,
         timeout: Duration,
     ) -> Result<Assignment, ClientError> {
-        self.assignment(node, base.map(|b| b.generation), timeout)
-            .await
+        self.assignment(node, after, timeout).await
     }
 
     /// Sends the node's observed state (registering the node at its first one).
@@ -45,6 +45,9 @@ pub trait ServerLink: Send + Sync + 'static {
     /// Renews the node's lease: the cheap liveness call, which writes nothing on the server.
     /// Refused until the node has registered with its first report.
     async fn renew_lease(&self, node: &str) -> Result<(), ClientError>;
+
+    /// The volumes the store keeps on the node (`volume_sweep` removes the data of others).
+    async fn node_volumes(&self, node: &str) -> Result<Vec<hivemind_types::Volume>, ClientError>;
 }
 
 #[async_trait::async_trait]
@@ -58,13 +61,13 @@ impl ServerLink for Client {
         Client::assignment(self, node, after, timeout).await
     }
 
-    async fn assignment_since(
+    async fn assignment_delta(
         &self,
         node: &str,
-        base: Option<&Assignment>,
+        after: Option<u64>,
         timeout: Duration,
     ) -> Result<Assignment, ClientError> {
-        Client::assignment_since(self, node, base, timeout).await
+        Client::assignment_delta(self, node, after, timeout).await
     }
 
     async fn report(&self, report: &NodeReport) -> Result<(), ClientError> {
@@ -74,20 +77,30 @@ impl ServerLink for Client {
     async fn renew_lease(&self, node: &str) -> Result<(), ClientError> {
         Client::renew_lease(self, node).await
     }
+
+    async fn node_volumes(&self, node: &str) -> Result<Vec<hivemind_types::Volume>, ClientError> {
+        Client::node_volumes(self, node).await
+    }
 }
 
 /// Long-polls the node's assignment and wakes the converger when it changed.
 pub(super) async fn watch_assignment<R: ContainerRuntime>(shared: Arc<Shared<R>>) {
     // The last whole assignment, which the next answer (a delta) is merged into.
     let mut base: Option<Assignment> = None;
+    let node = &shared.config.node;
+    let poll = Duration::from_secs(30);
     loop {
-        match shared
-            .server
-            .assignment_since(&shared.config.node, base.as_ref(), Duration::from_secs(30))
-            .await
-        {
-            Ok(assignment) => {
-                base = Some(assignment.clone());
+        let after = base.as_ref().map(|b| b.generation);
+        match shared.server.assignment_delta(node, after, poll).await {
+            Ok(next) => {
+                // Merged in place: the merge costs the changes, not the whole assignment.
+                let assignment = match &mut base {
+                    Some(whole) => {
+                        whole.apply(next);
+                        whole.clone()
+                    }
+                    None => base.insert(next).clone(),
+                };
                 let mut state = shared.state();
                 if state.assignment.as_ref() != Some(&assignment) {
                     debug!(

@@ -19,42 +19,29 @@ use tracing::warn;
 /// about ten full turnovers of it.
 pub(crate) const MAX_WEIGHT: usize = 100_000;
 
-#[derive(Debug)]
-enum What {
-    /// These replicas' endpoints changed, or (`whole`) the service must be sent in full.
-    Service {
-        key: String,
-        ids: Vec<String>,
-        whole: bool,
-    },
-    /// `node` now runs a replica of `app` (`ns/app`), whose services are new to it.
-    Joined { node: String, app: String },
-}
-
+/// One committed endpoints change: these replicas' endpoints changed in service `key`, or
+/// (`whole`) the service must be sent in full.
 #[derive(Debug)]
 struct Entry {
     revision: u64,
-    what: What,
+    key: String,
+    ids: Vec<String>,
+    whole: bool,
 }
 
 impl Entry {
     fn weight(&self) -> usize {
-        match &self.what {
-            What::Service { ids, .. } => ids.len().max(1),
-            What::Joined { .. } => 1,
-        }
+        self.ids.len().max(1)
     }
 }
 
 /// What changed for one node since a generation: see `NodeNetwork`'s delta fields.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug)]
 pub(crate) struct NodeDelta {
-    /// Filled in by `Routes::delta`, which knows the node's replicas and subnet.
     pub(crate) replicas: super::replica_log::ReplicaDelta,
     pub(crate) subnet: Option<String>,
-    pub(crate) services: Vec<ServiceEndpoints>,
-    pub(crate) endpoint_changes: Vec<EndpointChange>,
-    pub(crate) service_keys: Vec<String>,
+    /// The routed services' part, shared by every node that asked the same.
+    pub(crate) routed: std::sync::Arc<super::answer::Routed>,
 }
 
 /// One service with its slices merged.
@@ -120,6 +107,8 @@ pub(crate) struct Diffs {
     entries: VecDeque<Entry>,
     weight: usize,
     covers_from: u64,
+    /// Bumped by every change to the history: answers built from it stay valid until then.
+    version: u64,
 }
 
 /// Equal in everything the data plane reads except the endpoint list.
@@ -154,6 +143,19 @@ impl Diffs {
         self.entries.clear();
         self.weight = 0;
         self.covers_from = revision;
+        self.version += 1;
+    }
+
+    /// Changes with every change to the services or their history.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The revision of the first change after `after`, which with the history's version names
+    /// everything a delta after `after` covers; `None` when nothing changed since.
+    pub(crate) fn first_after(&self, after: u64) -> Option<u64> {
+        let start = self.entries.partition_point(|e| e.revision <= after);
+        self.entries.get(start).map(|e| e.revision)
     }
 
     /// Whether a delta after generation `after` can be answered (`processed` is the hub's).
@@ -161,8 +163,8 @@ impl Diffs {
         self.covers_from <= after && after <= processed
     }
 
-    fn push(&mut self, revision: u64, what: What) {
-        let entry = Entry { revision, what };
+    fn push(&mut self, entry: Entry) {
+        self.version += 1;
         self.weight += entry.weight();
         self.entries.push_back(entry);
         while self.weight > MAX_WEIGHT {
@@ -193,72 +195,51 @@ impl Diffs {
         } else {
             None
         };
+        let entry = |key, ids, whole| Entry {
+            revision,
+            key,
+            ids,
+            whole,
+        };
         let what = match (self.services.get_mut(&key), new) {
             // Slice 0 goes only with the service.
             (Some(_), None) if n == 0 => {
                 self.services.remove(&key);
-                Some(What::Service {
-                    key,
-                    ids: Vec::new(),
-                    whole: true,
-                })
+                Some(entry(key, Vec::new(), true))
             }
             (Some(merged), None) => {
                 let ids = merged.set_slice(n, Vec::new());
-                (!ids.is_empty()).then_some(What::Service {
-                    key,
-                    ids,
-                    whole: false,
-                })
+                (!ids.is_empty()).then(|| entry(key, ids, false))
             }
             (None, None) => None,
             (Some(merged), Some(now)) if same_but_endpoints(&merged.head, &now) => {
                 let ids = merged.set_slice(n, now.endpoints);
-                (!ids.is_empty()).then_some(What::Service {
-                    key,
-                    ids,
-                    whole: false,
-                })
+                (!ids.is_empty()).then(|| entry(key, ids, false))
             }
             (Some(merged), Some(mut now)) => {
                 let endpoints = std::mem::take(&mut now.endpoints);
                 merged.head = now;
                 merged.set_slice(n, endpoints);
-                Some(What::Service {
-                    key,
-                    ids: Vec::new(),
-                    whole: true,
-                })
+                Some(entry(key, Vec::new(), true))
             }
             (None, Some(now)) => {
                 let mut merged = Merged::new(now.clone());
                 merged.set_slice(n, now.endpoints);
                 self.services.insert(key.clone(), merged);
-                Some(What::Service {
-                    key,
-                    ids: Vec::new(),
-                    whole: true,
-                })
+                Some(entry(key, Vec::new(), true))
             }
         };
         if let Some(what) = what {
-            self.push(revision, what);
+            self.push(what);
         }
     }
 
-    /// Records that `node` gained its first replica of `app` (`ns/app`).
-    pub(crate) fn joined(&mut self, revision: u64, node: &str, app: &str) {
-        self.push(
-            revision,
-            What::Joined {
-                node: node.to_string(),
-                app: app.to_string(),
-            },
-        );
-    }
-
     /// The keys of the services of `apps` (`ns/app`) and of `public`, that exist now.
-    fn routed(&self, apps: &BTreeSet<String>, public: &BTreeSet<String>) -> BTreeSet<String> {
+    pub(crate) fn routed(
+        &self,
+        apps: &BTreeSet<String>,
+        public: &BTreeSet<String>,
+    ) -> BTreeSet<String> {
         let mut keys: BTreeSet<String> = public
             .iter()
             .filter(|k| self.services.contains_key(*k))
@@ -276,81 +257,74 @@ impl Diffs {
         keys
     }
 
-    /// The services of `apps` (`ns/app`) and `public` in full, in key order: a full answer's.
-    pub(crate) fn whole_services(
-        &self,
-        apps: &BTreeSet<String>,
-        public: &BTreeSet<String>,
-    ) -> Vec<ServiceEndpoints> {
-        self.routed(apps, public)
-            .iter()
-            .map(|key| self.services[key].whole())
+    /// The services of `keys` (from [`Diffs::routed`]) in full, in key order: a full
+    /// answer's.
+    pub(crate) fn whole_services(&self, keys: &BTreeSet<String>) -> Vec<ServiceEndpoints> {
+        keys.iter()
+            .filter_map(|key| self.services.get(key))
+            .map(Merged::whole)
             .collect()
     }
 
-    /// What changed for `node`, which runs `apps` and routes `public` too, since `after`
-    /// (which [`Diffs::covers`]).
+    /// What changed since `after` (which [`Diffs::covers`]) in the services of `keys`, for a
+    /// node that gained the apps `joined` since then (their services go whole): the services
+    /// sent whole and the endpoint lists' changes, both in key order.
     pub(crate) fn delta(
         &self,
         after: u64,
-        node: &str,
-        apps: &BTreeSet<String>,
-        public: &BTreeSet<String>,
-    ) -> NodeDelta {
-        let keys = self.routed(apps, public);
-        let mut whole: BTreeSet<&str> = BTreeSet::new();
-        let mut touched: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        let mut joined: BTreeSet<&str> = BTreeSet::new();
+        keys: &BTreeSet<String>,
+        joined: &BTreeSet<String>,
+    ) -> (Vec<ServiceEndpoints>, Vec<EndpointChange>) {
+        let mut whole: BTreeSet<&str> = keys
+            .iter()
+            .filter(|key| joined.contains(crate::assignments::app_of(key)))
+            .map(String::as_str)
+            .collect();
+        // Ids are gathered in lists and sorted once: a set per id cost most of a burst's
+        // answers.
+        let mut touched: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         let start = self.entries.partition_point(|e| e.revision <= after);
         for entry in self.entries.range(start..) {
-            match &entry.what {
-                What::Service { key, ids, whole: w } => {
-                    if !keys.contains(key) {
-                        continue;
-                    }
-                    if *w {
-                        whole.insert(key);
-                    } else {
-                        touched
-                            .entry(key)
-                            .or_default()
-                            .extend(ids.iter().map(String::as_str));
-                    }
-                }
-                What::Joined { node: n, app } if n == node => {
-                    joined.insert(app);
-                }
-                What::Joined { .. } => {}
+            if !keys.contains(&entry.key) {
+                continue;
+            }
+            if entry.whole {
+                whole.insert(&entry.key);
+            } else {
+                touched
+                    .entry(&entry.key)
+                    .or_default()
+                    .extend(entry.ids.iter().map(String::as_str));
             }
         }
-        for key in &keys {
-            if joined.contains(crate::assignments::app_of(key)) {
-                whole.insert(key);
-            }
-        }
-        let mut out = NodeDelta::default();
-        for key in &whole {
-            out.services.push(self.services[*key].whole());
-        }
-        for (key, ids) in touched {
+        let services = whole
+            .iter()
+            .filter_map(|key| self.services.get(*key))
+            .map(Merged::whole)
+            .collect();
+        let mut changes = Vec::new();
+        for (key, mut ids) in touched {
             if whole.contains(key) {
                 continue;
             }
-            let now = &self.services[key].endpoints;
+            let Some(merged) = self.services.get(key) else {
+                continue;
+            };
+            ids.sort_unstable();
+            ids.dedup();
             let mut change = EndpointChange {
                 service: key.to_string(),
                 upserts: Vec::new(),
                 removes: Vec::new(),
             };
             for id in ids {
-                match now.get(id) {
+                match merged.endpoints.get(id) {
                     Some(e) => change.upserts.push(e.clone()),
                     None => change.removes.push(id.to_string()),
                 }
             }
-            out.endpoint_changes.push(change);
+            changes.push(change);
         }
-        out.service_keys = keys.into_iter().collect();
-        out
+        (services, changes)
     }
 }

@@ -88,6 +88,7 @@ async fn poll(hub: &Hub, store: &Store, node: &str, after: u64) -> Assignment {
     )
     .await
     .unwrap()
+    .decode()
 }
 
 #[tokio::test]

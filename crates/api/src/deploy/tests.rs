@@ -316,6 +316,7 @@ async fn a_model_loaded_by_the_cli_deploys_with_its_values_as_loaded() {
         env: &env,
         read_file: &raw,
         profiles: &[],
+        project_dir: None,
     })
     .unwrap();
     let store = Store::open_in_memory().unwrap();

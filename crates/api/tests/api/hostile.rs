@@ -172,6 +172,22 @@ fn routes() -> Vec<Route> {
             ],
             "",
         ),
+        route("GET", "/api/v1/secrets", &[], &["namespace"], ""),
+        route(
+            "GET",
+            "/api/v1/secrets/{secret}",
+            &[("secret", "nosuch")],
+            &["app", "namespace"],
+            "",
+        ),
+        route("GET", "/api/v1/configs", &[], &["namespace"], ""),
+        route(
+            "DELETE",
+            "/api/v1/configs/{config}",
+            &[("config", "nosuch")],
+            &["app", "namespace"],
+            "",
+        ),
         route("GET", "/api/v1/openapi.json", &[], &[], ""),
     ]
 }
@@ -219,7 +235,9 @@ async fn hostile_values_in_every_parameter_and_segment_get_a_4xx_with_an_error_b
         let (status, body) = send(&s, route.method, &route.target(None, ""), &route.body).await;
         baseline.push(status);
         let want: &[u16] = match route.path {
-            "/api/v1/apps/{name}" => &[404],
+            "/api/v1/apps/{name}" | "/api/v1/secrets/{secret}" | "/api/v1/configs/{config}" => {
+                &[404]
+            }
             p if p.ends_with("/logs") || p.ends_with("/exec") => &[503],
             _ => &[200, 201, 204],
         };
@@ -318,6 +336,7 @@ fn arbitrary_path_segments_are_answered_never_with_a_5xx() {
         "/api/v1/services/shop/{}/logs",
         "/api/v1/replicas/{}/logs",
         "/api/v1/nodes/{}/assignment",
+        "/api/v1/secrets/{}",
     ];
     let segment = prop_oneof![
         ".{1,40}",

@@ -62,15 +62,20 @@ pub struct CompactionTask {
     /// `(unix ms, revision)` at each run: the store does not record when a revision committed.
     samples: VecDeque<(u64, u64)>,
     compacted: u64,
+    period: Duration,
 }
 
 impl CompactionTask {
-    pub fn new(store: Store, retention: Retention) -> CompactionTask {
+    /// Often enough that the log overshoots its bounds by at most half a minute of writes.
+    pub const DEFAULT_PERIOD: Duration = Duration::from_secs(30);
+
+    pub fn new(store: Store, retention: Retention, period: Duration) -> CompactionTask {
         CompactionTask {
             store,
             retention,
             samples: VecDeque::new(),
             compacted: 0,
+            period,
         }
     }
 
@@ -103,7 +108,7 @@ impl BackgroundTask for CompactionTask {
     }
 
     fn period(&self) -> Duration {
-        Duration::from_secs(30)
+        self.period
     }
 
     async fn activate(&mut self) -> Result<serde_json::Value, String> {
@@ -164,7 +169,7 @@ mod tests {
             revisions: 100,
             age: Duration::from_secs(3600),
         };
-        let mut task = CompactionTask::new(store.clone(), retention);
+        let mut task = CompactionTask::new(store.clone(), retention, Duration::from_secs(1));
         let status = task.activate().await.unwrap();
         assert_eq!(status["compacted"], 400);
         // The watcher had read nothing yet: its history is gone.

@@ -202,7 +202,14 @@ impl Cache {
                     None => self.forget_slice(service, n),
                 }
             }
-            Kind::App | Kind::Node | Kind::Event | Kind::Address | Kind::Token => {}
+            Kind::App
+            | Kind::Node
+            | Kind::Event
+            | Kind::Address
+            | Kind::Token
+            | Kind::Volume
+            | Kind::Secret
+            | Kind::Config => {}
         }
     }
 

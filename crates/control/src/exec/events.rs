@@ -167,15 +167,30 @@ async fn record(store: &Store, pending: &mut Pending) -> Result<usize, ControlEr
     if pending.events.is_empty() {
         return Ok(0);
     }
-    let now = now_millis();
+    let (ops, written) = event_ops(store, pending.events.clone(), now_millis()).await?;
+    if !ops.is_empty() {
+        store.txn(ops).await?;
+    }
+    pending.events.clear();
+    Ok(written)
+}
+
+/// The writes that record `events` at `now`: repeats folded into the stored events they
+/// repeat, and the pruning that keeps events bounded (`plan::events::write_plan`); with the
+/// number of events written. Shared by every controller that records events.
+pub(crate) async fn event_ops(
+    store: &Store,
+    events: Vec<Event>,
+    now: u64,
+) -> Result<(Vec<Op>, usize), ControlError> {
     let keys = store.keys(Kind::Event, "").await?;
     let mut stored = HashMap::new();
-    for key in aggregation_candidates(&pending.events, &keys) {
+    for key in aggregation_candidates(&events, &keys) {
         if let Some(e) = store.get::<Event>(Kind::Event, &key).await? {
             stored.insert(key, e);
         }
     }
-    let writes = write_plan(pending.events.clone(), &keys, &stored, now);
+    let writes = write_plan(events, &keys, &stored, now);
     let written = writes.put.len();
     let mut ops: Vec<Op> = writes
         .delete
@@ -188,11 +203,7 @@ async fn record(store: &Store, pending: &mut Pending) -> Result<usize, ControlEr
             .iter()
             .map(|e| Op::put(Kind::Event, e.id.clone(), e, Expect::Any)),
     );
-    if !ops.is_empty() {
-        store.txn(ops).await?;
-    }
-    pending.events.clear();
-    Ok(written)
+    Ok((ops, written))
 }
 
 async fn relist(store: &Store) -> Result<(u64, Vec<ObservedReplica>, Vec<Node>), ControlError> {

@@ -9,6 +9,7 @@ pub mod events;
 pub mod nodes;
 pub mod replicas;
 pub mod runner;
+pub mod volumes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

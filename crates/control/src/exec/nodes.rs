@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use hivemind_store::{Expect, Leases, Op, Store};
-use hivemind_types::event::expired_keys;
 use hivemind_types::{Event, Kind, Node, NodeState};
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::exec::events::event_ops;
 use crate::exec::replicas::error_chain;
 use crate::exec::runner::BackgroundTask;
 use crate::exec::{now_millis, ControlError};
@@ -62,27 +62,10 @@ impl NodeLivenessController {
                 Expect::Revision(n.meta.revision),
             ));
         }
-        ops.extend(event_ops(&self.store, events, now).await?);
+        ops.extend(event_ops(&self.store, events, now).await?.0);
         self.store.txn(ops).await?;
         Ok(json!({ "nodes": nodes.len(), "changed": changed.len() }))
     }
-}
-
-/// The writes of `events`, with the pruning that keeps events bounded (the same rule the API
-/// applies when it records events from reports).
-async fn event_ops(store: &Store, events: Vec<Event>, now: u64) -> Result<Vec<Op>, ControlError> {
-    let keys = store.keys(Kind::Event, "").await?;
-    let mut ops: Vec<Op> = expired_keys(&keys, events.len(), now)
-        .into_iter()
-        .filter(|key| !events.iter().any(|e| e.id == *key))
-        .map(|key| Op::delete(Kind::Event, key, Expect::Any))
-        .collect();
-    ops.extend(
-        events
-            .iter()
-            .map(|e| Op::put(Kind::Event, e.id.clone(), e, Expect::Any)),
-    );
-    Ok(ops)
 }
 
 #[async_trait::async_trait]

@@ -8,23 +8,28 @@
 //! changed the services with replicas there, every global service and every service that could
 //! not be placed. A run first applies everything committed before it started (its own previous
 //! write included, so a plan never repeats the creations of the last one), plans the marked
-//! services and writes at most [`BATCH`] replicas. A service left unfinished stays marked; the
+//! services and writes at most [`BATCH`] replicas. A status change replans the services that
+//! `depends_on` the replica's service (`depends`: their gates and wait events). A service left unfinished stays marked; the
 //! runner wakes the controller on its own write, so a large scale-up proceeds batch by batch.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use hivemind_store::{Change, ChangeOp, Expect, Op, Store, WatchEvent};
-use hivemind_types::{Kind, Meta, Node, ReplicaState, Service, ServiceMode};
+use hivemind_types::{HealthStatus, Kind, Meta, Node, Replica, ReplicaState, Service, ServiceMode};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::exec::runner::BackgroundTask;
-use crate::exec::{mirror, ControlError};
+use crate::exec::{mirror, now_millis, ControlError};
+use crate::plan::depends::Gate;
 use crate::plan::replicas::{plan_replicas, Observed, ReplicaHead, ServiceWork};
 use crate::plan::schedule::NodeLoad;
+use depends::WaitEvents;
 pub(crate) use hivemind_types::error_chain;
+
+mod depends;
 
 /// Replica writes (creates and deletes) per transaction: a few MB of JSON, well under what
 /// one SQLite transaction and one watch item carry comfortably.
@@ -38,7 +43,7 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 /// the cache is rebuilt from a list instead.
 const CATCH_UP: Duration = Duration::from_secs(10);
 
-/// The part of a replica's JSON the cache needs (the spec is not decoded).
+/// The part of a replica's JSON the cache needs (of the spec, only `stopped`).
 #[derive(Deserialize)]
 struct ReplicaJson {
     id: String,
@@ -48,13 +53,49 @@ struct ReplicaJson {
     node: String,
     revision_hash: String,
     #[serde(default)]
+    spec: StoppedJson,
+    #[serde(default)]
     meta: Meta,
+}
+
+#[derive(Deserialize, Default)]
+struct StoppedJson {
+    #[serde(default)]
+    stopped: bool,
 }
 
 #[derive(Deserialize)]
 struct StatusJson {
     id: String,
     state: ReplicaState,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    health: Option<HealthJson>,
+}
+
+#[derive(Deserialize)]
+struct HealthJson {
+    status: HealthStatus,
+}
+
+/// What the cache keeps of a replica's status: its state orders scale-down removals, and all
+/// of it decides the `depends_on` conditions of the services that depend on its service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StatusFacts {
+    state: ReplicaState,
+    exit_code: Option<i32>,
+    health: Option<HealthStatus>,
+}
+
+impl From<StatusJson> for StatusFacts {
+    fn from(s: StatusJson) -> StatusFacts {
+        StatusFacts {
+            state: s.state,
+            exit_code: s.exit_code,
+            health: s.health.map(|h| h.status),
+        }
+    }
 }
 
 /// The controller's view of the store and the services that need planning.
@@ -70,7 +111,10 @@ pub struct Cache {
     by_node: HashMap<String, HashMap<String, usize>>,
     node_counts: HashMap<String, usize>,
     nodes: HashMap<String, Node>,
-    states: HashMap<String, ReplicaState>,
+    states: HashMap<String, StatusFacts>,
+    /// Service key → the keys of the services that `depends_on` it, so that a change of its
+    /// replicas or their states replans them.
+    dependents: HashMap<String, BTreeSet<String>>,
     dirty: BTreeSet<String>,
     /// Services the last plan could not place in full: a node change may help them.
     unschedulable: BTreeSet<String>,
@@ -99,9 +143,32 @@ impl Cache {
             cache.nodes.insert(n.name.clone(), n);
         }
         for s in statuses {
-            cache.states.insert(s.id, s.state);
+            cache.states.insert(s.id.clone(), s.into());
         }
+        cache.index_dependents();
         cache
+    }
+
+    /// Rebuilds [`Cache::dependents`] (on every service change: services are few next to
+    /// replicas, and most have no `depends_on`).
+    fn index_dependents(&mut self) {
+        self.dependents.clear();
+        for (key, s) in &self.services {
+            for dep in s.spec.depends_on.keys() {
+                let dep_key = format!("{}/{}/{dep}", s.namespace, s.app);
+                self.dependents
+                    .entry(dep_key)
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+    }
+
+    /// Marks the services that depend on the service `key`.
+    fn mark_dependents(&mut self, key: &str) {
+        if let Some(dependents) = self.dependents.get(key) {
+            self.dirty.extend(dependents.iter().cloned());
+        }
     }
 
     fn put_replica(&mut self, r: ReplicaJson) {
@@ -124,7 +191,9 @@ impl Cache {
             revision_hash: r.revision_hash,
             created_at: r.meta.created_at,
             revision: r.meta.revision,
+            stopped: r.spec.stopped,
         };
+        self.mark_dependents(&key);
         self.replicas.insert(r.id, (key, head));
     }
 
@@ -149,6 +218,7 @@ impl Cache {
                 self.by_node.remove(&head.node);
             }
         }
+        self.mark_dependents(&key);
         if let Some(n) = self.node_counts.get_mut(&head.node) {
             *n -= 1;
             if *n == 0 {
@@ -165,6 +235,8 @@ impl Cache {
             Kind::Service => {
                 self.dirty.insert(change.key.clone());
                 mirror(&mut self.services, change, "service");
+                self.index_dependents();
+                self.mark_dependents(&change.key);
             }
             Kind::Replica => {
                 // A replica that moved service or node is a removal and an addition.
@@ -197,16 +269,31 @@ impl Cache {
                 }
             }
             Kind::ReplicaStatus => {
-                // Only orders scale-down removals: not a reason to plan.
-                let state = put
+                // Orders scale-down removals, and decides the conditions of the services that
+                // depend on the replica's service: those are planned again when it changes.
+                let facts = put
                     .then(|| StatusJson::deserialize(&change.value).ok())
-                    .flatten();
-                match state {
-                    Some(s) => self.states.insert(s.id, s.state),
+                    .flatten()
+                    .map(StatusFacts::from);
+                let old = match facts {
+                    Some(f) => self.states.insert(change.key.clone(), f),
                     None => self.states.remove(&change.key),
                 };
+                if old != facts {
+                    if let Some((key, _)) = self.replicas.get(&change.key) {
+                        let key = key.clone();
+                        self.mark_dependents(&key);
+                    }
+                }
             }
-            Kind::App | Kind::Event | Kind::Endpoints | Kind::Address | Kind::Token => {}
+            Kind::App
+            | Kind::Event
+            | Kind::Endpoints
+            | Kind::Address
+            | Kind::Token
+            | Kind::Volume
+            | Kind::Secret
+            | Kind::Config => {}
         }
     }
 
@@ -228,15 +315,24 @@ impl Cache {
     }
 
     /// Plans the marked services, at most `budget` writes, unmarking those planned whole;
-    /// returns how many services were examined and the plan.
+    /// returns how many services were examined, the plan, and the gates of those with
+    /// `depends_on`.
     fn plan(
         &mut self,
         budget: usize,
         new_id: &mut dyn FnMut(&str, u32) -> String,
-    ) -> (usize, crate::plan::replicas::ReplicaPlan) {
+    ) -> (
+        usize,
+        crate::plan::replicas::ReplicaPlan,
+        HashMap<String, Gate>,
+    ) {
         let keys: Vec<String> = std::mem::take(&mut self.dirty).into_iter().collect();
         let nodes: Vec<Node> = self.nodes.values().cloned().collect();
         let mut load = NodeLoad::from_counts(&nodes, &self.node_counts);
+        let gates: HashMap<String, Gate> = keys
+            .iter()
+            .filter_map(|key| Some((key.clone(), self.gate_of(key)?)))
+            .collect();
         let work: Vec<ServiceWork<'_>> = keys
             .iter()
             .map(|key| ServiceWork {
@@ -249,13 +345,15 @@ impl Cache {
                     .flatten()
                     .filter_map(|id| self.replicas.get(id).map(|(_, head)| head))
                     .collect(),
+                held: gates.get(key).is_some_and(Gate::holds),
+                replace_created_before: gates.get(key).and_then(|g| g.replace_created_before),
             })
             .collect();
         let replicas = &self.replicas;
         let states = &self.states;
         let observed = Observed {
             nodes: &nodes,
-            state: &|id| states.get(id).copied(),
+            state: &|id| states.get(id).map(|s| s.state),
             id_taken: &|id| replicas.contains_key(id),
         };
         let plan = plan_replicas(&work, &mut load, &observed, new_id, budget);
@@ -276,7 +374,7 @@ impl Cache {
         for outcome in plan.services.iter().filter(|o| o.unfinished) {
             self.dirty.insert(outcome.key.clone());
         }
-        (keys.len(), plan)
+        (keys.len(), plan, gates)
     }
 }
 
@@ -286,6 +384,7 @@ pub type IdSource = Box<dyn FnMut(&str, u32) -> String + Send>;
 pub struct ServiceController {
     store: Store,
     cache: Option<(Cache, hivemind_store::Watch, Instant)>,
+    waits: WaitEvents,
     new_id: IdSource,
     batch: usize,
     resync: Duration,
@@ -296,6 +395,7 @@ impl ServiceController {
         ServiceController {
             store,
             cache: None,
+            waits: WaitEvents::default(),
             new_id: Box::new(hivemind_types::id::replica_id),
             batch: BATCH,
             resync: RESYNC,
@@ -308,6 +408,7 @@ impl ServiceController {
         ServiceController {
             store,
             cache: None,
+            waits: WaitEvents::default(),
             new_id,
             batch,
             resync: RESYNC,
@@ -358,9 +459,38 @@ impl ServiceController {
             unreachable!("set above");
         };
         let read = started.elapsed();
-        let (examined, plan) = cache.plan(self.batch, &mut *self.new_id);
+        let (examined, plan, gates) = cache.plan(self.batch, &mut *self.new_id);
+        let planned_services: Vec<(&Service, Option<&Gate>)> = plan
+            .services
+            .iter()
+            .map(|o| o.key.as_str())
+            .chain(gates.keys().map(String::as_str))
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .filter_map(|key| Some((cache.services.get(key)?, gates.get(key))))
+            .collect();
+        let (events, waits) = self.waits.events(&planned_services, now_millis());
         let planned = started.elapsed();
-        let mut ops = Vec::with_capacity(plan.ops());
+        let mut ops = Vec::with_capacity(plan.ops() + events.len());
+        for e in &events {
+            info!(service = %e.object.name, reason = %e.reason, "{}", e.message);
+            ops.push(Op::put(Kind::Event, e.id.clone(), e, Expect::Any));
+        }
+        for (head, stopped) in &plan.set_stopped {
+            // Read whole to rewrite it; a replica gone or changed meanwhile fails the
+            // precondition below, and the next run plans afresh.
+            let Some(mut replica) = self.store.get::<Replica>(Kind::Replica, &head.id).await?
+            else {
+                continue;
+            };
+            replica.spec.stopped = *stopped;
+            ops.push(Op::put(
+                Kind::Replica,
+                head.id.clone(),
+                &replica,
+                Expect::Revision(head.revision),
+            ));
+        }
         for r in &plan.create {
             debug!(replica = %r.id, node = %r.node, service = %r.service, "placing replica");
             ops.push(Op::put(Kind::Replica, r.id.clone(), r, Expect::Absent));
@@ -381,6 +511,7 @@ impl ServiceController {
             self.cache = None;
             return Err(e.into());
         }
+        self.waits.commit(waits);
         let written = started.elapsed();
         // One line per service per run, never one per replica.
         for o in &plan.services {
@@ -398,6 +529,9 @@ impl ServiceController {
             if o.unschedulable > 0 {
                 warn!(service = %o.key, missing = o.unschedulable, "no ready node to place replicas on");
             }
+            if o.stop_changed > 0 {
+                info!(service = %o.key, replicas = o.stop_changed, "replicas stopped or started");
+            }
         }
         let unschedulable: Vec<(&str, usize)> = plan
             .services
@@ -410,6 +544,8 @@ impl ServiceController {
             "changed": plan.services.len(),
             "created": plan.create.len(),
             "deleted": plan.delete.len(),
+            "stop_changed": plan.set_stopped.len(),
+            "held": plan.services.iter().filter(|o| o.held > 0).map(|o| o.key.as_str()).collect::<Vec<_>>(),
             "unfinished": plan.unfinished().collect::<Vec<_>>(),
             "unschedulable": unschedulable,
             "id_collisions": plan.services.iter().map(|o| o.id_collisions).sum::<usize>(),
@@ -441,7 +577,12 @@ impl BackgroundTask for ServiceController {
     }
 
     fn watches(&self, kind: Kind) -> bool {
-        matches!(kind, Kind::Service | Kind::Replica | Kind::Node)
+        // Statuses decide `depends_on` conditions; a run for a status that changes nothing
+        // plans no service and writes nothing.
+        matches!(
+            kind,
+            Kind::Service | Kind::Replica | Kind::Node | Kind::ReplicaStatus
+        )
     }
 
     async fn activate(&mut self) -> Result<serde_json::Value, String> {

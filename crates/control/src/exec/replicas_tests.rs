@@ -281,7 +281,13 @@ async fn the_runner_carries_a_large_scale_up_batch_after_batch() {
         .collect();
     put(&store, nodes.iter().map(put_node).collect()).await;
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let controllers = crate::spawn_controllers(store.clone(), Default::default(), shutdown);
+    // The nodes renew no lease: a timeout longer than the test keeps them ready however slow
+    // the machine (under load the scale-up outlived the default 15 s and the nodes went down).
+    let config = crate::ControlConfig {
+        node_timeout: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let controllers = crate::spawn_controllers(store.clone(), config, shutdown);
     let wanted = 3 * BATCH as u32 + 1;
     let started = Instant::now();
     put(&store, vec![put_service(&service("shop", "web", wanted))]).await;

@@ -22,6 +22,7 @@ use crate::exec::events::run_events;
 use crate::exec::nodes::NodeLivenessController;
 use crate::exec::now_millis;
 use crate::exec::replicas::ServiceController;
+use crate::exec::volumes::VolumeController;
 use crate::plan::allocate::ClusterNetwork;
 
 #[async_trait::async_trait]
@@ -83,6 +84,10 @@ pub struct ControlConfig {
     pub network: ClusterNetwork,
     /// A node whose lease is not renewed for this long is marked down.
     pub node_timeout: Duration,
+    /// How much change history the store keeps (compaction drops the rest).
+    pub retention: Retention,
+    /// How often compaction runs.
+    pub compaction_period: Duration,
 }
 
 impl Default for ControlConfig {
@@ -90,6 +95,8 @@ impl Default for ControlConfig {
         ControlConfig {
             network: ClusterNetwork::default(),
             node_timeout: Duration::from_secs(15),
+            retention: Retention::DEFAULT,
+            compaction_period: CompactionTask::DEFAULT_PERIOD,
         }
     }
 }
@@ -113,7 +120,12 @@ pub fn spawn_controllers(
             store.clone(),
             config.node_timeout,
         )),
-        Box::new(CompactionTask::new(store.clone(), Retention::DEFAULT)),
+        Box::new(CompactionTask::new(
+            store.clone(),
+            config.retention,
+            config.compaction_period,
+        )),
+        Box::new(VolumeController::new(store.clone())),
     ];
     for (index, task) in tasks.into_iter().enumerate() {
         controllers

@@ -66,7 +66,7 @@ pub fn new_exits<'a>(old: Option<&Seen>, new: &'a ObservedReplica) -> Vec<&'a Ex
             }
             let already_stopped = matches!(
                 old.state,
-                Some(ReplicaState::Exited | ReplicaState::Restarting)
+                Some(ReplicaState::Exited | ReplicaState::Restarting | ReplicaState::Completed)
             ) && old.exit_code == Some(exit.exit_code);
             !(exit.adopted && already_stopped)
         })
@@ -209,6 +209,13 @@ pub fn exit_events(
                 "replica {id} killed for memory{limit}, exit code {}",
                 exit.exit_code
             ),
+        )
+    } else if exit.exit_code == 0 && exit.restart_delay_ms.is_none() {
+        // Exit 0 and not restarted: a one-shot job (a migration) that is done.
+        (
+            reason::COMPLETED,
+            EventType::Normal,
+            format!("replica {id} completed (exit code 0)"),
         )
     } else {
         let event_type = match exit.exit_code {

@@ -10,6 +10,13 @@
 //!   never has more replica objects than it wants. A Down node that returns therefore finds its
 //!   stale replicas gone from its assignment and stops them. With no ready node to take the
 //!   replacement, the stranded replica stays (its node may come back).
+//! - A replica's existence is what counts, not its state: a completed one-shot or a replica
+//!   that exited for good is not missing and is not replaced (a redeploy with a changed
+//!   template replaces it like any other), and a completed one on a lost node stays.
+//! - A stopped service (`hivemind stop`) keeps its replicas; those whose copy of
+//!   `spec.stopped` differs are rewritten (`set_stopped`), which the agents apply.
+//! - Creations wait while the service's `depends_on` does not hold (`plan::depends`, given
+//!   as `ServiceWork::held`); deletions do not.
 //! - Ids are unique: checked against every replica in the store and every id of the plan, with
 //!   a suffix that grows with the service (see `hivemind_types::id`).
 //! - A plan holds at most `budget` writes. A service whose work does not fit is planned in part
@@ -36,6 +43,8 @@ pub struct ReplicaHead {
     pub created_at: u64,
     /// The store revision the replica was last written at: the precondition of its delete.
     pub revision: u64,
+    /// Its copy of the spec says the service is stopped (`ServiceSpec::stopped`).
+    pub stopped: bool,
 }
 
 impl From<&Replica> for ReplicaHead {
@@ -46,6 +55,7 @@ impl From<&Replica> for ReplicaHead {
             revision_hash: r.revision_hash.clone(),
             created_at: r.meta.created_at,
             revision: r.meta.revision,
+            stopped: r.spec.stopped,
         }
     }
 }
@@ -57,6 +67,11 @@ pub struct ServiceWork<'a> {
     pub key: &'a str,
     pub service: Option<&'a Service>,
     pub replicas: Vec<&'a ReplicaHead>,
+    /// Its dependencies do not hold yet (`plan::depends`): no replica is created.
+    pub held: bool,
+    /// Replicas created before this are replaced (`depends_on.restart`: a dependency was
+    /// replaced after them).
+    pub replace_created_before: Option<u64>,
 }
 
 /// What the planner reads besides the services: the nodes, the agents' reported states (to
@@ -81,6 +96,10 @@ pub struct ServiceOutcome {
     pub id_collisions: usize,
     /// The budget (or the id attempts) ran out before the service's work was planned whole.
     pub unfinished: bool,
+    /// Creations wanted but held until its dependencies hold.
+    pub held: usize,
+    /// Replicas rewritten to stop or start them (`hivemind stop` / `start`).
+    pub stop_changed: usize,
 }
 
 /// What the service controller should write in one transaction.
@@ -88,17 +107,20 @@ pub struct ServiceOutcome {
 pub struct ReplicaPlan {
     pub create: Vec<Replica>,
     pub delete: Vec<ReplicaHead>,
+    /// Replicas whose `spec.stopped` is rewritten to the given value (their service was
+    /// stopped or started); the executor reads and rewrites each.
+    pub set_stopped: Vec<(ReplicaHead, bool)>,
     /// The services that were planned and what changed for each (only those with news).
     pub services: Vec<ServiceOutcome>,
 }
 
 impl ReplicaPlan {
     pub fn is_empty(&self) -> bool {
-        self.create.is_empty() && self.delete.is_empty()
+        self.create.is_empty() && self.delete.is_empty() && self.set_stopped.is_empty()
     }
 
     pub fn ops(&self) -> usize {
-        self.create.len() + self.delete.len()
+        self.create.len() + self.delete.len() + self.set_stopped.len()
     }
 
     /// Keys of the services whose work continues in a later plan.
@@ -188,9 +210,11 @@ impl Cx<'_, '_> {
         let mut stranded = Vec::new();
         let mut outdated = Vec::new();
         for r in &w.replicas {
-            if r.revision_hash != hash {
+            if is_outdated(r, &hash, w) {
                 outdated.push(*r);
-            } else if self.load.is_schedulable(&r.node) {
+            } else if self.load.is_schedulable(&r.node) || self.is_completed(r) {
+                // A completed one-shot on a lost node is done, not missing: running it again
+                // elsewhere would repeat its work.
                 current.push(*r);
             } else {
                 stranded.push(*r);
@@ -210,7 +234,12 @@ impl Cx<'_, '_> {
             free.extend(stranded.drain(..stranded.len() - creates));
         }
         self.delete_all(free, out);
+        self.sync_stopped(service, current.iter().chain(&stranded).copied(), out);
         if out.unfinished || creates == 0 {
+            return;
+        }
+        if w.held {
+            out.held = creates;
             return;
         }
         // Stranded replicas go only together with their replacement.
@@ -270,7 +299,7 @@ impl Cx<'_, '_> {
                 Some(NodeState::Down) => true,
                 Some(NodeState::Drained) | None => false,
             };
-            if r.revision_hash != hash || !on_usable_node || kept.contains_key(r.node.as_str()) {
+            if is_outdated(r, &hash, w) || !on_usable_node || kept.contains_key(r.node.as_str()) {
                 free.push(r);
             } else {
                 kept.insert(&r.node, r);
@@ -278,6 +307,7 @@ impl Cx<'_, '_> {
         }
         free.sort_by(|a, b| a.id.cmp(&b.id));
         self.delete_all(free, out);
+        self.sync_stopped(service, kept.values().copied(), out);
         if out.unfinished {
             return;
         }
@@ -287,6 +317,10 @@ impl Cx<'_, '_> {
             .filter(|n| !kept.contains_key(n))
             .map(String::from)
             .collect();
+        if w.held && !targets.is_empty() {
+            out.held = targets.len();
+            return;
+        }
         for node in targets {
             if self.budget == 0 {
                 out.unfinished = true;
@@ -309,6 +343,35 @@ impl Cx<'_, '_> {
         }
     }
 
+    /// Rewrites the replicas whose copy of `stopped` differs from the service's, while the
+    /// budget lasts.
+    fn sync_stopped<'r>(
+        &mut self,
+        service: &Service,
+        replicas: impl Iterator<Item = &'r ReplicaHead>,
+        out: &mut ServiceOutcome,
+    ) {
+        let mut differing: Vec<&ReplicaHead> = replicas
+            .filter(|r| r.stopped != service.spec.stopped)
+            .collect();
+        differing.sort_by(|a, b| a.id.cmp(&b.id));
+        for r in differing {
+            if self.budget == 0 {
+                out.unfinished = true;
+                return;
+            }
+            self.budget -= 1;
+            self.plan
+                .set_stopped
+                .push((r.clone(), service.spec.stopped));
+            out.stop_changed += 1;
+        }
+    }
+
+    fn is_completed(&self, r: &ReplicaHead) -> bool {
+        (self.observed.state)(&r.id) == Some(ReplicaState::Completed)
+    }
+
     /// Deletes `replicas` in order while the budget lasts.
     fn delete_all(&mut self, replicas: Vec<&ReplicaHead>, out: &mut ServiceOutcome) {
         for r in replicas {
@@ -328,12 +391,17 @@ impl Cx<'_, '_> {
     fn removal_order(&self, r: &ReplicaHead) -> (u8, std::cmp::Reverse<u64>, String) {
         let rank = match (self.observed.state)(&r.id) {
             Some(ReplicaState::Failed | ReplicaState::Exited) => 0,
-            Some(ReplicaState::Restarting) => 1,
+            Some(ReplicaState::Restarting | ReplicaState::Completed | ReplicaState::Stopped) => 1,
             None | Some(ReplicaState::Pending | ReplicaState::Starting) => 2,
             Some(ReplicaState::Running) => 3,
         };
         (rank, std::cmp::Reverse(r.created_at), r.id.clone())
     }
+}
+
+/// Whether `r` must be replaced: another revision, or older than a dependency it restarts with.
+fn is_outdated(r: &ReplicaHead, hash: &str, w: &ServiceWork<'_>) -> bool {
+    r.revision_hash != hash || w.replace_created_before.is_some_and(|t| r.created_at < t)
 }
 
 /// An id that no stored replica and no creation of this plan has, or `None` after
@@ -373,3 +441,7 @@ fn new_replica(service: &Service, hash: &str, id: String, node: String) -> Repli
 #[cfg(test)]
 #[path = "replicas_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "replicas_lifecycle_tests.rs"]
+mod lifecycle_tests;

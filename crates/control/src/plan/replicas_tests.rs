@@ -11,7 +11,7 @@ use hivemind_types::{
 
 use super::*;
 
-fn service(name: &str, replicas: u32, image: &str) -> Service {
+pub(super) fn service(name: &str, replicas: u32, image: &str) -> Service {
     Service {
         namespace: "default".into(),
         app: "shop".into(),
@@ -26,7 +26,7 @@ fn service(name: &str, replicas: u32, image: &str) -> Service {
     }
 }
 
-fn node(name: &str) -> Node {
+pub(super) fn node(name: &str) -> Node {
     Node {
         name: name.into(),
         address: "10.0.0.1".into(),
@@ -39,7 +39,7 @@ fn node(name: &str) -> Node {
     }
 }
 
-fn replica_of(s: &Service, id: &str, node: &str, created_at: u64) -> Replica {
+pub(super) fn replica_of(s: &Service, id: &str, node: &str, created_at: u64) -> Replica {
     Replica {
         id: id.into(),
         namespace: s.namespace.clone(),
@@ -56,7 +56,7 @@ fn replica_of(s: &Service, id: &str, node: &str, created_at: u64) -> Replica {
     }
 }
 
-fn status(id: &str, state: ReplicaState) -> (String, ObservedReplica) {
+pub(super) fn status(id: &str, state: ReplicaState) -> (String, ObservedReplica) {
     (
         id.to_string(),
         ObservedReplica {
@@ -77,7 +77,7 @@ fn status(id: &str, state: ReplicaState) -> (String, ObservedReplica) {
     )
 }
 
-fn ids() -> impl FnMut(&str, u32) -> String {
+pub(super) fn ids() -> impl FnMut(&str, u32) -> String {
     let mut n = 0;
     move |svc: &str, _| {
         n += 1;
@@ -108,6 +108,34 @@ fn plan_with(
         .map(Service::key)
         .chain(heads.iter().map(|(k, _)| k.clone()))
         .collect();
+    // The gates as the controller computes them (`plan::depends`), from the same tables.
+    let gates: BTreeMap<String, crate::plan::depends::Gate> = services
+        .iter()
+        .map(|s| {
+            let lookup = |name: &str| {
+                let dep = services.iter().find(|d| d.app == s.app && d.name == name)?;
+                let replicas = replicas
+                    .iter()
+                    .filter(|r| r.app == dep.app && r.service == dep.name)
+                    .map(|r| {
+                        let st = statuses.get(&r.id);
+                        crate::plan::depends::ReplicaFacts {
+                            current: r.revision_hash == dep.spec.revision_hash(),
+                            created_at: r.meta.created_at,
+                            state: st.map(|st| st.state),
+                            exit_code: st.and_then(|st| st.exit_code),
+                            health: st.and_then(|st| st.health.as_ref().map(|h| h.status)),
+                        }
+                    })
+                    .collect();
+                Some(crate::plan::depends::DependencyFacts {
+                    service: dep,
+                    replicas,
+                })
+            };
+            (s.key(), crate::plan::depends::gate(s, &lookup))
+        })
+        .collect();
     let work: Vec<ServiceWork<'_>> = keys
         .iter()
         .map(|k| ServiceWork {
@@ -118,6 +146,8 @@ fn plan_with(
                 .filter(|(rk, _)| rk == k)
                 .map(|(_, h)| h)
                 .collect(),
+            held: gates.get(k).is_some_and(|g| g.holds()),
+            replace_created_before: gates.get(k).and_then(|g| g.replace_created_before),
         })
         .collect();
     let mut load = NodeLoad::new(nodes, replicas.iter().map(|r| r.node.as_str()));
@@ -129,7 +159,7 @@ fn plan_with(
     plan_replicas(&work, &mut load, &observed, new_id, budget)
 }
 
-fn plan(
+pub(super) fn plan(
     services: &[Service],
     replicas: &[Replica],
     statuses: &[(String, ObservedReplica)],
@@ -139,7 +169,7 @@ fn plan(
 }
 
 /// What the store holds after `p` committed at `revision`.
-fn apply(replicas: &mut Vec<Replica>, p: &ReplicaPlan, revision: u64) {
+pub(super) fn apply(replicas: &mut Vec<Replica>, p: &ReplicaPlan, revision: u64) {
     replicas.retain(|r| !p.delete.iter().any(|d| d.id == r.id));
     for r in &p.create {
         let mut r = r.clone();
@@ -152,21 +182,21 @@ fn apply(replicas: &mut Vec<Replica>, p: &ReplicaPlan, revision: u64) {
     }
 }
 
-fn down(name: &str, state: NodeState) -> Node {
+pub(super) fn down(name: &str, state: NodeState) -> Node {
     Node {
         state,
         ..node(name)
     }
 }
 
-fn created(p: &ReplicaPlan) -> Vec<(String, String)> {
+pub(super) fn created(p: &ReplicaPlan) -> Vec<(String, String)> {
     p.create
         .iter()
         .map(|r| (r.id.clone(), r.node.clone()))
         .collect()
 }
 
-fn deleted(p: &ReplicaPlan) -> Vec<&str> {
+pub(super) fn deleted(p: &ReplicaPlan) -> Vec<&str> {
     p.delete.iter().map(|r| r.id.as_str()).collect()
 }
 

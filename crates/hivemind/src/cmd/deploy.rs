@@ -9,6 +9,7 @@ use futures::{FutureExt, StreamExt};
 use hivemind_client::wire::{DeployRequest, ReplicaFilter};
 use hivemind_client::Client;
 use hivemind_types::compose::{self, ComposeFile, ComposeInput, ProjectInput};
+use hivemind_types::secret::FileKind;
 use hivemind_types::{ReplicaState, ServiceMode};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -173,11 +174,16 @@ fn deploy_request(
         .iter()
         .map(|(name, source)| ComposeFile { name, source })
         .collect();
+    // Bind sources are made absolute here, the only place that sees the user's files. They
+    // name paths on the node: single-node, the server runs where the CLI does; in a cluster
+    // a path that does not exist on the replica's node fails that replica, naming the path.
+    let project_dir = cwd.join(&dir).to_string_lossy().into_owned();
     let project = compose::load_project(&ProjectInput {
         files: &files,
         env: &env,
         read_file: &read_file,
         profiles: &args.profile,
+        project_dir: Some(&project_dir),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let nothing = |_: &str| -> Result<String, String> { Err("was not inlined".into()) };
@@ -194,6 +200,9 @@ fn deploy_request(
             .ok()
             .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_lowercase()))
     });
+    // Values read here travel beside the model, never in it: the model is stored as sent.
+    let secrets = super::secret::compose_values(FileKind::Secret, &dir, &env, &parsed.secrets)?;
+    let configs = super::secret::compose_values(FileKind::Config, &dir, &env, &parsed.configs)?;
     Ok(DeployRequest {
         name,
         namespace: None,
@@ -203,6 +212,8 @@ fn deploy_request(
         env_files: BTreeMap::new(),
         revision: None,
         strict: false,
+        secrets,
+        configs,
     })
 }
 
@@ -275,10 +286,15 @@ async fn wait_until_running(
                     );
                 }
             }
-            // A replica with a health check counts once it is healthy (it gets traffic then).
+            // A replica with a health check counts once it is healthy (it gets traffic then);
+            // a one-shot job that completed is as done as a running server.
             let running = current
                 .iter()
-                .filter(|r| r.status.as_ref().is_some_and(is_up))
+                .filter(|r| {
+                    r.status
+                        .as_ref()
+                        .is_some_and(|s| is_up(s) || s.state == ReplicaState::Completed)
+                })
                 .count();
             let want = match service.spec.mode {
                 ServiceMode::Replicated => service.spec.replicas as usize,
@@ -340,8 +356,17 @@ pub(crate) async fn scale(global: &GlobalArgs, args: ScaleArgs) -> anyhow::Resul
 
 pub(crate) async fn rm(global: &GlobalArgs, args: RmArgs) -> anyhow::Result<()> {
     let client = client(global)?;
-    let app = client.delete_app(&args.app).await?;
-    println!("app {} removed; its containers are being stopped", app.name);
+    let app = client
+        .delete_app_with_volumes(&args.app, args.volumes)
+        .await?;
+    if args.volumes {
+        println!(
+            "app {} removed; its containers are being stopped, then its volumes removed",
+            app.name
+        );
+    } else {
+        println!("app {} removed; its containers are being stopped", app.name);
+    }
     Ok(())
 }
 

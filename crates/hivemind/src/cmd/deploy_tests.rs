@@ -126,3 +126,63 @@ fn request_carries_the_resolved_model_and_no_variables() {
     assert_eq!(web.environment.get("DB_PASS").unwrap(), "p$ss");
     assert_eq!(web.environment.get("EXTRA").unwrap(), "1");
 }
+
+#[test]
+fn secret_values_travel_beside_the_model_never_in_it() {
+    use base64::Engine as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("conf")).unwrap();
+    write(
+        dir,
+        "compose.yaml",
+        "services:\n  db:\n    image: postgres\n    secrets: [pw, token]\n    configs: [app, inline]\n\
+         secrets:\n  pw: {file: ./pw.txt}\n  token: {environment: API_TOKEN}\n  tls: {external: true}\n\
+         configs:\n  app: {file: conf/app.ini}\n  inline: {content: \"x=1\"}\n",
+    );
+    write(dir, "pw.txt", "file-secret-1");
+    write(dir, "conf/app.ini", "[app]\n");
+    write(dir, ".env", "API_TOKEN=dotenv-secret-2\n");
+    let req = deploy_request(dir, &env(&[]), &args(&[])).unwrap();
+    let decoded = |values: &hivemind_client::wire::FileValues, key: &str| {
+        let text = values.0.get(key).unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(decoded(&req.secrets, "pw"), "file-secret-1");
+    assert_eq!(decoded(&req.secrets, "token"), "dotenv-secret-2");
+    assert_eq!(decoded(&req.configs, "app"), "[app]\n");
+    // External and inline ones are not sent: the server has them.
+    assert_eq!(req.secrets.0.len(), 2);
+    assert_eq!(req.configs.0.len(), 1);
+    for v in ["file-secret-1", "dotenv-secret-2"] {
+        assert!(!req.compose.contains(v), "{}", req.compose);
+        assert!(
+            !format!("{req:?}").contains(v),
+            "a value in the request's Debug"
+        );
+    }
+
+    // A missing file or variable names the key.
+    std::fs::remove_file(dir.join("pw.txt")).unwrap();
+    let err = deploy_request(dir, &env(&[]), &args(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("secrets.pw") && err.contains("pw.txt"),
+        "{err}"
+    );
+    write(dir, "pw.txt", "x");
+    write(dir, ".env", "");
+    let err = deploy_request(dir, &env(&[]), &args(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("secrets.token") && err.contains("API_TOKEN"),
+        "{err}"
+    );
+}

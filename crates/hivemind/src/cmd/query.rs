@@ -40,9 +40,14 @@ pub(crate) async fn services(global: &GlobalArgs, args: ServicesArgs) -> anyhow:
                 .iter()
                 .filter(|r| r.replica.app == s.app && r.replica.service == s.name)
                 .filter(|r| {
-                    r.status
-                        .as_ref()
-                        .is_some_and(|st| st.state == hivemind_types::ReplicaState::Running)
+                    // A one-shot that completed is done, not missing.
+                    r.status.as_ref().is_some_and(|st| {
+                        matches!(
+                            st.state,
+                            hivemind_types::ReplicaState::Running
+                                | hivemind_types::ReplicaState::Completed
+                        )
+                    })
                 })
                 .count();
             let want = match s.spec.mode {
@@ -89,6 +94,14 @@ pub(crate) async fn ps(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<()> 
         filter.service = Some(s.name);
     }
     let replicas = client.replicas(&filter).await?;
+    // Services held by `depends_on` have no replica to show: a row says what they wait for.
+    let waiting = crate::cmd::lifecycle::waiting_rows(
+        &client,
+        filter.app.as_deref(),
+        filter.service.as_deref(),
+        &replicas,
+    )
+    .await?;
     let rows = replicas
         .iter()
         .map(|r| {
@@ -121,6 +134,7 @@ pub(crate) async fn ps(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<()> 
                 message,
             ]
         })
+        .chain(waiting)
         .collect();
     print_list(
         global.output,

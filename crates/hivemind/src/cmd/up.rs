@@ -109,6 +109,13 @@ async fn start_server(
         .with_context(|| format!("cannot write the admin token in {}", data_dir.display()))?;
     let agent_key = hivemind_api::tokens::load_or_create_agent_key(data_dir)
         .with_context(|| format!("cannot write the agent key in {}", data_dir.display()))?;
+    let secrets_key =
+        hivemind_api::secrets::load_or_create_secrets_key(data_dir).with_context(|| {
+            format!(
+                "cannot read or write the secrets key in {}",
+                data_dir.display()
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(args.api_addr)
         .await
         .with_context(|| {
@@ -124,6 +131,10 @@ async fn start_server(
         store.clone(),
         hivemind_control::ControlConfig {
             network,
+            retention: hivemind_control::exec::compaction::Retention {
+                revisions: args.history_revisions,
+                age: args.history_age,
+            },
             ..Default::default()
         },
         shutdown.clone(),
@@ -134,6 +145,7 @@ async fn start_server(
             tokens: vec![token],
             network,
             agent_key: agent_key.clone(),
+            secrets_key,
         },
     );
     let mut stop = shutdown;
@@ -207,6 +219,10 @@ async fn start_agent(
         agent_url: Some(agent_url),
         image_gc: image_gc_policy(args)?,
         logs: Some(runtime.config().clone()),
+        volumes: Some(global.data_dir.join("volumes")),
+        // Each replica's files get a tmpfs of their own under it; the directory itself holds
+        // nothing but mount points.
+        secrets_dir: Some(global.data_dir.join("secrets")),
     };
     info!(node = %config.node, "agent starting");
     Ok(tokio::spawn(hivemind_agent::run_agent(

@@ -114,6 +114,8 @@ impl Containerd {
                     return Err(RuntimeError::InitMissing { id: id.to_string() });
                 }
                 let files = self.write_run_files(id, &replica.spec, options).await?;
+                let scratch = self.run_dir(id).join("image-view");
+                super::copy_up::copy_up(id, &mounts, &scratch, &options.mounts).await?;
                 let input = SpecInput {
                     id,
                     image: &image_config,
@@ -123,11 +125,14 @@ impl Containerd {
                     hosts: &files.hosts,
                     hostname: &files.hostname,
                     network_ns: options.network_ns.as_deref(),
+                    volumes: &options.mounts,
                 };
-                let spec = build_spec(&input, args).map_err(|source| RuntimeError::Spec {
-                    id: id.to_string(),
-                    source,
-                })?;
+                let spec = build_spec(&input, args)
+                    .and_then(|spec| crate::oci::files::with_file_binds(spec, &options.file_binds))
+                    .map_err(|source| RuntimeError::Spec {
+                        id: id.to_string(),
+                        source,
+                    })?;
                 let spec_json = serde_json::to_vec(&spec).expect("spec serializes");
                 let container = Container {
                     id: id.to_string(),

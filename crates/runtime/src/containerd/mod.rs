@@ -10,6 +10,7 @@
 
 mod containers;
 mod content;
+mod copy_up;
 mod events;
 mod exec;
 mod images;

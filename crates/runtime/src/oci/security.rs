@@ -228,6 +228,7 @@ mod tests {
             hosts: Path::new("/run/x/hosts"),
             hostname: Path::new("/run/x/hostname"),
             network_ns: None,
+            volumes: &[],
         };
         let spec = super::super::build_spec(&input, vec!["sleep".into(), "1".into()]).unwrap();
         serde_json::to_value(spec).unwrap()

@@ -12,7 +12,6 @@ use super::error::Problems;
 use super::keys::{reject_key, unknown_key, Section};
 use super::resources::read_resources;
 use super::value::{expect_mapping, expect_str, expect_u32, join, string_entries};
-use super::warnings::Unhonoured;
 use crate::limits::Resources;
 use crate::spec::{RestartCondition, RestartPolicy, ServiceMode, TooManyReplicas};
 
@@ -84,6 +83,7 @@ fn read_restart_policy(p: &mut Problems, path: &str, value: &Value) -> Option<Re
         condition: RestartCondition::Always,
         max_attempts: None,
         delay_ms: 0,
+        window_ms: None,
     };
     for (key, v) in string_entries(p, path, map) {
         let key_path = join(path, &key);
@@ -113,11 +113,11 @@ fn read_restart_policy(p: &mut Problems, path: &str, value: &Value) -> Option<Re
                     policy.max_attempts = (n > 0).then_some(n);
                 }
             }
-            // Checked so that typos surface, but not kept: Hivemind's back-off resets once a
-            // replica has run for a while, which plays the role of Swarm's window.
+            // A run at least this long counts as a successful restart (Swarm's window).
             "window" => {
-                read_duration_ms(p, &key_path, v);
-                p.note(&key_path, Unhonoured::RestartWindow);
+                if let Some(ms) = read_duration_ms(p, &key_path, v) {
+                    policy.window_ms = (ms > 0).then_some(ms);
+                }
             }
             _ if key.starts_with("x-") => {}
             other => unknown_key(p, &key_path, other, RESTART_POLICY_KEYS.iter().copied()),
@@ -146,12 +146,13 @@ pub(crate) fn read_restart(p: &mut Problems, path: &str, value: &Value) -> Optio
         condition,
         max_attempts,
         delay_ms: 0,
+        window_ms: None,
     };
     match text {
         "no" => Some(policy(RestartCondition::Never, None)),
-        // Hivemind has no "stopped by the user" state that survives a restart of the agent, so
-        // `unless-stopped` behaves as `always`.
-        "always" | "unless-stopped" => Some(policy(RestartCondition::Always, None)),
+        "always" => Some(policy(RestartCondition::Always, None)),
+        // Kept apart from `always`: a replica the user stopped stays stopped.
+        "unless-stopped" => Some(policy(RestartCondition::UnlessStopped, None)),
         "on-failure" => Some(policy(RestartCondition::OnFailure, None)),
         _ => match text
             .strip_prefix("on-failure:")

@@ -144,6 +144,7 @@ pub(crate) fn apply_includes(
 
 /// Paths an included file's services name, made project-relative.
 fn rebase_paths(model: &mut Mapping, file: &str) {
+    super::secrets::rebase_files(model, file);
     let Some(Value::Mapping(services)) = model.get_mut("services") else {
         return;
     };

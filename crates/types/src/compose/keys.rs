@@ -38,12 +38,17 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "extra_hosts",
     "logging",
     "links",
+    "secrets",
+    "configs",
     "cpus",
     "mem_limit",
     "mem_reservation",
     "pids_limit",
     "profiles",
     "healthcheck",
+    "depends_on",
+    "volumes",
+    "volumes_from",
 ];
 
 /// Service keys Hivemind accepts without acting on them, because a service works without
@@ -115,17 +120,10 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "blkio_config",
         "disk I/O is shared without weights or limits",
     ),
-    (
-        "cgroup",
-        "replicas get a cgroup namespace of their own",
-    ),
+    ("cgroup", "replicas get a cgroup namespace of their own"),
     (
         "cgroup_parent",
         "replicas run in the cgroup the node's runtime gives them",
-    ),
-    (
-        "configs",
-        "put the file in the image, or pass its content in `environment`",
     ),
     (
         "cpu_count",
@@ -156,10 +154,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "limit CPUs with `cpus` or `deploy.resources.limits.cpus`",
     ),
     (
-        "depends_on",
-        "services start in any order, so make the service retry connecting to its dependencies",
-    ),
-    (
         "device_cgroup_rules",
         "replicas get the default devices only",
     ),
@@ -176,10 +170,7 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "external_links",
         "services of an app reach each other by service name",
     ),
-    (
-        "gpus",
-        "replicas get no GPUs yet",
-    ),
+    ("gpus", "replicas get no GPUs yet"),
     (
         "group_add",
         "run as a user whose groups the image defines, with `user`",
@@ -207,14 +198,8 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "set a memory limit large enough instead",
     ),
     ("oom_score_adj", ""),
-    (
-        "pid",
-        "each replica has its own PID namespace",
-    ),
-    (
-        "post_start",
-        "run the step in the image's entrypoint",
-    ),
+    ("pid", "each replica has its own PID namespace"),
+    ("post_start", "run the step in the image's entrypoint"),
     (
         "pre_stop",
         "handle the stop signal (`stop_signal`) in the program",
@@ -230,10 +215,6 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
     ),
     ("scale", "set `deploy.replicas` instead"),
     (
-        "secrets",
-        "pass the value in `environment` (from the CLI's environment or an env_file) until secrets land",
-    ),
-    (
         "security_opt",
         "adjust privileges with `cap_add`, `cap_drop` and `read_only` instead",
     ),
@@ -241,27 +222,13 @@ const SERVICE_KEYS_NOT_YET: &[(&str, &str)] = &[
         "storage_opt",
         "the container's writable layer has no size quota",
     ),
-    (
-        "sysctls",
-        "set the values on the node, or in the program",
-    ),
-    (
-        "use_api_socket",
-        "Hivemind has no Docker API to share",
-    ),
+    ("sysctls", "set the values on the node, or in the program"),
+    ("use_api_socket", "Hivemind has no Docker API to share"),
     (
         "userns_mode",
         "replicas share the node's user namespace; choose the user with `user`",
     ),
-    (
-        "uts",
-        "the hostname is the replica id, or `hostname`",
-    ),
-    (
-        "volumes",
-        "bake data into the image, or use `tmpfs` for scratch space, until volumes land",
-    ),
-    ("volumes_from", ""),
+    ("uts", "the hostname is the replica id, or `hostname`"),
 ];
 
 /// Keys under `deploy` that Hivemind reads.
@@ -295,18 +262,14 @@ const DEPLOY_KEYS_WARNED: &[(&str, &str)] = &[
 
 /// Top-level keys of the Compose Specification that Hivemind does not honour yet.
 const TOP_KEYS_NOT_YET: &[(&str, &str)] = &[
-    ("configs", "put the files in the image until configs land"),
     ("include", "merge the included files into one"),
     ("models", ""),
-    ("secrets", "pass values in `environment` until secrets land"),
-    (
-        "volumes",
-        "bake data into the image, or use `tmpfs`, until volumes land",
-    ),
 ];
 
 /// Top-level keys Hivemind reads.
-pub(crate) const TOP_KEYS: &[&str] = &["name", "services", "networks", "version"];
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "name", "services", "networks", "version", "volumes", "secrets", "configs",
+];
 
 /// Keys with a message each.
 type Table = &'static [(&'static str, &'static str)];

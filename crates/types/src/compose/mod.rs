@@ -13,6 +13,7 @@
 
 mod aliases;
 mod container;
+mod depends_on;
 mod deploy;
 mod document;
 mod dotenv;
@@ -33,9 +34,11 @@ mod ports;
 mod profiles;
 mod project;
 mod resources;
+mod secrets;
 mod service;
 mod signal;
 mod value;
+mod volumes;
 mod warnings;
 mod words;
 
@@ -49,9 +52,12 @@ use serde_yaml_ng::{Mapping, Value};
 pub use error::{ComposeError, FieldError};
 pub use names::{app_dns_name, is_compose_name};
 pub use project::{load_project, ComposeFile, Project, ProjectInput};
+pub use secrets::{FileDef, FileSource};
+pub use volumes::name_volumes;
 pub use warnings::{warnings, Note, Unhonoured, Warning};
 
 use crate::id::MAX_SERVICE_NAME_LEN;
+use crate::secret::FileKind;
 use crate::spec::ServiceSpec;
 use error::Problems;
 use keys::{reject_key, Section};
@@ -84,6 +90,10 @@ pub struct ComposeApp {
     pub services: Vec<(String, ServiceSpec)>,
     /// Keys read but not honoured, in file order; [`warnings`] words them.
     pub unhonoured: Vec<Note>,
+    /// The top-level `secrets`, by key: the CLI sends the values of those it reads.
+    pub secrets: BTreeMap<String, FileDef>,
+    /// The top-level `configs`, by key.
+    pub configs: BTreeMap<String, FileDef>,
 }
 
 /// Reads and validates a Compose file, reporting every problem found.
@@ -98,6 +108,8 @@ pub fn parse(input: &ComposeInput<'_>) -> Result<ComposeApp, ComposeError> {
                 name: None,
                 services: Vec::new(),
                 unhonoured: Vec::new(),
+                secrets: BTreeMap::new(),
+                configs: BTreeMap::new(),
             },
             |app| ComposeApp { unhonoured, ..app },
         ),
@@ -149,11 +161,16 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
     let mut name = None;
     let mut services = None;
     let mut networks = None;
+    let mut volumes = BTreeMap::new();
+    let (mut secret_defs, mut config_defs) = (BTreeMap::new(), BTreeMap::new());
     for (key, v) in string_entries(p, "", top) {
         match key.as_str() {
             "name" => name = read_app_name(p, v),
+            "secrets" => secret_defs = secrets::read_defs(p, FileKind::Secret, "secrets", v),
+            "configs" => config_defs = secrets::read_defs(p, FileKind::Config, "configs", v),
             "services" => services = Some(v),
             "networks" => networks = Some(read_networks(p, v)),
+            "volumes" => volumes = volumes::read_volumes(p, v),
             // Obsolete in the Compose Specification and ignored by Docker Compose too.
             "version" => {}
             _ if key.starts_with("x-") => {}
@@ -208,6 +225,9 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
         env_files: input.env_files,
         service_names: &service_names,
         networks: &networks,
+        volumes: &volumes,
+        secrets: &secret_defs,
+        configs: &config_defs,
     };
     let mut read: Vec<aliases::Entry> = entries
         .into_iter()
@@ -222,6 +242,15 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
         })
         .collect();
     aliases::resolve(p, &mut read);
+    let graph: Vec<_> = read
+        .iter()
+        .filter_map(|e| {
+            let spec = e.read.as_ref()?.spec.as_ref()?;
+            Some((e.written.as_str(), e.dns.as_deref()?, &spec.depends_on))
+        })
+        .collect();
+    depends_on::refuse_cycles(p, &graph);
+    volumes::resolve_volumes_from(p, &mut read);
     let profiled = read
         .iter()
         .filter(|e| e.read.as_ref().is_some_and(|r| r.profiles))
@@ -244,6 +273,8 @@ fn read_document(p: &mut Problems, input: &ComposeInput<'_>) -> Option<ComposeAp
         name,
         services: out,
         unhonoured: Vec::new(),
+        secrets: secret_defs,
+        configs: config_defs,
     })
 }
 

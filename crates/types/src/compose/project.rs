@@ -41,6 +41,10 @@ pub struct ProjectInput<'a> {
     /// Profiles enabled on the command line (`--profile`); `COMPOSE_PROFILES` in `env` adds to
     /// them.
     pub profiles: &'a [String],
+    /// The Compose file's directory (absolute), against which relative bind mount sources
+    /// (`./data:/data`) are made absolute, since the server cannot see the user's files; the
+    /// server passes `None` (what it receives is absolute already).
+    pub project_dir: Option<&'a str>,
 }
 
 /// A project loaded into one model.
@@ -123,6 +127,10 @@ pub fn load_project(input: &ProjectInput<'_>) -> Result<Project, ComposeError> {
         }
         apply_profiles(&mut p, services, &profiles);
         resolve_environments(&mut p, services, input.env, input.read_file);
+        if let Some(dir) = input.project_dir {
+            let home = input.env.get("HOME").map(String::as_str);
+            super::volumes::resolve_bind_sources(services, dir, home);
+        }
     }
     escape_top(&mut model);
     let source = match serde_yaml_ng::to_string(&Value::Mapping(model)) {

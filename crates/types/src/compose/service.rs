@@ -12,6 +12,7 @@ use serde_yaml_ng::Value;
 use super::container::{
     read_capabilities, read_extra_hosts, read_flag, read_hostname, read_tmpfs, read_ulimits,
 };
+use super::depends_on::read_depends_on;
 use super::deploy::{read_deploy, read_restart};
 use super::dotenv;
 use super::duration::read_duration_ms;
@@ -23,13 +24,18 @@ use super::logging::read_logging;
 use super::networks::{read_service_networks, NetworkDef};
 use super::ports::{read_expose, read_ports};
 use super::resources::read_service_level;
+use super::secrets::read_mounts;
 use super::signal::read_signal;
 use super::value::{
     describe, expect_mapping, expect_scalar, expect_str, index, join, string_entries, type_error,
 };
+use super::volumes::{
+    merge_volume_tmpfs, read_service_volumes, read_volumes_from, VolumeDef, VolumesFrom,
+};
 use super::warnings::Unhonoured;
 use super::words::split_words;
 use crate::limits::Resources;
+use crate::secret::FileKind;
 use crate::spec::{PullPolicy, RestartPolicy, ServiceMode, ServiceSpec};
 
 /// What every service of a file shares while being read.
@@ -43,6 +49,11 @@ pub(crate) struct ServiceContext<'a> {
     pub(crate) service_names: &'a BTreeMap<String, String>,
     /// The app's networks (top-level `networks` plus the implicit `default`).
     pub(crate) networks: &'a BTreeMap<String, NetworkDef>,
+    /// The top-level `volumes`, which named mounts must refer to.
+    pub(crate) volumes: &'a BTreeMap<String, VolumeDef>,
+    /// The top-level `secrets` and `configs`, by key.
+    pub(crate) secrets: &'a BTreeMap<String, super::secrets::FileDef>,
+    pub(crate) configs: &'a BTreeMap<String, super::secrets::FileDef>,
 }
 
 /// A service read on its own, with the names it gives that the whole app must agree on (also
@@ -56,6 +67,8 @@ pub(crate) struct ReadService {
     pub(crate) links: Vec<Link>,
     /// The service lists `profiles`, so it is not deployed (no profile is enabled).
     pub(crate) profiles: bool,
+    /// `volumes_from`, resolved once every service is read (`volumes::resolve_volumes_from`).
+    pub(crate) volumes_from: Vec<VolumesFrom>,
 }
 
 /// One `links` entry: `db` or `db:database` (`database` then names `db` too).
@@ -93,6 +106,8 @@ pub(crate) fn read_service(
     let mut exposed = Vec::new();
     let mut networks = None;
     let mut probe = None;
+    let mut volume_tmpfs = Vec::new();
+    let mut volumes_from = Vec::new();
 
     for (key, v) in string_entries(p, path, map) {
         let key_path = join(path, &key);
@@ -132,6 +147,9 @@ pub(crate) fn read_service(
                     .map(|name| (key_path.clone(), name.to_string()));
             }
             "links" => links = read_links(p, &key_path, v),
+            "depends_on" => {
+                spec.depends_on = read_depends_on(p, &key_path, v, cx.service_names);
+            }
             "cpus" | "mem_limit" | "mem_reservation" | "pids_limit" => {
                 read_service_level(p, &key, &key_path, v, &mut service_resources)
             }
@@ -151,11 +169,17 @@ pub(crate) fn read_service(
             "cap_add" => spec.cap_add = read_capabilities(p, &key_path, v),
             "cap_drop" => spec.cap_drop = read_capabilities(p, &key_path, v),
             "tmpfs" => spec.tmpfs = read_tmpfs(p, &key_path, v),
+            "volumes" => {
+                (spec.volumes, volume_tmpfs) = read_service_volumes(p, &key_path, v, cx.volumes)
+            }
+            "volumes_from" => volumes_from = read_volumes_from(p, &key_path, v),
             "ulimits" => spec.ulimits = read_ulimits(p, &key_path, v),
             "init" => spec.init = read_flag(p, &key_path, v, "init: true"),
             "hostname" => spec.hostname = read_hostname(p, &key_path, v),
             "extra_hosts" => spec.extra_hosts = read_extra_hosts(p, &key_path, v),
             "logging" => spec.logging = read_logging(p, &key_path, v),
+            "secrets" => spec.secrets = read_mounts(p, FileKind::Secret, &key_path, v, cx.secrets),
+            "configs" => spec.configs = read_mounts(p, FileKind::Config, &key_path, v, cx.configs),
             "healthcheck" => spec.healthcheck = read_healthcheck(p, &key_path, v),
             "x-hivemind" => {
                 spec.hivemind = read_hivemind(p, &key_path, v, cx.service_names);
@@ -176,6 +200,8 @@ pub(crate) fn read_service(
             "set image to a reference such as nginx:1.27 or registry.example.com/shop/web:1.4",
         );
     }
+
+    merge_volume_tmpfs(p, path, &mut spec, volume_tmpfs);
 
     // `environment` wins over `env_file`, key by key.
     spec.environment = env_file_vars;
@@ -244,6 +270,7 @@ pub(crate) fn read_service(
         container_name,
         links,
         profiles,
+        volumes_from,
     })
 }
 

@@ -27,8 +27,6 @@ pub enum Unhonoured {
     HostIp,
     /// `ports[].mode: host`: every port goes through the routing mesh.
     PortModeHost,
-    /// `deploy.restart_policy.window`: the back-off resets on its own clock.
-    RestartWindow,
     /// `env_file[].format`: every env file is read as a `.env` file.
     EnvFileFormat,
     /// `networks.NAME.labels`: networks carry no labels.
@@ -126,10 +124,6 @@ fn message(key: Unhonoured, service: &str) -> String {
         Unhonoured::PortModeHost => {
             "ignored: the port is published on every node through the routing mesh, as with \
              mode: ingress"
-                .to_string()
-        }
-        Unhonoured::RestartWindow => {
-            "ignored: the restart back-off starts afresh once a replica has run for 10 minutes"
                 .to_string()
         }
         Unhonoured::EnvFileFormat => {

@@ -211,3 +211,30 @@ async fn a_failed_attach_creates_nothing_and_is_retried() {
     assert!(attaches >= 2, "{attaches} attaches");
     assert_eq!(runtime.calls_of(Op::Create, "web-a").len(), 1);
 }
+
+/// A replica whose secret is not in the assignment (removed meanwhile, or an agent without a
+/// secrets directory) fails with the reason and is retried; nothing is created for it.
+#[tokio::test(start_paused = true)]
+async fn a_replica_whose_secret_was_not_delivered_fails_with_the_reason() {
+    let runtime = FakeRuntime::new();
+    let node = Node::start(runtime.clone());
+    let mut r = replica("web-a");
+    r.spec.secrets = vec![hivemind_types::secret::FileMount {
+        source: "default/shop/db_password".into(),
+        external: false,
+        target: "/run/secrets/db_password".into(),
+        uid: 0,
+        gid: 0,
+        mode: 0o444,
+        digest: "d".into(),
+    }];
+    node.server.assign(assignment(1, &[r]));
+    let report = node
+        .report("the secret failure", |r| {
+            status(r, "web-a").is_some_and(|s| s.state == ReplicaState::Failed)
+        })
+        .await;
+    let message = &status(&report, "web-a").unwrap().message;
+    assert!(message.contains("secrets and configs"), "{message}");
+    assert!(runtime.calls_of(Op::Create, "web-a").is_empty());
+}

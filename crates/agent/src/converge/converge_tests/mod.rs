@@ -36,6 +36,8 @@ fn config() -> AgentConfig {
         agent_url: Some("http://192.0.2.1:7946".into()),
         image_gc: None,
         logs: None,
+        volumes: None,
+        secrets_dir: None,
     }
 }
 
@@ -49,6 +51,7 @@ fn spec(image: &str, restart: RestartCondition) -> ServiceSpec {
             condition: restart,
             max_attempts: None,
             delay_ms: 0,
+            window_ms: None,
         },
         ..Default::default()
     }
@@ -82,6 +85,7 @@ fn assignment(generation: u64, replicas: &[Replica]) -> Assignment {
             ..Default::default()
         },
         delta: false,
+        files: Vec::new(),
     }
 }
 

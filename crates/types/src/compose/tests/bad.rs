@@ -32,19 +32,19 @@ fn cases() -> Vec<BadCase> {
         ),
         // Top-level keys.
         (
-            s("volumes: {data: {}}\nservices: {web: {image: a}}"),
-            "volumes",
-            "`volumes` is not supported yet",
+            s("volumes: {data: {driver: flocker}}\nservices: {web: {image: a}}"),
+            "volumes.data.driver",
+            "volume driver \"flocker\" is not supported",
         ),
         (
-            s("secrets: {}\nservices: {web: {image: a}}"),
+            s("secrets: [a]\nservices: {web: {image: a}}"),
             "secrets",
-            "`secrets` is not supported yet",
+            "expected a mapping, got a list",
         ),
         (
-            s("configs: {}\nservices: {web: {image: a}}"),
-            "configs",
-            "`configs` is not supported yet",
+            s("configs: {c: {}}\nservices: {web: {image: a}}"),
+            "configs.c",
+            "the config has no value",
         ),
         (
             s("networks: [front]\nservices: {web: {image: a}}"),
@@ -114,13 +114,13 @@ fn cases() -> Vec<BadCase> {
         ),
         (
             web("volumes: [\"data:/data\"]"),
-            "services.web.volumes",
-            "is not supported yet",
+            "services.web.volumes[0]",
+            "service web mounts volume \"data\", which the file does not define",
         ),
         (
             web("depends_on: [db]"),
-            "services.web.depends_on",
-            "retry connecting",
+            "services.web.depends_on[0]",
+            "service \"db\" is not defined",
         ),
         (web("scale: 3"), "services.web.scale", "deploy.replicas"),
         (

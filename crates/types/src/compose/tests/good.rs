@@ -38,6 +38,7 @@ fn minimal_service_gets_the_defaults() {
                 condition: RestartCondition::Always,
                 max_attempts: None,
                 delay_ms: 0,
+                window_ms: None,
             },
             stop_signal: "SIGTERM".into(),
             stop_grace_period_ms: 10_000,
@@ -338,14 +339,16 @@ fn restart_forms() {
         condition,
         max_attempts,
         delay_ms,
+        window_ms: None,
     };
-    use RestartCondition::{Always, Never, OnFailure};
+    use RestartCondition::{Always, Never, OnFailure, UnlessStopped};
     let cases: &[(&str, RestartPolicy)] = &[
         ("restart: \"no\"", policy(Never, None, 0)),
         ("restart: no", policy(Never, None, 0)),
         ("restart: false", policy(Never, None, 0)),
         ("restart: always", policy(Always, None, 0)),
-        ("restart: unless-stopped", policy(Always, None, 0)),
+        // Regression (issue 10): `unless-stopped` became `always`, losing what it means.
+        ("restart: unless-stopped", policy(UnlessStopped, None, 0)),
         ("restart: on-failure", policy(OnFailure, None, 0)),
         ("restart: \"on-failure:5\"", policy(OnFailure, Some(5), 0)),
         ("restart: \"on-failure:0\"", policy(OnFailure, None, 0)),
@@ -353,7 +356,14 @@ fn restart_forms() {
         ("deploy: {restart_policy: {condition: none}}", policy(Never, None, 0)),
         (
             "deploy: {restart_policy: {condition: on-failure, delay: 5s, max_attempts: 3, window: 2m}}",
-            policy(OnFailure, Some(3), 5000),
+            RestartPolicy {
+                window_ms: Some(120_000),
+                ..policy(OnFailure, Some(3), 5000)
+            },
+        ),
+        (
+            "deploy: {restart_policy: {window: 0s}}",
+            policy(Always, None, 0),
         ),
         (
             "restart: \"no\", deploy: {restart_policy: {condition: any, delay: 500ms}}",
@@ -583,4 +593,17 @@ fn logging_options_read_like_docker() {
     // Unset logging leaves the spec's JSON (and so its revision hash) as before.
     let plain = only_service("services:\n  web:\n    image: nginx:1.27\n");
     assert!(!serde_json::to_string(&plain).unwrap().contains("logging"));
+}
+
+/// Issue 10: `restart: unless-stopped` was read as `always`, losing what it means (a replica
+/// the user stopped stays stopped). The spec keeps it apart, and both restart after an exit.
+#[test]
+fn unless_stopped_becomes_always() {
+    let spec = only_service(&web("restart: unless-stopped"));
+    assert_eq!(spec.restart.condition, RestartCondition::UnlessStopped);
+    assert_ne!(spec.restart.condition, RestartCondition::Always);
+    assert!(spec.restart.condition.restarts_after(0));
+    assert!(spec.restart.condition.restarts_after(1));
+    let json = serde_json::to_value(&spec.restart).unwrap();
+    assert_eq!(json["condition"], "unless-stopped");
 }

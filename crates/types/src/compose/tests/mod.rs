@@ -5,6 +5,7 @@
 
 mod bad;
 mod bad_values;
+mod depends_on;
 mod good;
 mod healthcheck;
 mod limits;
@@ -15,6 +16,7 @@ mod properties;
 mod real_world;
 mod robustness;
 mod spec_example;
+mod volumes;
 mod warnings;
 
 use std::collections::BTreeMap;

@@ -40,6 +40,7 @@ fn load(
         env: &env,
         read_file: &read,
         profiles: &profiles,
+        project_dir: None,
     })?;
     let nothing = |_: &str| -> Result<String, String> { Err("not sent".into()) };
     parse(&ComposeInput {
@@ -433,6 +434,7 @@ fn loading_the_loaded_model_again_changes_nothing() {
         env: &env,
         read_file: &read,
         profiles: &[],
+        project_dir: None,
     })
     .unwrap();
     let again = [ComposeFile {
@@ -444,6 +446,7 @@ fn loading_the_loaded_model_again_changes_nothing() {
         env: &BTreeMap::new(),
         read_file: &|_| Err("none".into()),
         profiles: &[],
+        project_dir: None,
     })
     .unwrap();
     assert_eq!(first.source, second.source);

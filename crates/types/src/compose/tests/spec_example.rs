@@ -36,7 +36,7 @@ const PIN: &[(&str, T)] = &[
     ("services.foo.cap_drop", Honoured),
     ("services.foo.cgroup_parent", Refused),
     ("services.foo.command", Honoured),
-    ("services.foo.configs", Refused),
+    ("services.foo.configs", Honoured),
     ("services.foo.container_name", Refused),
     ("services.foo.depends_on", Refused),
     ("services.foo.deploy", Honoured),
@@ -46,7 +46,7 @@ const PIN: &[(&str, T)] = &[
     ("services.foo.deploy.rollback_config", Warned),
     ("services.foo.deploy.update_config", Warned),
     ("services.foo.deploy.resources", Refused),
-    ("services.foo.deploy.restart_policy", Warned),
+    ("services.foo.deploy.restart_policy", Honoured),
     ("services.foo.deploy.placement", Warned),
     ("services.foo.deploy.endpoint_mode", Warned),
     ("services.foo.device_cgroup_rules", Refused),
@@ -84,7 +84,7 @@ const PIN: &[(&str, T)] = &[
     ("services.foo.privileged", Refused),
     ("services.foo.read_only", Honoured),
     ("services.foo.restart", Honoured),
-    ("services.foo.secrets", Refused),
+    ("services.foo.secrets", Honoured),
     ("services.foo.security_opt", Refused),
     ("services.foo.stdin_open", Warned),
     ("services.foo.stop_grace_period", Honoured),
@@ -95,6 +95,8 @@ const PIN: &[(&str, T)] = &[
     ("services.foo.tty", Warned),
     ("services.foo.ulimits", Honoured),
     ("services.foo.user", Honoured),
+    // `datavolume` is not defined under the top-level volumes (Docker Compose refuses it too),
+    // and `.`/`~` sources read without the CLI's loader have no directory to be relative to.
     ("services.foo.volumes", Refused),
     ("services.foo.working_dir", Honoured),
     ("services.foo.x-bar", Honoured),
@@ -111,9 +113,28 @@ const PIN: &[(&str, T)] = &[
     ("networks.other-external-network.external", Warned),
     ("networks.other-external-network.x-bar", Honoured),
     ("networks.other-external-network.x-foo", Honoured),
-    ("volumes", Refused),
-    ("configs", Refused),
-    ("secrets", Refused),
+    // Drivers other than `local` (flocker, vsphere) and their driver_opts are refused with
+    // advice; the rest of the section is honoured.
+    ("volumes.some-volume", Honoured),
+    ("volumes.other-volume", Honoured),
+    ("volumes.other-volume.driver", Refused),
+    ("volumes.other-volume.driver_opts", Refused),
+    ("volumes.other-volume.labels", Honoured),
+    ("volumes.another-volume", Honoured),
+    ("volumes.another-volume.name", Honoured),
+    ("volumes.another-volume.driver", Refused),
+    ("volumes.another-volume.driver_opts", Refused),
+    ("volumes.external-volume", Honoured),
+    ("volumes.external-volume.external", Honoured),
+    ("volumes.other-external-volume", Honoured),
+    ("volumes.other-external-volume.external", Honoured),
+    ("volumes.external-volume3", Honoured),
+    ("volumes.external-volume3.name", Honoured),
+    ("volumes.external-volume3.external", Honoured),
+    ("volumes.external-volume3.x-bar", Honoured),
+    ("volumes.external-volume3.x-foo", Honoured),
+    ("configs", Honoured),
+    ("secrets", Honoured),
     ("x-bar", Honoured),
     ("x-foo", Honoured),
     ("x-nested", Honoured),
@@ -163,9 +184,9 @@ fn key_paths(doc: &Value) -> Vec<String> {
                     }
                 }
             }
-            "networks" => {
+            "networks" | "volumes" => {
                 for (net, nv) in keys(&v) {
-                    let path = join("networks", &net);
+                    let path = join(&key, &net);
                     out.push(path.clone());
                     out.extend(keys(&nv).into_iter().map(|(k, _)| join(&path, &k)));
                 }
@@ -208,6 +229,8 @@ fn the_compose_spec_full_example_is_pinned_key_by_key() {
         name: None,
         services: Vec::new(),
         unhonoured: notes,
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
     })
     .into_iter()
     .map(|w| w.key)

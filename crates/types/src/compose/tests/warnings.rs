@@ -66,11 +66,6 @@ fn every_unhonoured_key_warns_once_with_its_path() {
             "through the routing mesh",
         ),
         (
-            web("deploy: {restart_policy: {window: 2m}}"),
-            &["services.web.deploy.restart_policy.window"],
-            "back-off starts afresh",
-        ),
-        (
             web("env_file: [{path: web.env, format: raw}]"),
             &["services.web.env_file[0].format"],
             "read as a .env file",
