@@ -80,7 +80,11 @@ fn resolve_service(
 
 /// `environment` as a list of `KEY=VALUE` / `KEY`, or a mapping; `None` is a key without a
 /// value.
-fn read_environment(p: &mut Problems, path: &str, value: &Value) -> Vec<(String, Option<String>)> {
+pub(crate) fn read_environment(
+    p: &mut Problems,
+    path: &str,
+    value: &Value,
+) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
     let mut put = |p: &mut Problems, item_path: &str, key: &str, value: Option<String>| {
         if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c == '=') {

@@ -27,7 +27,7 @@ use super::resources::read_service_level;
 use super::secrets::read_mounts;
 use super::signal::read_signal;
 use super::value::{
-    describe, expect_mapping, expect_scalar, expect_str, index, join, string_entries, type_error,
+    expect_mapping, expect_scalar, expect_str, index, join, string_entries, type_error,
 };
 use super::volumes::{
     merge_volume_tmpfs, read_service_volumes, read_volumes_from, VolumeDef, VolumesFrom,
@@ -412,73 +412,18 @@ fn read_working_dir(p: &mut Problems, path: &str, value: &Value) -> Option<Strin
 }
 
 /// `environment` as a list of `KEY=VALUE` / `KEY`, or a mapping. A key without a value takes
-/// it from the interpolation variables and is left out when they do not have it.
+/// it from the interpolation variables and is left out when they do not have it (the server's
+/// reading of an old request body; the CLI's loader inlines such values).
 fn read_environment(
     p: &mut Problems,
     path: &str,
     value: &Value,
     env: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut put = |p: &mut Problems, item_path: &str, key: &str, value: Option<String>| {
-        if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c == '=') {
-            p.push(
-                item_path,
-                format!("{key:?} is not a valid variable name"),
-                "write KEY=VALUE, with no spaces in KEY",
-            );
-            return;
-        }
-        if let Some(v) = value.or_else(|| env.get(key).cloned()) {
-            out.insert(key.to_string(), v);
-        }
-    };
-    match value {
-        Value::Sequence(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let item_path = index(path, i);
-                let Some(text) = expect_str(p, &item_path, item, "- KEY=VALUE") else {
-                    continue;
-                };
-                match text.split_once('=') {
-                    Some((k, v)) => put(p, &item_path, k, Some(v.to_string())),
-                    None => put(p, &item_path, text, None),
-                }
-            }
-        }
-        Value::Mapping(map) => {
-            for (key, v) in string_entries(p, path, map) {
-                let key_path = join(path, &key);
-                let value = match v {
-                    Value::Null => None,
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    Value::Bool(b) => Some(b.to_string()),
-                    other => {
-                        p.push(
-                            &key_path,
-                            format!(
-                                "expected a string, number or boolean, got {}",
-                                describe(other)
-                            ),
-                            "quote the value, like KEY: \"value\"",
-                        );
-                        continue;
-                    }
-                };
-                put(p, &key_path, &key, value);
-            }
-        }
-        Value::Null => {}
-        other => type_error(
-            p,
-            path,
-            "a list or a mapping",
-            other,
-            "environment: {KEY: value}",
-        ),
-    }
-    out
+    super::environment::read_environment(p, path, value)
+        .into_iter()
+        .filter_map(|(key, v)| v.or_else(|| env.get(&key).cloned()).map(|v| (key, v)))
+        .collect()
 }
 
 /// `env_file`: one path or a list of paths (or `{path, required}` entries), later files
