@@ -43,6 +43,9 @@ pub struct ReplicaLog {
     read_to: u64,
     /// Bytes read after the last newline.
     partial: Vec<u8>,
+    /// Reads stop here: a tail's cursor ends where the log ended when it was scanned, so that
+    /// `--tail 3` gives 3 records even while the replica writes (see [`ReplicaLog::follow`]).
+    end: Option<LogPos>,
 }
 
 impl ReplicaLog {
@@ -53,7 +56,18 @@ impl ReplicaLog {
             seq: pos.seq,
             read_to: pos.offset,
             partial: Vec::new(),
+            end: None,
         }
+    }
+
+    /// Lifts the end a tail's cursor stops at, for a reader that follows the log.
+    pub fn follow(&mut self) {
+        self.end = None;
+    }
+
+    /// Whether reads stop at or before file `seq`.
+    fn ends_by(&self, seq: u64) -> bool {
+        self.end.is_some_and(|end| end.seq <= seq)
     }
 
     /// A cursor at the first record of the oldest file.
@@ -61,26 +75,44 @@ impl ReplicaLog {
         ReplicaLog::at(dir, LogPos { seq: 0, offset: 0 })
     }
 
-    /// A cursor at the start of the last `n` complete records, across files.
+    /// A cursor at the start of the last `n` complete records, across files, that reads up
+    /// to where the log ended at the scan (records written since are not among the last `n`
+    /// asked for; [`ReplicaLog::follow`] lifts that end).
     pub async fn tail(dir: PathBuf, n: usize) -> io::Result<ReplicaLog> {
         let seqs = list(&dir).await?;
         let mut left = n;
+        let mut end = None;
         for seq in seqs.iter().rev() {
-            match tail_offset(&files::file_path(&dir, *seq), left).await? {
+            let path = files::file_path(&dir, *seq);
+            let scanned = match tail_offset(&path, left).await? {
+                (len, scan) if end.is_none() => {
+                    end = Some(LogPos {
+                        seq: *seq,
+                        offset: len,
+                    });
+                    scan
+                }
+                (_, scan) => scan,
+            };
+            match scanned {
                 TailScan::Found(offset) => {
-                    return Ok(ReplicaLog::at(dir, LogPos { seq: *seq, offset }));
+                    let mut log = ReplicaLog::at(dir, LogPos { seq: *seq, offset });
+                    log.end = end;
+                    return Ok(log);
                 }
                 TailScan::Short(records) => left -= records,
             }
         }
         let oldest = seqs.first().copied().unwrap_or(0);
-        Ok(ReplicaLog::at(
+        let mut log = ReplicaLog::at(
             dir,
             LogPos {
                 seq: oldest,
                 offset: 0,
             },
-        ))
+        );
+        log.end = end;
+        Ok(log)
     }
 
     /// A cursor at the first file that may hold records written at or after `since`: files
@@ -115,22 +147,28 @@ impl ReplicaLog {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // Rotated away (or not written yet): go on at the next file that exists.
                     match self.newer_file().await? {
-                        Some(seq) => {
+                        Some(seq) if !self.ends_by(self.seq) => {
                             self.move_to(seq);
                             continue;
                         }
-                        None => return Ok(Vec::new()),
+                        _ => return Ok(Vec::new()),
                     }
                 }
                 Err(e) => return Err(e),
             };
-            let len = file.metadata().await?.len();
+            let mut len = file.metadata().await?.len();
+            if let Some(end) = self.end.filter(|end| end.seq == self.seq) {
+                len = len.min(end.offset);
+            }
             if len < self.read_to {
                 // Files only grow; a shorter one was replaced by hand. Read it from its start.
                 self.read_to = 0;
                 self.partial.clear();
             }
             if len == self.read_to {
+                if self.ends_by(self.seq) {
+                    return Ok(Vec::new());
+                }
                 let Some(newer) = self.newer_file().await? else {
                     return Ok(Vec::new());
                 };
@@ -225,7 +263,7 @@ async fn list(dir: &Path) -> io::Result<Vec<u64>> {
 
 /// The time of the last complete record of `path`, if it has one.
 async fn last_time(path: &Path) -> io::Result<Option<SystemTime>> {
-    let TailScan::Found(offset) = tail_offset(path, 1).await? else {
+    let (_, TailScan::Found(offset)) = tail_offset(path, 1).await? else {
         return Ok(None);
     };
     let mut file = match tokio::fs::File::open(path).await {
@@ -251,11 +289,11 @@ enum TailScan {
 }
 
 /// Walks back from the end of `path` counting complete records (bytes after the last newline
-/// are a record still being written and do not count).
-async fn tail_offset(path: &Path, n: usize) -> io::Result<TailScan> {
+/// are a record still being written and do not count); with the length scanned from.
+async fn tail_offset(path: &Path, n: usize) -> io::Result<(u64, TailScan)> {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TailScan::Short(0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, TailScan::Short(0))),
         Err(e) => return Err(e),
     };
     let len = file.metadata().await?.len();
@@ -273,7 +311,7 @@ async fn tail_offset(path: &Path, n: usize) -> io::Result<TailScan> {
         for i in (0..chunk.len()).rev() {
             if chunk[i] == b'\n' {
                 if newlines == n {
-                    return Ok(TailScan::Found(start + i as u64 + 1));
+                    return Ok((len, TailScan::Found(start + i as u64 + 1)));
                 }
                 newlines += 1;
             }
@@ -281,9 +319,9 @@ async fn tail_offset(path: &Path, n: usize) -> io::Result<TailScan> {
         end = start;
     }
     if newlines >= n {
-        Ok(TailScan::Found(0))
+        Ok((len, TailScan::Found(0)))
     } else {
-        Ok(TailScan::Short(newlines))
+        Ok((len, TailScan::Short(newlines)))
     }
 }
 

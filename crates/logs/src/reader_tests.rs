@@ -30,6 +30,45 @@ const SMALL: Rotation = Rotation {
     max_files: 3,
 };
 
+/// Regression: `logs REPLICA --tail 3` printed 4 lines when the replica wrote one between the
+/// tail's scan and the read. A tail's cursor now ends where the log ended at its scan, unless
+/// it follows.
+#[tokio::test]
+async fn logs_tail_3_returned_4_lines_when_a_line_arrived_during_the_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer_for_test(dir.path(), SMALL);
+    for i in 0..6 {
+        w.record(
+            TS,
+            LogStream::Stdout,
+            false,
+            format!("line {i:05}").as_bytes(),
+        );
+    }
+    w.flush();
+    let mut log = ReplicaLog::tail(dir.path().to_path_buf(), 3).await.unwrap();
+    let mut follower = ReplicaLog::tail(dir.path().to_path_buf(), 1).await.unwrap();
+    follower.follow();
+    // Written after the scans, two into a newer file.
+    for i in 6..9 {
+        w.record(
+            TS,
+            LogStream::Stdout,
+            false,
+            format!("line {i:05}").as_bytes(),
+        );
+    }
+    w.flush();
+    assert_eq!(
+        texts(&log.read_to_end().await.unwrap()),
+        ["line 00003", "line 00004", "line 00005"]
+    );
+    assert_eq!(
+        texts(&follower.read_to_end().await.unwrap()),
+        ["line 00005", "line 00006", "line 00007", "line 00008"]
+    );
+}
+
 #[tokio::test]
 async fn tail_counts_records_back_across_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,6 +146,7 @@ async fn tail_of_a_file_larger_than_one_block_and_a_record_in_flight() {
         ["line 04998", "line 04999"]
     );
     // The rest of the record arrives: a follower sees it whole.
+    log.follow();
     std::io::Write::write_all(&mut f, b"ten\n").unwrap();
     assert_eq!(texts(&log.poll().await.unwrap()), ["half-written"]);
 }

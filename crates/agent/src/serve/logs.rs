@@ -129,7 +129,7 @@ pub(super) async fn replica_logs<R: ContainerRuntime>(
         (None, None, Some(t)) => ReplicaLog::since(dir, t).await,
         (None, None, None) => Ok(ReplicaLog::start(dir)),
     };
-    let log = match opened {
+    let mut log = match opened {
         Ok(log) => log,
         Err(e) => {
             return error(
@@ -140,6 +140,9 @@ pub(super) async fn replica_logs<R: ContainerRuntime>(
             )
         }
     };
+    if params.follow {
+        log.follow();
+    }
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     tokio::spawn(pump_logs(log, Filter { stream, since }, params.follow, tx));
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
