@@ -216,3 +216,57 @@ services:
         "{table}"
     );
 }
+
+/// Regression: after a host reboot containerd keeps a replica's container but `/var/run/netns`
+/// is empty, and starting the container failed for ever (`namespace path: lstat
+/// /var/run/netns/...: no such file or directory`). Here the netns of a stopped replica is
+/// deleted as a reboot would, and `start` must bring the same replica back on its address.
+#[test]
+fn a_replica_whose_netns_vanished_with_a_reboot_starts_again() {
+    if !require_containerd() {
+        return;
+    }
+    let mut node = TestNode::start();
+    let file = format!(
+        r#"
+services:
+  web:
+    image: {IMAGE}
+    command: ["httpd", "-f", "-p", "8080"]
+    stop_grace_period: 1s
+"#
+    );
+    node.deploy_wait("rb", &file);
+    let web = the_one(&node, "web");
+    let web_id = web["replica"]["id"].as_str().unwrap().to_string();
+    let ip = web["status"]["ip"].clone();
+    node.cli_ok(&["stop", "rb/web"]);
+    node.wait_for("web stopped", Duration::from_secs(20), || {
+        state(&the_one(&node, "web")) == "stopped"
+            && !node.running_tasks().iter().any(|(id, _)| *id == web_id)
+    });
+    let netns: Vec<String> = String::from_utf8_lossy(
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .filter_map(|l| l.split_whitespace().next())
+    .filter(|n| n.ends_with(&web_id))
+    .map(str::to_string)
+    .collect();
+    assert_eq!(netns.len(), 1, "the replica's netns: {netns:?}");
+    let deleted = std::process::Command::new("ip")
+        .args(["netns", "delete", &netns[0]])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    node.cli_ok(&["start", "rb/web"]);
+    node.wait_for("web running again", Duration::from_secs(20), || {
+        state(&the_one(&node, "web")) == "running"
+            && node.running_tasks().iter().any(|(id, _)| *id == web_id)
+    });
+    assert_eq!(the_one(&node, "web")["status"]["ip"], ip, "same address");
+}

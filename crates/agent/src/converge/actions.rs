@@ -39,12 +39,7 @@ pub(super) async fn execute<R: ContainerRuntime>(shared: Arc<Shared<R>>, action:
                 .await
                 .map(|code| stopped_exit = Some(code.unwrap_or(137)))
                 .map_err(|e| error_chain(&e)),
-            Action::Start { id } => shared
-                .runtime
-                .start(id)
-                .await
-                .map(|_| ())
-                .map_err(|e| error_chain(&e)),
+            Action::Start { id } => start_replica(&shared, id).await,
             Action::Stop {
                 id,
                 signal,
@@ -183,6 +178,32 @@ async fn create_replica<R: ContainerRuntime>(
     shared
         .runtime
         .start(&replica.id)
+        .await
+        .map(|_| ())
+        .map_err(|e| error_chain(&e))
+}
+
+/// Starts a task for `id`'s existing container. The container names its netns by path, and a
+/// host reboot empties `/var/run/netns` while containerd keeps the container: attaching again
+/// first is idempotent (the same lease, address and path) and brings the namespace back, where
+/// starting alone failed for ever (`namespace path: lstat /var/run/netns/hm-...: no such file`).
+async fn start_replica<R: ContainerRuntime>(shared: &Shared<R>, id: &str) -> Result<(), String> {
+    if let Some(dataplane) = &shared.dataplane {
+        let replica = shared
+            .state()
+            .assignment
+            .as_ref()
+            .and_then(|a| a.replicas.iter().find(|r| r.id == id).cloned());
+        if let Some(replica) = replica {
+            dataplane
+                .attach(&replica)
+                .await
+                .map_err(|e| format!("cannot attach to the node network: {}", error_chain(&e)))?;
+        }
+    }
+    shared
+        .runtime
+        .start(id)
         .await
         .map(|_| ())
         .map_err(|e| error_chain(&e))
