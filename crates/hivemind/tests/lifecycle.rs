@@ -226,7 +226,7 @@ fn a_replica_whose_netns_vanished_with_a_reboot_starts_again() {
     if !require_containerd() {
         return;
     }
-    let mut node = TestNode::start();
+    let node = TestNode::start();
     let file = format!(
         r#"
 services:
