@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::exec::replicas::error_chain;
-use crate::exec::{mirror, ControlError};
+use crate::exec::{drain_committed, mirror, ControlError, Drained};
 use crate::plan::endpoints::{member, plan_endpoints, EndpointsChange};
 
 /// Endpoints slices written per transaction (a service's changes are never split).
@@ -382,27 +382,14 @@ pub async fn run_endpoints(store: Store, mut shutdown: watch::Receiver<bool>) {
             };
             // Everything already committed is applied before planning, so that a burst of
             // reports about one service costs one write of its endpoints.
-            let mut event = event;
-            let mut relisted = false;
-            for _ in 0..MAX_COALESCE {
-                match event {
-                    Some(WatchEvent::Txn { changes, .. }) => {
-                        changes.iter().for_each(|c| cache.apply(c));
-                    }
-                    // History is gone: start over from a fresh list.
-                    Some(WatchEvent::Compacted { .. }) => {
-                        relisted = true;
-                        break;
-                    }
-                    None => return,
-                }
-                match watch.next().now_or_never() {
-                    Some(next) => event = next,
-                    None => break,
-                }
-            }
-            if relisted {
-                break;
+            let drained = drain_committed(event, &mut watch, MAX_COALESCE, |changes| {
+                changes.iter().for_each(|c| cache.apply(c));
+            });
+            match drained.await {
+                Drained::Applied => {}
+                // History is gone: start over from a fresh list.
+                Drained::Compacted => break,
+                Drained::Ended => return,
             }
             if *shutdown.borrow() {
                 return;

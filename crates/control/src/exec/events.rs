@@ -16,8 +16,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::FutureExt;
-use hivemind_store::{Change, ChangeOp, Expect, Op, Store, WatchEvent};
+use hivemind_store::{Change, ChangeOp, Expect, Op, Store};
 use hivemind_types::event::MAX_EVENTS;
 use hivemind_types::{Event, Kind, Node, NodeProblem, ObservedReplica, Replica};
 use serde::Deserialize;
@@ -25,7 +24,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::exec::replicas::error_chain;
-use crate::exec::{now_millis, ControlError};
+use crate::exec::{drain_committed, now_millis, ControlError, Drained};
 use crate::plan::events::{
     aggregation_candidates, has_news, node_problem_events, replica_events, write_plan, Seen,
 };
@@ -256,30 +255,17 @@ pub async fn run_events(store: Store, mut shutdown: watch::Receiver<bool>) {
             };
             // Everything already committed is applied before writing: a burst of reports
             // costs one event transaction.
-            let mut event = event;
-            let mut relisted = false;
             let now = now_millis();
-            for _ in 0..MAX_COALESCE {
-                match event {
-                    Some(WatchEvent::Txn { changes, .. }) => {
-                        changes
-                            .iter()
-                            .for_each(|c| cache.apply(c, now, &mut pending));
-                    }
-                    // History is gone: compare a fresh list with the cache.
-                    Some(WatchEvent::Compacted { .. }) => {
-                        relisted = true;
-                        break;
-                    }
-                    None => return,
-                }
-                match watch.next().now_or_never() {
-                    Some(next) => event = next,
-                    None => break,
-                }
-            }
-            if relisted {
-                break;
+            let drained = drain_committed(event, &mut watch, MAX_COALESCE, |changes| {
+                changes
+                    .iter()
+                    .for_each(|c| cache.apply(c, now, &mut pending));
+            });
+            match drained.await {
+                Drained::Applied => {}
+                // History is gone: compare a fresh list with the cache.
+                Drained::Compacted => break,
+                Drained::Ended => return,
             }
             if *shutdown.borrow() {
                 return;
